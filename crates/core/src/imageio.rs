@@ -1,0 +1,241 @@
+//! Image decoding (any format the `image` crate sniffs, EXIF orientation applied, converted
+//! to 8-bit RGB) and resizing to the square model input with SIMD (fast_image_resize).
+
+use fast_image_resize as fir;
+use image::{ImageDecoder, ImageReader, RgbImage};
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+use std::path::Path;
+use thiserror::Error;
+
+/// Why an input image could not be used. Each variant is a short reason for manifests and
+/// error rows.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum DecodeError {
+    #[error("missing file")]
+    Missing,
+    #[error("cannot read file: {0}")]
+    Unreadable(String),
+    #[error("empty file")]
+    Empty,
+    #[error("truncated JPEG (no end-of-image marker after the last scan)")]
+    TruncatedJpeg,
+    #[error("not an image (unrecognised format)")]
+    NotAnImage,
+    #[error("cannot decode image: {0}")]
+    Corrupt(String),
+}
+
+/// How a picture is brought to the square model input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResizeMode {
+    /// Plain resize to a square, ignoring aspect ratio (the reference's way).
+    #[default]
+    Stretch,
+    /// Keep the aspect ratio, fit inside the square, pad with gray (114).
+    Letterbox,
+    /// Keep the aspect ratio, cover the square, crop the centre.
+    CenterCrop,
+}
+
+impl ResizeMode {
+    /// The name used on the command line and in manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            ResizeMode::Stretch => "stretch",
+            ResizeMode::Letterbox => "letterbox",
+            ResizeMode::CenterCrop => "center-crop",
+        }
+    }
+}
+
+/// Gray level used to pad letterboxed images.
+pub const LETTERBOX_FILL: u8 = 114;
+
+/// Reads and decodes an image file to RGB8.
+pub fn decode_file(path: &Path) -> Result<RgbImage, DecodeError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(DecodeError::Missing),
+        Err(e) => return Err(DecodeError::Unreadable(e.to_string())),
+    };
+    decode_bytes(&bytes)
+}
+
+/// Decodes an encoded image to RGB8: grayscale, alpha, CMYK and 16-bit inputs are converted,
+/// EXIF orientation is applied, truncated JPEGs are rejected rather than gray-filled.
+pub fn decode_bytes(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
+    if bytes.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    if is_jpeg(bytes) && !jpeg_is_complete(bytes) {
+        return Err(DecodeError::TruncatedJpeg);
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(DecodeError::NotAnImage);
+    }
+    let mut decoder = reader.into_decoder().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    let orientation = decoder.orientation().ok();
+    let mut img = image::DynamicImage::from_decoder(decoder)
+        .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    if let Some(o) = orientation {
+        img.apply_orientation(o);
+    }
+    if img.width() == 0 || img.height() == 0 {
+        return Err(DecodeError::Corrupt("image has zero width or height".into()));
+    }
+    Ok(match img {
+        image::DynamicImage::ImageRgb8(rgb) => rgb,
+        other if other.color().has_alpha() => composite_on_white(&other.to_rgba8()),
+        other => other.to_rgb8(),
+    })
+}
+
+fn composite_on_white(rgba: &image::RgbaImage) -> RgbImage {
+    RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+        let p = rgba.get_pixel(x, y).0;
+        let a = p[3] as u32;
+        let blend = |c: u8| ((c as u32 * a + 255 * (255 - a) + 127) / 255) as u8;
+        image::Rgb([blend(p[0]), blend(p[1]), blend(p[2])])
+    })
+}
+
+fn is_jpeg(bytes: &[u8]) -> bool {
+    bytes.len() >= 3 && bytes[..3] == [0xFF, 0xD8, 0xFF]
+}
+
+/// A complete JPEG has an end-of-image marker (FFD9) after its last start-of-scan (FFDA).
+/// Entropy-coded data stuffs 0xFF bytes, so FFD9 cannot appear inside a scan.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last = |m: u8| bytes.windows(2).rposition(|w| w[0] == 0xFF && w[1] == m);
+    match (last(0xDA), last(0xD9)) {
+        (Some(sos), Some(eoi)) => eoi > sos,
+        _ => false,
+    }
+}
+
+/// Resizes RGB8 images to a `size` x `size` square; reuse one per thread.
+pub struct SquareResizer {
+    size: u32,
+    mode: ResizeMode,
+    resizer: fir::Resizer,
+    scratch: Vec<u8>,
+}
+
+impl SquareResizer {
+    pub fn new(size: u32, mode: ResizeMode) -> Self {
+        SquareResizer { size, mode, resizer: fir::Resizer::new(), scratch: Vec::new() }
+    }
+
+    /// Output length in bytes (size * size * 3).
+    pub fn output_len(&self) -> usize {
+        (self.size * self.size * 3) as usize
+    }
+
+    /// Writes the resized image into `out` (HWC, RGB, `output_len()` bytes).
+    pub fn resize_into(&mut self, img: &RgbImage, out: &mut [u8]) -> Result<(), String> {
+        assert_eq!(out.len(), self.output_len(), "output buffer has the wrong length");
+        let (w, h) = img.dimensions();
+        let src = fir::images::ImageRef::new(w, h, img.as_raw(), fir::PixelType::U8x3)
+            .map_err(|e| e.to_string())?;
+        let alg = fir::ResizeOptions::new()
+            .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Bilinear));
+        let s = self.size;
+        match self.mode {
+            ResizeMode::Stretch => {
+                let mut dst = fir::images::Image::from_slice_u8(s, s, out, fir::PixelType::U8x3)
+                    .map_err(|e| e.to_string())?;
+                self.resizer.resize(&src, &mut dst, &alg).map_err(|e| e.to_string())?;
+            }
+            ResizeMode::CenterCrop => {
+                let side = w.min(h) as f64;
+                let opts = alg.crop((w as f64 - side) / 2.0, (h as f64 - side) / 2.0, side, side);
+                let mut dst = fir::images::Image::from_slice_u8(s, s, out, fir::PixelType::U8x3)
+                    .map_err(|e| e.to_string())?;
+                self.resizer.resize(&src, &mut dst, &opts).map_err(|e| e.to_string())?;
+            }
+            ResizeMode::Letterbox => {
+                let scale = (s as f64 / w as f64).min(s as f64 / h as f64);
+                let nw = ((w as f64 * scale).round() as u32).clamp(1, s);
+                let nh = ((h as f64 * scale).round() as u32).clamp(1, s);
+                self.scratch.resize((nw * nh * 3) as usize, 0);
+                let mut dst =
+                    fir::images::Image::from_slice_u8(nw, nh, &mut self.scratch, fir::PixelType::U8x3)
+                        .map_err(|e| e.to_string())?;
+                self.resizer.resize(&src, &mut dst, &alg).map_err(|e| e.to_string())?;
+                out.fill(LETTERBOX_FILL);
+                let (x0, y0) = ((s - nw) / 2, (s - nh) / 2);
+                let row = (nw * 3) as usize;
+                for y in 0..nh {
+                    let from = (y * nw * 3) as usize;
+                    let to = (((y0 + y) * s + x0) * 3) as usize;
+                    out[to..to + row].copy_from_slice(&self.scratch[from..from + row]);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jpeg_bytes(w: u32, h: u32) -> Vec<u8> {
+        let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7) as u8, (y * 5) as u8, 90]));
+        let mut buf = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, 90).encode_image(&img).unwrap();
+        buf
+    }
+
+    #[test]
+    fn decodes_jpeg_and_rejects_bad_inputs() {
+        let good = jpeg_bytes(40, 30);
+        assert_eq!(decode_bytes(&good).unwrap().dimensions(), (40, 30));
+        assert_eq!(decode_bytes(&[]), Err(DecodeError::Empty));
+        assert_eq!(decode_bytes(&good[..good.len() / 2]), Err(DecodeError::TruncatedJpeg));
+        assert_eq!(decode_bytes(b"hello, this is text"), Err(DecodeError::NotAnImage));
+        let mut garbage = vec![0xFF, 0xD8, 0xFF, 0xE0];
+        garbage.extend(std::iter::repeat(0x11).take(100));
+        garbage.extend([0xFF, 0xDA, 0x00, 0xFF, 0xD9]);
+        assert!(matches!(decode_bytes(&garbage), Err(DecodeError::Corrupt(_))));
+    }
+
+    #[test]
+    fn alpha_is_composited_on_white_and_gray_is_expanded() {
+        let mut rgba = image::RgbaImage::new(2, 1);
+        rgba.put_pixel(0, 0, image::Rgba([0, 0, 0, 0]));
+        rgba.put_pixel(1, 0, image::Rgba([10, 20, 30, 255]));
+        let mut png = Vec::new();
+        rgba.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        let rgb = decode_bytes(&png).unwrap();
+        assert_eq!(rgb.get_pixel(0, 0).0, [255, 255, 255]);
+        assert_eq!(rgb.get_pixel(1, 0).0, [10, 20, 30]);
+
+        let gray = image::GrayImage::from_pixel(3, 3, image::Luma([77]));
+        let mut png = Vec::new();
+        gray.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        assert_eq!(decode_bytes(&png).unwrap().get_pixel(1, 1).0, [77, 77, 77]);
+    }
+
+    #[test]
+    fn resize_modes_fill_the_square() {
+        let img = RgbImage::from_pixel(100, 50, image::Rgb([200, 10, 10]));
+        for mode in [ResizeMode::Stretch, ResizeMode::CenterCrop, ResizeMode::Letterbox] {
+            let mut r = SquareResizer::new(32, mode);
+            let mut out = vec![0u8; r.output_len()];
+            r.resize_into(&img, &mut out).unwrap();
+            let centre = ((16 * 32 + 16) * 3) as usize;
+            assert_eq!(&out[centre..centre + 3], &[200, 10, 10], "{mode:?}");
+            if mode == ResizeMode::Letterbox {
+                assert_eq!(&out[0..3], &[LETTERBOX_FILL; 3]);
+            } else {
+                assert_eq!(&out[0..3], &[200, 10, 10], "{mode:?}");
+            }
+        }
+    }
+}

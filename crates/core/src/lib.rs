@@ -1,0 +1,20 @@
+//! vocml-core: the engine behind the `voc-prep`, `train`, `evaluate`, `predict` and `retrain`
+//! binaries. Data flows prep -> data -> model -> train -> metrics -> runs; every module owns
+//! one step. Library code returns errors and never prints; the binaries report.
+
+pub mod classes;
+pub mod imageio;
+pub mod manifest;
+pub mod npy;
+pub mod prep;
+pub mod split;
+pub mod staging;
+pub mod voc;
+
+/// Version of the tool, recorded in every manifest and run.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The error returned when the user interrupted a long operation (Ctrl-C).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;

@@ -1,0 +1,362 @@
+//! `voc-prep`: VOC annotations or ImageSets lists -> filtered, resized, split `.npy` arrays
+//! plus `manifest.json`, written atomically into the output directory.
+
+use crate::imageio::{decode_file, ResizeMode, SquareResizer};
+use crate::manifest::{ImageSpec, Manifest, Skipped, SourceInfo, SplitInfo, SplitSpec, Splits, MANIFEST_FILE, SPLITS};
+use crate::npy::{self, DType, NpyWriter};
+use crate::split::{stratified_split, SplitFractions};
+use crate::staging::StagingDir;
+use crate::voc::annotation::read_annotation;
+use crate::voc::imagesets::{read_class_labels, read_id_list};
+use crate::voc::VocLayout;
+use anyhow::{bail, Context, Result};
+use indicatif::ProgressBar;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Where image-level labels come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelSource {
+    /// An image has a class if its XML has an object of that class.
+    Annotations,
+    /// Official VOC classification lists `ImageSets/Main/<class>_<set>.txt`.
+    ImageSets,
+}
+
+impl LabelSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            LabelSource::Annotations => "annotations",
+            LabelSource::ImageSets => "imagesets",
+        }
+    }
+}
+
+/// Everything voc-prep needs; built by the binary from its flags.
+#[derive(Debug, Clone)]
+pub struct PrepConfig {
+    pub voc_root: PathBuf,
+    pub out: PathBuf,
+    pub classes: Vec<String>,
+    pub labels: LabelSource,
+    /// Annotations: objects marked difficult do not make an image positive.
+    pub ignore_difficult: bool,
+    /// ImageSets: label 0 (difficult only) counts as present.
+    pub difficult_as_positive: bool,
+    pub image_set: Option<String>,
+    pub keep_empty: bool,
+    pub size: u32,
+    pub resize: ResizeMode,
+    pub split: SplitFractions,
+    pub seed: u64,
+    pub dtype: DType,
+    /// Skip malformed annotation files instead of failing.
+    pub skip_bad: bool,
+    /// Replace an output directory that voc-prep did not write.
+    pub force: bool,
+}
+
+/// Images decoded per parallel batch; bounds memory to a few of these at a time.
+const CHUNK: usize = 64;
+
+/// One image selected for preparation.
+struct Candidate {
+    id: String,
+    labels: Vec<bool>,
+}
+
+/// Runs the whole preparation and returns the manifest that was written.
+pub fn prepare(cfg: &PrepConfig, progress: &ProgressBar, cancel: &AtomicBool) -> Result<Manifest> {
+    let layout = VocLayout::new(&cfg.voc_root);
+    if !cfg.voc_root.is_dir() {
+        bail!("--voc-root {}: no such directory", cfg.voc_root.display());
+    }
+    if !layout.images_dir().is_dir() {
+        bail!(
+            "--voc-root {}: no JPEGImages/ inside; expected the directory holding Annotations/, JPEGImages/, ImageSets/",
+            cfg.voc_root.display()
+        );
+    }
+    if cfg.size == 0 || cfg.size > 4096 {
+        bail!("--size {} is out of range (1..=4096)", cfg.size);
+    }
+    let mut skipped: Vec<Skipped> = Vec::new();
+    let ids = list_ids(cfg, &layout)?;
+    let (mut candidates, incomplete) = label_images(cfg, &layout, &ids, &mut skipped)?;
+    candidates.retain(|c| {
+        let path = layout.image(&c.id);
+        let reason = match std::fs::metadata(&path) {
+            Err(_) => Some("missing image file"),
+            Ok(m) if m.len() == 0 => Some("empty file"),
+            Ok(_) => None,
+        };
+        if let Some(r) = reason {
+            skipped.push(Skipped { id: c.id.clone(), path: path.display().to_string(), reason: r.into() });
+        }
+        reason.is_none()
+    });
+    if !cfg.keep_empty {
+        candidates.retain(|c| c.labels.iter().any(|&b| b));
+    }
+    if candidates.is_empty() {
+        bail!(
+            "no images left to prepare from {} (classes {}; {} skipped){}",
+            cfg.voc_root.display(),
+            cfg.classes.join(","),
+            skipped.len(),
+            if cfg.keep_empty { "" } else { "; --keep-empty keeps images without target classes" }
+        );
+    }
+
+    let matrix: Vec<Vec<bool>> = candidates.iter().map(|c| c.labels.clone()).collect();
+    let parts = stratified_split(&matrix, cfg.split, cfg.seed);
+
+    let staging = StagingDir::new(&cfg.out)?;
+    progress.set_length(candidates.len() as u64);
+    let mut splits = Splits::default();
+    for (name, rows) in SPLITS.iter().zip(parts.iter()) {
+        let chosen: Vec<&Candidate> = rows.iter().map(|&i| &candidates[i]).collect();
+        let info = write_split(cfg, &layout, staging.path(), name, &chosen, &mut skipped, progress, cancel)?;
+        *splits.get_mut(name).expect("known split") = info;
+    }
+
+    let manifest = Manifest {
+        format: 1,
+        tool: "voc-prep".into(),
+        version: crate::VERSION.into(),
+        created: chrono::Local::now().to_rfc3339(),
+        task: "multilabel".into(),
+        classes: cfg.classes.clone(),
+        image: ImageSpec {
+            size: cfg.size,
+            channels: 3,
+            layout: "NHWC".into(),
+            dtype: cfg.dtype.name().into(),
+            resize: cfg.resize,
+        },
+        source: SourceInfo {
+            kind: "voc".into(),
+            root: std::fs::canonicalize(&cfg.voc_root).unwrap_or(cfg.voc_root.clone()).display().to_string(),
+            labels: cfg.labels.name().into(),
+            image_set: cfg.image_set.clone(),
+            ignore_difficult: cfg.ignore_difficult,
+            difficult_as_positive: cfg.difficult_as_positive,
+            keep_empty: cfg.keep_empty,
+        },
+        split: SplitSpec { fractions: cfg.split, seed: cfg.seed, method: "rarest-class strata".into() },
+        splits,
+        skipped,
+        incomplete_annotations: incomplete,
+    };
+    let text = serde_json::to_string_pretty(&manifest)?;
+    std::fs::write(staging.path().join(MANIFEST_FILE), text + "\n")?;
+    if cancel.load(Ordering::SeqCst) {
+        bail!(crate::Interrupted);
+    }
+    let force = cfg.force;
+    staging.commit(|old| force || is_replaceable_output(old))?;
+    Ok(manifest)
+}
+
+/// An existing directory may be replaced if it is empty or holds a previous voc-prep output.
+fn is_replaceable_output(dir: &Path) -> bool {
+    dir.join(MANIFEST_FILE).is_file()
+        || std::fs::read_dir(dir)
+            .map(|mut it| it.all(|e| e.map(|e| e.file_name().to_string_lossy().starts_with('.')).unwrap_or(false)))
+            .unwrap_or(false)
+}
+
+fn list_ids(cfg: &PrepConfig, layout: &VocLayout) -> Result<Vec<String>> {
+    let mut ids = match &cfg.image_set {
+        Some(set) => read_id_list(layout, set)?,
+        None => {
+            if cfg.labels == LabelSource::ImageSets {
+                bail!("--labels imagesets needs --image-set (train, val, trainval or test) to pick the label lists");
+            }
+            let dir = layout.annotations_dir();
+            let mut ids: Vec<String> = std::fs::read_dir(&dir)
+                .with_context(|| format!("cannot list {}", dir.display()))?
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "xml"))
+                .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(id.clone()));
+    if ids.is_empty() {
+        bail!("no image ids found under {}", cfg.voc_root.display());
+    }
+    Ok(ids)
+}
+
+/// Labels every id; returns the candidates and the number of `<incomplete>` annotations.
+fn label_images(
+    cfg: &PrepConfig,
+    layout: &VocLayout,
+    ids: &[String],
+    skipped: &mut Vec<Skipped>,
+) -> Result<(Vec<Candidate>, usize)> {
+    match cfg.labels {
+        LabelSource::Annotations => {
+            let parsed: Vec<_> = ids
+                .par_iter()
+                .map(|id| {
+                    let path = layout.annotation(id);
+                    if !path.exists() {
+                        return (id, path, Err(None));
+                    }
+                    let r = read_annotation(&path).map_err(Some);
+                    (id, path, r)
+                })
+                .collect();
+            let mut out = Vec::with_capacity(parsed.len());
+            let mut incomplete = 0;
+            for (id, path, r) in parsed {
+                match r {
+                    Ok(ann) => {
+                        incomplete += ann.incomplete as usize;
+                        let labels =
+                            cfg.classes.iter().map(|c| ann.has_class(c, cfg.ignore_difficult)).collect();
+                        out.push(Candidate { id: id.clone(), labels });
+                    }
+                    Err(None) => skipped.push(Skipped {
+                        id: id.clone(),
+                        path: path.display().to_string(),
+                        reason: "missing annotation file".into(),
+                    }),
+                    Err(Some(e)) if cfg.skip_bad => skipped.push(Skipped {
+                        id: id.clone(),
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    }),
+                    Err(Some(e)) => {
+                        return Err(anyhow::Error::new(e).context("pass --skip-bad to skip malformed annotations"))
+                    }
+                }
+            }
+            Ok((out, incomplete))
+        }
+        LabelSource::ImageSets => {
+            let set = cfg.image_set.as_deref().expect("checked in list_ids");
+            let tables = cfg
+                .classes
+                .iter()
+                .map(|c| read_class_labels(layout, c, set))
+                .collect::<Result<Vec<_>>>()?;
+            let mut out = Vec::with_capacity(ids.len());
+            'ids: for id in ids {
+                let mut labels = Vec::with_capacity(cfg.classes.len());
+                for (class, table) in cfg.classes.iter().zip(&tables) {
+                    match table.get(id) {
+                        Some(&v) => labels.push(v == 1 || (v == 0 && cfg.difficult_as_positive)),
+                        None => {
+                            skipped.push(Skipped {
+                                id: id.clone(),
+                                path: layout.main_sets_dir().join(format!("{class}_{set}.txt")).display().to_string(),
+                                reason: format!("id not listed in {class}_{set}.txt"),
+                            });
+                            continue 'ids;
+                        }
+                    }
+                }
+                out.push(Candidate { id: id.clone(), labels });
+            }
+            Ok((out, 0))
+        }
+    }
+}
+
+/// Decodes, resizes and streams one split to `X_<name>.npy` / `y_<name>.npy`. Chunks are
+/// decoded in parallel while a writer thread appends the previous chunk, in input order.
+#[allow(clippy::too_many_arguments)]
+fn write_split(
+    cfg: &PrepConfig,
+    layout: &VocLayout,
+    dir: &Path,
+    name: &str,
+    chosen: &[&Candidate],
+    skipped: &mut Vec<Skipped>,
+    progress: &ProgressBar,
+    cancel: &AtomicBool,
+) -> Result<SplitInfo> {
+    let s = cfg.size as usize;
+    let mut xw = NpyWriter::create(&dir.join(format!("X_{name}.npy")), cfg.dtype, &[s, s, 3])?;
+    let mut info = SplitInfo::default();
+    for class in &cfg.classes {
+        info.per_class.insert(class.clone(), 0);
+    }
+    type Decoded<'a> = Vec<(&'a Candidate, Result<Vec<u8>, String>)>;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Decoded>(1);
+    let (written, ys) = std::thread::scope(|scope| -> Result<_> {
+        let writer = scope.spawn(move || -> Result<(Vec<(&Candidate, Result<(), String>)>, NpyWriter)> {
+            let mut outcome = Vec::new();
+            for chunk in rx {
+                for (cand, result) in chunk {
+                    match result {
+                        Ok(pixels) => {
+                            xw.write_u8_rows(&pixels)?;
+                            outcome.push((cand, Ok(())));
+                        }
+                        Err(reason) => outcome.push((cand, Err(reason))),
+                    }
+                }
+            }
+            Ok((outcome, xw))
+        });
+        for chunk in chosen.chunks(CHUNK) {
+            if cancel.load(Ordering::SeqCst) {
+                break;
+            }
+            let decoded: Decoded = chunk
+                .par_iter()
+                .map_init(
+                    || SquareResizer::new(cfg.size, cfg.resize),
+                    |resizer, cand| {
+                        let path = layout.image(&cand.id);
+                        let result = decode_file(&path).map_err(|e| e.to_string()).and_then(|img| {
+                            let mut buf = vec![0u8; resizer.output_len()];
+                            resizer.resize_into(&img, &mut buf)?;
+                            Ok(buf)
+                        });
+                        (*cand, result)
+                    },
+                )
+                .collect();
+            if tx.send(decoded).is_err() {
+                break;
+            }
+            progress.inc(chunk.len() as u64);
+        }
+        drop(tx);
+        let (outcome, xw) = writer.join().expect("writer thread panicked")?;
+        if cancel.load(Ordering::SeqCst) {
+            bail!(crate::Interrupted);
+        }
+        let mut ys: Vec<f32> = Vec::with_capacity(outcome.len() * cfg.classes.len());
+        for (cand, r) in outcome {
+            match r {
+                Ok(()) => {
+                    for (c, &on) in cfg.classes.iter().zip(&cand.labels) {
+                        ys.push(on as u8 as f32);
+                        *info.per_class.get_mut(c).expect("class") += on as usize;
+                    }
+                    info.ids.push(cand.id.clone());
+                }
+                Err(reason) => skipped.push(Skipped {
+                    id: cand.id.clone(),
+                    path: layout.image(&cand.id).display().to_string(),
+                    reason,
+                }),
+            }
+        }
+        Ok((xw, ys))
+    })?;
+    info.count = written.finish()?;
+    npy::write_f32(&dir.join(format!("y_{name}.npy")), &[info.count, cfg.classes.len()], &ys)?;
+    Ok(info)
+}

@@ -1,0 +1,159 @@
+//! Deterministic, disjoint, stratified train/val/test split of multi-label data.
+//!
+//! Each image is put in the stratum of its rarest positive class (images with none form
+//! their own stratum); each stratum is shuffled with a seeded ChaCha8 generator and cut by
+//! the fractions, so every class with at least three images reaches every non-empty split.
+
+use anyhow::{bail, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// Train/val/test fractions; they sum to 1.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SplitFractions {
+    pub train: f64,
+    pub val: f64,
+    pub test: f64,
+}
+
+impl Default for SplitFractions {
+    fn default() -> Self {
+        SplitFractions { train: 0.7, val: 0.15, test: 0.15 }
+    }
+}
+
+impl SplitFractions {
+    /// Parses `train,val,test`, e.g. `0.7,0.15,0.15` or `0,0,1`.
+    pub fn parse(spec: &str) -> Result<Self> {
+        let parts: Vec<&str> = spec.split(',').map(str::trim).collect();
+        if parts.len() != 3 {
+            bail!("--split {spec:?}: expected three fractions train,val,test (e.g. 0.7,0.15,0.15)");
+        }
+        let mut v = [0.0f64; 3];
+        for (slot, p) in v.iter_mut().zip(&parts) {
+            *slot = p
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite() && *x >= 0.0)
+                .ok_or_else(|| anyhow::anyhow!("--split {spec:?}: {p:?} is not a fraction >= 0"))?;
+        }
+        let sum: f64 = v.iter().sum();
+        if (sum - 1.0).abs() > 1e-6 {
+            bail!("--split {spec:?}: fractions sum to {sum}, expected 1");
+        }
+        Ok(SplitFractions { train: v[0], val: v[1], test: v[2] })
+    }
+
+    fn as_array(&self) -> [f64; 3] {
+        [self.train, self.val, self.test]
+    }
+}
+
+/// How many of `n` items go to each split: cumulative rounding, then at least one item in
+/// every split whose fraction is positive when `n` allows it.
+fn allocate(n: usize, f: [f64; 3]) -> [usize; 3] {
+    let a = ((n as f64) * f[0]).round() as usize;
+    let b = (((n as f64) * (f[0] + f[1])).round() as usize).max(a).min(n);
+    let mut c = [a.min(n), b - a.min(n), n - b];
+    let wanted = f.iter().filter(|x| **x > 0.0).count();
+    if n >= wanted {
+        for k in 0..3 {
+            if f[k] > 0.0 && c[k] == 0 {
+                let donor = (0..3).filter(|&j| c[j] > 1).max_by_key(|&j| c[j]);
+                if let Some(j) = donor {
+                    c[j] -= 1;
+                    c[k] += 1;
+                }
+            }
+        }
+    }
+    c
+}
+
+/// Splits rows of a multi-hot label matrix (`labels[i][c]`) into train/val/test index lists,
+/// each sorted ascending. Same inputs and seed give the same split.
+pub fn stratified_split(labels: &[Vec<bool>], fractions: SplitFractions, seed: u64) -> [Vec<usize>; 3] {
+    let classes = labels.first().map_or(0, Vec::len);
+    let mut freq = vec![0usize; classes];
+    for row in labels {
+        for (c, &on) in row.iter().enumerate() {
+            freq[c] += on as usize;
+        }
+    }
+    let mut strata: Vec<Vec<usize>> = vec![Vec::new(); classes + 1];
+    for (i, row) in labels.iter().enumerate() {
+        let key = (0..classes).filter(|&c| row[c]).min_by_key(|&c| (freq[c], c)).unwrap_or(classes);
+        strata[key].push(i);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out: [Vec<usize>; 3] = Default::default();
+    for mut members in strata {
+        members.shuffle(&mut rng);
+        let [a, b, _] = allocate(members.len(), fractions.as_array());
+        out[0].extend_from_slice(&members[..a]);
+        out[1].extend_from_slice(&members[a..a + b]);
+        out[2].extend_from_slice(&members[a + b..]);
+    }
+    for part in &mut out {
+        part.sort_unstable();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synthetic(n: usize) -> Vec<Vec<bool>> {
+        // class 0 common, class 1 rare (every 20th), class 2 medium.
+        (0..n).map(|i| vec![i % 2 == 0, i % 20 == 3, i % 5 == 1]).collect()
+    }
+
+    #[test]
+    fn parse_fractions() {
+        assert_eq!(SplitFractions::parse("0,0,1").unwrap().test, 1.0);
+        assert!(SplitFractions::parse("0.5,0.5").is_err());
+        assert!(SplitFractions::parse("0.5,0.6,0.1").is_err());
+        assert!(SplitFractions::parse("-0.1,0.6,0.5").is_err());
+    }
+
+    #[test]
+    fn disjoint_complete_and_deterministic() {
+        let y = synthetic(200);
+        let f = SplitFractions::default();
+        let s1 = stratified_split(&y, f, 7);
+        let s2 = stratified_split(&y, f, 7);
+        assert_eq!(s1, s2);
+        let mut all: Vec<usize> = s1.iter().flatten().copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..200).collect::<Vec<_>>());
+        assert_ne!(s1, stratified_split(&y, f, 8));
+        assert!((s1[0].len() as i64 - 140).abs() <= 3, "{}", s1[0].len());
+    }
+
+    #[test]
+    fn rare_class_reaches_every_split() {
+        let y = synthetic(200); // class 1 has 10 positives
+        let s = stratified_split(&y, SplitFractions::default(), 1);
+        for part in &s {
+            assert!(part.iter().any(|&i| y[i][1]), "rare class missing in a split");
+        }
+    }
+
+    #[test]
+    fn all_to_test() {
+        let y = synthetic(50);
+        let s = stratified_split(&y, SplitFractions::parse("0,0,1").unwrap(), 3);
+        assert!(s[0].is_empty() && s[1].is_empty());
+        assert_eq!(s[2].len(), 50);
+    }
+
+    #[test]
+    fn allocate_gives_small_strata_to_every_split() {
+        assert_eq!(allocate(3, [0.7, 0.15, 0.15]), [1, 1, 1]);
+        assert_eq!(allocate(10, [0.7, 0.15, 0.15]).iter().sum::<usize>(), 10);
+        assert_eq!(allocate(1, [0.7, 0.15, 0.15]), [1, 0, 0]);
+    }
+}

@@ -1,0 +1,113 @@
+//! Atomic directory outputs: write into a hidden sibling directory, then rename it into
+//! place. An interrupted or failed writer leaves the target untouched (and its staging
+//! directory is removed when dropped).
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+/// A staging directory next to `target`, removed on drop unless committed.
+pub struct StagingDir {
+    path: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl StagingDir {
+    /// Creates `<parent>/.<name>.tmp-<pid>` for `target`.
+    pub fn new(target: &Path) -> Result<Self> {
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent)
+            .with_context(|| format!("cannot create directory {}", parent.display()))?;
+        let name = target
+            .file_name()
+            .with_context(|| format!("{} has no directory name", target.display()))?
+            .to_string_lossy()
+            .into_owned();
+        let path = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+        if path.exists() {
+            std::fs::remove_dir_all(&path).ok();
+        }
+        std::fs::create_dir(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(StagingDir { path, target: target.to_path_buf(), committed: false })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Moves the staging directory to the target. An existing target is replaced only if
+    /// `may_replace` says so.
+    pub fn commit(mut self, may_replace: impl Fn(&Path) -> bool) -> Result<PathBuf> {
+        if self.target.exists() {
+            if !may_replace(&self.target) {
+                bail!(
+                    "{} exists and does not look like an output of this tool; pass --force to replace it",
+                    self.target.display()
+                );
+            }
+            let old = self.path.with_extension("old");
+            keep_hidden_files(&self.target, &self.path);
+            std::fs::rename(&self.target, &old)
+                .with_context(|| format!("cannot move old {} aside", self.target.display()))?;
+            std::fs::rename(&self.path, &self.target)
+                .with_context(|| format!("cannot move output into {}", self.target.display()))?;
+            std::fs::remove_dir_all(&old).ok();
+        } else {
+            std::fs::rename(&self.path, &self.target)
+                .with_context(|| format!("cannot move output into {}", self.target.display()))?;
+        }
+        self.committed = true;
+        Ok(self.target.clone())
+    }
+}
+
+/// Copies hidden files (such as `.gitkeep`) of the directory being replaced into the new one.
+fn keep_hidden_files(old: &Path, new: &Path) {
+    let Ok(entries) = std::fs::read_dir(old) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let hidden = name.to_string_lossy().starts_with('.');
+        if hidden && e.file_type().map(|t| t.is_file()).unwrap_or(false) && !new.join(&name).exists() {
+            std::fs::copy(e.path(), new.join(&name)).ok();
+        }
+    }
+}
+
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            std::fs::remove_dir_all(&self.path).ok();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_replaces_and_drop_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out");
+        let s = StagingDir::new(&target).unwrap();
+        std::fs::write(s.path().join("a"), "1").unwrap();
+        s.commit(|_| false).unwrap();
+        assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "1");
+
+        let s = StagingDir::new(&target).unwrap();
+        std::fs::write(s.path().join("a"), "2").unwrap();
+        assert!(s.commit(|_| false).is_err());
+        assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "1");
+
+        let s = StagingDir::new(&target).unwrap();
+        let staged = s.path().to_path_buf();
+        std::fs::write(s.path().join("a"), "3").unwrap();
+        drop(s);
+        assert!(!staged.exists());
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("out")]);
+    }
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# voc-prep vs the Python Pillow+numpy peer on the same images, same machine, one run.
+# Needs ../shared (real VOC2007 train images); pass VOC_ROOT=... to use another VOC root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VOC_ROOT=${VOC_ROOT:-../shared/data/voc2007-train/VOCdevkit/VOC2007}
+RUNS=${RUNS:-3}
+if [[ ! -d "$VOC_ROOT/JPEGImages" ]]; then
+  echo "bench-prep: $VOC_ROOT not found; set VOC_ROOT to a VOC root with ImageSets/Main/*_train.txt" >&2
+  exit 1
+fi
+PY=.venv/bin/python
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+# Warm the page cache so both read from memory.
+cat "$VOC_ROOT"/JPEGImages/*.jpg > /dev/null
+
+best() { sort -g | head -1; }
+rust_times=(); py1_times=(); pyn_times=()
+for r in $(seq "$RUNS"); do
+  s=$(date +%s.%N)
+  target/release/voc-prep --voc-root "$VOC_ROOT" --labels imagesets --image-set train --out "$TMP/rust" -q > "$TMP/rust.txt" 2>/dev/null
+  e=$(date +%s.%N)
+  rust_times+=("$(echo "$e - $s" | bc)")
+  py1_times+=("$($PY benches/peer/prep_pillow.py "$VOC_ROOT" "$TMP/py1" --workers 1 | awk '{print $2}')")
+  pyn_times+=("$($PY benches/peer/prep_pillow.py "$VOC_ROOT" "$TMP/pyn" --workers "$(nproc)" | awk '{print $2}')")
+done
+N=$($PY -c "import numpy as np; print(np.load('$TMP/py1/X.npy', mmap_mode='r').shape[0])")
+NR=$($PY -c "import json; m=json.load(open('$TMP/rust/manifest.json')); print(sum(m['splits'][s]['count'] for s in ('train','val','test')))")
+tr=$(printf '%s\n' "${rust_times[@]}" | best)
+t1=$(printf '%s\n' "${py1_times[@]}" | best)
+tn=$(printf '%s\n' "${pyn_times[@]}" | best)
+echo "bench-prep: $N images (VOC2007 train, 4 classes, imagesets labels, 224x224 uint8), best of $RUNS, $(nproc) cores"
+printf '%-44s %8s %10s %8s\n' "tool" "seconds" "images/s" "ratio"
+printf '%-44s %8.2f %10.0f %8s\n' "voc-prep (Rust, all cores)" "$tr" "$(echo "$NR / $tr" | bc -l)" "1.00x"
+printf '%-44s %8.2f %10.0f %7.2fx\n' "Pillow+numpy, 1 process (reference)" "$t1" "$(echo "$N / $t1" | bc -l)" "$(echo "$t1 / $tr" | bc -l)"
+printf '%-44s %8.2f %10.0f %7.2fx\n' "Pillow+numpy, $(nproc) processes" "$tn" "$(echo "$N / $tn" | bc -l)" "$(echo "$tn / $tr" | bc -l)"
+echo "(ratio = Python seconds / voc-prep seconds; voc-prep also writes the split, manifest and checks inputs)"

@@ -1,0 +1,125 @@
+//! Test harness: temp directories, the real binaries, and small hand-built VOC trees.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The venv's Python (numpy, torch), installed by `make setup`.
+pub fn python() -> PathBuf {
+    let p = repo_root().join(".venv/bin/python");
+    assert!(p.exists(), "{} missing: run `make setup` first", p.display());
+    p
+}
+
+/// `../shared` beside the checkout, if present (the opt-in real-data tier).
+pub fn shared_dir() -> Option<PathBuf> {
+    let p = repo_root().join("../shared");
+    if p.join("data").is_dir() {
+        Some(p)
+    } else {
+        eprintln!("skipping: ../shared not found (real-data tier is opt-in)");
+        None
+    }
+}
+
+/// A command for one of the project's binaries.
+pub fn bin(name: &str) -> Command {
+    let path = match name {
+        "voc-prep" => env!("CARGO_BIN_EXE_voc-prep"),
+        other => panic!("unknown binary {other}"),
+    };
+    let mut c = Command::new(path);
+    c.env_remove("LD_LIBRARY_PATH");
+    c
+}
+
+/// Runs a command and returns its output, printing stderr on failure for diagnosis.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn binary");
+    if !out.status.success() {
+        eprintln!("stderr: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    out
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs Python code with the venv's interpreter and returns its stdout (panics on failure).
+pub fn python_eval(code: &str) -> String {
+    let out = Command::new(python()).arg("-c").arg(code).output().expect("run python");
+    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Generates the synthetic dataset into `dir` (cached per process by the caller's dir).
+pub fn synth(dir: &Path, images: usize, seed: u64) {
+    let out = run(bin("voc-prep").args(["synth", "-q", "--images", &images.to_string(), "--seed", &seed.to_string(), "--out"]).arg(dir));
+    assert!(out.status.success());
+}
+
+/// A hand-built VOC tree for precise label and bad-input tests.
+pub struct TinyVoc {
+    pub root: PathBuf,
+}
+
+impl TinyVoc {
+    pub fn new(root: &Path) -> Self {
+        for d in ["Annotations", "JPEGImages", "ImageSets/Main"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        TinyVoc { root: root.to_path_buf() }
+    }
+
+    /// Writes an XML with `(class, difficult)` objects and a matching JPEG.
+    pub fn add(&self, id: &str, objects: &[(&str, bool)]) -> &Self {
+        self.add_xml(id, objects);
+        self.add_jpeg(id, [100, 150, 200]);
+        self
+    }
+
+    pub fn add_xml(&self, id: &str, objects: &[(&str, bool)]) {
+        let mut s = format!("<annotation><filename>{id}.jpg</filename>");
+        for (name, difficult) in objects {
+            s += &format!("<object><name>{name}</name><difficult>{}</difficult></object>", *difficult as u8);
+        }
+        s += "</annotation>";
+        std::fs::write(self.root.join(format!("Annotations/{id}.xml")), s).unwrap();
+    }
+
+    pub fn jpeg_bytes(colour: [u8; 3]) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(64, 48, |x, y| {
+            image::Rgb([colour[0].wrapping_add(x as u8), colour[1].wrapping_add(y as u8), colour[2]])
+        });
+        let mut buf = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, 90).encode_image(&img).unwrap();
+        buf
+    }
+
+    pub fn add_jpeg(&self, id: &str, colour: [u8; 3]) {
+        self.write_image(id, &Self::jpeg_bytes(colour));
+    }
+
+    pub fn write_image(&self, id: &str, bytes: &[u8]) {
+        std::fs::write(self.root.join(format!("JPEGImages/{id}.jpg")), bytes).unwrap();
+    }
+
+    pub fn write_set(&self, name: &str, text: &str) {
+        std::fs::write(self.root.join(format!("ImageSets/Main/{name}.txt")), text).unwrap();
+    }
+}
