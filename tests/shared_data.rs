@@ -27,3 +27,42 @@ fn voc2007_train_imagesets_counts_match_the_official_lists() {
     assert_eq!(skipped[0]["reason"], "missing image file");
     assert!(stderr(&o).contains("009623"));
 }
+
+/// Top-1 ImageNet class of each sample photo with a backbone and its ImageNet head.
+fn imagenet_top1(kind: vocml_core::model::BackboneKind, weights: &std::path::Path) -> Vec<(String, i64)> {
+    use vocml_core::data::{normalize, to_unit_nchw};
+    use vocml_core::imageio::{decode_file, ResizeMode, SquareResizer};
+    let shared = shared_dir().unwrap();
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let net = kind.build(&vs.root(), true);
+    let tensors = vocml_core::model::weights::read_checkpoint(weights).unwrap();
+    vocml_core::model::weights::load_into(&vs, tensors, weights, &[], &[]).unwrap();
+    let mut out = Vec::new();
+    for name in ["pig.jpg", "plane.jpg", "ios_dog.jpg"] {
+        let img = decode_file(&shared.join("data/imagenet-samples").join(name)).unwrap();
+        let mut r = SquareResizer::new(224, ResizeMode::Stretch);
+        let mut buf = vec![0u8; r.output_len()];
+        r.resize_into(&img, &mut buf).unwrap();
+        let px = tch::Tensor::from_slice(&buf).view([1, 224, 224, 3]);
+        let x = normalize(&to_unit_nchw(&px, tch::Device::Cpu), &kind.normalization());
+        let logits = tch::no_grad(|| net.imagenet_logits(&x));
+        out.push((name.to_string(), logits.argmax(-1, false).int64_value(&[0])));
+    }
+    out
+}
+
+#[test]
+fn imagenet_samples_top1_with_real_checkpoints() {
+    let Some(shared) = shared_dir() else { return };
+    let expected = [341, 404, 258];
+    let lite0 = repo_root().join(".venv/vocml-weights/efficientnet_lite0.safetensors");
+    let mnv2 = shared.join("weights/mobilenet_v2_qnnpack_dequant.safetensors");
+    for (kind, w) in [
+        (vocml_core::model::BackboneKind::EfficientnetLite0, lite0),
+        (vocml_core::model::BackboneKind::MobilenetV2, mnv2),
+    ] {
+        let got = imagenet_top1(kind, &w);
+        let classes: Vec<i64> = got.iter().map(|g| g.1).collect();
+        assert_eq!(classes, expected, "{kind:?}: {got:?}");
+    }
+}

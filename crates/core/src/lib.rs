@@ -3,8 +3,10 @@
 //! one step. Library code returns errors and never prints; the binaries report.
 
 pub mod classes;
+pub mod data;
 pub mod imageio;
 pub mod manifest;
+pub mod model;
 pub mod npy;
 pub mod prep;
 pub mod split;

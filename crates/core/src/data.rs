@@ -1,0 +1,98 @@
+//! Prepared data on disk -> tensors: memory-mapped `X_<split>.npy` read in batches, labels,
+//! and the conversion of HWC pixels to normalised NCHW model input.
+
+use crate::manifest::Manifest;
+use crate::model::Normalization;
+use crate::npy::{DType, NpyArray};
+use anyhow::{bail, Result};
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+/// One split of a prepared dataset; images stay on disk (memory-mapped).
+pub struct SplitData {
+    x: NpyArray,
+    /// Labels, row-major `[n, classes]`.
+    pub y: Vec<f32>,
+    pub classes: usize,
+    pub size: usize,
+}
+
+impl SplitData {
+    /// Opens `X_<split>.npy` and `y_<split>.npy` and checks them against the manifest.
+    pub fn open(dir: &Path, split: &str, manifest: &Manifest) -> Result<Self> {
+        let x = NpyArray::open(&dir.join(format!("X_{split}.npy")))?;
+        let y = NpyArray::open(&dir.join(format!("y_{split}.npy")))?;
+        let c = manifest.classes.len();
+        let s = x.shape();
+        if s.len() != 4 || s[3] != 3 || s[1] != s[2] {
+            bail!("{}: shape {:?}, expected (N, H, W, 3) with H == W", x.path().display(), s);
+        }
+        if y.shape() != [s[0], c] {
+            bail!(
+                "{}: shape {:?}, expected ({}, {c}) to match {} and the manifest's {c} classes",
+                y.path().display(),
+                y.shape(),
+                s[0],
+                x.path().display()
+            );
+        }
+        let size = s[1];
+        Ok(SplitData { y: y.to_f32_vec()?, x, classes: c, size })
+    }
+
+    pub fn len(&self) -> usize {
+        self.x.rows()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Pixels of rows `idx` as a `[B, H, W, 3]` uint8 tensor (float32 arrays are scaled back).
+    pub fn pixels(&self, idx: &[usize]) -> Tensor {
+        let row = self.size * self.size * 3;
+        let mut buf = Vec::with_capacity(idx.len() * row);
+        match self.x.dtype() {
+            DType::U8 => {
+                for &i in idx {
+                    buf.extend_from_slice(self.x.row_bytes(i, i + 1));
+                }
+            }
+            DType::F32 => {
+                for &i in idx {
+                    buf.extend(
+                        self.x
+                            .row_bytes(i, i + 1)
+                            .chunks_exact(4)
+                            .map(|c| (f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * 255.0).round().clamp(0.0, 255.0) as u8),
+                    );
+                }
+            }
+        }
+        let s = self.size as i64;
+        Tensor::from_slice(&buf).view([idx.len() as i64, s, s, 3])
+    }
+
+    /// Labels of rows `idx` as `[B, C]` float32.
+    pub fn labels(&self, idx: &[usize]) -> Tensor {
+        let c = self.classes;
+        let mut v = Vec::with_capacity(idx.len() * c);
+        for &i in idx {
+            v.extend_from_slice(&self.y[i * c..(i + 1) * c]);
+        }
+        Tensor::from_slice(&v).view([idx.len() as i64, c as i64])
+    }
+}
+
+/// `[B, H, W, 3]` uint8 -> `[B, 3, H, W]` float32 on `device`, scaled to [0, 1].
+pub fn to_unit_nchw(pixels: &Tensor, device: Device) -> Tensor {
+    pixels.to_device(device).permute([0, 3, 1, 2]).to_kind(Kind::Float) / 255.0
+}
+
+/// Applies a backbone's normalisation to `[B, 3, H, W]` input in [0, 1].
+pub fn normalize(xs: &Tensor, norm: &Normalization) -> Tensor {
+    let dev = xs.device();
+    let mean = Tensor::from_slice(&norm.mean.map(|v| v as f32)).view([1, 3, 1, 1]).to_device(dev);
+    let std = Tensor::from_slice(&norm.std.map(|v| v as f32)).view([1, 3, 1, 1]).to_device(dev);
+    (xs - mean) / std
+}

@@ -1,0 +1,90 @@
+//! The backbone registry: which architectures exist, their input normalisation, feature
+//! width, checkpoint key layout and fine-tunable blocks.
+
+use super::{efficientnet_lite0, mobilenet_v2};
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Tensor};
+
+/// Per-channel input normalisation applied to RGB pixels scaled to [0, 1].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    pub mean: [f64; 3],
+    pub std: [f64; 3],
+}
+
+/// ImageNet mean/std (torchvision models).
+pub const IMAGENET: Normalization =
+    Normalization { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+
+/// (x - 0.5) / 0.5 (the EfficientNet-Lite checkpoints).
+pub const HALF: Normalization = Normalization { mean: [0.5; 3], std: [0.5; 3] };
+
+/// The supported backbone architectures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackboneKind {
+    EfficientnetLite0,
+    MobilenetV2,
+}
+
+impl BackboneKind {
+    pub const ALL: [BackboneKind; 2] = [BackboneKind::EfficientnetLite0, BackboneKind::MobilenetV2];
+
+    /// The name used on the command line and in run directories.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackboneKind::EfficientnetLite0 => "efficientnet_lite0",
+            BackboneKind::MobilenetV2 => "mobilenet_v2",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        for k in Self::ALL {
+            if k.name() == s {
+                return Ok(k);
+            }
+        }
+        let names: Vec<&str> = Self::ALL.iter().map(|k| k.name()).collect();
+        bail!("unknown model {s:?}; expected one of: {}", names.join(", "))
+    }
+
+    pub fn normalization(self) -> Normalization {
+        match self {
+            BackboneKind::EfficientnetLite0 => HALF,
+            BackboneKind::MobilenetV2 => IMAGENET,
+        }
+    }
+
+    /// Width of the pooled feature vector.
+    pub fn feature_dim(self) -> i64 {
+        1280
+    }
+
+    /// Key prefix of the ImageNet classifier in the checkpoint (ignored by transfer learning).
+    pub fn classifier_prefix(self) -> &'static str {
+        match self {
+            BackboneKind::EfficientnetLite0 => "_fc.",
+            BackboneKind::MobilenetV2 => "classifier.",
+        }
+    }
+
+    /// Builds the network under `p`; with `imagenet_head` it also has the 1000-class classifier.
+    pub fn build(self, p: &nn::Path, imagenet_head: bool) -> Box<dyn BackboneNet> {
+        match self {
+            BackboneKind::EfficientnetLite0 => Box::new(efficientnet_lite0::EfficientNetLite0::new(p, imagenet_head)),
+            BackboneKind::MobilenetV2 => Box::new(mobilenet_v2::MobileNetV2::new(p, imagenet_head)),
+        }
+    }
+}
+
+/// A backbone network: pooled features, and ImageNet logits when built with its classifier.
+pub trait BackboneNet: Send + std::fmt::Debug {
+    /// Global-average-pooled features, `[N, feature_dim]`, from normalised `[N, 3, H, W]` input.
+    fn features(&self, xs: &Tensor) -> Tensor;
+    /// ImageNet logits `[N, 1000]`; panics if built without the classifier.
+    fn imagenet_logits(&self, xs: &Tensor) -> Tensor;
+    /// Variable-name prefixes of the backbone's blocks, input to output; fine-tuning
+    /// unfreezes the last N of them.
+    fn block_prefixes(&self) -> Vec<String>;
+}

