@@ -10,11 +10,20 @@ fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else { return };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
-    let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+    // The workspace root: this package's directory, or two levels up for crates/core.
+    let root = Path::new(&manifest_dir)
+        .ancestors()
+        .find(|p| p.join("Cargo.lock").exists())
+        .unwrap_or(Path::new(&manifest_dir))
+        .to_path_buf();
     if let Ok(rel) = Path::new(&dir).strip_prefix(&root) {
         // Binaries live in target/<profile>/, test binaries in target/<profile>/deps/.
         println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN/../../{}", rel.display());
         println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN/../../../{}", rel.display());
+    }
+    if std::env::var("CARGO_PKG_NAME").as_deref() != Ok("vocml") {
+        return;
     }
     for bin in TORCH_BINS {
         println!("cargo:rustc-link-arg-bin={bin}=-Wl,--no-as-needed");
@@ -23,4 +32,4 @@ fn main() {
 }
 
 /// Binaries that run models on libtorch (CPU or CUDA).
-const TORCH_BINS: &[&str] = &[];
+const TORCH_BINS: &[&str] = &["train"];

@@ -31,6 +31,7 @@ pub fn shared_dir() -> Option<PathBuf> {
 pub fn bin(name: &str) -> Command {
     let path = match name {
         "voc-prep" => env!("CARGO_BIN_EXE_voc-prep"),
+        "train" => env!("CARGO_BIN_EXE_train"),
         other => panic!("unknown binary {other}"),
     };
     let mut c = Command::new(path);
@@ -122,4 +123,21 @@ impl TinyVoc {
     pub fn write_set(&self, name: &str, text: &str) {
         std::fs::write(self.root.join(format!("ImageSets/Main/{name}.txt")), text).unwrap();
     }
+}
+
+/// A prepared synthetic dataset (voc-prep output) at `dir/pd`, small images for speed.
+pub fn prepared(dir: &Path, images: usize, size: u32) -> PathBuf {
+    let voc = dir.join("voc");
+    synth(&voc, images, 11);
+    let out = dir.join("pd");
+    let o = run(bin("voc-prep").arg("--voc-root").arg(&voc).arg("--out").arg(&out).args(["-q", "--size", &size.to_string()]));
+    assert!(o.status.success());
+    out
+}
+
+/// The single run directory under `runs`.
+pub fn only_run(runs: &Path) -> PathBuf {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(runs).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs[0].clone()
 }

@@ -2,15 +2,21 @@
 //! binaries. Data flows prep -> data -> model -> train -> metrics -> runs; every module owns
 //! one step. Library code returns errors and never prints; the binaries report.
 
+pub mod augment;
 pub mod classes;
 pub mod data;
+pub mod device;
 pub mod imageio;
 pub mod manifest;
+pub mod metrics;
 pub mod model;
 pub mod npy;
+pub mod optim;
 pub mod prep;
+pub mod runs;
 pub mod split;
 pub mod staging;
+pub mod train;
 pub mod voc;
 
 /// Version of the tool, recorded in every manifest and run.

@@ -1,0 +1,210 @@
+//! `train`: transfer learning from ImageNet backbones on a voc-prep output; writes a
+//! versioned run directory per model.
+
+use anyhow::Result;
+use clap::{Parser, ValueEnum};
+use indicatif::ProgressBar;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use vocml::{interrupt_flag, progress_bar, run_main};
+use vocml_core::augment::AugmentConfig;
+use vocml_core::device::{resolve, DeviceChoice};
+use vocml_core::model::BackboneKind;
+use vocml_core::train::{train, EpochRecord, TrainConfig, TrainObserver, TrainOutcome};
+
+/// Train a multi-label classifier by transfer learning.
+///
+/// Frozen ImageNet backbone (BatchNorm in eval mode) -> global average pool -> Linear(128)
+/// -> ReLU -> Dropout(0.2) -> Linear(C), sigmoid outputs, binary cross-entropy, Adam, early
+/// stopping on validation macro-F1 (best epoch restored). Backbone features are computed
+/// once and cached (with augmented views), so epochs train only the head. Each model's run
+/// is written to runs/<YYYYmmdd-HHMMSS>_<model>/ (config.json, history.csv, metrics.json,
+/// classes.json, model.safetensors), renamed into place only when complete.
+///
+/// Examples:
+///   train --data processed_data
+///   train --data processed_data --models efficientnet_lite0,mobilenet_v2 --weights-dir weights/
+///   train --data processed_data --model mobilenet_v2 --weights mnv2.safetensors --fine-tune-blocks 3
+#[derive(Parser, Debug)]
+#[command(name = "train", version, about, long_about, verbatim_doc_comment)]
+struct Cli {
+    /// voc-prep output directory (X_*.npy, y_*.npy, manifest.json).
+    #[arg(long, value_name = "DIR", default_value = "processed_data")]
+    data: PathBuf,
+    /// Backbone: efficientnet_lite0 (embedded ImageNet weights) or mobilenet_v2.
+    #[arg(long, value_name = "NAME", default_value = "efficientnet_lite0", conflicts_with = "models")]
+    model: String,
+    /// Several backbones, trained one after another, with a comparison table.
+    #[arg(long, value_name = "A,B,..")]
+    models: Option<String>,
+    /// Backbone checkpoint (.safetensors, or a .pth libtorch can read); default for
+    /// efficientnet_lite0: the one installed by `make setup`.
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
+    /// With --models: a directory holding <model>.safetensors for each model.
+    #[arg(long, value_name = "DIR")]
+    weights_dir: Option<PathBuf>,
+    /// Maximum epochs of the frozen phase.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    epochs: usize,
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    batch_size: usize,
+    /// Adam learning rate of the frozen phase.
+    #[arg(long, default_value_t = 1e-4, value_name = "LR")]
+    lr: f64,
+    /// Early stopping: epochs without a better validation macro-F1.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    patience: usize,
+    /// After the frozen phase, unfreeze the last N backbone blocks and train them too.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    fine_tune_blocks: usize,
+    /// Maximum epochs of the fine-tuning phase.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    fine_tune_epochs: usize,
+    /// Learning rate of the fine-tuning phase.
+    #[arg(long, default_value_t = 1e-5, value_name = "LR")]
+    fine_tune_lr: f64,
+    /// No augmentation (rotation +-15 degrees, horizontal flip, brightness +-0.2).
+    #[arg(long)]
+    no_augment: bool,
+    /// Run the backbone every epoch instead of caching its features.
+    #[arg(long)]
+    no_cache: bool,
+    /// Augmented feature views cached per training image (besides the clean one).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    aug_views: usize,
+    /// Weight positive labels by negatives/positives per class (class imbalance).
+    #[arg(long)]
+    pos_weight: bool,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    device: DeviceArg,
+    #[arg(long, default_value_t = 42, value_name = "S")]
+    seed: u64,
+    /// Where run directories are created.
+    #[arg(long, value_name = "DIR", default_value = "runs")]
+    runs_dir: PathBuf,
+    /// CPU threads for libtorch (default: all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<i32>,
+    /// No progress bars or per-epoch lines.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// Progress bar plus one line per epoch on stderr.
+struct Observer {
+    pb: ProgressBar,
+    quiet: bool,
+}
+
+impl TrainObserver for Observer {
+    fn phase(&self, what: &str, steps: u64) {
+        self.pb.phase(what, steps);
+    }
+    fn step(&self, loss: f64, images: usize) {
+        self.pb.step(loss, images);
+    }
+    fn epoch(&self, r: &EpochRecord) {
+        if self.quiet {
+            return;
+        }
+        let line = format!(
+            "epoch {:>2} {:<9} train_loss {:.4}  val_loss {:.4}  val_macro_f1 {:.4}  val_micro_f1 {:.4}  {:.1}s",
+            r.epoch, r.phase, r.train_loss, r.val_loss, r.val_macro_f1, r.val_micro_f1, r.seconds
+        );
+        if self.pb.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.pb.println(line);
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    run_main("train", || run(cli))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let device = resolve(match cli.device {
+        DeviceArg::Auto => DeviceChoice::Auto,
+        DeviceArg::Cpu => DeviceChoice::Cpu,
+        DeviceArg::Cuda => DeviceChoice::Cuda,
+    })?;
+    if let Some(t) = cli.threads {
+        tch::set_num_threads(t);
+    }
+    let names: Vec<String> = match &cli.models {
+        Some(list) => list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+        None => vec![cli.model.clone()],
+    };
+    let kinds = names.iter().map(|n| BackboneKind::parse(n)).collect::<Result<Vec<_>>>()?;
+    if !cli.quiet {
+        eprintln!("train: device {}", if device == tch::Device::Cpu { "cpu".to_string() } else { format!("{device:?}") });
+    }
+    let cancel = interrupt_flag();
+    let mut outcomes: Vec<(BackboneKind, TrainOutcome)> = Vec::new();
+    for kind in kinds {
+        let weights = match (&cli.weights, &cli.weights_dir) {
+            (Some(w), _) if cli.models.is_none() => Some(w.clone()),
+            (_, Some(dir)) => Some(dir.join(format!("{}.safetensors", kind.name()))).filter(|p| p.exists()),
+            _ => None,
+        };
+        let cfg = TrainConfig {
+            data: cli.data.clone(),
+            model: kind,
+            weights,
+            epochs: cli.epochs,
+            batch_size: cli.batch_size,
+            lr: cli.lr,
+            patience: cli.patience,
+            fine_tune_blocks: cli.fine_tune_blocks,
+            fine_tune_epochs: cli.fine_tune_epochs,
+            fine_tune_lr: cli.fine_tune_lr,
+            augment: (!cli.no_augment).then(AugmentConfig::default),
+            cache_features: !cli.no_cache,
+            aug_views: cli.aug_views,
+            pos_weight: cli.pos_weight,
+            seed: cli.seed,
+            runs_dir: cli.runs_dir.clone(),
+        };
+        let observer = Observer { pb: progress_bar(kind.name(), cli.quiet), quiet: cli.quiet };
+        let out = train(&cfg, device, &observer, &cancel)?;
+        observer.pb.finish_and_clear();
+        println!(
+            "train: {} -> {}  best epoch {}  val macro-F1 {:.4}  micro-F1 {:.4}  ({}, {:.1}s)",
+            kind.name(),
+            out.run_dir.display(),
+            out.best_epoch,
+            out.metrics.macro_f1,
+            out.metrics.micro_f1,
+            out.device,
+            out.seconds
+        );
+        outcomes.push((kind, out));
+    }
+    if outcomes.len() > 1 {
+        println!("\n| model | val macro-F1 | val micro-F1 | subset acc | best epoch | seconds | run |");
+        println!("|---|---|---|---|---|---|---|");
+        for (k, o) in &outcomes {
+            println!(
+                "| {} | {:.4} | {:.4} | {:.4} | {} | {:.1} | {} |",
+                k.name(),
+                o.metrics.macro_f1,
+                o.metrics.micro_f1,
+                o.metrics.subset_accuracy,
+                o.best_epoch,
+                o.seconds,
+                o.run_dir.display()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,409 @@
+//! Transfer learning: frozen backbone (BatchNorm in eval mode) -> GAP -> head, Adam, BCE,
+//! early stopping on validation macro-F1 with best-epoch restore, optional fine-tuning of
+//! the last backbone blocks. With a frozen backbone, features are computed once (a clean
+//! view plus a few augmented views per image) and later epochs train only the head.
+
+use crate::augment::{augment, AugmentConfig};
+use crate::data::{normalize, to_unit_nchw, SplitData};
+use crate::manifest::Manifest;
+use crate::metrics::{compute, MultiLabelMetrics};
+use crate::model::head::Head;
+use crate::model::weights::{load_into, read_checkpoint};
+use crate::model::{BackboneKind, BackboneNet};
+use crate::optim::Adam;
+use crate::runs::{RunWriter, CLASSES_FILE, CONFIG_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE};
+use anyhow::{bail, Context, Result};
+use indicatif::ProgressBar;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use tch::{nn, Device, Kind, Reduction, Tensor};
+
+/// Every training option; recorded in the run's `config.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub data: PathBuf,
+    pub model: BackboneKind,
+    pub weights: Option<PathBuf>,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub patience: usize,
+    pub fine_tune_blocks: usize,
+    pub fine_tune_epochs: usize,
+    pub fine_tune_lr: f64,
+    pub augment: Option<AugmentConfig>,
+    /// Compute frozen-backbone features once instead of every epoch.
+    pub cache_features: bool,
+    /// Augmented feature views cached per training image (besides the clean one).
+    pub aug_views: usize,
+    /// Weight positives by negatives/positives per class in the loss.
+    pub pos_weight: bool,
+    pub seed: u64,
+    pub runs_dir: PathBuf,
+}
+
+/// One row of `history.csv`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub phase: &'static str,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub val_macro_f1: f64,
+    pub val_micro_f1: f64,
+    pub lr: f64,
+    pub seconds: f64,
+}
+
+/// Callbacks for progress display, so the library does not print.
+pub trait TrainObserver {
+    fn phase(&self, _what: &str, _steps: u64) {}
+    fn step(&self, _loss: f64, _images: usize) {}
+    fn epoch(&self, _rec: &EpochRecord) {}
+}
+
+/// A progress bar is an observer.
+impl TrainObserver for ProgressBar {
+    fn phase(&self, what: &str, steps: u64) {
+        self.reset();
+        self.set_length(steps);
+        self.set_prefix(what.to_string());
+    }
+    fn step(&self, loss: f64, _images: usize) {
+        self.inc(1);
+        self.set_message(format!("loss {loss:.4}"));
+    }
+}
+
+/// What a finished training run produced.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    pub run_dir: PathBuf,
+    pub best_epoch: usize,
+    pub metrics: MultiLabelMetrics,
+    pub history: Vec<EpochRecord>,
+    pub seconds: f64,
+    pub device: String,
+}
+
+/// Where the embedded default backbone (EfficientNet-Lite0) is installed by `make setup`.
+pub fn default_weights(kind: BackboneKind) -> Option<PathBuf> {
+    if kind != BackboneKind::EfficientnetLite0 {
+        return None;
+    }
+    let rel = ".venv/vocml-weights/efficientnet_lite0.safetensors";
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        // target/release/<bin> -> project root
+        candidates.extend(exe.ancestors().skip(1).take(4).map(|d| d.join(rel)));
+    }
+    candidates.push(PathBuf::from(rel));
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+/// Builds a backbone and loads its weights (features only: the ImageNet classifier is ignored).
+pub fn load_backbone(kind: BackboneKind, weights: Option<&Path>, vs: &nn::VarStore) -> Result<(Box<dyn BackboneNet>, PathBuf)> {
+    let net = kind.build(&vs.root(), false);
+    let path = match weights {
+        Some(p) => p.to_path_buf(),
+        None => default_weights(kind).with_context(|| match kind {
+            BackboneKind::EfficientnetLite0 => {
+                "EfficientNet-Lite0 weights not found in .venv/vocml-weights; run `make setup`".to_string()
+            }
+            _ => format!(
+                "{} needs --weights: download torchvision's ImageNet checkpoint with scripts/fetch_torchvision_weights.sh {} (needs internet), or pass your own .safetensors",
+                kind.name(),
+                kind.name()
+            ),
+        })?,
+    };
+    let tensors = read_checkpoint(&path)?;
+    load_into(vs, tensors, &path, &[kind.classifier_prefix()], &[])?;
+    Ok((net, path))
+}
+
+fn device_name(d: Device) -> String {
+    match d {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+/// Features of rows `idx` (clean or augmented) without gradients.
+fn extract(net: &dyn BackboneNet, data: &SplitData, idx: &[usize], kind: BackboneKind, aug: Option<(&AugmentConfig, &mut ChaCha8Rng)>, device: Device) -> Tensor {
+    tch::no_grad(|| {
+        let mut xs = to_unit_nchw(&data.pixels(idx), device);
+        if let Some((cfg, rng)) = aug {
+            xs = augment(&xs, cfg, rng);
+        }
+        net.features(&normalize(&xs, &kind.normalization()))
+    })
+}
+
+fn batches(n: usize, b: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    (0..n.div_ceil(b)).map(move |i| i * b..((i + 1) * b).min(n))
+}
+
+/// Trains one model and writes its run directory.
+pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, cancel: &AtomicBool) -> Result<TrainOutcome> {
+    let started = Instant::now();
+    let manifest = Manifest::load(&cfg.data)?;
+    let train_data = SplitData::open(&cfg.data, "train", &manifest)?;
+    let val_data = SplitData::open(&cfg.data, "val", &manifest)?;
+    if train_data.is_empty() || val_data.is_empty() {
+        bail!(
+            "{}: training needs non-empty train and val splits (found {} and {}); re-run voc-prep with --split 0.7,0.15,0.15",
+            cfg.data.display(),
+            train_data.len(),
+            val_data.len()
+        );
+    }
+    if cfg.batch_size == 0 || cfg.epochs == 0 {
+        bail!("--batch-size and --epochs must be at least 1");
+    }
+    tch::manual_seed(cfg.seed as i64);
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let classes = manifest.classes.len() as i64;
+
+    let mut bvs = nn::VarStore::new(device);
+    let (net, weights_path) = load_backbone(cfg.model, cfg.weights.as_deref(), &bvs)?;
+    bvs.freeze();
+    let hvs = nn::VarStore::new(device);
+    let head = Head::new(&(hvs.root() / "head"), cfg.model.feature_dim(), classes);
+
+    let pos_weight = cfg.pos_weight.then(|| {
+        let n = train_data.len() as f64;
+        let w: Vec<f32> = (0..classes as usize)
+            .map(|k| {
+                let p = (0..train_data.len()).filter(|&i| train_data.y[i * classes as usize + k] > 0.5).count() as f64;
+                ((n - p) / p.max(1.0)).clamp(1.0, 100.0) as f32
+            })
+            .collect();
+        Tensor::from_slice(&w).to_device(device)
+    });
+    let loss_fn = |logits: &Tensor, y: &Tensor| {
+        logits.binary_cross_entropy_with_logits(y, None::<Tensor>, pos_weight.as_ref().map(|w| w.shallow_clone()), Reduction::Mean)
+    };
+    let val_labels = val_data.labels(&(0..val_data.len()).collect::<Vec<_>>()).to_device(device);
+    let thresholds = vec![0.5f32; classes as usize];
+
+    let mut history = Vec::new();
+    let mut best: Option<(f64, usize, Vec<(String, Tensor)>)> = None;
+
+    // --- phase 1: frozen backbone -------------------------------------------------------
+    let views = if cfg.augment.is_some() { 1 + cfg.aug_views } else { 1 };
+    let (train_cache, val_feats) = if cfg.cache_features {
+        let n = train_data.len();
+        let total = (n * views + val_data.len()).div_ceil(cfg.batch_size.max(32));
+        observer.phase("features", total as u64);
+        let mut cache = Vec::new();
+        for v in 0..views {
+            let mut parts = Vec::new();
+            for r in batches(n, cfg.batch_size.max(32)) {
+                if cancel.load(Ordering::SeqCst) {
+                    bail!(crate::Interrupted);
+                }
+                let idx: Vec<usize> = r.collect();
+                let aug = if v == 0 { None } else { cfg.augment.as_ref().map(|a| (a, &mut rng)) };
+                parts.push(extract(net.as_ref(), &train_data, &idx, cfg.model, aug, device));
+                observer.step(0.0, idx.len());
+            }
+            cache.push(Tensor::cat(&parts, 0));
+        }
+        let mut vparts = Vec::new();
+        for r in batches(val_data.len(), cfg.batch_size.max(32)) {
+            let idx: Vec<usize> = r.collect();
+            vparts.push(extract(net.as_ref(), &val_data, &idx, cfg.model, None, device));
+            observer.step(0.0, idx.len());
+        }
+        (Some(Tensor::stack(&cache, 0)), Some(Tensor::cat(&vparts, 0)))
+    } else {
+        (None, None)
+    };
+
+    let val_features = |net: &dyn BackboneNet| -> Tensor {
+        match &val_feats {
+            Some(f) => f.shallow_clone(),
+            None => Tensor::cat(
+                &batches(val_data.len(), 64)
+                    .map(|r| extract(net, &val_data, &r.collect::<Vec<_>>(), cfg.model, None, device))
+                    .collect::<Vec<_>>(),
+                0,
+            ),
+        }
+    };
+
+    let mut run_phase = |phase: &'static str,
+                         epochs: usize,
+                         opt: &mut Adam,
+                         trainable_backbone: bool,
+                         epoch_offset: usize,
+                         history: &mut Vec<EpochRecord>,
+                         best: &mut Option<(f64, usize, Vec<(String, Tensor)>)>|
+     -> Result<()> {
+        let mut since_best = 0;
+        for e in 0..epochs {
+            let t0 = Instant::now();
+            let mut order: Vec<usize> = (0..train_data.len()).collect();
+            order.shuffle(&mut rng);
+            observer.phase(&format!("{phase} {}/{}", e + 1, epochs), order.len().div_ceil(cfg.batch_size) as u64);
+            let (mut loss_sum, mut seen) = (0.0, 0usize);
+            for chunk in order.chunks(cfg.batch_size) {
+                if cancel.load(Ordering::SeqCst) {
+                    bail!(crate::Interrupted);
+                }
+                let y = train_data.labels(chunk).to_device(device);
+                let feats = match (&train_cache, trainable_backbone) {
+                    (Some(cache), false) => {
+                        let view: Vec<i64> = chunk.iter().map(|_| rng.gen_range(0..views) as i64).collect();
+                        let rows: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
+                        let vi = Tensor::from_slice(&view).to_device(device);
+                        let ri = Tensor::from_slice(&rows).to_device(device);
+                        cache.index(&[Some(vi), Some(ri)])
+                    }
+                    _ => {
+                        let mut xs = to_unit_nchw(&train_data.pixels(chunk), device);
+                        if let Some(a) = &cfg.augment {
+                            xs = augment(&xs, a, &mut rng);
+                        }
+                        let xs = normalize(&xs, &cfg.model.normalization());
+                        if trainable_backbone {
+                            net.features(&xs)
+                        } else {
+                            tch::no_grad(|| net.features(&xs))
+                        }
+                    }
+                };
+                let loss = loss_fn(&head.forward_t(&feats, true), &y);
+                opt.zero_grad();
+                loss.backward();
+                opt.step();
+                let l = loss.double_value(&[]);
+                loss_sum += l * chunk.len() as f64;
+                seen += chunk.len();
+                observer.step(l, chunk.len());
+            }
+            let (val_loss, m) = tch::no_grad(|| {
+                let logits = head.forward_t(&val_features(net.as_ref()), false);
+                let vl = loss_fn(&logits, &val_labels).double_value(&[]);
+                let probs: Vec<f32> = Vec::try_from(logits.sigmoid().to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
+                (vl, compute(&probs, &val_data.y, &manifest.classes, &thresholds))
+            });
+            let rec = EpochRecord {
+                epoch: epoch_offset + e + 1,
+                phase,
+                train_loss: loss_sum / seen.max(1) as f64,
+                val_loss,
+                val_macro_f1: m.macro_f1,
+                val_micro_f1: m.micro_f1,
+                lr: opt.lr,
+                seconds: t0.elapsed().as_secs_f64(),
+            };
+            observer.epoch(&rec);
+            history.push(rec.clone());
+            if best.as_ref().is_none_or(|b| m.macro_f1 > b.0 + 1e-9) {
+                let snapshot = hvs.variables().into_iter().chain(bvs.variables()).map(|(k, v)| (k, v.detach().copy())).collect();
+                *best = Some((m.macro_f1, rec.epoch, snapshot));
+                since_best = 0;
+            } else {
+                since_best += 1;
+                if since_best >= cfg.patience {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    };
+
+    let mut opt = Adam::new(hvs.trainable_variables(), cfg.lr);
+    run_phase("frozen", cfg.epochs, &mut opt, false, 0, &mut history, &mut best)?;
+
+    // --- phase 2: fine-tune the last blocks -------------------------------------------
+    if cfg.fine_tune_blocks > 0 && cfg.fine_tune_epochs > 0 {
+        restore(&hvs, &bvs, best.as_ref().map(|b| &b.2));
+        let prefixes = net.block_prefixes();
+        let n = cfg.fine_tune_blocks.min(prefixes.len());
+        let chosen = &prefixes[prefixes.len() - n..];
+        let mut params = hvs.trainable_variables();
+        for (name, var) in bvs.variables() {
+            let is_stat = name.ends_with("running_mean") || name.ends_with("running_var");
+            if !is_stat && chosen.iter().any(|p| name.starts_with(p.as_str())) {
+                params.push(var.set_requires_grad(true));
+            }
+        }
+        let offset = history.len();
+        let mut opt = Adam::new(params, cfg.fine_tune_lr);
+        run_phase("fine-tune", cfg.fine_tune_epochs, &mut opt, true, offset, &mut history, &mut best)?;
+        bvs.freeze();
+    }
+
+    let (best_f1, best_epoch, snapshot) = best.context("no epoch completed")?;
+    restore(&hvs, &bvs, Some(&snapshot));
+    let _ = best_f1;
+    let metrics = tch::no_grad(|| {
+        let logits = head.forward_t(&val_features(net.as_ref()), false);
+        let probs: Vec<f32> = Vec::try_from(logits.sigmoid().to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
+        compute(&probs, &val_data.y, &manifest.classes, &thresholds)
+    });
+
+    // --- run directory -------------------------------------------------------------------
+    let run = RunWriter::create(&cfg.runs_dir, cfg.model.name())?;
+    let seconds = started.elapsed().as_secs_f64();
+    let config = serde_json::json!({
+        "tool": "train",
+        "version": crate::VERSION,
+        "created": chrono::Local::now().to_rfc3339(),
+        "options": cfg,
+        "weights_used": weights_path,
+        "device": device_name(device),
+        "data_manifest_sha256": Manifest::file_hash(&cfg.data)?,
+        "classes": manifest.classes,
+        "image_size": manifest.image.size,
+        "resize": manifest.image.resize,
+        "normalization": cfg.model.normalization(),
+        "head": {"hidden": crate::model::head::HIDDEN, "dropout": crate::model::head::DROPOUT},
+        "best_epoch": best_epoch,
+        "train_seconds": seconds,
+        "train_images": train_data.len(),
+        "val_images": val_data.len(),
+    });
+    run.write_json(CONFIG_FILE, &config)?;
+    run.write_json(CLASSES_FILE, &manifest.classes)?;
+    run.write_json(METRICS_FILE, &serde_json::json!({"split": "val", "best_epoch": best_epoch, "threshold": 0.5, "metrics": metrics}))?;
+    let mut csv = String::from("epoch,phase,train_loss,val_loss,val_macro_f1,val_micro_f1,lr,seconds\n");
+    for r in &history {
+        csv += &format!(
+            "{},{},{:.6},{:.6},{:.6},{:.6},{:e},{:.3}\n",
+            r.epoch, r.phase, r.train_loss, r.val_loss, r.val_macro_f1, r.val_micro_f1, r.lr, r.seconds
+        );
+    }
+    run.write_text(HISTORY_FILE, &csv)?;
+    let mut tensors: Vec<(String, Tensor)> = bvs.variables().into_iter().chain(hvs.variables()).collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let tensors: Vec<(String, Tensor)> = tensors.into_iter().map(|(k, v)| (k, v.to_device(Device::Cpu).to_kind(Kind::Float).contiguous())).collect();
+    Tensor::write_safetensors(&tensors, run.dir().join(MODEL_FILE)).context("cannot write model.safetensors")?;
+    if cancel.load(Ordering::SeqCst) {
+        bail!(crate::Interrupted);
+    }
+    let run_dir = run.finish()?;
+    Ok(TrainOutcome { run_dir, best_epoch, metrics, history, seconds, device: device_name(device) })
+}
+
+fn restore(hvs: &nn::VarStore, bvs: &nn::VarStore, snapshot: Option<&Vec<(String, Tensor)>>) {
+    let Some(snapshot) = snapshot else { return };
+    let (hv, bv) = (hvs.variables(), bvs.variables());
+    tch::no_grad(|| {
+        for (name, saved) in snapshot {
+            if let Some(v) = hv.get(name).or_else(|| bv.get(name)) {
+                let mut v = v.shallow_clone();
+                v.copy_(saved);
+            }
+        }
+    });
+}

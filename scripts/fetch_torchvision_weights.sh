@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Download torchvision's ImageNet checkpoint for a backbone (needs internet) and convert it
+# to weights/<model>.safetensors for `train --weights` (or `--weights-dir weights`).
+# Usage: scripts/fetch_torchvision_weights.sh mobilenet_v2
+set -euo pipefail
+cd "$(dirname "$0")/.."
+model=${1:?usage: $0 MODEL (mobilenet_v2)}
+case "$model" in
+  mobilenet_v2) url=https://download.pytorch.org/models/mobilenet_v2-b0353104.pth ;;
+  *) echo "fetch_torchvision_weights: unknown model '$model' (known: mobilenet_v2)" >&2; exit 2 ;;
+esac
+mkdir -p weights
+tmp="weights/.$model.pth.part"
+curl -fL --retry 3 -o "$tmp" "$url"
+.venv/bin/python scripts/convert_weights.py "$tmp" "weights/$model.safetensors"
+rm -f "$tmp"
+echo "weights/$model.safetensors ready: train --model $model --weights weights/$model.safetensors"

@@ -1,0 +1,111 @@
+//! Integration tests of the real `train` binary on the synthetic dataset.
+
+mod util;
+
+use std::path::Path;
+use util::*;
+
+fn train(data: &Path, runs: &Path, extra: &[&str]) -> std::process::Output {
+    run(bin("train").arg("--data").arg(data).arg("--runs-dir").arg(runs).args(["-q", "--threads", "2"]).args(extra))
+}
+
+fn history_rows(run: &Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(run.join("history.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect()
+}
+
+#[test]
+fn frozen_training_learns_and_writes_a_complete_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared(dir.path(), 160, 96);
+    let runs = dir.path().join("runs");
+    let o = train(&data, &runs, &["--epochs", "25", "--lr", "3e-3", "--patience", "25"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("val macro-F1"));
+    let run = only_run(&runs);
+    let name = run.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.ends_with("_efficientnet_lite0") && name.len() == "YYYYmmdd-HHMMSS_efficientnet_lite0".len(), "{name}");
+    for f in ["config.json", "history.csv", "metrics.json", "classes.json", "model.safetensors"] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let m = read_json(&run.join("metrics.json"));
+    let f1 = m["metrics"]["macro_f1"].as_f64().unwrap();
+    // Chance level for 4 independent classes at ~30-50% prevalence is well under 0.5.
+    assert!(f1 > 0.8, "validation macro-F1 {f1} not clearly above chance");
+    let cfg = read_json(&run.join("config.json"));
+    assert_eq!(cfg["options"]["model"], "efficientnet_lite0");
+    assert_eq!(cfg["device"], "cpu");
+    assert_eq!(cfg["data_manifest_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(read_json(&run.join("classes.json")), serde_json::json!(["person", "chair", "dog", "sofa"]));
+    // The saved model loads in Python with torchvision-style names and the head on top.
+    let keys = python_eval(&format!(
+        "from safetensors import safe_open; f=safe_open(r'{}','pt'); ks=list(f.keys()); print(len(ks), 'head.3.weight' in ks, tuple(f.get_tensor('head.3.weight').shape))",
+        run.join("model.safetensors").display()
+    ));
+    assert_eq!(keys, "249 True (4, 128)");
+    // best epoch restore: metrics.json reports the best validation F1 in the history.
+    let best = history_rows(&run).iter().map(|r| r[4].parse::<f64>().unwrap()).fold(0.0, f64::max);
+    assert!((best - f1).abs() < 1e-4, "best in history {best}, reported {f1}");
+}
+
+#[test]
+fn early_stopping_stops_after_patience() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared(dir.path(), 60, 64);
+    let runs = dir.path().join("runs");
+    // lr 0: the validation F1 never improves after epoch 1, so patience 2 stops at epoch 3.
+    let o = train(&data, &runs, &["--epochs", "10", "--lr", "0", "--patience", "2"]);
+    assert!(o.status.success());
+    let run = only_run(&runs);
+    assert_eq!(history_rows(&run).len(), 3);
+    assert_eq!(read_json(&run.join("metrics.json"))["best_epoch"], 1);
+}
+
+#[test]
+fn cached_and_uncached_training_reach_similar_quality_and_fine_tuning_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared(dir.path(), 120, 64);
+    let args = ["--epochs", "15", "--lr", "3e-3", "--patience", "15"];
+    let (r1, r2, r3) = (dir.path().join("r1"), dir.path().join("r2"), dir.path().join("r3"));
+    assert!(train(&data, &r1, &args).status.success());
+    assert!(train(&data, &r2, &[&args[..], &["--no-cache"]].concat()).status.success());
+    assert!(train(&data, &r3, &[&args[..], &["--fine-tune-blocks", "2", "--fine-tune-epochs", "2", "--fine-tune-lr", "1e-4"]].concat()).status.success());
+    let f1 = |r: &Path| read_json(&only_run(r).join("metrics.json"))["metrics"]["macro_f1"].as_f64().unwrap();
+    let (a, b, c) = (f1(&r1), f1(&r2), f1(&r3));
+    assert!(a > 0.6 && b > 0.6, "cached {a}, uncached {b}");
+    assert!((a - b).abs() < 0.2, "cached {a} vs uncached {b}");
+    let phases: Vec<String> = history_rows(&only_run(&r3)).iter().map(|r| r[1].clone()).collect();
+    assert!(phases.contains(&"fine-tune".to_string()), "{phases:?}");
+    assert!(c >= a - 1e-9 || c > 0.6, "fine-tuned {c}");
+}
+
+#[test]
+fn bad_inputs_fail_cleanly_without_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let o = train(&dir.path().join("nope"), &runs, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("manifest.json"), "{}", stderr(&o));
+
+    let data = prepared(dir.path(), 40, 64);
+    // Weights of another architecture.
+    let o = train(&data, &runs, &["--model", "mobilenet_v2", "--weights", repo_root().join(".venv/vocml-weights/efficientnet_lite0.safetensors").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("missing keys") && err.contains("another model"), "{err}");
+    // mobilenet_v2 without weights says how to get them.
+    let o = train(&data, &runs, &["--model", "mobilenet_v2"]);
+    assert!(stderr(&o).contains("needs --weights"), "{}", stderr(&o));
+    let o = train(&data, &runs, &["--model", "resnet9000"]);
+    assert!(stderr(&o).contains("unknown model"));
+    // Wrong shapes: labels that do not match the images.
+    std::fs::copy(data.join("y_val.npy"), data.join("y_train.npy")).unwrap();
+    let o = train(&data, &runs, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("y_train.npy: shape"), "{}", stderr(&o));
+    assert!(!runs.exists() || std::fs::read_dir(&runs).unwrap().count() == 0, "a failed run left a directory");
+}
