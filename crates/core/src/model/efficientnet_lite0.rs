@@ -3,7 +3,7 @@
 //! `_fc`): MBConv blocks without squeeze-excite, ReLU6, BatchNorm eps 1e-3, padding k//2.
 
 use super::backbone::BackboneNet;
-use super::layers::{ConvBn, ConvBnSpec};
+use super::layers::{Act, ConvBn, ConvBnSpec};
 use tch::{nn, nn::Module, Tensor};
 
 const EPS: f64 = 1e-3;
@@ -30,7 +30,7 @@ struct MbConv {
 impl MbConv {
     fn new(p: &nn::Path, expand_ratio: i64, kernel: i64, stride: i64, c_in: i64, c_out: i64) -> Self {
         let hidden = c_in * expand_ratio;
-        let spec = |c_in, c_out, kernel, stride, groups, relu6| ConvBnSpec { c_in, c_out, kernel, stride, groups, eps: EPS, relu6 };
+        let spec = |c_in, c_out, kernel, stride, groups, relu6| ConvBnSpec { c_in, c_out, kernel, stride, groups, eps: EPS, act: if relu6 { Act::Relu6 } else { Act::None } };
         let expand = (expand_ratio != 1)
             .then(|| ConvBn::new(p / "_expand_conv", p / "_bn0", spec(c_in, hidden, 1, 1, 1, true)));
         MbConv {
@@ -71,7 +71,7 @@ impl EfficientNetLite0 {
         let stem = ConvBn::new(
             p / "_conv_stem",
             p / "_bn0",
-            ConvBnSpec { c_in: 3, c_out: 32, kernel: 3, stride: 2, groups: 1, eps: EPS, relu6: true },
+            ConvBnSpec { c_in: 3, c_out: 32, kernel: 3, stride: 2, groups: 1, eps: EPS, act: Act::Relu6 },
         );
         let mut blocks = Vec::new();
         for &(e, k, s, c_in, c_out, n) in &STAGES {
@@ -84,7 +84,7 @@ impl EfficientNetLite0 {
         let head = ConvBn::new(
             p / "_conv_head",
             p / "_bn1",
-            ConvBnSpec { c_in: 320, c_out: 1280, kernel: 1, stride: 1, groups: 1, eps: EPS, relu6: true },
+            ConvBnSpec { c_in: 320, c_out: 1280, kernel: 1, stride: 1, groups: 1, eps: EPS, act: Act::Relu6 },
         );
         let fc = imagenet_head.then(|| nn::linear(p / "_fc", 1280, 1000, Default::default()));
         EfficientNetLite0 { stem, blocks, head, fc }

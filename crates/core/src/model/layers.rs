@@ -1,15 +1,35 @@
-//! Building blocks shared by the backbones: convolution + BatchNorm (+ ReLU6).
+//! Building blocks shared by the backbones: convolution + BatchNorm (+ activation).
 
 use tch::{nn, nn::Module, nn::ModuleT, Tensor};
 
-/// Conv2d without bias followed by BatchNorm, optionally ReLU6. BatchNorm always runs in
-/// eval mode (running statistics): the backbones are frozen feature extractors, and the
-/// shipped checkpoints are not meant to be re-normalised on small batches.
+/// Activation after a convolution block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    None,
+    Relu,
+    Relu6,
+    Silu,
+}
+
+impl Act {
+    pub fn apply(self, xs: Tensor) -> Tensor {
+        match self {
+            Act::None => xs,
+            Act::Relu => xs.relu(),
+            Act::Relu6 => xs.clamp(0.0, 6.0),
+            Act::Silu => xs.silu(),
+        }
+    }
+}
+
+/// Conv2d without bias followed by BatchNorm and an activation. BatchNorm always runs in
+/// eval mode (running statistics): the backbones are frozen or lightly fine-tuned feature
+/// extractors, and re-estimating statistics on small batches destroys their features.
 #[derive(Debug)]
 pub struct ConvBn {
     conv: nn::Conv2D,
     bn: nn::BatchNorm,
-    relu6: bool,
+    act: Act,
 }
 
 /// Settings of one [`ConvBn`].
@@ -21,11 +41,12 @@ pub struct ConvBnSpec {
     pub stride: i64,
     pub groups: i64,
     pub eps: f64,
-    pub relu6: bool,
+    pub act: Act,
 }
 
 impl ConvBn {
-    /// `conv_path` holds `weight`; `bn_path` holds `weight`, `bias`, `running_mean`, `running_var`.
+    /// `conv_path` holds `weight`; `bn_path` holds `weight`, `bias`, `running_mean`,
+    /// `running_var`. Padding is `kernel / 2` on every side.
     pub fn new(conv_path: nn::Path, bn_path: nn::Path, s: ConvBnSpec) -> Self {
         let cfg = nn::ConvConfig {
             stride: s.stride,
@@ -36,17 +57,12 @@ impl ConvBn {
         };
         let conv = nn::conv2d(conv_path, s.c_in, s.c_out, s.kernel, cfg);
         let bn = nn::batch_norm2d(bn_path, s.c_out, nn::BatchNormConfig { eps: s.eps, ..Default::default() });
-        ConvBn { conv, bn, relu6: s.relu6 }
+        ConvBn { conv, bn, act: s.act }
     }
 }
 
 impl Module for ConvBn {
     fn forward(&self, xs: &Tensor) -> Tensor {
-        let ys = self.bn.forward_t(&self.conv.forward(xs), false);
-        if self.relu6 {
-            ys.clamp(0.0, 6.0)
-        } else {
-            ys
-        }
+        self.act.apply(self.bn.forward_t(&self.conv.forward(xs), false))
     }
 }

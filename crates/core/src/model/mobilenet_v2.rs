@@ -2,7 +2,7 @@
 //! `features.18`, `classifier.1`), BatchNorm eps 1e-5, ReLU6.
 
 use super::backbone::BackboneNet;
-use super::layers::{ConvBn, ConvBnSpec};
+use super::layers::{Act, ConvBn, ConvBnSpec};
 use tch::{nn, nn::Module, Tensor};
 
 const EPS: f64 = 1e-5;
@@ -12,7 +12,7 @@ const SETTINGS: [(i64, i64, usize, i64); 7] =
     [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)];
 
 fn spec(c_in: i64, c_out: i64, kernel: i64, stride: i64, groups: i64, relu6: bool) -> ConvBnSpec {
-    ConvBnSpec { c_in, c_out, kernel, stride, groups, eps: EPS, relu6 }
+    ConvBnSpec { c_in, c_out, kernel, stride, groups, eps: EPS, act: if relu6 { Act::Relu6 } else { Act::None } }
 }
 
 #[derive(Debug)]

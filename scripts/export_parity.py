@@ -1,0 +1,38 @@
+"""Export a randomly initialised torchvision model, an input and its eval-mode output, for
+the Rust parity tests. BatchNorm running statistics are randomised too, so eval-mode
+BatchNorm is not an identity.
+
+Usage: export_parity.py MODEL OUT.safetensors   (MODEL: mobilenet_v2, efficientnet_b0, resnet50)
+Keys: 'model.<state_dict key>', 'input' [2,3,224,224], 'output' [2,1000].
+"""
+import sys
+
+import torch
+import torchvision
+from safetensors.torch import save_file
+
+
+def main() -> int:
+    name, out = sys.argv[1], sys.argv[2]
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(weights=None)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    model.eval()
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        y = model(x)
+    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    tensors["input"] = x
+    tensors["output"] = y
+    save_file(tensors, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
