@@ -32,6 +32,8 @@ pub fn bin(name: &str) -> Command {
     let path = match name {
         "voc-prep" => env!("CARGO_BIN_EXE_voc-prep"),
         "train" => env!("CARGO_BIN_EXE_train"),
+        "evaluate" => env!("CARGO_BIN_EXE_evaluate"),
+        "predict" => env!("CARGO_BIN_EXE_predict"),
         other => panic!("unknown binary {other}"),
     };
     let mut c = Command::new(path);
@@ -140,4 +142,15 @@ pub fn only_run(runs: &Path) -> PathBuf {
     let dirs: Vec<PathBuf> = std::fs::read_dir(runs).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     dirs[0].clone()
+}
+
+/// Trains a quick model on `data` into `runs` and returns its run directory.
+pub fn quick_run(data: &Path, runs: &Path, extra: &[&str]) -> PathBuf {
+    let before: Vec<PathBuf> = std::fs::read_dir(runs).map(|d| d.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
+    let o = run(bin("train")
+        .arg("--data").arg(data).arg("--runs-dir").arg(runs)
+        .args(["-q", "--threads", "2", "--epochs", "20", "--lr", "3e-3", "--patience", "20", "--aug-views", "1"])
+        .args(extra));
+    assert!(o.status.success());
+    std::fs::read_dir(runs).unwrap().map(|e| e.unwrap().path()).find(|p| !before.contains(p) && p.is_dir()).unwrap()
 }

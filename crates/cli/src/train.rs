@@ -26,7 +26,7 @@ use vocml_core::train::{train, EpochRecord, TrainConfig, TrainObserver, TrainOut
 ///   train --data processed_data --models efficientnet_lite0,mobilenet_v2 --weights-dir weights/
 ///   train --data processed_data --model mobilenet_v2 --weights mnv2.safetensors --fine-tune-blocks 3
 #[derive(Parser, Debug)]
-#[command(name = "train", version, about, long_about, verbatim_doc_comment)]
+#[command(name = "train", version, about, long_about, verbatim_doc_comment, args_override_self = true)]
 struct Cli {
     /// voc-prep output directory (X_*.npy, y_*.npy, manifest.json).
     #[arg(long, value_name = "DIR", default_value = "processed_data")]

@@ -28,7 +28,7 @@ use vocml_core::voc::synth::{generate, SynthConfig};
 ///   voc-prep --voc-root my_images --split 0,0,1 --out scoring_data
 ///   voc-prep synth --out data/synth-voc --images 240
 #[derive(Parser, Debug)]
-#[command(name = "voc-prep", version, about, long_about, verbatim_doc_comment)]
+#[command(name = "voc-prep", version, about, long_about, verbatim_doc_comment, args_override_self = true)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct Cli {
     #[command(subcommand)]

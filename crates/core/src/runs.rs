@@ -12,6 +12,10 @@ pub const HISTORY_FILE: &str = "history.csv";
 pub const METRICS_FILE: &str = "metrics.json";
 pub const CLASSES_FILE: &str = "classes.json";
 pub const MODEL_FILE: &str = "model.safetensors";
+pub const THRESHOLDS_FILE: &str = "thresholds.json";
+pub const EVALUATION_FILE: &str = "evaluation.json";
+/// Name of the pointer to the selected run inside a runs directory.
+pub const BEST_LINK: &str = "best";
 
 /// A run being written.
 pub struct RunWriter {
@@ -56,4 +60,41 @@ impl RunWriter {
     pub fn finish(self) -> Result<PathBuf> {
         self.staging.commit(|_| false)
     }
+}
+
+/// Writes `bytes` to `dir/name` atomically (temporary file, then rename).
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join(name)).with_context(|| format!("cannot write {}", dir.join(name).display()))
+}
+
+/// Points `runs_dir/best` at `run` (a sibling directory) atomically: a new symlink is
+/// created under a temporary name and renamed over the old one, so a reader sees either
+/// the old run or the new one.
+pub fn point_best(runs_dir: &Path, run: &Path) -> Result<PathBuf> {
+    let name = run.file_name().with_context(|| format!("{} has no name", run.display()))?;
+    let link = runs_dir.join(BEST_LINK);
+    let tmp = runs_dir.join(format!(".{BEST_LINK}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(name, &tmp).with_context(|| format!("cannot create link {}", tmp.display()))?;
+    std::fs::rename(&tmp, &link).with_context(|| format!("cannot update {}", link.display()))?;
+    Ok(link)
+}
+
+/// Finished run directories under `runs_dir` (those with a config.json), sorted by name;
+/// the `best` link and staging directories are left out.
+pub fn list_runs(runs_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(runs_dir)
+        .with_context(|| format!("cannot list {}", runs_dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            !n.starts_with('.') && n != BEST_LINK && e.file_type().map(|t| t.is_dir()).unwrap_or(false)
+        })
+        .map(|e| e.path())
+        .filter(|p| p.join(CONFIG_FILE).is_file())
+        .collect();
+    runs.sort();
+    Ok(runs)
 }

@@ -1,0 +1,167 @@
+//! `evaluate`: multi-label metrics of one or more runs on a prepared split, per-class
+//! thresholds tuned on validation, a comparison table, and `runs/best`.
+
+use anyhow::{bail, Result};
+use clap::{Parser, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use vocml::run_main;
+use vocml_core::device::{resolve, DeviceChoice};
+use vocml_core::evaluate::{comparison_tables, evaluate_run, metric_value, Evaluation, RANK_METRICS};
+use vocml_core::runs::{list_runs, point_best, write_atomic};
+
+/// Evaluate trained runs on a prepared split and compare them.
+///
+/// For each run: per-class precision, recall, F1, VOC average precision and support; micro
+/// and macro F1; subset (exact-match) accuracy; label accuracy; Hamming loss; mAP. Metrics
+/// are reported at threshold 0.5 and at per-class thresholds tuned on the validation split
+/// (maximising F1), which are stored in the run (thresholds.json) for `predict`. Results go
+/// to <run>/evaluation.json. With several runs, a comparison table is printed and written
+/// (comparison.csv, comparison.md) and runs/best is pointed at the best run, atomically.
+///
+/// Examples:
+///   evaluate --data processed_data --run runs/20261123-101500_efficientnet_lite0
+///   evaluate --data processed_data --runs runs --metric mAP
+#[derive(Parser, Debug)]
+#[command(name = "evaluate", version, about, long_about, verbatim_doc_comment, args_override_self = true)]
+struct Cli {
+    /// voc-prep output directory.
+    #[arg(long, value_name = "DIR", default_value = "processed_data")]
+    data: PathBuf,
+    /// A run directory to evaluate (repeatable).
+    #[arg(long = "run", value_name = "DIR")]
+    runs_list: Vec<PathBuf>,
+    /// Evaluate every finished run in this directory and select the best.
+    #[arg(long = "runs", value_name = "DIR")]
+    runs_dir: Option<PathBuf>,
+    /// Split to score.
+    #[arg(long, value_enum, default_value_t = SplitArg::Test)]
+    split: SplitArg,
+    /// Metric that picks the best run: macro_f1, micro_f1, mAP, subset_accuracy, label_accuracy.
+    #[arg(long, default_value = "macro_f1", value_name = "NAME")]
+    metric: String,
+    /// Point runs/best at the best run even when a single run is evaluated.
+    #[arg(long)]
+    select: bool,
+    /// Do not touch runs/best.
+    #[arg(long, conflicts_with = "select")]
+    no_select: bool,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    device: DeviceArg,
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    batch_size: usize,
+    /// Print only the summary lines.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum SplitArg {
+    Train,
+    Val,
+    Test,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    run_main("evaluate", || run(cli))
+}
+
+fn print_table(e: &Evaluation) {
+    let tuned = e.tuned.as_ref();
+    println!("{} on {} ({} images, split {})", e.run.display(), e.data.display(), e.images, e.split);
+    println!("{:<12} {:>9} {:>7} {:>6} {:>6} {:>8} {:>9} {:>8}", "class", "precision", "recall", "f1", "ap", "support", "threshold", "f1@tuned");
+    for (i, c) in e.at_half.per_class.iter().enumerate() {
+        let (th, tf1) = tuned.map(|t| (t.per_class[i].threshold, t.per_class[i].f1)).unwrap_or((0.5, c.f1));
+        let ap = c.ap.map(|a| format!("{a:.3}")).unwrap_or_else(|| "-".into());
+        println!("{:<12} {:>9.3} {:>7.3} {:>6.3} {:>6} {:>8} {:>9.3} {:>8.3}", c.class, c.precision, c.recall, c.f1, ap, c.support, th, tf1);
+    }
+    let m = &e.at_half;
+    println!(
+        "at 0.5:   macro-F1 {:.4}  micro-F1 {:.4}  subset acc {:.4}  label acc {:.4}  Hamming {:.4}  mAP {:.4}",
+        m.macro_f1, m.micro_f1, m.subset_accuracy, m.label_accuracy, m.hamming_loss, e.map
+    );
+    if let Some(t) = tuned {
+        println!(
+            "tuned:    macro-F1 {:.4}  micro-F1 {:.4}  subset acc {:.4}  label acc {:.4}  Hamming {:.4}  (thresholds from {})",
+            t.macro_f1,
+            t.micro_f1,
+            t.subset_accuracy,
+            t.label_accuracy,
+            t.hamming_loss,
+            e.tuned_on.as_deref().unwrap_or("-")
+        );
+    }
+    println!("inference {:.2} ms/image, {} parameters", e.inference_ms_per_image, e.parameters);
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if !RANK_METRICS.contains(&cli.metric.as_str()) {
+        bail!("--metric {:?}: expected one of {}", cli.metric, RANK_METRICS.join(", "));
+    }
+    let device = resolve(match cli.device {
+        DeviceArg::Auto => DeviceChoice::Auto,
+        DeviceArg::Cpu => DeviceChoice::Cpu,
+        DeviceArg::Cuda => DeviceChoice::Cuda,
+    })?;
+    let mut runs = cli.runs_list.clone();
+    if let Some(dir) = &cli.runs_dir {
+        runs.extend(list_runs(dir)?);
+    }
+    if runs.is_empty() {
+        bail!("nothing to evaluate: pass --run DIR (repeatable) or --runs DIR");
+    }
+    let split = match cli.split {
+        SplitArg::Train => "train",
+        SplitArg::Val => "val",
+        SplitArg::Test => "test",
+    };
+    let many = runs.len() > 1;
+    let mut evals = Vec::new();
+    for r in &runs {
+        match evaluate_run(r, &cli.data, split, device, cli.batch_size) {
+            Ok(e) => {
+                if !cli.quiet {
+                    print_table(&e);
+                    println!();
+                }
+                evals.push(e);
+            }
+            Err(e) if many => eprintln!("evaluate: warning: skipping {}: {e:#}", r.display()),
+            Err(e) => return Err(e),
+        }
+    }
+    if evals.is_empty() {
+        bail!("no run could be evaluated on {}", cli.data.display());
+    }
+    let mut best = 0;
+    for (i, e) in evals.iter().enumerate() {
+        if metric_value(e, &cli.metric)? > metric_value(&evals[best], &cli.metric)? {
+            best = i;
+        }
+    }
+    if many {
+        let (csv, md) = comparison_tables(&evals);
+        let out_dir = cli.runs_dir.clone().unwrap_or_else(|| runs[0].parent().map(PathBuf::from).unwrap_or_default());
+        write_atomic(&out_dir, "comparison.csv", csv.as_bytes())?;
+        write_atomic(&out_dir, "comparison.md", md.as_bytes())?;
+        print!("{md}");
+        println!("(also in {}/comparison.csv and comparison.md)", out_dir.display());
+    }
+    let e = &evals[best];
+    if (many || cli.runs_dir.is_some() || cli.select) && !cli.no_select {
+        let parent = e.run.parent().map(PathBuf::from).unwrap_or_default();
+        let link = point_best(&parent, &e.run)?;
+        println!("evaluate: best by {} = {:.4}: {} ({} -> {})", cli.metric, metric_value(e, &cli.metric)?, e.model, link.display(), e.run.display());
+    } else {
+        println!("evaluate: {} {} = {:.4}, mAP {:.4}", e.model, cli.metric, metric_value(e, &cli.metric)?, e.map);
+    }
+    Ok(())
+}

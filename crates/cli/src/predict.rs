@@ -1,0 +1,162 @@
+//! `predict`: batch scoring of image files and folders with a trained run.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use vocml::{interrupt_flag, progress_bar, run_main};
+use vocml_core::device::{resolve, DeviceChoice};
+use vocml_core::inference::LoadedModel;
+use vocml_core::predict::{collect_inputs, score_files, Format, RowWriter, Shard};
+
+/// Score images with a trained run: labels plus a probability for every class.
+///
+/// Inputs are files and folders (walked recursively, sorted; files with image extensions).
+/// JPEG, PNG, BMP, GIF, TIFF and WebP are read; grayscale, alpha, CMYK, 16-bit and EXIF
+/// orientation are handled, and images are resized exactly as in training. One row per
+/// image is streamed to the output (CSV or JSON lines); an unreadable file gives an error
+/// row and the batch goes on. Labels use the run's tuned thresholds (from `evaluate`),
+/// else 0.5, unless --threshold is given.
+///
+/// Exit status: 0 if at least one image was scored (or with --strict, all were), 1
+/// otherwise.
+///
+/// Examples:
+///   predict photos/ > predictions.csv
+///   predict --run runs/20261123-101500_efficientnet_lite0 --format jsonl --top-k 2 a.jpg b.png
+///   predict --shard 3/8 --output part-3.csv /data/images    # one of 8 cluster jobs
+///   predict --shard $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT --output part.csv /data
+#[derive(Parser, Debug)]
+#[command(name = "predict", version, about, long_about, verbatim_doc_comment, args_override_self = true)]
+struct Cli {
+    /// Image files and folders.
+    #[arg(required = true, value_name = "PATH")]
+    inputs: Vec<PathBuf>,
+    /// Run directory to use (default: runs/best, set by evaluate and retrain).
+    #[arg(long, value_name = "DIR", default_value = "runs/best")]
+    run: PathBuf,
+    #[arg(long, value_enum, default_value_t = FormatArg::Csv)]
+    format: FormatArg,
+    /// One threshold for every class instead of the run's tuned thresholds.
+    #[arg(long, value_name = "T")]
+    threshold: Option<f32>,
+    /// Also output the K most probable classes.
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    top_k: usize,
+    /// Write rows to FILE instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Score only shard K of N (a stable hash of each path), for splitting huge folders.
+    #[arg(long, value_name = "K/N")]
+    shard: Option<String>,
+    /// Exit with status 1 if any input could not be scored.
+    #[arg(long)]
+    strict: bool,
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    batch_size: usize,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    device: DeviceArg,
+    /// CPU threads for libtorch (default: all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<i32>,
+    /// No progress bar or summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum FormatArg {
+    Csv,
+    Jsonl,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    run_main("predict", || run(cli))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let device = resolve(match cli.device {
+        DeviceArg::Auto => DeviceChoice::Auto,
+        DeviceArg::Cpu => DeviceChoice::Cpu,
+        DeviceArg::Cuda => DeviceChoice::Cuda,
+    })?;
+    if let Some(t) = cli.threads {
+        tch::set_num_threads(t);
+    }
+    if let Some(t) = cli.threshold {
+        if !(0.0..=1.0).contains(&t) {
+            bail!("--threshold {t}: expected a probability between 0 and 1");
+        }
+    }
+    let shard = cli.shard.as_deref().map(Shard::parse).transpose()?;
+    if !cli.run.join("config.json").is_file() {
+        bail!(
+            "{} is not a trained run; train one and select it with `evaluate --runs runs`, or pass --run DIR",
+            cli.run.display()
+        );
+    }
+    let model = LoadedModel::load(&cli.run, device)?;
+    let mut inputs = collect_inputs(&cli.inputs)?;
+    if let Some(s) = shard {
+        inputs.files.retain(|p| s.contains(p));
+    }
+    let thresholds = match cli.threshold {
+        Some(t) => vec![t; model.classes.len()],
+        None => model.thresholds.clone(),
+    };
+    let out: Box<dyn Write> = match &cli.output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let format = match cli.format {
+        FormatArg::Csv => Format::Csv,
+        FormatArg::Jsonl => Format::Jsonl,
+    };
+    let mut writer = RowWriter::new(out, format, model.classes.clone(), thresholds, cli.top_k)?;
+    let pb = progress_bar("predict", cli.quiet);
+    pb.set_length(inputs.files.len() as u64);
+    let cancel = interrupt_flag();
+    let started = std::time::Instant::now();
+    let (mut scored, mut failed) = (0usize, 0usize);
+    score_files(&model, &inputs.files, cli.batch_size, &cancel, |row| {
+        if row.result.is_ok() {
+            scored += 1;
+        } else {
+            failed += 1;
+        }
+        pb.inc(1);
+        writer.write(&row)
+    })?;
+    pb.finish_and_clear();
+    if !cli.quiet {
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "predict: {scored} scored, {failed} failed{} in {secs:.1}s ({:.1} images/s) with {}{}",
+            if inputs.ignored > 0 { format!(", {} non-image files ignored", inputs.ignored) } else { String::new() },
+            (scored + failed) as f64 / secs.max(1e-9),
+            model.run_dir.display(),
+            if cli.threshold.is_none() && model.thresholds_tuned { " (tuned thresholds)" } else { "" }
+        );
+    }
+    if scored == 0 && failed > 0 {
+        bail!("no input could be scored ({failed} failed)");
+    }
+    if scored == 0 {
+        bail!("no images found in the given inputs");
+    }
+    if cli.strict && failed > 0 {
+        bail!("{failed} inputs could not be scored (--strict)");
+    }
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! `evaluate`: metrics of a run on a prepared split (at 0.5 and at per-class thresholds
+//! tuned on validation), written to the run; comparison of runs and selection of the best.
+
+use crate::data::SplitData;
+use crate::inference::{LoadedModel, Thresholds};
+use crate::manifest::Manifest;
+use crate::metrics::{compute, mean_ap, per_class_ap, tune_thresholds, MultiLabelMetrics};
+use crate::runs::{write_atomic, EVALUATION_FILE, THRESHOLDS_FILE};
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::Device;
+
+/// Metrics at one set of thresholds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetricSet {
+    pub thresholds: Vec<f32>,
+    pub macro_f1: f64,
+    pub micro_f1: f64,
+    pub precision: f64,
+    pub recall: f64,
+    pub subset_accuracy: f64,
+    pub label_accuracy: f64,
+    pub hamming_loss: f64,
+    pub per_class: Vec<ClassReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClassReport {
+    pub class: String,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    /// VOC average precision (null without positives).
+    pub ap: Option<f64>,
+    pub support: usize,
+    pub threshold: f32,
+    pub tp: usize,
+    pub fp: usize,
+    #[serde(rename = "fn")]
+    pub fn_: usize,
+}
+
+/// `evaluation.json`: the metrics at 0.5 at the top level (keys `macro_f1`, `micro_f1`,
+/// `subset_accuracy`, `label_accuracy`, `hamming_loss`, `mAP`, `per_class`) and at the tuned
+/// thresholds under `tuned`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub run: PathBuf,
+    pub model: String,
+    pub data: PathBuf,
+    pub split: String,
+    pub images: usize,
+    #[serde(rename = "mAP")]
+    pub map: f64,
+    #[serde(flatten)]
+    pub at_half: MetricSet,
+    /// Thresholds tuned on `tuned_on` (null when there was no validation data).
+    pub tuned: Option<MetricSet>,
+    pub tuned_on: Option<String>,
+    pub parameters: i64,
+    pub train_seconds: f64,
+    pub inference_ms_per_image: f64,
+}
+
+fn metric_set(m: &MultiLabelMetrics, aps: &[Option<f64>], thresholds: &[f32]) -> MetricSet {
+    MetricSet {
+        thresholds: thresholds.to_vec(),
+        macro_f1: m.macro_f1,
+        micro_f1: m.micro_f1,
+        precision: m.precision,
+        recall: m.recall,
+        subset_accuracy: m.subset_accuracy,
+        label_accuracy: 1.0 - m.hamming_loss,
+        hamming_loss: m.hamming_loss,
+        per_class: m
+            .per_class
+            .iter()
+            .zip(aps)
+            .zip(thresholds)
+            .map(|((c, ap), &t)| ClassReport {
+                class: c.class.clone(),
+                precision: c.precision,
+                recall: c.recall,
+                f1: c.f1,
+                ap: *ap,
+                support: c.support,
+                threshold: t,
+                tp: c.tp,
+                fp: c.fp,
+                fn_: c.fn_,
+            })
+            .collect(),
+    }
+}
+
+/// Refuses data whose classes or image size differ from the run's.
+pub fn check_compatible(model: &LoadedModel, manifest: &Manifest, data: &Path) -> Result<()> {
+    if manifest.classes != model.classes {
+        bail!(
+            "{}: data classes {:?} do not match the run's classes {:?} ({})",
+            data.display(),
+            manifest.classes,
+            model.classes,
+            model.run_dir.display()
+        );
+    }
+    if manifest.image.size != model.image_size {
+        bail!(
+            "{}: images are {} px but {} was trained at {} px; re-run voc-prep with --size {}",
+            data.display(),
+            manifest.image.size,
+            model.run_dir.display(),
+            model.image_size,
+            model.image_size
+        );
+    }
+    Ok(())
+}
+
+/// Probabilities of every row of a split, and the inference time per image in ms.
+pub fn score_split(model: &LoadedModel, split: &SplitData, batch: usize) -> (Vec<f32>, f64) {
+    let t0 = Instant::now();
+    let mut probs = Vec::with_capacity(split.len() * split.classes);
+    let idx: Vec<usize> = (0..split.len()).collect();
+    for chunk in idx.chunks(batch.max(1)) {
+        let p = model.probabilities(&split.pixels(chunk));
+        probs.extend(Vec::<f32>::try_from(p.flatten(0, -1)).expect("float probabilities"));
+    }
+    let ms = t0.elapsed().as_secs_f64() * 1e3 / split.len().max(1) as f64;
+    (probs, ms)
+}
+
+/// Evaluates a run on `split` of `data`, tuning thresholds on the validation split, and
+/// writes `evaluation.json` and `thresholds.json` into the run.
+pub fn evaluate_run(run_dir: &Path, data: &Path, split: &str, device: Device, batch: usize) -> Result<Evaluation> {
+    let model = LoadedModel::load(run_dir, device)?;
+    let manifest = Manifest::load(data)?;
+    check_compatible(&model, &manifest, data)?;
+    let target = SplitData::open(data, split, &manifest)?;
+    if target.is_empty() {
+        bail!("{}: the {split} split is empty; choose another with --split", data.display());
+    }
+    let c = model.classes.len();
+    let (probs, ms) = score_split(&model, &target, batch);
+    let aps = per_class_ap(&probs, &target.y, c);
+    let half = vec![0.5f32; c];
+    let at_half = metric_set(&compute(&probs, &target.y, &model.classes, &half), &aps, &half);
+
+    let val = if split == "val" { None } else { SplitData::open(data, "val", &manifest).ok().filter(|v| !v.is_empty()) };
+    let (tuned_th, tuned_on) = match (&val, split) {
+        (Some(v), _) => {
+            let (vp, _) = score_split(&model, v, batch);
+            (Some(tune_thresholds(&vp, &v.y, c)), Some("val".to_string()))
+        }
+        (None, "val") => (Some(tune_thresholds(&probs, &target.y, c)), Some("val".to_string())),
+        _ => (None, None),
+    };
+    let tuned = tuned_th.as_ref().map(|th| metric_set(&compute(&probs, &target.y, &model.classes, th), &aps, th));
+    if let (Some(th), Some(on)) = (&tuned_th, &tuned_on) {
+        let t = Thresholds { classes: model.classes.clone(), thresholds: th.clone(), tuned_on: on.clone() };
+        write_atomic(run_dir, THRESHOLDS_FILE, (serde_json::to_string_pretty(&t)? + "\n").as_bytes())?;
+    }
+    let eval = Evaluation {
+        run: model.run_dir.clone(),
+        model: model.kind.name().to_string(),
+        data: std::fs::canonicalize(data).unwrap_or(data.to_path_buf()),
+        split: split.to_string(),
+        images: target.len(),
+        map: mean_ap(&aps),
+        at_half,
+        tuned,
+        tuned_on,
+        parameters: model.parameters,
+        train_seconds: model.train_seconds,
+        inference_ms_per_image: ms,
+    };
+    write_atomic(run_dir, EVALUATION_FILE, (serde_json::to_string_pretty(&eval)? + "\n").as_bytes())?;
+    Ok(eval)
+}
+
+/// Metrics a comparison can rank runs by.
+pub const RANK_METRICS: [&str; 5] = ["macro_f1", "micro_f1", "mAP", "subset_accuracy", "label_accuracy"];
+
+/// The value of `metric` for an evaluation (tuned thresholds when available, except mAP).
+pub fn metric_value(e: &Evaluation, metric: &str) -> Result<f64> {
+    let m = e.tuned.as_ref().unwrap_or(&e.at_half);
+    Ok(match metric {
+        "macro_f1" => m.macro_f1,
+        "micro_f1" => m.micro_f1,
+        "mAP" => e.map,
+        "subset_accuracy" => m.subset_accuracy,
+        "label_accuracy" => m.label_accuracy,
+        other => bail!("unknown metric {other:?}; expected one of {}", RANK_METRICS.join(", ")),
+    })
+}
+
+/// The comparison of several evaluations as CSV and as a Markdown table.
+pub fn comparison_tables(evals: &[Evaluation]) -> (String, String) {
+    let header = ["run", "model", "macro_f1", "micro_f1", "mAP", "subset_accuracy", "label_accuracy", "macro_f1_at_0.5", "parameters", "train_seconds", "inference_ms_per_image"];
+    let mut csv = header.join(",") + "\n";
+    let mut md = format!("| {} |\n|{}\n", header.join(" | "), "---|".repeat(header.len()));
+    for e in evals {
+        let m = e.tuned.as_ref().unwrap_or(&e.at_half);
+        let name = e.run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let cells = [
+            name,
+            e.model.clone(),
+            format!("{:.4}", m.macro_f1),
+            format!("{:.4}", m.micro_f1),
+            format!("{:.4}", e.map),
+            format!("{:.4}", m.subset_accuracy),
+            format!("{:.4}", m.label_accuracy),
+            format!("{:.4}", e.at_half.macro_f1),
+            e.parameters.to_string(),
+            format!("{:.1}", e.train_seconds),
+            format!("{:.2}", e.inference_ms_per_image),
+        ];
+        csv += &(cells.join(",") + "\n");
+        md += &format!("| {} |\n", cells.join(" | "));
+    }
+    (csv, md)
+}

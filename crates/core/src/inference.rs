@@ -1,0 +1,115 @@
+//! A trained run loaded for inference: backbone + head from `model.safetensors`, with the
+//! run's classes, input size, resize mode, normalisation and decision thresholds.
+
+use crate::data::{normalize, to_unit_nchw};
+use crate::imageio::ResizeMode;
+use crate::model::head::Head;
+use crate::model::weights::{load_into, read_checkpoint};
+use crate::model::{BackboneKind, BackboneNet};
+use crate::runs::{CONFIG_FILE, MODEL_FILE, THRESHOLDS_FILE};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tch::{nn, Device, Tensor};
+
+/// Per-class decision thresholds stored with a run (written by `evaluate`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Thresholds {
+    pub classes: Vec<String>,
+    pub thresholds: Vec<f32>,
+    /// Where they were tuned (e.g. `val`).
+    pub tuned_on: String,
+}
+
+/// A run ready to score images.
+pub struct LoadedModel {
+    pub run_dir: PathBuf,
+    pub kind: BackboneKind,
+    pub classes: Vec<String>,
+    pub image_size: u32,
+    pub resize: ResizeMode,
+    pub thresholds: Vec<f32>,
+    pub thresholds_tuned: bool,
+    pub parameters: i64,
+    pub train_seconds: f64,
+    pub device: Device,
+    net: Box<dyn BackboneNet>,
+    head: Head,
+    _vs: nn::VarStore,
+}
+
+#[derive(Deserialize)]
+struct RunConfig {
+    options: RunOptions,
+    classes: Vec<String>,
+    image_size: u32,
+    #[serde(default)]
+    resize: ResizeMode,
+    #[serde(default)]
+    train_seconds: f64,
+}
+
+#[derive(Deserialize)]
+struct RunOptions {
+    model: BackboneKind,
+}
+
+impl LoadedModel {
+    /// Loads `run_dir` (a run directory or a `best` link to one).
+    pub fn load(run_dir: &Path, device: Device) -> Result<Self> {
+        let cfg_path = run_dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&cfg_path)
+            .with_context(|| format!("{} is not a finished run (no readable config.json)", run_dir.display()))?;
+        let cfg: RunConfig =
+            serde_json::from_str(&text).with_context(|| format!("{}: not a valid run config", cfg_path.display()))?;
+        let vs = nn::VarStore::new(device);
+        let net = cfg.options.model.build(&vs.root(), false);
+        let head = Head::new(&(vs.root() / "head"), cfg.options.model.feature_dim(), cfg.classes.len() as i64);
+        let model_path = run_dir.join(MODEL_FILE);
+        let tensors = read_checkpoint(&model_path)?;
+        load_into(&vs, tensors, &model_path, &[], &[])?;
+        let parameters = vs.variables().iter().filter(|(k, _)| !k.contains("running_")).map(|(_, v)| v.numel() as i64).sum();
+        let (thresholds, tuned) = match read_thresholds(run_dir)? {
+            Some(t) => {
+                if t.classes != cfg.classes {
+                    bail!("{}: thresholds are for classes {:?}, the model has {:?}", run_dir.join(THRESHOLDS_FILE).display(), t.classes, cfg.classes);
+                }
+                (t.thresholds, true)
+            }
+            None => (vec![0.5; cfg.classes.len()], false),
+        };
+        Ok(LoadedModel {
+            run_dir: std::fs::canonicalize(run_dir).unwrap_or(run_dir.to_path_buf()),
+            kind: cfg.options.model,
+            classes: cfg.classes,
+            image_size: cfg.image_size,
+            resize: cfg.resize,
+            thresholds,
+            thresholds_tuned: tuned,
+            parameters,
+            train_seconds: cfg.train_seconds,
+            device,
+            net,
+            head,
+            _vs: vs,
+        })
+    }
+
+    /// Probabilities `[B, C]` (on the CPU) for `[B, H, W, 3]` uint8 pixels at the run's size.
+    pub fn probabilities(&self, pixels: &Tensor) -> Tensor {
+        tch::no_grad(|| {
+            let xs = normalize(&to_unit_nchw(pixels, self.device), &self.kind.normalization());
+            self.head.forward_t(&self.net.features(&xs), false).sigmoid().to_device(Device::Cpu)
+        })
+    }
+}
+
+/// Reads `thresholds.json` of a run, if `evaluate` has written one.
+pub fn read_thresholds(run_dir: &Path) -> Result<Option<Thresholds>> {
+    let p = run_dir.join(THRESHOLDS_FILE);
+    if !p.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&p)?;
+    Ok(Some(serde_json::from_str(&text).with_context(|| format!("{}: invalid thresholds file", p.display()))?))
+}

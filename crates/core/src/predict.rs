@@ -1,0 +1,290 @@
+//! Batch scoring of image files and folders: input discovery, sharding, a pipeline that
+//! decodes the next batch in parallel while the current one runs through the model, and
+//! CSV / JSON-lines rows written as they come.
+
+use crate::imageio::{decode_file, SquareResizer};
+use crate::inference::LoadedModel;
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use tch::Tensor;
+
+/// File extensions picked up when walking folders (case-insensitive).
+pub const IMAGE_EXTENSIONS: [&str; 9] = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp", "jpe"];
+
+/// The inputs to score, and how many files in walked folders were not images by extension.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    pub files: Vec<PathBuf>,
+    pub ignored: usize,
+}
+
+fn has_image_extension(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+fn walk(dir: &Path, out: &mut Inputs) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else if has_image_extension(&p) {
+            out.files.push(p);
+        } else {
+            out.ignored += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Expands files and folders (recursively, in sorted order). Files named explicitly are
+/// always scored, whatever their extension; missing ones become error rows.
+pub fn collect_inputs(paths: &[PathBuf]) -> Result<Inputs> {
+    let mut out = Inputs::default();
+    for p in paths {
+        if p.is_dir() {
+            walk(p, &mut out)?;
+        } else {
+            out.files.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// A `--shard K/N` selection (K in 1..=N).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Shard {
+    pub fn parse(spec: &str) -> Result<Self> {
+        let (k, n) = spec.split_once('/').with_context(|| format!("--shard {spec:?}: expected K/N, e.g. 1/4"))?;
+        let (k, n): (u64, u64) = (
+            k.trim().parse().with_context(|| format!("--shard {spec:?}: K is not a number"))?,
+            n.trim().parse().with_context(|| format!("--shard {spec:?}: N is not a number"))?,
+        );
+        if n == 0 || k == 0 || k > n {
+            bail!("--shard {spec:?}: need 1 <= K <= N");
+        }
+        Ok(Shard { index: k, count: n })
+    }
+
+    /// Whether `path` belongs to this shard: a stable hash (FNV-1a) of the path text.
+    pub fn contains(&self, path: &Path) -> bool {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in path.to_string_lossy().bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h % self.count == self.index - 1
+    }
+}
+
+/// The outcome for one input file: probabilities per class, or why it failed.
+pub struct Scored {
+    pub path: PathBuf,
+    pub result: Result<Vec<f32>, String>,
+}
+
+/// Scores `files` in batches, calling `sink` for each file in input order as soon as its
+/// batch is done. Decoding of the next batch overlaps inference of the current one.
+pub fn score_files(
+    model: &LoadedModel,
+    files: &[PathBuf],
+    batch: usize,
+    cancel: &AtomicBool,
+    mut sink: impl FnMut(Scored) -> Result<()>,
+) -> Result<()> {
+    let size = model.image_size;
+    let mode = model.resize;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(PathBuf, Result<Vec<u8>, String>)>>(2);
+    std::thread::scope(|scope| -> Result<()> {
+        scope.spawn(move || {
+            for chunk in files.chunks(batch.max(1)) {
+                if cancel.load(Ordering::SeqCst) {
+                    break;
+                }
+                let decoded: Vec<_> = chunk
+                    .par_iter()
+                    .map_init(
+                        || SquareResizer::new(size, mode),
+                        |r, p| {
+                            let px = decode_file(p).map_err(|e| e.to_string()).and_then(|img| {
+                                let mut buf = vec![0u8; r.output_len()];
+                                r.resize_into(&img, &mut buf)?;
+                                Ok(buf)
+                            });
+                            (p.clone(), px)
+                        },
+                    )
+                    .collect();
+                if tx.send(decoded).is_err() {
+                    break;
+                }
+            }
+        });
+        for decoded in rx {
+            if cancel.load(Ordering::SeqCst) {
+                bail!(crate::Interrupted);
+            }
+            let good: Vec<&Vec<u8>> = decoded.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
+            let mut probs: Vec<f32> = Vec::new();
+            if !good.is_empty() {
+                let s = size as i64;
+                let flat: Vec<u8> = good.iter().flat_map(|v| v.iter().copied()).collect();
+                let px = Tensor::from_slice(&flat).view([good.len() as i64, s, s, 3]);
+                probs = Vec::<f32>::try_from(model.probabilities(&px).flatten(0, -1)).context("reading probabilities")?;
+            }
+            let c = model.classes.len();
+            let mut next = 0;
+            for (path, r) in decoded {
+                let result = match r {
+                    Ok(_) => {
+                        let p = probs[next * c..(next + 1) * c].to_vec();
+                        next += 1;
+                        Ok(p)
+                    }
+                    Err(e) => Err(e),
+                };
+                sink(Scored { path, result })?;
+            }
+        }
+        if cancel.load(Ordering::SeqCst) {
+            bail!(crate::Interrupted);
+        }
+        Ok(())
+    })
+}
+
+/// Output format of `predict`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Jsonl,
+}
+
+/// Writes scored rows: path, predicted labels, every class probability, optional top-k.
+pub struct RowWriter<W: Write> {
+    out: W,
+    format: Format,
+    classes: Vec<String>,
+    thresholds: Vec<f32>,
+    top_k: usize,
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+impl<W: Write> RowWriter<W> {
+    /// Creates the writer and writes the CSV header.
+    pub fn new(mut out: W, format: Format, classes: Vec<String>, thresholds: Vec<f32>, top_k: usize) -> Result<Self> {
+        if format == Format::Csv {
+            let mut cols = vec!["path".to_string(), "labels".to_string()];
+            cols.extend(classes.iter().map(|c| format!("p_{c}")));
+            if top_k > 0 {
+                cols.push("top".into());
+            }
+            cols.push("error".into());
+            writeln!(out, "{}", cols.join(","))?;
+        }
+        Ok(RowWriter { out, format, classes, thresholds, top_k })
+    }
+
+    /// Writes one row and flushes, so a crash keeps every row written so far.
+    pub fn write(&mut self, row: &Scored) -> Result<()> {
+        let path = row.path.to_string_lossy();
+        match (&row.result, self.format) {
+            (Ok(p), fmt) => {
+                let labels: Vec<&str> = self
+                    .classes
+                    .iter()
+                    .zip(p.iter().zip(&self.thresholds))
+                    .filter(|(_, (v, t))| **v >= **t)
+                    .map(|(c, _)| c.as_str())
+                    .collect();
+                let mut order: Vec<usize> = (0..p.len()).collect();
+                order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+                let top: Vec<usize> = order.into_iter().take(self.top_k).collect();
+                if fmt == Format::Csv {
+                    let mut cells = vec![csv_field(&path), labels.join(";")];
+                    cells.extend(p.iter().map(|v| format!("{v:.6}")));
+                    if self.top_k > 0 {
+                        cells.push(top.iter().map(|&k| format!("{}:{:.4}", self.classes[k], p[k])).collect::<Vec<_>>().join(";"));
+                    }
+                    cells.push(String::new());
+                    writeln!(self.out, "{}", cells.join(","))?;
+                } else {
+                    let probs: serde_json::Map<String, serde_json::Value> =
+                        self.classes.iter().zip(p).map(|(c, v)| (c.clone(), serde_json::json!(*v))).collect();
+                    let mut obj = serde_json::json!({"path": path, "labels": labels, "probabilities": probs});
+                    if self.top_k > 0 {
+                        obj["top"] = top.iter().map(|&k| serde_json::json!({"class": self.classes[k], "probability": p[k]})).collect();
+                    }
+                    writeln!(self.out, "{obj}")?;
+                }
+            }
+            (Err(e), Format::Csv) => {
+                let mut cells = vec![csv_field(&path), String::new()];
+                cells.extend(self.classes.iter().map(|_| String::new()));
+                if self.top_k > 0 {
+                    cells.push(String::new());
+                }
+                cells.push(csv_field(e));
+                writeln!(self.out, "{}", cells.join(","))?;
+            }
+            (Err(e), Format::Jsonl) => writeln!(self.out, "{}", serde_json::json!({"path": path, "error": e}))?,
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_partition_the_inputs() {
+        let paths: Vec<PathBuf> = (0..500).map(|i| PathBuf::from(format!("dir/img_{i}.jpg"))).collect();
+        let shards: Vec<Shard> = (1..=4).map(|k| Shard::parse(&format!("{k}/4")).unwrap()).collect();
+        for p in &paths {
+            assert_eq!(shards.iter().filter(|s| s.contains(p)).count(), 1);
+        }
+        assert!(shards.iter().all(|s| paths.iter().filter(|p| s.contains(p)).count() > 80));
+        assert!(Shard::parse("0/4").is_err() && Shard::parse("5/4").is_err() && Shard::parse("x").is_err());
+    }
+
+    #[test]
+    fn csv_rows_quote_and_carry_errors() {
+        let mut buf = Vec::new();
+        {
+            let mut w = RowWriter::new(&mut buf, Format::Csv, vec!["a".into(), "b".into()], vec![0.5, 0.5], 1).unwrap();
+            w.write(&Scored { path: "x,1.jpg".into(), result: Ok(vec![0.9, 0.2]) }).unwrap();
+            w.write(&Scored { path: "bad.jpg".into(), result: Err("not an image".into()) }).unwrap();
+        }
+        let text = String::from_utf8(buf).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "path,labels,p_a,p_b,top,error");
+        assert_eq!(lines[1], "\"x,1.jpg\",a,0.900000,0.200000,a:0.9000,");
+        assert_eq!(lines[2], "bad.jpg,,,,,not an image");
+    }
+}

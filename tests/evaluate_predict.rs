@@ -1,0 +1,175 @@
+//! Integration tests of `evaluate` and `predict` on the synthetic dataset.
+
+mod util;
+
+use std::path::{Path, PathBuf};
+use util::*;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    data: PathBuf,
+    runs: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let data = prepared(&root, 140, 96);
+    let runs = root.join("runs");
+    Fixture { _dir: dir, root, data, runs }
+}
+
+fn evaluate(args: &[&str]) -> std::process::Output {
+    run(bin("evaluate").args(["--batch-size", "32"]).args(args))
+}
+
+#[test]
+fn evaluate_writes_metrics_and_thresholds_and_compare_selects_best() {
+    let f = fixture();
+    let good = quick_run(&f.data, &f.runs, &[]);
+    let weak = quick_run(&f.data, &f.runs, &["--epochs", "1", "--lr", "1e-5"]);
+    let o = evaluate(&["-q", "--data", f.data.to_str().unwrap(), "--run", good.to_str().unwrap()]);
+    assert!(o.status.success());
+    let e = read_json(&good.join("evaluation.json"));
+    for key in ["macro_f1", "micro_f1", "subset_accuracy", "label_accuracy", "hamming_loss", "mAP", "per_class"] {
+        assert!(!e[key].is_null(), "{key} missing");
+    }
+    let lacc = e["label_accuracy"].as_f64().unwrap();
+    assert!((lacc + e["hamming_loss"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+    assert_eq!(e["per_class"].as_array().unwrap().len(), 4);
+    assert!(e["mAP"].as_f64().unwrap() > 0.7, "{}", e["mAP"]);
+    assert_eq!(e["split"], "test");
+    let th = read_json(&good.join("thresholds.json"));
+    assert_eq!(th["tuned_on"], "val");
+    assert_eq!(th["thresholds"].as_array().unwrap().len(), 4);
+    assert!(!f.runs.join("best").exists(), "a single --run must not move runs/best");
+
+    let o = evaluate(&["-q", "--data", f.data.to_str().unwrap(), "--runs", f.runs.to_str().unwrap()]);
+    assert!(o.status.success());
+    let best = std::fs::read_link(f.runs.join("best")).unwrap();
+    assert_eq!(best, PathBuf::from(good.file_name().unwrap()), "weak run {} chosen", weak.display());
+    let csv = std::fs::read_to_string(f.runs.join("comparison.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3);
+    assert!(csv.starts_with("run,model,macro_f1"));
+    assert!(std::fs::read_to_string(f.runs.join("comparison.md")).unwrap().contains("| efficientnet_lite0 |"));
+}
+
+#[test]
+fn evaluate_refuses_data_with_other_classes_or_size() {
+    let f = fixture();
+    let r = quick_run(&f.data, &f.runs, &["--epochs", "1"]);
+    let voc = f.root.join("voc");
+    let other = f.root.join("other");
+    assert!(run(bin("voc-prep").arg("--voc-root").arg(&voc).arg("--out").arg(&other).args(["-q", "--size", "96", "--classes", "dog,person"])).status.success());
+    let o = evaluate(&["--data", other.to_str().unwrap(), "--run", r.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("do not match the run's classes"), "{}", stderr(&o));
+    let big = f.root.join("big");
+    assert!(run(bin("voc-prep").arg("--voc-root").arg(&voc).arg("--out").arg(&big).args(["-q", "--size", "64"])).status.success());
+    let o = evaluate(&["--data", big.to_str().unwrap(), "--run", r.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("trained at 96 px"), "{}", stderr(&o));
+}
+
+fn write_png(path: &Path, img: image::DynamicImage) {
+    img.save_with_format(path, image::ImageFormat::Png).unwrap();
+}
+
+#[test]
+fn predict_scores_folders_with_odd_files_in_both_formats_and_shards() {
+    let f = fixture();
+    let r = quick_run(&f.data, &f.runs, &[]);
+    let imgs = f.root.join("imgs");
+    std::fs::create_dir_all(imgs.join("nested/deeper")).unwrap();
+    let voc_jpg = |id: &str| f.root.join(format!("voc/JPEGImages/{id}.jpg"));
+    std::fs::copy(voc_jpg("000001"), imgs.join("a.jpg")).unwrap();
+    std::fs::copy(voc_jpg("000002"), imgs.join("nested/b.JPG")).unwrap();
+    std::fs::copy(voc_jpg("000003"), imgs.join("nested/deeper/c.jpeg")).unwrap();
+    let rgb = image::open(voc_jpg("000004")).unwrap();
+    write_png(&imgs.join("alpha.png"), image::DynamicImage::ImageRgba8(rgb.to_rgba8()));
+    write_png(&imgs.join("gray.png"), image::DynamicImage::ImageLuma8(rgb.to_luma8()));
+    write_png(&imgs.join("deep16.png"), image::DynamicImage::ImageRgb16(rgb.to_rgb16()));
+    let full = std::fs::read(voc_jpg("000005")).unwrap();
+    std::fs::write(imgs.join("corrupt.jpg"), &full[..full.len() / 3]).unwrap();
+    std::fs::write(imgs.join("text.jpg"), "not an image").unwrap();
+    std::fs::write(imgs.join("notes.txt"), "ignored by extension").unwrap();
+
+    let out = f.root.join("pred.csv");
+    let o = run(bin("predict").args(["--run", r.to_str().unwrap(), "--top-k", "2", "--output", out.to_str().unwrap()]).arg(&imgs));
+    assert!(o.status.success(), "one good image is enough for exit 0");
+    assert!(stderr(&o).contains("6 scored, 2 failed, 1 non-image files ignored"), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows[0], vec!["path", "labels", "p_person", "p_chair", "p_dog", "p_sofa", "top", "error"]);
+    assert_eq!(rows.len(), 9);
+    for row in &rows[1..] {
+        assert_eq!(row.len(), 8, "{row:?}");
+        let failed = row[0].ends_with("corrupt.jpg") || row[0].ends_with("text.jpg");
+        assert_eq!(row[7].is_empty(), !failed, "{row:?}");
+        if !failed {
+            for p in &row[2..6] {
+                let v: f64 = p.parse().unwrap();
+                assert!((0.0..=1.0).contains(&v));
+            }
+        }
+    }
+    assert!(rows.iter().any(|r| r[0].ends_with("nested/deeper/c.jpeg")));
+
+    // JSON lines parse; every class has a probability.
+    let o = run(bin("predict").args(["-q", "--format", "jsonl", "--run", r.to_str().unwrap()]).arg(&imgs));
+    let lines: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 8);
+    let ok: Vec<_> = lines.iter().filter(|l| l["error"].is_null()).collect();
+    assert_eq!(ok.len(), 6);
+    assert!(ok.iter().all(|l| l["probabilities"].as_object().unwrap().len() == 4));
+    assert_eq!(ok[0]["probabilities"].as_object().unwrap().keys().next().unwrap(), "person");
+
+    // Shards cover the inputs exactly once.
+    let mut seen: Vec<String> = Vec::new();
+    for k in 1..=3 {
+        let o = run(bin("predict").args(["-q", "--shard", &format!("{k}/3"), "--run", r.to_str().unwrap()]).arg(&imgs));
+        seen.extend(stdout(&o).lines().skip(1).map(|l| l.split(',').next().unwrap().to_string()));
+    }
+    seen.sort();
+    let mut all: Vec<String> = rows[1..].iter().map(|r| r[0].to_string()).collect();
+    all.sort();
+    assert_eq!(seen, all);
+
+    // --strict fails on any error; nothing scorable fails.
+    let o = run(bin("predict").args(["-q", "--strict", "--run", r.to_str().unwrap()]).arg(&imgs));
+    assert_eq!(o.status.code(), Some(1));
+    let o = run(bin("predict").args(["-q", "--run", r.to_str().unwrap()]).arg(imgs.join("text.jpg")));
+    assert_eq!(o.status.code(), Some(1));
+    let o = run(bin("predict").args(["-q", "--run", f.root.join("nope").to_str().unwrap()]).arg(&imgs));
+    assert!(stderr(&o).contains("not a trained run"));
+}
+
+#[test]
+fn predict_uses_the_same_preprocessing_as_training() {
+    // Scoring the test images from their files must give the probabilities evaluate sees
+    // on the prepared arrays (same decode, resize and normalisation).
+    let f = fixture();
+    let r = quick_run(&f.data, &f.runs, &[]);
+    let m = read_json(&f.data.join("manifest.json"));
+    let ids: Vec<String> = m["splits"]["test"]["ids"].as_array().unwrap().iter().take(5).map(|v| v.as_str().unwrap().to_string()).collect();
+    let files: Vec<PathBuf> = ids.iter().map(|id| f.root.join(format!("voc/JPEGImages/{id}.jpg"))).collect();
+    let o = run(bin("predict").args(["-q", "--format", "jsonl", "--run", r.to_str().unwrap()]).args(&files));
+    let from_files: Vec<Vec<f64>> = stdout(&o)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["probabilities"].as_object().unwrap().values().map(|p| p.as_f64().unwrap()).collect()
+        })
+        .collect();
+    let model = vocml_core::inference::LoadedModel::load(&r, tch::Device::Cpu).unwrap();
+    let manifest = vocml_core::manifest::Manifest::load(&f.data).unwrap();
+    let split = vocml_core::data::SplitData::open(&f.data, "test", &manifest).unwrap();
+    let probs = model.probabilities(&split.pixels(&[0, 1, 2, 3, 4]));
+    for (i, row) in from_files.iter().enumerate() {
+        for (k, &p) in row.iter().enumerate() {
+            let q = probs.double_value(&[i as i64, k as i64]);
+            assert!((p - q).abs() < 1e-5, "image {i} class {k}: {p} vs {q}");
+        }
+    }
+}
