@@ -23,3 +23,31 @@ echo "== evaluate: test split, thresholds tuned on val, runs/best selected"
 echo
 echo "== predict: a few synthetic images (labels + probabilities, tuned thresholds)"
 "$BIN/predict" --top-k 2 "$DATA"/JPEGImages/00000{1,2,3,4,5}.jpg
+
+echo
+echo "== retrain: correct up to 3 test images the model gets wrong, retrain, compare"
+"$PWD/.venv/bin/python" - processed_data "$DATA" > data/corrections.csv <<'PY'
+import json, subprocess, sys
+data, voc = sys.argv[1], sys.argv[2]
+m = json.load(open(f"{data}/manifest.json"))
+ids = m["splits"]["test"]["ids"] + m["splits"]["val"]["ids"]
+files = [f"{voc}/JPEGImages/{i}.jpg" for i in ids]
+out = subprocess.run(["target/release/predict", "-q", "--format", "jsonl", *files], capture_output=True, text=True, check=True).stdout
+print("path,labels")
+wrong = 0
+for line, i in zip(out.splitlines(), ids):
+    xml = open(f"{voc}/Annotations/{i}.xml").read()
+    truth = [c for c in m["classes"] if f"<name>{c}</name>" in xml]
+    if sorted(json.loads(line)["labels"]) != sorted(truth) and wrong < 3:
+        print(f"{voc}/JPEGImages/{i}.jpg,{';'.join(truth)}")
+        wrong += 1
+PY
+cat data/corrections.csv
+if [[ $(wc -l < data/corrections.csv) -gt 1 ]]; then
+  "$BIN/retrain" --corrections data/corrections.csv
+  echo
+  echo "== predict with runs/best after retraining"
+  tail -n +2 data/corrections.csv | cut -d, -f1 | xargs "$BIN/predict" -q
+else
+  echo "(the model gets every checked image right: nothing to correct)"
+fi

@@ -34,6 +34,7 @@ pub fn bin(name: &str) -> Command {
         "train" => env!("CARGO_BIN_EXE_train"),
         "evaluate" => env!("CARGO_BIN_EXE_evaluate"),
         "predict" => env!("CARGO_BIN_EXE_predict"),
+        "retrain" => env!("CARGO_BIN_EXE_retrain"),
         other => panic!("unknown binary {other}"),
     };
     let mut c = Command::new(path);

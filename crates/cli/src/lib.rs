@@ -23,6 +23,7 @@ pub mod exit {
 pub fn run_main(tool: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     match body() {
         Ok(()) => ExitCode::from(exit::OK),
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(exit::OK),
         Err(e) if e.downcast_ref::<vocml_core::Interrupted>().is_some() => {
             eprintln!("{tool}: interrupted; no output was written");
             ExitCode::from(exit::INTERRUPTED)
@@ -32,6 +33,12 @@ pub fn run_main(tool: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCo
             ExitCode::from(exit::FAILURE)
         }
     }
+}
+
+/// A closed stdout (e.g. `predict dir | head`) ends the program quietly, like ripgrep.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 /// A flag set by the first Ctrl-C so long work can stop cleanly; a second Ctrl-C exits at

@@ -33,9 +33,10 @@ pub struct LoadedModel {
     pub parameters: i64,
     pub train_seconds: f64,
     pub device: Device,
+    data: Option<PathBuf>,
     net: Box<dyn BackboneNet>,
     head: Head,
-    _vs: nn::VarStore,
+    vs: nn::VarStore,
 }
 
 #[derive(Deserialize)]
@@ -52,6 +53,8 @@ struct RunConfig {
 #[derive(Deserialize)]
 struct RunOptions {
     model: BackboneKind,
+    #[serde(default)]
+    data: Option<PathBuf>,
 }
 
 impl LoadedModel {
@@ -89,10 +92,32 @@ impl LoadedModel {
             parameters,
             train_seconds: cfg.train_seconds,
             device,
+            data: cfg.options.data.clone(),
             net,
             head,
-            _vs: vs,
+            vs,
         })
+    }
+
+    /// Backbone features `[B, F]` (on the model's device, no gradient) of `[B, 3, H, W]`
+    /// input in [0, 1].
+    pub fn features_of_unit(&self, xs: &Tensor) -> Tensor {
+        tch::no_grad(|| self.net.features(&normalize(&xs.to_device(self.device), &self.kind.normalization())))
+    }
+
+    /// Head logits `[B, C]` from backbone features.
+    pub fn head_logits(&self, features: &Tensor, train: bool) -> Tensor {
+        self.head.forward_t(features, train)
+    }
+
+    /// All variables (backbone and `head.*`), by name.
+    pub fn variables(&self) -> std::collections::HashMap<String, Tensor> {
+        self.vs.variables()
+    }
+
+    /// The run's data directory, as recorded in its config.
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        self.data.clone()
     }
 
     /// Probabilities `[B, C]` (on the CPU) for `[B, H, W, 3]` uint8 pixels at the run's size.

@@ -1,0 +1,211 @@
+//! Integration tests of `retrain`: corrections learned, replay against forgetting, the
+//! feedback store, and safe promotion.
+
+mod util;
+
+use std::path::{Path, PathBuf};
+use util::*;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    data: PathBuf,
+    runs: PathBuf,
+    parent: PathBuf,
+}
+
+/// A synthetic dataset and a parent run pointed to by runs/best.
+fn fixture(images: usize) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let data = prepared(&root, images, 96);
+    let runs = root.join("runs");
+    let parent = quick_run(&data, &runs, &["--epochs", "10"]);
+    vocml_core::runs::point_best(&runs, &parent).unwrap();
+    Fixture { _dir: dir, root, data, runs, parent }
+}
+
+fn truth(root: &Path, id: &str) -> Vec<&'static str> {
+    let xml = std::fs::read_to_string(root.join(format!("voc/Annotations/{id}.xml"))).unwrap();
+    ["person", "chair", "dog", "sofa"].into_iter().filter(|c| xml.contains(&format!("<name>{c}</name>"))).collect()
+}
+
+/// Images of the test split the parent gets wrong (up to `n`), with their true labels.
+fn wrong_images(f: &Fixture, n: usize) -> Vec<(PathBuf, Vec<&'static str>)> {
+    let m = read_json(&f.data.join("manifest.json"));
+    let ids: Vec<String> = m["splits"]["test"]["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().into()).collect();
+    let files: Vec<PathBuf> = ids.iter().map(|id| f.root.join(format!("voc/JPEGImages/{id}.jpg"))).collect();
+    let o = run(bin("predict").args(["-q", "--format", "jsonl", "--run", f.parent.to_str().unwrap()]).args(&files));
+    let mut out = Vec::new();
+    for (line, id) in stdout(&o).lines().zip(&ids) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let mut got: Vec<&str> = v["labels"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+        got.sort();
+        let mut want = truth(&f.root, id);
+        want.sort();
+        if got != want && out.len() < n {
+            out.push((f.root.join(format!("voc/JPEGImages/{id}.jpg")), truth(&f.root, id)));
+        }
+    }
+    out
+}
+
+fn write_csv(path: &Path, rows: &[(PathBuf, Vec<&str>)]) {
+    let mut s = String::from("path,labels\n");
+    for (p, l) in rows {
+        s += &format!("{},{}\n", p.display(), l.join(";"));
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+fn retrain(f: &Fixture, csv: &Path, extra: &[&str]) -> std::process::Output {
+    run(bin("retrain")
+        .args(["-q", "--threads", "2", "--runs-dir", f.runs.to_str().unwrap(), "--corrections", csv.to_str().unwrap()])
+        .args(extra))
+}
+
+#[test]
+fn corrected_images_are_predicted_right_and_the_store_accumulates() {
+    let f = fixture(200);
+    let wrong = wrong_images(&f, 4);
+    assert!(wrong.len() >= 2, "the parent should get some test images wrong");
+    let (first, second) = wrong.split_at(wrong.len() / 2);
+    let csv1 = f.root.join("c1.csv");
+    write_csv(&csv1, first);
+    let o = retrain(&f, &csv1, &["--force"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("promoted to runs/best"), "{}", stdout(&o));
+    let best = f.runs.join("best");
+    let summary = read_json(&best.join("retrain.json"));
+    assert_eq!(summary["corrected_right_after"].as_u64().unwrap() as usize, first.len(), "{summary}");
+    assert_eq!(summary["corrected_right_before"], 0);
+    // predict with runs/best now gives the corrected labels.
+    for (path, want) in first {
+        let o = run(bin("predict").args(["-q", "--format", "jsonl", "--run", best.to_str().unwrap()]).arg(path));
+        let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        let mut got: Vec<&str> = v["labels"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+        got.sort();
+        let mut want = want.clone();
+        want.sort();
+        assert_eq!(got, want, "{}", path.display());
+    }
+    let cfg = read_json(&best.join("config.json"));
+    assert_eq!(cfg["parent"].as_str().unwrap(), std::fs::canonicalize(&f.parent).unwrap().to_str().unwrap());
+    assert_eq!(cfg["corrections_sha256"].as_str().unwrap().len(), 64);
+    for file in ["config.json", "history.csv", "metrics.json", "classes.json", "model.safetensors", "thresholds.json"] {
+        assert!(best.join(file).is_file(), "{file}");
+    }
+    assert_eq!(std::fs::read_to_string(best.join("history.csv")).unwrap().lines().count(), 31);
+
+    // A second retrain learns from both files' corrections.
+    let csv2 = f.root.join("c2.csv");
+    write_csv(&csv2, second);
+    let o = retrain(&f, &csv2, &["--force", "--epochs", "3"]);
+    assert!(o.status.success());
+    let summary = read_json(&f.runs.join("best/retrain.json"));
+    assert_eq!(summary["corrections_used"].as_u64().unwrap() as usize, wrong.len());
+    assert_eq!(summary["corrections_new"].as_u64().unwrap() as usize, second.len());
+    let store = std::fs::read_to_string(f.runs.join("feedback/corrections.jsonl")).unwrap();
+    assert_eq!(store.lines().count(), wrong.len());
+}
+
+#[test]
+fn replay_protects_validation_and_no_replay_can_degrade_it() {
+    let f = fixture(200);
+    // Misleading corrections: real objects marked as "none of the classes".
+    let m = read_json(&f.data.join("manifest.json"));
+    let ids: Vec<String> = m["splits"]["test"]["ids"].as_array().unwrap().iter().take(4).map(|v| v.as_str().unwrap().into()).collect();
+    let rows: Vec<(PathBuf, Vec<&str>)> = ids.iter().map(|id| (f.root.join(format!("voc/JPEGImages/{id}.jpg")), vec![])).collect();
+    let csv = f.root.join("c.csv");
+    write_csv(&csv, &rows);
+    let harsh = ["--lr", "3e-3", "--feedback-dir"];
+    let o = retrain(&f, &csv, &[&harsh[..], &[f.root.join("fb1").to_str().unwrap(), "--no-replay"]].concat());
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("NOT promoted"), "{}", stdout(&o));
+    let no_replay = newest_retrain(&f.runs);
+    let o = retrain(&f, &csv, &[&harsh[..], &[f.root.join("fb2").to_str().unwrap(), "--replay-ratio", "3"]].concat());
+    assert!(o.status.success());
+    let with_replay = newest_retrain(&f.runs);
+    let score = |r: &Path| read_json(&r.join("retrain.json"));
+    let (a, b) = (score(&no_replay), score(&with_replay));
+    let parent = a["parent_val_macro_f1"].as_f64().unwrap();
+    let (fa, fb) = (a["new_val_macro_f1"].as_f64().unwrap(), b["new_val_macro_f1"].as_f64().unwrap());
+    assert!(fa < parent - 0.2, "no replay should forget: parent {parent}, new {fa}");
+    assert!(fb > fa + 0.2, "replay should protect validation: {fb} vs {fa}");
+    // runs/best never moved to a rejected run.
+    let best = std::fs::read_link(f.runs.join("best")).unwrap();
+    assert_ne!(best, PathBuf::from(no_replay.file_name().unwrap()));
+}
+
+fn newest_retrain(runs: &Path) -> PathBuf {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().contains("_retrain"))
+        .collect();
+    v.sort();
+    v.pop().unwrap()
+}
+
+#[test]
+fn bad_corrections_are_clear_errors() {
+    let f = fixture(60);
+    let img = f.root.join("voc/JPEGImages/000001.jpg");
+    let cases = [
+        (format!("path,labels\n{},unicorn\n", img.display()), "unknown class \"unicorn\""),
+        (format!("path,labels\n{},dog\n{},person\n", img.display(), img.display()), "listed twice"),
+        ("path,labels\nnope.jpg,dog\n".to_string(), "cannot use image"),
+        ("file,label\n".to_string(), "header"),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let csv = f.root.join(format!("bad{i}.csv"));
+        std::fs::write(&csv, text).unwrap();
+        let o = retrain(&f, &csv, &[]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains(want), "case {i}: {}", stderr(&o));
+    }
+    assert!(!f.runs.join("feedback/corrections.jsonl").exists(), "rejected corrections reached the store");
+}
+
+#[test]
+fn killed_retrain_and_concurrent_predict_are_safe() {
+    let f = fixture(120);
+    let img = f.root.join("voc/JPEGImages/000001.jpg");
+    let csv = f.root.join("c.csv");
+    std::fs::write(&csv, format!("path,labels\n{},dog\n", img.display())).unwrap();
+
+    // SIGKILL once the new run is being staged: runs/best must still be the parent.
+    let child = bin("retrain")
+        .args(["-q", "--force", "--epochs", "2000", "--runs-dir", f.runs.to_str().unwrap(), "--corrections", csv.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait_with_output();
+    let best = f.runs.join("best");
+    assert_eq!(std::fs::read_link(&best).unwrap(), PathBuf::from(f.parent.file_name().unwrap()));
+    let o = run(bin("predict").args(["-q", "--run", best.to_str().unwrap()]).arg(&img));
+    assert!(o.status.success());
+
+    // predict keeps working while retrains promote new runs.
+    let runs = f.runs.clone();
+    let img2 = img.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let reader = std::thread::spawn(move || {
+        let mut n = 0;
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            let o = run(bin("predict").args(["-q", "--run", runs.join("best").to_str().unwrap()]).arg(&img2));
+            assert!(o.status.success(), "predict failed during promotion: {}", stderr(&o));
+            n += 1;
+        }
+        n
+    });
+    for _ in 0..3 {
+        assert!(retrain(&f, &csv, &["--force", "--epochs", "2", "--replicate", "2"]).status.success());
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(reader.join().unwrap() >= 1);
+}
