@@ -11,7 +11,7 @@ if [[ ! -d "$VOC_ROOT/JPEGImages" ]]; then
 fi
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-target/release/voc-prep --voc-root "$VOC_ROOT" --labels imagesets --image-set train --out "$TMP/data" -q > /dev/null
+target/release/voc-prep --voc-root "$VOC_ROOT" --labels imagesets --image-set train --out "$TMP/data" -q > /dev/null 2>&1
 weights_for() {
   case "$1" in
     efficientnet_lite0) echo .venv/vocml-weights/efficientnet_lite0.safetensors ;;
@@ -29,7 +29,7 @@ for m in $MODELS; do
   ours=$(echo "$e - $s" | bc)
   run=$(ls -d "$TMP"/runs/*_"$m" | tail -1)
   f1=$(.venv/bin/python -c "import json; print(round(json.load(open('$run/metrics.json'))['metrics']['macro_f1'], 4))")
-  read -r py pyf1 _ < <(.venv/bin/python benches/peer/train_torch.py "$TMP/data" --model "$m" --weights "$w")
+  read -r py pyf1 _ < <(.venv/bin/python -W ignore benches/peer/train_torch.py "$TMP/data" --model "$m" --weights "$w")
   printf '%-20s %-28s %9.1f %12s %8s\n' "$m" "vocml train (cached)" "$ours" "$f1" "1.00x"
   printf '%-20s %-28s %9.1f %12s %7.2fx\n' "$m" "PyTorch+torchvision eager" "$py" "$pyf1" "$(echo "$py / $ours" | bc -l)"
 done

@@ -5,7 +5,7 @@ use crate::data::SplitData;
 use crate::inference::{LoadedModel, Thresholds};
 use crate::manifest::Manifest;
 use crate::metrics::{compute, mean_ap, per_class_ap, tune_thresholds, MultiLabelMetrics};
-use crate::runs::{write_atomic, EVALUATION_FILE, THRESHOLDS_FILE};
+use crate::runs::{write_atomic, CONFUSION_FILE, EVALUATION_FILE, PR_CURVES_FILE, THRESHOLDS_FILE};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -177,7 +177,50 @@ pub fn evaluate_run(run_dir: &Path, data: &Path, split: &str, device: Device, ba
         inference_ms_per_image: ms,
     };
     write_atomic(run_dir, EVALUATION_FILE, (serde_json::to_string_pretty(&eval)? + "\n").as_bytes())?;
+    write_plots(&eval, &probs, &target.y, run_dir)?;
     Ok(eval)
+}
+
+/// `pr_curves.png` (one panel per class) and `confusion.png` (TP/FP/FN/TN per class at the
+/// tuned thresholds, else 0.5) in the run directory.
+fn write_plots(e: &Evaluation, probs: &[f32], labels: &[f32], run_dir: &Path) -> Result<()> {
+    use crate::metrics::pr_curve;
+    use crate::plot::{render_panels, render_table, Panel, Series, PALETTE};
+    let c = e.at_half.per_class.len();
+    let panels: Vec<Panel> = e
+        .at_half
+        .per_class
+        .iter()
+        .enumerate()
+        .map(|(k, cl)| {
+            let s: Vec<f32> = probs.iter().skip(k).step_by(c).copied().collect();
+            let t: Vec<bool> = labels.iter().skip(k).step_by(c).map(|&v| v >= 0.5).collect();
+            let ap = cl.ap.map(|a| format!("{a:.3}")).unwrap_or_else(|| "-".into());
+            Panel {
+                title: format!("{} AP {ap}", cl.class),
+                x_label: "RECALL".into(),
+                y_label: "PRECISION".into(),
+                x_range: (0.0, 1.0),
+                y_range: (0.0, 1.0),
+                series: vec![Series { label: e.split.clone(), points: pr_curve(&s, &t), color: PALETTE[k % PALETTE.len()] }],
+            }
+        })
+        .collect();
+    render_panels(&panels, c.min(4), &run_dir.join(PR_CURVES_FILE))?;
+    let m = e.tuned.as_ref().unwrap_or(&e.at_half);
+    let n = e.images as f64;
+    let rows: Vec<(String, Vec<(String, f64)>)> = m
+        .per_class
+        .iter()
+        .map(|cl| {
+            let tn = e.images - cl.tp - cl.fp - cl.fn_;
+            let cell = |name: &str, v: usize| (format!("{name} {v}"), v as f64 / n.max(1.0));
+            (cl.class.clone(), vec![cell("TP", cl.tp), cell("FP", cl.fp), cell("FN", cl.fn_), cell("TN", tn), (format!("F1 {:.3}", cl.f1), cl.f1)])
+        })
+        .collect();
+    let header = ["TP", "FP", "FN", "TN", "F1"].map(String::from);
+    let title = format!("{} SPLIT {} N={} THRESHOLDS {}", e.model, e.split, e.images, if e.tuned.is_some() { "TUNED" } else { "0.5" });
+    render_table(&title, &header, &rows, &run_dir.join(CONFUSION_FILE))
 }
 
 /// Metrics a comparison can rank runs by.

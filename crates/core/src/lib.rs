@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod npy;
 pub mod optim;
+pub mod plot;
 pub mod predict;
 pub mod prep;
 pub mod retrain;

@@ -139,6 +139,23 @@ pub fn average_precision(scores: &[f32], truth: &[bool]) -> Option<f64> {
     Some((1..rec.len()).map(|i| (rec[i] - rec[i - 1]) * prec[i]).sum())
 }
 
+/// Precision-recall points (recall, precision) of one class, by decreasing score.
+pub fn pr_curve(scores: &[f32], truth: &[bool]) -> Vec<(f64, f64)> {
+    let positives = truth.iter().filter(|&&t| t).count().max(1) as f64;
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut seen) = (0.0, 0.0);
+    let mut pts = vec![(0.0, 1.0)];
+    for &i in &order {
+        seen += 1.0;
+        if truth[i] {
+            tp += 1.0;
+        }
+        pts.push((tp / positives, tp / seen));
+    }
+    pts
+}
+
 /// Per-class AP over row-major `[n, c]` arrays; `None` for classes without positives.
 pub fn per_class_ap(probs: &[f32], labels: &[f32], c: usize) -> Vec<Option<f64>> {
     (0..c)

@@ -13,8 +13,8 @@ use crate::inference::{LoadedModel, Thresholds};
 use crate::manifest::Manifest;
 use crate::metrics::{compute, tune_thresholds, MultiLabelMetrics};
 use crate::optim::Adam;
-use crate::runs::{point_best, RunWriter, CLASSES_FILE, CONFIG_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, THRESHOLDS_FILE};
-use crate::train::TrainObserver;
+use crate::runs::{point_best, RunWriter, CLASSES_FILE, CONFIG_FILE, CURVES_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, THRESHOLDS_FILE};
+use crate::train::{write_training_curves, EpochRecord, TrainObserver};
 use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -179,6 +179,7 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
     let n_corr = corr_feats.size()[0];
     let n_replay = pool_feats.as_ref().map_or(0, |_| ((n_corr as f64) * cfg.replay_ratio).round() as i64).min(pool_size as i64);
     let mut history = String::from("epoch,phase,train_loss,val_loss,val_macro_f1,val_micro_f1,lr,seconds\n");
+    let mut records = Vec::new();
     for epoch in 1..=cfg.epochs {
         let t0 = Instant::now();
         let (mut x, mut y) = (corr_feats.shallow_clone(), corr_labels.shallow_clone());
@@ -214,14 +215,21 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
             let vl = logits.binary_cross_entropy_with_logits(&vy, None::<Tensor>, None::<Tensor>, Reduction::Mean).double_value(&[]);
             (vl, compute(&to_vec(&logits.sigmoid()), &val.y, &classes, &half))
         });
+        let rec = EpochRecord {
+            epoch,
+            phase: "retrain",
+            train_loss: loss_sum / n as f64,
+            val_loss,
+            val_macro_f1: m.macro_f1,
+            val_micro_f1: m.micro_f1,
+            lr: cfg.lr,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
         history += &format!(
             "{epoch},retrain,{:.6},{val_loss:.6},{:.6},{:.6},{:e},{:.3}\n",
-            loss_sum / n as f64,
-            m.macro_f1,
-            m.micro_f1,
-            cfg.lr,
-            t0.elapsed().as_secs_f64()
+            rec.train_loss, rec.val_macro_f1, rec.val_micro_f1, cfg.lr, rec.seconds
         );
+        records.push(rec);
     }
     for (_, v) in &head {
         let _ = v.set_requires_grad(false);
@@ -266,6 +274,7 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
     run.write_json(METRICS_FILE, &serde_json::json!({"split": "val", "threshold": 0.5, "metrics": new_val}))?;
     run.write_json(THRESHOLDS_FILE, &Thresholds { classes: classes.clone(), thresholds, tuned_on: "val".into() })?;
     run.write_text(HISTORY_FILE, &history)?;
+    write_training_curves(&records, &run.dir().join(CURVES_FILE))?;
     let mut tensors: Vec<(String, Tensor)> = vars.into_iter().map(|(n, v)| (n, v.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous())).collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     Tensor::write_safetensors(&tensors, run.dir().join(MODEL_FILE)).context("cannot write model.safetensors")?;

@@ -13,6 +13,9 @@ pub const METRICS_FILE: &str = "metrics.json";
 pub const CLASSES_FILE: &str = "classes.json";
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const THRESHOLDS_FILE: &str = "thresholds.json";
+pub const CURVES_FILE: &str = "training_curves.png";
+pub const PR_CURVES_FILE: &str = "pr_curves.png";
+pub const CONFUSION_FILE: &str = "confusion.png";
 pub const EVALUATION_FILE: &str = "evaluation.json";
 /// Name of the pointer to the selected run inside a runs directory.
 pub const BEST_LINK: &str = "best";

@@ -11,7 +11,7 @@ use crate::model::head::Head;
 use crate::model::weights::{load_into, read_checkpoint};
 use crate::model::{BackboneKind, BackboneNet};
 use crate::optim::Adam;
-use crate::runs::{RunWriter, CLASSES_FILE, CONFIG_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE};
+use crate::runs::{RunWriter, CLASSES_FILE, CONFIG_FILE, CURVES_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE};
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 use rand::seq::SliceRandom;
@@ -384,6 +384,7 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
         );
     }
     run.write_text(HISTORY_FILE, &csv)?;
+    write_training_curves(&history, &run.dir().join(CURVES_FILE))?;
     let mut tensors: Vec<(String, Tensor)> = bvs.variables().into_iter().chain(hvs.variables()).collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let tensors: Vec<(String, Tensor)> = tensors.into_iter().map(|(k, v)| (k, v.to_device(Device::Cpu).to_kind(Kind::Float).contiguous())).collect();
@@ -393,6 +394,37 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
     }
     let run_dir = run.finish()?;
     Ok(TrainOutcome { run_dir, best_epoch, metrics, history, seconds, device: device_name(device) })
+}
+
+/// Loss and validation F1 per epoch as a PNG.
+pub fn write_training_curves(history: &[EpochRecord], path: &Path) -> Result<()> {
+    use crate::plot::{render_panels, Panel, Series, PALETTE};
+    let pts = |f: &dyn Fn(&EpochRecord) -> f64| history.iter().map(|r| (r.epoch as f64, f(r))).collect::<Vec<_>>();
+    let last = history.last().map_or(1.0, |r| r.epoch as f64).max(2.0);
+    let max_loss = history.iter().map(|r| r.train_loss.max(r.val_loss)).fold(0.0, f64::max) * 1.05;
+    let loss = Panel {
+        title: "LOSS (BCE)".into(),
+        x_label: "EPOCH".into(),
+        y_label: String::new(),
+        x_range: (1.0, last),
+        y_range: (0.0, max_loss.max(1e-3)),
+        series: vec![
+            Series { label: "TRAIN".into(), points: pts(&|r| r.train_loss), color: PALETTE[0] },
+            Series { label: "VAL".into(), points: pts(&|r| r.val_loss), color: PALETTE[1] },
+        ],
+    };
+    let f1 = Panel {
+        title: "VALIDATION F1".into(),
+        x_label: "EPOCH".into(),
+        y_label: String::new(),
+        x_range: (1.0, last),
+        y_range: (0.0, 1.0),
+        series: vec![
+            Series { label: "MACRO".into(), points: pts(&|r| r.val_macro_f1), color: PALETTE[2] },
+            Series { label: "MICRO".into(), points: pts(&|r| r.val_micro_f1), color: PALETTE[3] },
+        ],
+    };
+    render_panels(&[loss, f1], 2, path)
 }
 
 fn restore(hvs: &nn::VarStore, bvs: &nn::VarStore, snapshot: Option<&Vec<(String, Tensor)>>) {
