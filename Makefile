@@ -4,7 +4,7 @@ VENV := .venv
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup build demo test bench bench-prep bench-train clean
+.PHONY: all setup build demo test bench bench-prep bench-train bench-predict clean
 
 all: build
 
@@ -25,13 +25,16 @@ test: build
 	cargo test --release
 
 ## bench: speed against the Python peers on ../shared data
-bench: bench-prep bench-train
+bench: bench-prep bench-train bench-predict
 
 bench-prep: build
 	@bash scripts/bench_prep.sh
 
 bench-train: build
 	@bash scripts/bench_train.sh
+
+bench-predict: build
+	@bash scripts/bench_predict.sh
 
 clean:
 	cargo clean
