@@ -5,8 +5,7 @@ use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::run_main;
-use vocml_core::device::{resolve, DeviceChoice};
+use vocml::{run_main, DeviceArg};
 use vocml_core::evaluate::{comparison_tables, evaluate_run, metric_value, Evaluation, RANK_METRICS};
 use vocml_core::runs::{list_runs, point_best, write_atomic};
 
@@ -62,12 +61,6 @@ enum SplitArg {
     Test,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum DeviceArg {
-    Auto,
-    Cpu,
-    Cuda,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -106,11 +99,7 @@ fn run(cli: Cli) -> Result<()> {
     if !RANK_METRICS.contains(&cli.metric.as_str()) {
         bail!("--metric {:?}: expected one of {}", cli.metric, RANK_METRICS.join(", "));
     }
-    let device = resolve(match cli.device {
-        DeviceArg::Auto => DeviceChoice::Auto,
-        DeviceArg::Cpu => DeviceChoice::Cpu,
-        DeviceArg::Cuda => DeviceChoice::Cuda,
-    })?;
+    let device = cli.device.resolve(None)?;
     let mut runs = cli.runs_list.clone();
     if let Some(dir) = &cli.runs_dir {
         runs.extend(list_runs(dir)?);

@@ -2,6 +2,7 @@
 //! Ctrl-C handling. The work itself lives in `vocml-core`; binaries only parse flags.
 
 use indicatif::{ProgressBar, ProgressStyle};
+use vocml_core::device::{resolve, DeviceChoice};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -69,4 +70,30 @@ pub fn progress_bar(what: &str, quiet: bool) -> ProgressBar {
     );
     pb.set_prefix(what.to_string());
     pb
+}
+
+/// The `--device` flag shared by the binaries that run models.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default)]
+pub enum DeviceArg {
+    /// A CUDA GPU when libtorch sees one, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    /// A CUDA GPU; an error if none is usable.
+    Cuda,
+}
+
+impl DeviceArg {
+    /// Prepares libtorch and returns the device; `threads` sets libtorch's CPU threads.
+    pub fn resolve(self, threads: Option<i32>) -> anyhow::Result<tch::Device> {
+        let device = resolve(match self {
+            DeviceArg::Auto => DeviceChoice::Auto,
+            DeviceArg::Cpu => DeviceChoice::Cpu,
+            DeviceArg::Cuda => DeviceChoice::Cuda,
+        })?;
+        if let Some(t) = threads {
+            tch::set_num_threads(t);
+        }
+        Ok(device)
+    }
 }

@@ -5,8 +5,7 @@ use clap::{Parser, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::{interrupt_flag, progress_bar, run_main};
-use vocml_core::device::{resolve, DeviceChoice};
+use vocml::{interrupt_flag, progress_bar, run_main, DeviceArg};
 use vocml_core::inference::LoadedModel;
 use vocml_core::predict::{collect_inputs, score_files, Format, RowWriter, Shard};
 
@@ -71,12 +70,6 @@ enum FormatArg {
     Jsonl,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum DeviceArg {
-    Auto,
-    Cpu,
-    Cuda,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -84,14 +77,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let device = resolve(match cli.device {
-        DeviceArg::Auto => DeviceChoice::Auto,
-        DeviceArg::Cpu => DeviceChoice::Cpu,
-        DeviceArg::Cuda => DeviceChoice::Cuda,
-    })?;
-    if let Some(t) = cli.threads {
-        tch::set_num_threads(t);
-    }
+    let device = cli.device.resolve(cli.threads)?;
     if let Some(t) = cli.threshold {
         if !(0.0..=1.0).contains(&t) {
             bail!("--threshold {t}: expected a probability between 0 and 1");

@@ -1,11 +1,10 @@
 //! `retrain`: incremental learning from user corrections into a new versioned run.
 
 use anyhow::Result;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::{interrupt_flag, progress_bar, run_main};
-use vocml_core::device::{resolve, DeviceChoice};
+use vocml::{interrupt_flag, progress_bar, run_main, DeviceArg};
 use vocml_core::retrain::{default_feedback_dir, retrain, RetrainConfig};
 
 /// Retrain a model from user corrections, as a new versioned run.
@@ -75,12 +74,6 @@ struct Cli {
     quiet: bool,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum DeviceArg {
-    Auto,
-    Cpu,
-    Cuda,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -88,14 +81,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let device = resolve(match cli.device {
-        DeviceArg::Auto => DeviceChoice::Auto,
-        DeviceArg::Cpu => DeviceChoice::Cpu,
-        DeviceArg::Cuda => DeviceChoice::Cuda,
-    })?;
-    if let Some(t) = cli.threads {
-        tch::set_num_threads(t);
-    }
+    let device = cli.device.resolve(cli.threads)?;
     let cfg = RetrainConfig {
         feedback_dir: cli.feedback_dir.clone().unwrap_or_else(|| default_feedback_dir(&cli.runs_dir)),
         from: cli.from.unwrap_or_else(|| cli.runs_dir.join("best")),

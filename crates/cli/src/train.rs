@@ -2,13 +2,12 @@
 //! versioned run directory per model.
 
 use anyhow::Result;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use indicatif::ProgressBar;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::{interrupt_flag, progress_bar, run_main};
+use vocml::{interrupt_flag, progress_bar, run_main, DeviceArg};
 use vocml_core::augment::AugmentConfig;
-use vocml_core::device::{resolve, DeviceChoice};
 use vocml_core::model::BackboneKind;
 use vocml_core::train::{train, EpochRecord, TrainConfig, TrainObserver, TrainOutcome};
 
@@ -19,7 +18,8 @@ use vocml_core::train::{train, EpochRecord, TrainConfig, TrainObserver, TrainOut
 /// stopping on validation macro-F1 (best epoch restored). Backbone features are computed
 /// once and cached (with augmented views), so epochs train only the head. Each model's run
 /// is written to runs/<YYYYmmdd-HHMMSS>_<model>/ (config.json, history.csv, metrics.json,
-/// classes.json, model.safetensors), renamed into place only when complete.
+/// classes.json, model.safetensors, training_curves.png), renamed into place only when
+/// complete.
 ///
 /// Examples:
 ///   train --data processed_data
@@ -92,12 +92,6 @@ struct Cli {
     quiet: bool,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum DeviceArg {
-    Auto,
-    Cpu,
-    Cuda,
-}
 
 /// Progress bar plus one line per epoch on stderr.
 struct Observer {
@@ -134,14 +128,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let device = resolve(match cli.device {
-        DeviceArg::Auto => DeviceChoice::Auto,
-        DeviceArg::Cpu => DeviceChoice::Cpu,
-        DeviceArg::Cuda => DeviceChoice::Cuda,
-    })?;
-    if let Some(t) = cli.threads {
-        tch::set_num_threads(t);
-    }
+    let device = cli.device.resolve(cli.threads)?;
     let names: Vec<String> = match &cli.models {
         Some(list) => list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
         None => vec![cli.model.clone()],

@@ -343,9 +343,8 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
         bvs.freeze();
     }
 
-    let (best_f1, best_epoch, snapshot) = best.context("no epoch completed")?;
+    let (_, best_epoch, snapshot) = best.context("no epoch completed")?;
     restore(&hvs, &bvs, Some(&snapshot));
-    let _ = best_f1;
     let metrics = tch::no_grad(|| {
         let logits = head.forward_t(&val_features(net.as_ref()), false);
         let probs: Vec<f32> = Vec::try_from(logits.sigmoid().to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
