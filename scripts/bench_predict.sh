@@ -22,12 +22,12 @@ run=$(ls -d "$TMP"/runs/*_efficientnet_lite0 | tail -1)
 s=$(date +%s.%N)
 target/release/predict -q --run "$run" --output "$TMP/ours.csv" "$TMP/flat"
 e=$(date +%s.%N)
-ours=$(echo "$e - $s" | bc)
+ours=$(awk "BEGIN{print $e - $s}")
 read -r n py < <(.venv/bin/python -W ignore benches/peer/predict_torch.py "$run" "$TMP/flat" "$TMP/py.csv")
 echo "bench-predict: $n VOC photos, EfficientNet-Lite0 224px, batch 32, $(nproc) cores, $(date -u +%F)"
 printf '%-36s %8s %10s %8s\n' tool seconds images/s ratio
-printf '%-36s %8.1f %10.1f %8s\n' "vocml predict" "$ours" "$(echo "$n / $ours" | bc -l)" "1.00x"
-printf '%-36s %8.1f %10.1f %7.2fx\n' "PyTorch+Pillow (DataLoader workers)" "$py" "$(echo "$n / $py" | bc -l)" "$(echo "$py / $ours" | bc -l)"
+printf '%-36s %8.1f %10.1f %8s\n' "vocml predict" "$ours" "$(awk "BEGIN{print $n / $ours}")" "1.00x"
+printf '%-36s %8.1f %10.1f %7.2fx\n' "PyTorch+Pillow (DataLoader workers)" "$py" "$(awk "BEGIN{print $n / $py}")" "$(awk "BEGIN{print $py / $ours}")"
 # Same probabilities (max abs difference over all rows and classes).
 .venv/bin/python - "$TMP/ours.csv" "$TMP/py.csv" <<'PY'
 import csv, sys

@@ -22,7 +22,7 @@ for r in $(seq "$RUNS"); do
   s=$(date +%s.%N)
   target/release/voc-prep --voc-root "$VOC_ROOT" --labels imagesets --image-set train --out "$TMP/rust" -q > "$TMP/rust.txt" 2>/dev/null
   e=$(date +%s.%N)
-  rust_times+=("$(echo "$e - $s" | bc)")
+  rust_times+=("$(awk "BEGIN{print $e - $s}")")
   py1_times+=("$($PY benches/peer/prep_pillow.py "$VOC_ROOT" "$TMP/py1" --workers 1 | awk '{print $2}')")
   pyn_times+=("$($PY benches/peer/prep_pillow.py "$VOC_ROOT" "$TMP/pyn" --workers "$(nproc)" | awk '{print $2}')")
 done
@@ -33,7 +33,7 @@ t1=$(printf '%s\n' "${py1_times[@]}" | best)
 tn=$(printf '%s\n' "${pyn_times[@]}" | best)
 echo "bench-prep: $N images (VOC2007 train, 4 classes, imagesets labels, 224x224 uint8), best of $RUNS, $(nproc) cores"
 printf '%-44s %8s %10s %8s\n' "tool" "seconds" "images/s" "ratio"
-printf '%-44s %8.2f %10.0f %8s\n' "voc-prep (Rust, all cores)" "$tr" "$(echo "$NR / $tr" | bc -l)" "1.00x"
-printf '%-44s %8.2f %10.0f %7.2fx\n' "Pillow+numpy, 1 process (reference)" "$t1" "$(echo "$N / $t1" | bc -l)" "$(echo "$t1 / $tr" | bc -l)"
-printf '%-44s %8.2f %10.0f %7.2fx\n' "Pillow+numpy, $(nproc) processes" "$tn" "$(echo "$N / $tn" | bc -l)" "$(echo "$tn / $tr" | bc -l)"
+printf '%-44s %8.2f %10.0f %8s\n' "voc-prep (Rust, all cores)" "$tr" "$(awk "BEGIN{print $NR / $tr}")" "1.00x"
+printf '%-44s %8.2f %10.0f %7.2fx\n' "Pillow+numpy, 1 process (reference)" "$t1" "$(awk "BEGIN{print $N / $t1}")" "$(awk "BEGIN{print $t1 / $tr}")"
+printf '%-44s %8.2f %10.0f %7.2fx\n' "Pillow+numpy, $(nproc) processes" "$tn" "$(awk "BEGIN{print $N / $tn}")" "$(awk "BEGIN{print $tn / $tr}")"
 echo "(ratio = Python seconds / voc-prep seconds; voc-prep also writes the split, manifest and checks inputs)"

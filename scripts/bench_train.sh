@@ -26,11 +26,11 @@ for m in $MODELS; do
   s=$(date +%s.%N)
   target/release/train -q --data "$TMP/data" --model "$m" --weights "$w" --runs-dir "$TMP/runs" > "$TMP/ours.txt"
   e=$(date +%s.%N)
-  ours=$(echo "$e - $s" | bc)
+  ours=$(awk "BEGIN{print $e - $s}")
   run=$(ls -d "$TMP"/runs/*_"$m" | tail -1)
   f1=$(.venv/bin/python -c "import json; print(round(json.load(open('$run/metrics.json'))['metrics']['macro_f1'], 4))")
   read -r py pyf1 _ < <(.venv/bin/python -W ignore benches/peer/train_torch.py "$TMP/data" --model "$m" --weights "$w")
   printf '%-20s %-28s %9.1f %12s %8s\n' "$m" "vocml train (cached)" "$ours" "$f1" "1.00x"
-  printf '%-20s %-28s %9.1f %12s %7.2fx\n' "$m" "PyTorch+torchvision eager" "$py" "$pyf1" "$(echo "$py / $ours" | bc -l)"
+  printf '%-20s %-28s %9.1f %12s %7.2fx\n' "$m" "PyTorch+torchvision eager" "$py" "$pyf1" "$(awk "BEGIN{print $py / $ours}")"
 done
 echo "(ratio = PyTorch seconds / vocml seconds)"
