@@ -15,6 +15,7 @@ echo "== voc-prep: $DATA -> processed_data"
 
 echo
 echo "== train: efficientnet_lite0 (embedded ImageNet weights), frozen backbone, cached features"
+echo "   (15 epochs at lr 1e-3 for this small synthetic set; the defaults are the reference recipe)"
 "$BIN/train" --data processed_data --runs-dir runs --epochs 15 --lr 1e-3 --patience 5
 echo
 echo "== evaluate: test split, thresholds tuned on val, runs/best selected"
