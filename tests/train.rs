@@ -109,3 +109,38 @@ fn bad_inputs_fail_cleanly_without_a_run() {
     assert!(stderr(&o).contains("y_train.npy: shape"), "{}", stderr(&o));
     assert!(!runs.exists() || std::fs::read_dir(&runs).unwrap().count() == 0, "a failed run left a directory");
 }
+
+#[test]
+fn config_file_sets_options_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared(dir.path(), 40, 64);
+    let cfg = dir.path().join("recipe.toml");
+    std::fs::write(&cfg, "epochs = 2\nbatch_size = 8\nlr = 0.002\nno_augment = true\npos-weight = true\n").unwrap();
+    let runs = dir.path().join("r1");
+    assert!(train(&data, &runs, &["--config", cfg.to_str().unwrap(), "--patience", "9"]).status.success());
+    let opts = read_json(&only_run(&runs).join("config.json"))["options"].clone();
+    assert_eq!(opts["epochs"], 2);
+    assert_eq!(opts["batch_size"], 8);
+    assert_eq!(opts["lr"], 0.002);
+    assert!(opts["augment"].is_null());
+    assert_eq!(opts["pos_weight"], true);
+    assert_eq!(opts["patience"], 9);
+    // A flag on the command line overrides the file's value.
+    let runs = dir.path().join("r2");
+    assert!(train(&data, &runs, &["--config", cfg.to_str().unwrap(), "--epochs", "1"]).status.success());
+    assert_eq!(read_json(&only_run(&runs).join("config.json"))["options"]["epochs"], 1);
+    // Unknown keys and bad TOML are clear errors.
+    std::fs::write(&cfg, "epochz = 2\n").unwrap();
+    let o = train(&data, &dir.path().join("r3"), &["--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("unknown key \"epochz\""), "{}", stderr(&o));
+    std::fs::write(&cfg, "epochs = \n").unwrap();
+    let o = train(&data, &dir.path().join("r3"), &["--config", cfg.to_str().unwrap()]);
+    assert!(stderr(&o).contains("not valid TOML"), "{}", stderr(&o));
+    // The shipped recipes parse and name real flags.
+    for recipe in ["voc4-reference.toml", "voc4-mobilenet-finetune.toml"] {
+        let text = std::fs::read_to_string(repo_root().join("configs").join(recipe)).unwrap();
+        let table: toml::Table = text.parse().unwrap();
+        assert!(table.contains_key("model"), "{recipe}");
+    }
+}

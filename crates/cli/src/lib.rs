@@ -97,3 +97,52 @@ impl DeviceArg {
         Ok(device)
     }
 }
+
+/// Expands `--config FILE` into command-line flags. The file is TOML whose keys are the
+/// command's long flag names (`batch_size = 16` or `batch-size = 16`; `true` for switches);
+/// its flags are placed before the command line's own, so explicit flags override it.
+pub fn args_with_config(cmd: &clap::Command, args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ffi::OsString>> {
+    use anyhow::{bail, Context};
+    let text_args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let path = text_args.iter().enumerate().find_map(|(i, a)| {
+        if a == "--config" {
+            text_args.get(i + 1).cloned()
+        } else {
+            a.strip_prefix("--config=").map(String::from)
+        }
+    });
+    let Some(path) = path else { return Ok(args) };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config {path}"))?;
+    let table: toml::Table = text.parse().with_context(|| format!("{path}: not valid TOML"))?;
+    let known: Vec<String> = cmd.get_arguments().filter_map(|a| a.get_long().map(String::from)).collect();
+    let mut flags: Vec<std::ffi::OsString> = Vec::new();
+    for (key, value) in &table {
+        let flag = key.replace('_', "-");
+        if flag == "config" || !known.contains(&flag) {
+            bail!("{path}: unknown key {key:?}; keys are {}'s long flags (see --help)", cmd.get_name());
+        }
+        let text = match value {
+            toml::Value::Boolean(true) => {
+                flags.push(format!("--{flag}").into());
+                continue;
+            }
+            toml::Value::Boolean(false) => continue,
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|v| v.as_str().map(String::from).unwrap_or_else(|| v.to_string()))
+                .collect::<Vec<_>>()
+                .join(","),
+            other => bail!("{path}: key {key:?} has an unsupported value {other}"),
+        };
+        flags.push(format!("--{flag}").into());
+        flags.push(text.into());
+    }
+    let mut out = Vec::with_capacity(args.len() + flags.len());
+    out.extend(args.first().cloned());
+    out.extend(flags);
+    out.extend(args.into_iter().skip(1));
+    Ok(out)
+}

@@ -2,11 +2,11 @@
 //! versioned run directory per model.
 
 use anyhow::Result;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use indicatif::ProgressBar;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::{interrupt_flag, progress_bar, run_main, DeviceArg};
+use vocml::{args_with_config, interrupt_flag, progress_bar, run_main, DeviceArg};
 use vocml_core::augment::AugmentConfig;
 use vocml_core::model::BackboneKind;
 use vocml_core::train::{train, EpochRecord, TrainConfig, TrainObserver, TrainOutcome};
@@ -21,13 +21,20 @@ use vocml_core::train::{train, EpochRecord, TrainConfig, TrainObserver, TrainOut
 /// classes.json, model.safetensors, training_curves.png), renamed into place only when
 /// complete.
 ///
+/// A recipe file (`--config configs/voc4-reference.toml`: TOML keys are these long flags)
+/// sets options; flags given on the command line override it.
+///
 /// Examples:
 ///   train --data processed_data
+///   train --config configs/voc4-reference.toml --epochs 20
 ///   train --data processed_data --models efficientnet_lite0,mobilenet_v2 --weights-dir weights/
 ///   train --data processed_data --model mobilenet_v2 --weights mnv2.safetensors --fine-tune-blocks 3
 #[derive(Parser, Debug)]
 #[command(name = "train", version, about, long_about, verbatim_doc_comment, args_override_self = true)]
 struct Cli {
+    /// Recipe file (TOML; keys are long flag names); command-line flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// voc-prep output directory (X_*.npy, y_*.npy, manifest.json).
     #[arg(long, value_name = "DIR", default_value = "processed_data")]
     data: PathBuf,
@@ -123,7 +130,11 @@ impl TrainObserver for Observer {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match args_with_config(&Cli::command(), std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => return run_main("train", || Err(e)),
+    };
+    let cli = Cli::parse_from(args);
     run_main("train", || run(cli))
 }
 
