@@ -46,9 +46,11 @@ PY
 cat data/corrections.csv
 if [[ $(wc -l < data/corrections.csv) -gt 1 ]]; then
   "$BIN/retrain" --corrections data/corrections.csv
+  new_run=$(ls -d runs/*_retrain | sort | tail -1)
   echo
-  echo "== predict with runs/best after retraining"
-  tail -n +2 data/corrections.csv | cut -d, -f1 | xargs "$BIN/predict" -q
+  echo "== predict the corrected images with the retrained run $new_run"
+  echo "   (runs/best moves to it only if validation did not drop by more than the tolerance)"
+  tail -n +2 data/corrections.csv | cut -d, -f1 | xargs "$BIN/predict" -q --run "$new_run"
 else
   echo "(the model gets every checked image right: nothing to correct)"
 fi
