@@ -22,7 +22,7 @@ demo: build
 
 ## test: unit and integration tests (the ../shared tier runs when present)
 test: build
-	cargo test --release
+	cargo test --release --workspace
 
 ## bench: speed against the Python peers on ../shared data
 bench: bench-prep bench-train bench-predict

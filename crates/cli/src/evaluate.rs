@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::{run_main, DeviceArg};
+use vocml::{run_main, ComputeArgs};
 use vocml_core::evaluate::{comparison_tables, evaluate_run, metric_value, Evaluation, RANK_METRICS};
 use vocml_core::runs::{list_runs, point_best, write_atomic};
 
@@ -45,8 +45,8 @@ struct Cli {
     /// Do not touch runs/best.
     #[arg(long, conflicts_with = "select")]
     no_select: bool,
-    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
-    device: DeviceArg,
+    #[command(flatten)]
+    compute: ComputeArgs,
     #[arg(long, default_value_t = 32, value_name = "N")]
     batch_size: usize,
     /// Print only the summary lines.
@@ -99,7 +99,7 @@ fn run(cli: Cli) -> Result<()> {
     if !RANK_METRICS.contains(&cli.metric.as_str()) {
         bail!("--metric {:?}: expected one of {}", cli.metric, RANK_METRICS.join(", "));
     }
-    let device = cli.device.resolve(None)?;
+    let device = cli.compute.resolve()?;
     let mut runs = cli.runs_list.clone();
     if let Some(dir) = &cli.runs_dir {
         runs.extend(list_runs(dir)?);

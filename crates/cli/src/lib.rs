@@ -83,15 +83,25 @@ pub enum DeviceArg {
     Cuda,
 }
 
-impl DeviceArg {
-    /// Prepares libtorch and returns the device; `threads` sets libtorch's CPU threads.
-    pub fn resolve(self, threads: Option<i32>) -> anyhow::Result<tch::Device> {
-        let device = resolve(match self {
+/// Where models run: the `--device` and `--threads` flags of every binary that runs one.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct ComputeArgs {
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+    /// CPU threads for libtorch (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<i32>,
+}
+
+impl ComputeArgs {
+    /// Prepares libtorch (allocator, CUDA library, CPU threads) and returns the device.
+    pub fn resolve(&self) -> anyhow::Result<tch::Device> {
+        let device = resolve(match self.device {
             DeviceArg::Auto => DeviceChoice::Auto,
             DeviceArg::Cpu => DeviceChoice::Cpu,
             DeviceArg::Cuda => DeviceChoice::Cuda,
         })?;
-        if let Some(t) = threads {
+        if let Some(t) = self.threads {
             tch::set_num_threads(t);
         }
         Ok(device)

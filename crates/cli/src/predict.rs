@@ -5,7 +5,7 @@ use clap::{Parser, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::{interrupt_flag, progress_bar, run_main, DeviceArg};
+use vocml::{interrupt_flag, progress_bar, run_main, ComputeArgs};
 use vocml_core::inference::LoadedModel;
 use vocml_core::predict::{collect_inputs, score_files, Format, RowWriter, Shard};
 
@@ -54,11 +54,8 @@ struct Cli {
     strict: bool,
     #[arg(long, default_value_t = 32, value_name = "N")]
     batch_size: usize,
-    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
-    device: DeviceArg,
-    /// CPU threads for libtorch (default: all cores).
-    #[arg(long, value_name = "N")]
-    threads: Option<i32>,
+    #[command(flatten)]
+    compute: ComputeArgs,
     /// No progress bar or summary.
     #[arg(long, short)]
     quiet: bool,
@@ -77,7 +74,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let device = cli.device.resolve(cli.threads)?;
+    let device = cli.compute.resolve()?;
     if let Some(t) = cli.threshold {
         if !(0.0..=1.0).contains(&t) {
             bail!("--threshold {t}: expected a probability between 0 and 1");

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::{interrupt_flag, progress_bar, run_main, DeviceArg};
+use vocml::{interrupt_flag, progress_bar, run_main, ComputeArgs};
 use vocml_core::retrain::{default_feedback_dir, retrain, RetrainConfig};
 
 /// Retrain a model from user corrections, as a new versioned run.
@@ -64,11 +64,8 @@ struct Cli {
     feedback_dir: Option<PathBuf>,
     #[arg(long, default_value_t = 42, value_name = "S")]
     seed: u64,
-    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
-    device: DeviceArg,
-    /// CPU threads for libtorch (default: all cores).
-    #[arg(long, value_name = "N")]
-    threads: Option<i32>,
+    #[command(flatten)]
+    compute: ComputeArgs,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -81,7 +78,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let device = cli.device.resolve(cli.threads)?;
+    let device = cli.compute.resolve()?;
     let cfg = RetrainConfig {
         feedback_dir: cli.feedback_dir.clone().unwrap_or_else(|| default_feedback_dir(&cli.runs_dir)),
         from: cli.from.unwrap_or_else(|| cli.runs_dir.join("best")),

@@ -6,7 +6,7 @@ use clap::{CommandFactory, Parser};
 use indicatif::ProgressBar;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::{args_with_config, interrupt_flag, progress_bar, run_main, DeviceArg};
+use vocml::{args_with_config, interrupt_flag, progress_bar, run_main, ComputeArgs};
 use vocml_core::augment::AugmentConfig;
 use vocml_core::model::BackboneKind;
 use vocml_core::train::{train, EpochRecord, TrainConfig, TrainObserver, TrainOutcome};
@@ -84,16 +84,13 @@ struct Cli {
     /// Weight positive labels by negatives/positives per class (class imbalance).
     #[arg(long)]
     pos_weight: bool,
-    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
-    device: DeviceArg,
+    #[command(flatten)]
+    compute: ComputeArgs,
     #[arg(long, default_value_t = 42, value_name = "S")]
     seed: u64,
     /// Where run directories are created.
     #[arg(long, value_name = "DIR", default_value = "runs")]
     runs_dir: PathBuf,
-    /// CPU threads for libtorch (default: all cores).
-    #[arg(long, value_name = "N")]
-    threads: Option<i32>,
     /// No progress bars or per-epoch lines.
     #[arg(long, short)]
     quiet: bool,
@@ -139,7 +136,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let device = cli.device.resolve(cli.threads)?;
+    let device = cli.compute.resolve()?;
     let names: Vec<String> = match &cli.models {
         Some(list) => list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
         None => vec![cli.model.clone()],
