@@ -164,6 +164,13 @@ fn bad_corrections_are_clear_errors() {
         assert_eq!(o.status.code(), Some(1));
         assert!(stderr(&o).contains(want), "case {i}: {}", stderr(&o));
     }
+    let csv = f.root.join("ok.csv");
+    std::fs::write(&csv, format!("path,labels\n{},dog\n", img.display())).unwrap();
+    for (flag, value) in [("--replay-ratio", "-1"), ("--replay-ratio", "NaN"), ("--tolerance", "-0.5"), ("--lr", "0")] {
+        let o = retrain(&f, &csv, &[&format!("{flag}={value}")]);
+        assert_eq!(o.status.code(), Some(1), "{flag} {value}");
+        assert!(stderr(&o).contains(flag), "{flag} {value}: {}", stderr(&o));
+    }
     assert!(!f.runs.join("feedback/corrections.jsonl").exists(), "rejected corrections reached the store");
 }
 

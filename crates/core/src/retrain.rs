@@ -79,6 +79,15 @@ fn to_vec(t: &Tensor) -> Vec<f32> {
 /// Runs a retrain; see the module docs.
 pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver, cancel: &AtomicBool) -> Result<RetrainOutcome> {
     let started = Instant::now();
+    if !(cfg.replay_ratio.is_finite() && cfg.replay_ratio >= 0.0) {
+        bail!("--replay-ratio {}: expected a number >= 0", cfg.replay_ratio);
+    }
+    if !(cfg.tolerance.is_finite() && cfg.tolerance >= 0.0) {
+        bail!("--tolerance {}: expected a number >= 0", cfg.tolerance);
+    }
+    if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
+        bail!("--lr {}: expected a positive learning rate", cfg.lr);
+    }
     let parent = LoadedModel::load(&cfg.from, device)?;
     let data = match cfg.data.clone().or_else(|| parent.data_dir()) {
         Some(d) => d,
