@@ -91,6 +91,10 @@ pub struct ComputeArgs {
     /// CPU threads for libtorch (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<i32>,
+    /// Let cuDNN time its algorithms for each new input shape (GPU): pays off in long runs,
+    /// costs seconds of tuning in short ones.
+    #[arg(long)]
+    pub cudnn_benchmark: bool,
 }
 
 impl ComputeArgs {
@@ -103,6 +107,9 @@ impl ComputeArgs {
         })?;
         if let Some(t) = self.threads {
             tch::set_num_threads(t);
+        }
+        if device.is_cuda() {
+            tch::Cuda::cudnn_set_benchmark(self.cudnn_benchmark);
         }
         Ok(device)
     }

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use vocml::{args_with_config, interrupt_flag, progress_bar, run_main, ComputeArgs};
 use vocml_core::augment::AugmentConfig;
 use vocml_core::model::BackboneKind;
+use vocml_core::train_step::SpeedOptions;
 use vocml_core::train::{train, EpochRecord, TrainConfig, TrainObserver, TrainOutcome};
 
 /// Train a multi-label classifier by transfer learning.
@@ -86,6 +87,13 @@ struct Cli {
     pos_weight: bool,
     #[command(flatten)]
     compute: ComputeArgs,
+    /// Channels-last (NHWC) memory for convolutions: faster on GPUs with tensor cores.
+    #[arg(long)]
+    channels_last: bool,
+    /// bfloat16 autocast for the backbone and head on CUDA (weights, optimizer and loss stay
+    /// float32).
+    #[arg(long)]
+    bf16: bool,
     #[arg(long, default_value_t = 42, value_name = "S")]
     seed: u64,
     /// Where run directories are created.
@@ -107,7 +115,7 @@ impl TrainObserver for Observer {
     fn phase(&self, what: &str, steps: u64) {
         self.pb.phase(what, steps);
     }
-    fn step(&self, loss: f64, images: usize) {
+    fn step(&self, loss: Option<f64>, images: usize) {
         self.pb.step(loss, images);
     }
     fn epoch(&self, r: &EpochRecord) {
@@ -170,6 +178,7 @@ fn run(cli: Cli) -> Result<()> {
             pos_weight: cli.pos_weight,
             seed: cli.seed,
             runs_dir: cli.runs_dir.clone(),
+            speed: SpeedOptions { channels_last: cli.channels_last, bf16: cli.bf16 },
         };
         let observer = Observer { pb: progress_bar(kind.name(), cli.quiet), quiet: cli.quiet };
         let out = train(&cfg, device, &observer, &cancel)?;

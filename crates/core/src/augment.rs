@@ -1,6 +1,7 @@
 //! Seeded on-the-fly augmentation of `[B, 3, H, W]` images in [0, 1]: random rotation,
 //! horizontal flip and brightness, applied per image on the device.
 
+use crate::data::upload;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -34,11 +35,11 @@ pub fn augment(xs: &Tensor, cfg: &AugmentConfig, rng: &mut ChaCha8Rng) -> Tensor
         theta.extend_from_slice(&[(c * flip) as f32, -s as f32, 0.0, (s * flip) as f32, c as f32, 0.0]);
         gains.push(rng.gen_range(1.0 - cfg.brightness..=1.0 + cfg.brightness) as f32);
     }
-    let theta = Tensor::from_slice(&theta).view([b, 2, 3]).to_device(dev);
+    let theta = upload(&Tensor::from_slice(&theta).view([b, 2, 3]), dev);
     let grid = Tensor::affine_grid_generator(&theta, xs.size(), false);
     // bilinear, border padding (like Keras' fill_mode='nearest').
     let rotated = xs.to_kind(Kind::Float).grid_sampler_2d(&grid, 0, 1, false);
-    let gains = Tensor::from_slice(&gains).view([b, 1, 1, 1]).to_device(dev);
+    let gains = upload(&Tensor::from_slice(&gains).view([b, 1, 1, 1]), dev);
     (rotated * gains).clamp(0.0, 1.0)
 }
 

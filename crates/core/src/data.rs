@@ -86,13 +86,23 @@ impl SplitData {
 
 /// `[B, H, W, 3]` uint8 -> `[B, 3, H, W]` float32 on `device`, scaled to [0, 1].
 pub fn to_unit_nchw(pixels: &Tensor, device: Device) -> Tensor {
-    pixels.to_device(device).permute([0, 3, 1, 2]).to_kind(Kind::Float) / 255.0
+    upload(pixels, device).permute([0, 3, 1, 2]).to_kind(Kind::Float) / 255.0
+}
+
+/// Copies `t` to `device` without waiting for queued GPU work (a plain copy synchronises
+/// the stream, which would stall the GPU every step). Same device: a handle copy.
+pub fn upload(t: &Tensor, device: Device) -> Tensor {
+    if t.device() == device {
+        t.shallow_clone()
+    } else {
+        t.to_device_(device, t.kind(), true, false)
+    }
 }
 
 /// Applies a backbone's normalisation to `[B, 3, H, W]` input in [0, 1].
 pub fn normalize(xs: &Tensor, norm: &Normalization) -> Tensor {
     let dev = xs.device();
-    let mean = Tensor::from_slice(&norm.mean.map(|v| v as f32)).view([1, 3, 1, 1]).to_device(dev);
-    let std = Tensor::from_slice(&norm.std.map(|v| v as f32)).view([1, 3, 1, 1]).to_device(dev);
+    let mean = upload(&Tensor::from_slice(&norm.mean.map(|v| v as f32)).view([1, 3, 1, 1]), dev);
+    let std = upload(&Tensor::from_slice(&norm.std.map(|v| v as f32)).view([1, 3, 1, 1]), dev);
     (xs - mean) / std
 }

@@ -2,7 +2,7 @@
 //! explicitly (dlopen, RTLD_NOW | RTLD_GLOBAL) before any torch call: the same binary then
 //! uses a GPU where one exists and runs on CPU elsewhere.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use tch::{Cuda, Device};
 
 /// Which device the user asked for.
@@ -43,13 +43,114 @@ pub fn resolve(choice: DeviceChoice) -> Result<Device> {
     load_cuda_library();
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Auto => Ok(if Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu }),
+        DeviceChoice::Auto => Ok(if Cuda::is_available() { cuda() } else { Device::Cpu }),
         DeviceChoice::Cuda => {
             if Cuda::is_available() {
-                Ok(Device::Cuda(0))
+                Ok(cuda())
             } else {
                 bail!("--device cuda: no CUDA device is available to libtorch (use --device auto or cpu)")
             }
         }
+    }
+}
+
+/// The first GPU.
+fn cuda() -> Device {
+    Device::Cuda(0)
+}
+
+/// Runs `f` under CUDA autocast in bfloat16 when `enabled` (convolutions and matrix products
+/// in bf16, float32 weights, optimizer and loss). Errors where bf16 autocast is unavailable.
+pub fn bf16_autocast<T>(enabled: bool, device: Device, f: impl FnOnce() -> T) -> Result<T> {
+    if !enabled {
+        return Ok(f());
+    }
+    if !device.is_cuda() {
+        bail!("--bf16 needs a CUDA device (bf16 autocast runs on the GPU only)");
+    }
+    let api = autocast_api()?;
+    // SAFETY: see `AutocastApi`; calls are balanced (enable/nesting restored below).
+    unsafe {
+        let prev_enabled = (api.is_enabled)(CUDA);
+        let prev_dtype = (api.get_dtype)(CUDA);
+        (api.set_dtype)(CUDA, BFLOAT16);
+        (api.set_enabled)(CUDA, true);
+        (api.increment_nesting)();
+        let out = f();
+        if (api.decrement_nesting)() == 0 {
+            (api.clear_cache)();
+        }
+        (api.set_enabled)(CUDA, prev_enabled);
+        (api.set_dtype)(CUDA, prev_dtype);
+        Ok(out)
+    }
+}
+
+const CUDA: i8 = 1; // c10::DeviceType::CUDA
+const BFLOAT16: i8 = 15; // c10::ScalarType::BFloat16
+
+/// libtorch's per-device autocast controls. tch 0.24 exposes only the deprecated CUDA-only
+/// ones (which log a deprecation warning on every call) and no dtype choice (CUDA defaults to
+/// float16), so the functions are looked up in the loaded libtorch by their C++ symbol names.
+/// They take and return one-byte enums and bools, passed like `i8`/`bool` by the C ABI.
+struct AutocastApi {
+    set_enabled: unsafe extern "C" fn(i8, bool),
+    is_enabled: unsafe extern "C" fn(i8) -> bool,
+    set_dtype: unsafe extern "C" fn(i8, i8),
+    get_dtype: unsafe extern "C" fn(i8) -> i8,
+    increment_nesting: unsafe extern "C" fn() -> i32,
+    decrement_nesting: unsafe extern "C" fn() -> i32,
+    clear_cache: unsafe extern "C" fn(),
+}
+
+fn autocast_api() -> Result<&'static AutocastApi> {
+    static API: std::sync::OnceLock<Option<AutocastApi>> = std::sync::OnceLock::new();
+    API.get_or_init(|| {
+        fn sym(name: &std::ffi::CStr) -> Option<*mut libc::c_void> {
+            // SAFETY: dlsym with a valid C string; a null result is handled.
+            let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+            (!p.is_null()).then_some(p)
+        }
+        // SAFETY: each pointer is the named function, whose C++ signature matches the type.
+        unsafe {
+            Some(AutocastApi {
+                set_enabled: std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn(i8, bool)>(sym(
+                    c"_ZN2at8autocast20set_autocast_enabledEN3c1010DeviceTypeEb",
+                )?),
+                is_enabled: std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn(i8) -> bool>(sym(
+                    c"_ZN2at8autocast19is_autocast_enabledEN3c1010DeviceTypeE",
+                )?),
+                set_dtype: std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn(i8, i8)>(sym(
+                    c"_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE",
+                )?),
+                get_dtype: std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn(i8) -> i8>(sym(
+                    c"_ZN2at8autocast18get_autocast_dtypeEN3c1010DeviceTypeE",
+                )?),
+                increment_nesting: std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn() -> i32>(sym(
+                    c"_ZN2at8autocast17increment_nestingEv",
+                )?),
+                decrement_nesting: std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn() -> i32>(sym(
+                    c"_ZN2at8autocast17decrement_nestingEv",
+                )?),
+                clear_cache: std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn()>(sym(
+                    c"_ZN2at8autocast11clear_cacheEv",
+                )?),
+            })
+        }
+    })
+    .as_ref()
+    .context("this libtorch lacks the at::autocast functions bf16 autocast needs")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn autocast_functions_are_found_and_cpu_is_refused() {
+        assert!(autocast_api().is_ok());
+        let err = bf16_autocast(true, Device::Cpu, || ()).unwrap_err();
+        assert!(err.to_string().contains("CUDA"), "{err}");
+        assert_eq!(bf16_autocast(false, Device::Cpu, || 7).unwrap(), 7);
     }
 }

@@ -65,12 +65,14 @@ impl LoadedModel {
             .with_context(|| format!("{} is not a finished run (no readable config.json)", run_dir.display()))?;
         let cfg: RunConfig =
             serde_json::from_str(&text).with_context(|| format!("{}: not a valid run config", cfg_path.display()))?;
-        let vs = nn::VarStore::new(device);
+        let mut vs = nn::VarStore::new(device);
         let net = cfg.options.model.build(&vs.root(), false);
         let head = Head::new(&(vs.root() / "head"), cfg.options.model.feature_dim(), cfg.classes.len() as i64);
         let model_path = run_dir.join(MODEL_FILE);
         let tensors = read_checkpoint(&model_path)?;
         load_into(&vs, tensors, &model_path, &[], &[])?;
+        vs.freeze();
+        crate::model::fold_frozen_batchnorm(net.as_ref());
         let parameters = vs.variables().iter().filter(|(k, _)| !k.contains("running_")).map(|(_, v)| v.numel() as i64).sum();
         let (thresholds, tuned) = match read_thresholds(run_dir)? {
             Some(t) => {

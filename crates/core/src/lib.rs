@@ -3,6 +3,7 @@
 //! one step. Library code returns errors and never prints; the binaries report.
 
 pub mod augment;
+pub mod bench;
 pub mod classes;
 pub mod data;
 pub mod device;
@@ -23,6 +24,7 @@ pub mod runs;
 pub mod split;
 pub mod staging;
 pub mod train;
+pub mod train_step;
 pub mod voc;
 
 /// Version of the tool, recorded in every manifest and run.

@@ -133,13 +133,13 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
     observer.phase("features", steps as u64);
     let corr_feats = tch::no_grad(|| -> Result<Tensor> {
         let mut parts = vec![parent.features_of_unit(&corr_px)];
-        observer.step(0.0, k as usize);
+        observer.step(None, k as usize);
         for _ in 1..views {
             if cancel.load(Ordering::SeqCst) {
                 bail!(crate::Interrupted);
             }
             parts.push(parent.features_of_unit(&augment(&corr_px, &aug, &mut rng)));
-            observer.step(0.0, k as usize);
+            observer.step(None, k as usize);
         }
         Ok(Tensor::cat(&parts, 0))
     })?;
@@ -151,7 +151,7 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
                 bail!(crate::Interrupted);
             }
             parts.push(parent.features_of_unit(&to_unit_nchw(&d.pixels(chunk), device)));
-            observer.step(0.0, chunk.len());
+            observer.step(None, chunk.len());
         }
         Ok(Tensor::cat(&parts, 0))
     };
@@ -211,12 +211,10 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
             let idx = Tensor::from_slice(chunk).to_device(device);
             let logits = parent.head_logits(&x.index_select(0, &idx), true);
             let loss = logits.binary_cross_entropy_with_logits(&y.index_select(0, &idx), None::<Tensor>, None::<Tensor>, Reduction::Mean);
-            opt.zero_grad();
-            loss.backward();
-            opt.step();
+            opt.backward_step(&loss);
             let l = loss.double_value(&[]);
             loss_sum += l * chunk.len() as f64;
-            observer.step(l, chunk.len());
+            observer.step(Some(l), chunk.len());
         }
         let (val_loss, m) = tch::no_grad(|| {
             let logits = parent.head_logits(&val_feats, false);

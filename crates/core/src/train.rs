@@ -3,14 +3,15 @@
 //! the last backbone blocks. With a frozen backbone, features are computed once (a clean
 //! view plus a few augmented views per image) and later epochs train only the head.
 
-use crate::augment::{augment, AugmentConfig};
-use crate::data::{normalize, to_unit_nchw, SplitData};
+use crate::augment::AugmentConfig;
+use crate::data::{upload, SplitData};
 use crate::manifest::Manifest;
 use crate::metrics::{compute, MultiLabelMetrics};
 use crate::model::head::Head;
 use crate::model::weights::{load_into, read_checkpoint};
 use crate::model::{BackboneKind, BackboneNet};
 use crate::optim::Adam;
+use crate::train_step::{model_input, ImageSource, SpeedOptions};
 use crate::runs::{RunWriter, CLASSES_FILE, CONFIG_FILE, CURVES_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE};
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
@@ -45,6 +46,9 @@ pub struct TrainConfig {
     pub pos_weight: bool,
     pub seed: u64,
     pub runs_dir: PathBuf,
+    /// Memory format and autocast; they change speed, not the recipe.
+    #[serde(default)]
+    pub speed: SpeedOptions,
 }
 
 /// One row of `history.csv`.
@@ -63,7 +67,8 @@ pub struct EpochRecord {
 /// Callbacks for progress display, so the library does not print.
 pub trait TrainObserver {
     fn phase(&self, _what: &str, _steps: u64) {}
-    fn step(&self, _loss: f64, _images: usize) {}
+    /// A step finished; `loss` is given when it was read back (not every step on a GPU).
+    fn step(&self, _loss: Option<f64>, _images: usize) {}
     fn epoch(&self, _rec: &EpochRecord) {}
 }
 
@@ -74,9 +79,11 @@ impl TrainObserver for ProgressBar {
         self.set_length(steps);
         self.set_prefix(what.to_string());
     }
-    fn step(&self, loss: f64, _images: usize) {
+    fn step(&self, loss: Option<f64>, _images: usize) {
         self.inc(1);
-        self.set_message(format!("loss {loss:.4}"));
+        if let Some(loss) = loss {
+            self.set_message(format!("loss {loss:.4}"));
+        }
     }
 }
 
@@ -135,14 +142,11 @@ fn device_name(d: Device) -> String {
     }
 }
 
-/// Features of rows `idx` (clean or augmented) without gradients.
-fn extract(net: &dyn BackboneNet, data: &SplitData, idx: &[usize], kind: BackboneKind, aug: Option<(&AugmentConfig, &mut ChaCha8Rng)>, device: Device) -> Tensor {
+/// Features (float32) of rows `idx` (clean or augmented) without gradients.
+fn extract(net: &dyn BackboneNet, data: &SplitData, idx: &[usize], kind: BackboneKind, aug: Option<(&AugmentConfig, &mut ChaCha8Rng)>, device: Device, speed: SpeedOptions) -> Result<Tensor> {
     tch::no_grad(|| {
-        let mut xs = to_unit_nchw(&data.pixels(idx), device);
-        if let Some((cfg, rng)) = aug {
-            xs = augment(&xs, cfg, rng);
-        }
-        net.features(&normalize(&xs, &kind.normalization()))
+        let xs = model_input(&upload(&data.pixels(idx), device), aug, &kind.normalization(), speed);
+        crate::device::bf16_autocast(speed.bf16, device, || net.features(&xs).to_kind(Kind::Float))
     })
 }
 
@@ -167,6 +171,9 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
     if cfg.batch_size == 0 || cfg.epochs == 0 {
         bail!("--batch-size and --epochs must be at least 1");
     }
+    if cfg.speed.bf16 && !device.is_cuda() {
+        bail!("--bf16 needs a CUDA device (bf16 autocast runs on the GPU only)");
+    }
     tch::manual_seed(cfg.seed as i64);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let classes = manifest.classes.len() as i64;
@@ -174,6 +181,10 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
     let mut bvs = nn::VarStore::new(device);
     let (net, weights_path) = load_backbone(cfg.model, cfg.weights.as_deref(), &bvs)?;
     bvs.freeze();
+    if cfg.speed.channels_last {
+        crate::model::to_channels_last(&bvs);
+    }
+    crate::model::fold_frozen_batchnorm(net.as_ref());
     let hvs = nn::VarStore::new(device);
     let head = Head::new(&(hvs.root() / "head"), cfg.model.feature_dim(), classes);
 
@@ -185,12 +196,12 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
                 ((n - p) / p.max(1.0)).clamp(1.0, 100.0) as f32
             })
             .collect();
-        Tensor::from_slice(&w).to_device(device)
+        upload(&Tensor::from_slice(&w), device)
     });
     let loss_fn = |logits: &Tensor, y: &Tensor| {
         logits.binary_cross_entropy_with_logits(y, None::<Tensor>, pos_weight.as_ref().map(|w| w.shallow_clone()), Reduction::Mean)
     };
-    let val_labels = val_data.labels(&(0..val_data.len()).collect::<Vec<_>>()).to_device(device);
+    let val_labels = upload(&val_data.labels(&(0..val_data.len()).collect::<Vec<_>>()), device);
     let thresholds = vec![0.5f32; classes as usize];
 
     let mut history = Vec::new();
@@ -211,33 +222,37 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
                 }
                 let idx: Vec<usize> = r.collect();
                 let aug = if v == 0 { None } else { cfg.augment.as_ref().map(|a| (a, &mut rng)) };
-                parts.push(extract(net.as_ref(), &train_data, &idx, cfg.model, aug, device));
-                observer.step(0.0, idx.len());
+                parts.push(extract(net.as_ref(), &train_data, &idx, cfg.model, aug, device, cfg.speed)?);
+                observer.step(None, idx.len());
             }
             cache.push(Tensor::cat(&parts, 0));
         }
         let mut vparts = Vec::new();
         for r in batches(val_data.len(), cfg.batch_size.max(32)) {
             let idx: Vec<usize> = r.collect();
-            vparts.push(extract(net.as_ref(), &val_data, &idx, cfg.model, None, device));
-            observer.step(0.0, idx.len());
+            vparts.push(extract(net.as_ref(), &val_data, &idx, cfg.model, None, device, cfg.speed)?);
+            observer.step(None, idx.len());
         }
         (Some(Tensor::stack(&cache, 0)), Some(Tensor::cat(&vparts, 0)))
     } else {
         (None, None)
     };
 
-    let val_features = |net: &dyn BackboneNet| -> Tensor {
-        match &val_feats {
+    let val_features = |net: &dyn BackboneNet| -> Result<Tensor> {
+        Ok(match &val_feats {
             Some(f) => f.shallow_clone(),
             None => Tensor::cat(
                 &batches(val_data.len(), 64)
-                    .map(|r| extract(net, &val_data, &r.collect::<Vec<_>>(), cfg.model, None, device))
-                    .collect::<Vec<_>>(),
+                    .map(|r| extract(net, &val_data, &r.collect::<Vec<_>>(), cfg.model, None, device, cfg.speed))
+                    .collect::<Result<Vec<_>>>()?,
                 0,
             ),
-        }
+        })
     };
+    // Batches of pixels for epochs that run the backbone (no cache, or fine-tuning).
+    let needs_pixels = train_cache.is_none() || (cfg.fine_tune_blocks > 0 && cfg.fine_tune_epochs > 0);
+    let source = if needs_pixels { Some(ImageSource::new(&train_data, device)) } else { None };
+    let read_loss_every = if device.is_cuda() { 20 } else { 1 };
 
     let mut run_phase = |phase: &'static str,
                          epochs: usize,
@@ -253,44 +268,44 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
             let mut order: Vec<usize> = (0..train_data.len()).collect();
             order.shuffle(&mut rng);
             observer.phase(&format!("{phase} {}/{}", e + 1, epochs), order.len().div_ceil(cfg.batch_size) as u64);
-            let (mut loss_sum, mut seen) = (0.0, 0usize);
-            for chunk in order.chunks(cfg.batch_size) {
+            let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
+            let mut seen = 0usize;
+            for (step, chunk) in order.chunks(cfg.batch_size).enumerate() {
                 if cancel.load(Ordering::SeqCst) {
                     bail!(crate::Interrupted);
                 }
-                let y = train_data.labels(chunk).to_device(device);
+                let y = upload(&train_data.labels(chunk), device);
                 let feats = match (&train_cache, trainable_backbone) {
                     (Some(cache), false) => {
                         let view: Vec<i64> = chunk.iter().map(|_| rng.gen_range(0..views) as i64).collect();
                         let rows: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
-                        let vi = Tensor::from_slice(&view).to_device(device);
-                        let ri = Tensor::from_slice(&rows).to_device(device);
+                        let vi = upload(&Tensor::from_slice(&view), device);
+                        let ri = upload(&Tensor::from_slice(&rows), device);
                         cache.index(&[Some(vi), Some(ri)])
                     }
                     _ => {
-                        let mut xs = to_unit_nchw(&train_data.pixels(chunk), device);
-                        if let Some(a) = &cfg.augment {
-                            xs = augment(&xs, a, &mut rng);
-                        }
-                        let xs = normalize(&xs, &cfg.model.normalization());
+                        let px = source.as_ref().context("no image source")?.batch(chunk, device);
+                        let aug = cfg.augment.as_ref().map(|a| (a, &mut rng));
+                        let xs = model_input(&px, aug, &cfg.model.normalization(), cfg.speed);
+                        let forward = || net.features(&xs);
                         if trainable_backbone {
-                            net.features(&xs)
+                            crate::device::bf16_autocast(cfg.speed.bf16, device, forward)?
                         } else {
-                            tch::no_grad(|| net.features(&xs))
+                            tch::no_grad(|| crate::device::bf16_autocast(cfg.speed.bf16, device, forward))?
                         }
                     }
                 };
-                let loss = loss_fn(&head.forward_t(&feats, true), &y);
-                opt.zero_grad();
-                loss.backward();
-                opt.step();
-                let l = loss.double_value(&[]);
-                loss_sum += l * chunk.len() as f64;
+                let loss = crate::device::bf16_autocast(cfg.speed.bf16, device, || loss_fn(&head.forward_t(&feats, true), &y))?;
+                opt.backward_step(&loss);
+                loss_sum += loss.detach() * chunk.len() as f64;
                 seen += chunk.len();
-                observer.step(l, chunk.len());
+                let shown = (step % read_loss_every == 0).then(|| loss.double_value(&[]));
+                observer.step(shown, chunk.len());
             }
+            let loss_sum = loss_sum.double_value(&[]);
+            let val_feats_now = val_features(net.as_ref())?;
             let (val_loss, m) = tch::no_grad(|| {
-                let logits = head.forward_t(&val_features(net.as_ref()), false);
+                let logits = head.forward_t(&val_feats_now, false);
                 let vl = loss_fn(&logits, &val_labels).double_value(&[]);
                 let probs: Vec<f32> = Vec::try_from(logits.sigmoid().to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
                 (vl, compute(&probs, &val_data.y, &manifest.classes, &thresholds))
@@ -337,6 +352,7 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
                 params.push(var.set_requires_grad(true));
             }
         }
+        crate::model::fold_frozen_batchnorm(net.as_ref());
         let offset = history.len();
         let mut opt = Adam::new(params, cfg.fine_tune_lr);
         run_phase("fine-tune", cfg.fine_tune_epochs, &mut opt, true, offset, &mut history, &mut best)?;
@@ -345,8 +361,9 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
 
     let (_, best_epoch, snapshot) = best.context("no epoch completed")?;
     restore(&hvs, &bvs, Some(&snapshot));
+    let val_feats_now = val_features(net.as_ref())?;
     let metrics = tch::no_grad(|| {
-        let logits = head.forward_t(&val_features(net.as_ref()), false);
+        let logits = head.forward_t(&val_feats_now, false);
         let probs: Vec<f32> = Vec::try_from(logits.sigmoid().to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
         compute(&probs, &val_data.y, &manifest.classes, &thresholds)
     });

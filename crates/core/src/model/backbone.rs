@@ -1,6 +1,7 @@
 //! The backbone registry: which architectures exist, their input normalisation, feature
 //! width, checkpoint key layout and fine-tunable blocks.
 
+use super::layers::ConvBn;
 use super::{efficientnet_b0, efficientnet_lite0, mobilenet_v2, resnet50};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -102,4 +103,19 @@ pub trait BackboneNet: Send + std::fmt::Debug {
     /// Variable-name prefixes of the backbone's blocks, input to output; fine-tuning
     /// unfreezes the last N of them.
     fn block_prefixes(&self) -> Vec<String>;
+    /// Every convolution + BatchNorm pair, for [`fold_frozen_batchnorm`].
+    fn conv_bns(&self) -> Vec<&ConvBn>;
+}
+
+/// Folds BatchNorm into the convolution of every pair whose parameters are frozen and
+/// unfolds the trainable ones. Call after loading weights and whenever what is trainable
+/// changes; the output is the same up to float rounding, the frozen part runs faster.
+pub fn fold_frozen_batchnorm(net: &dyn BackboneNet) {
+    for cb in net.conv_bns() {
+        if cb.is_trainable() {
+            cb.unfold();
+        } else {
+            cb.fold();
+        }
+    }
 }

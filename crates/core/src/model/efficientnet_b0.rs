@@ -31,7 +31,7 @@ struct SqueezeExcite {
 
 impl Module for SqueezeExcite {
     fn forward(&self, xs: &Tensor) -> Tensor {
-        let s = xs.mean_dim(&[2i64, 3][..], true, None);
+        let s = xs.adaptive_avg_pool2d([1, 1]);
         let s = self.fc2.forward(&self.fc1.forward(&s).silu()).sigmoid();
         xs * s
     }
@@ -115,7 +115,7 @@ impl BackboneNet for EfficientNetB0 {
         for (_, b) in &self.blocks {
             h = b.forward(&h);
         }
-        self.last.forward(&h).mean_dim(&[2i64, 3][..], false, None)
+        self.last.forward(&h).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
     }
 
     fn imagenet_logits(&self, xs: &Tensor) -> Tensor {
@@ -126,5 +126,10 @@ impl BackboneNet for EfficientNetB0 {
         let mut v: Vec<String> = self.blocks.iter().map(|(n, _)| n.clone()).collect();
         v.push("features.8.".into());
         v
+    }
+
+    fn conv_bns(&self) -> Vec<&ConvBn> {
+        let blocks = self.blocks.iter().flat_map(|(_, b)| b.expand.iter().chain([&b.depthwise, &b.project]));
+        std::iter::once(&self.stem).chain(blocks).chain(std::iter::once(&self.last)).collect()
     }
 }

@@ -97,7 +97,7 @@ impl BackboneNet for EfficientNetLite0 {
         for b in &self.blocks {
             h = b.forward(&h);
         }
-        self.head.forward(&h).mean_dim(&[2i64, 3][..], false, None)
+        self.head.forward(&h).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
     }
 
     fn imagenet_logits(&self, xs: &Tensor) -> Tensor {
@@ -108,5 +108,10 @@ impl BackboneNet for EfficientNetLite0 {
         let mut v: Vec<String> = (0..self.blocks.len()).map(|i| format!("_blocks.{i}.")).collect();
         v.push("_conv_head.".into());
         v
+    }
+
+    fn conv_bns(&self) -> Vec<&ConvBn> {
+        let blocks = self.blocks.iter().flat_map(|b| b.expand.iter().chain([&b.depthwise, &b.project]));
+        std::iter::once(&self.stem).chain(blocks).chain(std::iter::once(&self.head)).collect()
     }
 }

@@ -16,7 +16,7 @@ impl Act {
         match self {
             Act::None => xs,
             Act::Relu => xs.relu(),
-            Act::Relu6 => xs.clamp(0.0, 6.0),
+            Act::Relu6 => xs.relu6(),
             Act::Silu => xs.silu(),
         }
     }
@@ -30,6 +30,9 @@ pub struct ConvBn {
     conv: nn::Conv2D,
     bn: nn::BatchNorm,
     act: Act,
+    spec: ConvBnSpec,
+    /// Convolution weight and bias with the BatchNorm folded in (see [`ConvBn::fold`]).
+    folded: std::cell::RefCell<Option<(Tensor, Tensor)>>,
 }
 
 /// Settings of one [`ConvBn`].
@@ -57,12 +60,71 @@ impl ConvBn {
         };
         let conv = nn::conv2d(conv_path, s.c_in, s.c_out, s.kernel, cfg);
         let bn = nn::batch_norm2d(bn_path, s.c_out, nn::BatchNormConfig { eps: s.eps, ..Default::default() });
-        ConvBn { conv, bn, act: s.act }
+        ConvBn { conv, bn, act: s.act, spec: s, folded: Default::default() }
+    }
+
+    /// Whether any of its parameters is being trained.
+    pub fn is_trainable(&self) -> bool {
+        self.conv.ws.requires_grad() || self.bn.ws.as_ref().is_some_and(|w| w.requires_grad())
+    }
+
+    /// Folds the eval-mode BatchNorm into the convolution (weight * s, bias beta - mean * s,
+    /// s = gamma / sqrt(var + eps)): one kernel instead of two, same output up to rounding.
+    /// Only valid while the parameters do not change; [`ConvBn::unfold`] undoes it.
+    pub fn fold(&self) {
+        let (Some(gamma), Some(beta)) = (&self.bn.ws, &self.bn.bs) else { return };
+        let folded = tch::no_grad(|| {
+            let s = gamma / (&self.bn.running_var + self.spec.eps).sqrt();
+            let w = &self.conv.ws * s.view([-1, 1, 1, 1]);
+            let b = beta - &self.bn.running_mean * &s;
+            (w, b)
+        });
+        *self.folded.borrow_mut() = Some(folded);
+    }
+
+    /// Back to separate convolution and BatchNorm (needed while training them).
+    pub fn unfold(&self) {
+        *self.folded.borrow_mut() = None;
     }
 }
 
 impl Module for ConvBn {
     fn forward(&self, xs: &Tensor) -> Tensor {
-        self.act.apply(self.bn.forward_t(&self.conv.forward(xs), false))
+        let ys = match &*self.folded.borrow() {
+            Some((w, b)) => {
+                let pad = self.spec.kernel / 2;
+                xs.conv2d(w, Some(b), [self.spec.stride; 2], [pad; 2], [1, 1], self.spec.groups)
+            }
+            None => self.bn.forward_t(&self.conv.forward(xs), false),
+        };
+        self.act.apply(ys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn folded_batchnorm_gives_the_same_output() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let spec = ConvBnSpec { c_in: 4, c_out: 6, kernel: 3, stride: 2, groups: 2, eps: 1e-3, act: Act::Relu6 };
+        let cb = ConvBn::new(vs.root() / "c", vs.root() / "b", spec);
+        tch::no_grad(|| {
+            for (name, mut v) in vs.variables() {
+                let r = Tensor::rand(v.size(), (Kind::Float, Device::Cpu));
+                v.copy_(&if name.ends_with("running_var") { r + 0.5 } else { r * 2.0 - 1.0 });
+            }
+        });
+        let xs = Tensor::randn([2, 4, 9, 9], (Kind::Float, Device::Cpu));
+        let plain = tch::no_grad(|| cb.forward(&xs));
+        assert!(cb.is_trainable(), "variables require grad by default: nothing to fold");
+        cb.fold();
+        let folded = tch::no_grad(|| cb.forward(&xs));
+        assert!((&plain - &folded).abs().max().double_value(&[]) < 1e-5);
+        assert!(plain.abs().max().double_value(&[]) > 0.1);
+        cb.unfold();
+        assert!((&plain - tch::no_grad(|| cb.forward(&xs))).abs().max().double_value(&[]) == 0.0);
     }
 }

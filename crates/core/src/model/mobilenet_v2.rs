@@ -85,7 +85,7 @@ impl BackboneNet for MobileNetV2 {
         for b in &self.blocks {
             h = b.forward(&h);
         }
-        self.last.forward(&h).mean_dim(&[2i64, 3][..], false, None)
+        self.last.forward(&h).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
     }
 
     fn imagenet_logits(&self, xs: &Tensor) -> Tensor {
@@ -94,5 +94,10 @@ impl BackboneNet for MobileNetV2 {
 
     fn block_prefixes(&self) -> Vec<String> {
         (1..=18).map(|i| format!("features.{i}.")).collect()
+    }
+
+    fn conv_bns(&self) -> Vec<&ConvBn> {
+        let blocks = self.blocks.iter().flat_map(|b| b.layers.iter());
+        std::iter::once(&self.stem).chain(blocks).chain(std::iter::once(&self.last)).collect()
     }
 }

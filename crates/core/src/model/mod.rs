@@ -10,4 +10,25 @@ pub mod mobilenet_v2;
 pub mod resnet50;
 pub mod weights;
 
-pub use backbone::{BackboneKind, BackboneNet, Normalization};
+pub use backbone::{fold_frozen_batchnorm, BackboneKind, BackboneNet, Normalization};
+
+use tch::{nn, Tensor};
+
+/// `t` (4-D) with channels-last strides (NHWC in memory, NCHW in shape), as PyTorch's
+/// `contiguous(memory_format=torch.channels_last)`.
+pub fn channels_last(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
+/// Moves every 4-D variable (convolution weights) of `vs` to channels-last memory, so
+/// convolutions on channels-last input need no layout conversions.
+pub fn to_channels_last(vs: &nn::VarStore) {
+    tch::no_grad(|| {
+        for (_, mut v) in vs.variables() {
+            if v.dim() == 4 {
+                let cl = channels_last(&v);
+                v.set_data(&cl);
+            }
+        }
+    });
+}

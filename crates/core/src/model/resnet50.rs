@@ -77,7 +77,7 @@ impl BackboneNet for ResNet50 {
         for (_, b) in &self.blocks {
             h = b.forward(&h);
         }
-        h.mean_dim(&[2i64, 3][..], false, None)
+        h.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
     }
 
     fn imagenet_logits(&self, xs: &Tensor) -> Tensor {
@@ -86,5 +86,10 @@ impl BackboneNet for ResNet50 {
 
     fn block_prefixes(&self) -> Vec<String> {
         self.blocks.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    fn conv_bns(&self) -> Vec<&ConvBn> {
+        let blocks = self.blocks.iter().flat_map(|(_, b)| [&b.c1, &b.c2, &b.c3].into_iter().chain(b.downsample.iter()));
+        std::iter::once(&self.stem).chain(blocks).collect()
     }
 }

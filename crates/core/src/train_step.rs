@@ -1,0 +1,86 @@
+//! The pieces of one training step that `train` and the speed benchmark share: where batches
+//! of pixels come from, how they become model input on the device, and the speed settings
+//! (memory format, bf16 autocast) that change how a step runs but not what it computes.
+
+use crate::augment::{augment, AugmentConfig};
+use crate::data::{upload, SplitData};
+use crate::model::{channels_last, Normalization};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+/// How training steps run on the device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpeedOptions {
+    /// Convolution weights and activations in channels-last (NHWC) memory.
+    pub channels_last: bool,
+    /// CUDA autocast in bfloat16 for the forward pass (float32 weights and optimizer).
+    pub bf16: bool,
+}
+
+/// Training splits up to this size are copied to the GPU once (uint8) and batched there.
+pub const RESIDENT_LIMIT_BYTES: usize = 4 << 30;
+
+/// Where training batches come from: the memory-mapped split, or a copy resident in GPU memory.
+pub enum ImageSource<'a> {
+    Mapped(&'a SplitData),
+    /// `[N, H, W, 3]` uint8 on the device.
+    Resident(Tensor),
+}
+
+impl<'a> ImageSource<'a> {
+    /// Resident on a GPU when the split is under [`RESIDENT_LIMIT_BYTES`], mapped otherwise.
+    pub fn new(data: &'a SplitData, device: Device) -> Self {
+        let bytes = data.len() * data.size * data.size * 3;
+        if device.is_cuda() && bytes <= RESIDENT_LIMIT_BYTES && !data.is_empty() {
+            let all: Vec<usize> = (0..data.len()).collect();
+            ImageSource::Resident(data.pixels(&all).to_device(device))
+        } else {
+            ImageSource::Mapped(data)
+        }
+    }
+
+    /// Rows `idx` as `[B, H, W, 3]` uint8 on `device`.
+    pub fn batch(&self, idx: &[usize], device: Device) -> Tensor {
+        match self {
+            ImageSource::Mapped(d) => upload(&d.pixels(idx), device),
+            ImageSource::Resident(all) => {
+                let rows: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
+                all.index_select(0, &upload(&Tensor::from_slice(&rows), all.device()))
+            }
+        }
+    }
+}
+
+/// `[B, H, W, 3]` uint8 pixels (on the target device) -> normalised `[B, 3, H, W]` float32:
+/// scaled to [0, 1], augmented when asked, normalised, in the requested memory format.
+pub fn model_input(pixels: &Tensor, aug: Option<(&AugmentConfig, &mut ChaCha8Rng)>, norm: &Normalization, speed: SpeedOptions) -> Tensor {
+    let mut xs = pixels.permute([0, 3, 1, 2]).to_kind(Kind::Float) / 255.0;
+    if let Some((cfg, rng)) = aug {
+        xs = augment(&xs, cfg, rng);
+    }
+    let xs = crate::data::normalize(&xs, norm);
+    if speed.channels_last {
+        channels_last(&xs)
+    } else {
+        xs.contiguous()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::backbone::IMAGENET;
+
+    #[test]
+    fn model_input_layouts_hold_the_same_values() {
+        let px = Tensor::randint(256, [2, 8, 8, 3], (Kind::Uint8, Device::Cpu));
+        let a = model_input(&px, None, &IMAGENET, SpeedOptions::default());
+        let b = model_input(&px, None, &IMAGENET, SpeedOptions { channels_last: true, bf16: false });
+        assert!(a.is_contiguous() && !b.is_contiguous());
+        assert_eq!(b.stride()[1], 1);
+        assert!((&a - &b).abs().max().double_value(&[]) == 0.0);
+        let want = (px.get(1).get(2).get(3).get(0).double_value(&[]) / 255.0 - 0.485) / 0.229;
+        assert!((a.double_value(&[1, 0, 2, 3]) - want).abs() < 1e-5);
+    }
+}
