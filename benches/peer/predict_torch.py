@@ -2,7 +2,7 @@
 resize to 224x224 (bilinear), run EfficientNet-Lite0 + the multi-label head in batches of
 32 (torch.inference_mode, a DataLoader with one worker per core), write CSV rows.
 
-Usage: predict_torch.py RUN_DIR FOLDER OUT.csv   (RUN_DIR: a vocml run of efficientnet_lite0)
+Usage: predict_torch.py RUN_DIR FOLDER OUT.csv [DEVICE]   (RUN_DIR: a vocml run of efficientnet_lite0)
 Prints: "<images> <seconds>".
 """
 import json
@@ -37,6 +37,7 @@ class Folder(torch.utils.data.Dataset):
 
 def main():
     run, folder, out = sys.argv[1], sys.argv[2], sys.argv[3]
+    dev = torch.device(sys.argv[4] if len(sys.argv) > 4 else "cpu")
     t0 = time.perf_counter()
     cfg = json.load(open(os.path.join(run, "config.json")))
     classes, size = cfg["classes"], cfg["image_size"]
@@ -45,20 +46,21 @@ def main():
     net.load_state_dict({k: v for k, v in sd.items() if not k.startswith("head.")}, strict=False)
     head = nn.Sequential(nn.Linear(1280, 128), nn.ReLU(), nn.Dropout(0.2), nn.Linear(128, len(classes)))
     head.load_state_dict({k[5:]: v for k, v in sd.items() if k.startswith("head.")})
-    net.eval()
-    head.eval()
+    net.eval().to(dev)
+    head.eval().to(dev)
     files = sorted(
         os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs if f.lower().endswith(EXTS)
     )
-    loader = torch.utils.data.DataLoader(Folder(files, size), batch_size=32, num_workers=os.cpu_count())
-    mean = torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1)
-    std = torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1)
+    loader = torch.utils.data.DataLoader(Folder(files, size), batch_size=32, num_workers=os.cpu_count(),
+                                         pin_memory=dev.type == "cuda")
+    mean = torch.tensor([0.5, 0.5, 0.5], device=dev).view(1, 3, 1, 1)
+    std = torch.tensor([0.5, 0.5, 0.5], device=dev).view(1, 3, 1, 1)
     n = 0
     with open(out, "w") as f, torch.inference_mode():
         f.write("path,labels," + ",".join(f"p_{c}" for c in classes) + "\n")
         for batch in loader:
-            x = (batch.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
-            p = torch.sigmoid(head(net(x))).numpy()
+            x = (batch.to(dev, non_blocking=True).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+            p = torch.sigmoid(head(net(x))).cpu().numpy()
             for row in p:
                 labels = ";".join(c for c, v in zip(classes, row) if v >= 0.5)
                 f.write(f"{files[n]},{labels}," + ",".join(f"{v:.6f}" for v in row) + "\n")

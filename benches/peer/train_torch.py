@@ -6,7 +6,7 @@ Frozen backbone (eval-mode BatchNorm) -> GAP -> Linear(128) -> ReLU -> Dropout(0
 Linear(C); BCE-with-logits; Adam; early stopping on validation macro-F1 (patience);
 augmentation: rotation +-15 deg, horizontal flip, brightness +-0.2 (torchvision v2).
 
-Usage: train_torch.py DATA_DIR --model efficientnet_lite0|mobilenet_v2 --weights W.safetensors
+Usage: train_torch.py DATA_DIR --model efficientnet_lite0|mobilenet_v2 --weights W.safetensors [--device cuda]
 Prints one line: "<seconds> <best val macro-F1> <best epoch>".
 """
 import argparse
@@ -15,6 +15,7 @@ import time
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchvision
 import torchvision.transforms.v2 as T
 from safetensors.torch import load_file
@@ -42,8 +43,8 @@ class MBConv(nn.Module):
     def forward(self, x):
         h = x
         if self.e != 1:
-            h = torch.clamp(self._bn0(self._expand_conv(h)), 0, 6)
-        h = torch.clamp(self._bn1(self._depthwise_conv(h)), 0, 6)
+            h = F.relu6(self._bn0(self._expand_conv(h)))
+        h = F.relu6(self._bn1(self._depthwise_conv(h)))
         h = self._bn2(self._project_conv(h))
         return h + x if self.residual else h
 
@@ -65,10 +66,10 @@ class Lite0Features(nn.Module):
         self._conv_head, self._bn1 = conv_bn(320, 1280, 1, 1, 1, 1e-3)
 
     def forward(self, x):
-        h = torch.clamp(self._bn0(self._conv_stem(x)), 0, 6)
+        h = F.relu6(self._bn0(self._conv_stem(x)))
         for b in self._blocks:
             h = b(h)
-        return torch.clamp(self._bn1(self._conv_head(h)), 0, 6).mean((2, 3))
+        return F.relu6(self._bn1(self._conv_head(h))).mean((2, 3))
 
 
 def backbone(name, weights):
@@ -111,7 +112,9 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--patience", type=int, default=3)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
+    dev = torch.device(a.device)
     torch.manual_seed(a.seed)
     t0 = time.perf_counter()
     Xtr = np.load(f"{a.data}/X_train.npy", mmap_mode="r")
@@ -119,8 +122,9 @@ def main():
     Xva = np.load(f"{a.data}/X_val.npy", mmap_mode="r")
     yva = np.load(f"{a.data}/y_val.npy")
     net, norm = backbone(a.model, a.weights)
+    net.to(dev)
     feat = 1280
-    head = nn.Sequential(nn.Linear(feat, 128), nn.ReLU(), nn.Dropout(0.2), nn.Linear(128, ytr.shape[1]))
+    head = nn.Sequential(nn.Linear(feat, 128), nn.ReLU(), nn.Dropout(0.2), nn.Linear(128, ytr.shape[1])).to(dev)
     opt = torch.optim.Adam(head.parameters(), lr=a.lr)
     loss_fn = nn.BCEWithLogitsLoss()
     aug = T.Compose([T.RandomRotation(15), T.RandomHorizontalFlip(), T.ColorJitter(brightness=0.2)])
@@ -134,10 +138,10 @@ def main():
         order = torch.randperm(len(Xtr)).numpy()
         for i in range(0, len(order), a.batch_size):
             idx = np.sort(order[i:i + a.batch_size])
-            x = torch.stack([aug(img) for img in to_input(Xtr[idx])])
+            x = torch.stack([aug(img) for img in to_input(Xtr[idx])]).to(dev, non_blocking=True)
             with torch.no_grad():
                 f = net(norm(x))
-            loss = loss_fn(head(f), ytr[idx])
+            loss = loss_fn(head(f), ytr[idx].to(dev, non_blocking=True))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -145,8 +149,8 @@ def main():
         probs = []
         with torch.no_grad():
             for i in range(0, len(Xva), 64):
-                probs.append(torch.sigmoid(head(net(norm(to_input(Xva[i:i + 64]))))))
-        f1 = macro_f1(torch.cat(probs).numpy(), yva)
+                probs.append(torch.sigmoid(head(net(norm(to_input(Xva[i:i + 64]).to(dev))))))
+        f1 = macro_f1(torch.cat(probs).cpu().numpy(), yva)
         if f1 > best + 1e-9:
             best, best_epoch, since = f1, epoch, 0
             best_state = {k: v.clone() for k, v in head.state_dict().items()}

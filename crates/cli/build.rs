@@ -32,4 +32,4 @@ fn main() {
 }
 
 /// Binaries that run models on libtorch (CPU or CUDA).
-const TORCH_BINS: &[&str] = &["train", "evaluate", "predict", "retrain"];
+const TORCH_BINS: &[&str] = &["train", "evaluate", "predict", "retrain", "vocml-bench"];
