@@ -4,7 +4,7 @@ VENV := .venv
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup build demo test bench bench-prep bench-train bench-predict clean
+.PHONY: all setup build demo test bench bench-prep bench-train bench-train-step bench-predict clean
 
 all: build
 
@@ -24,14 +24,18 @@ demo: build
 test: build
 	cargo test --release --workspace
 
-## bench: speed against the Python peers on ../shared data
-bench: bench-prep bench-train bench-predict
+## bench: speed and peak memory against the Python peers, one run on this machine
+## (real photos from ../shared when present, synthetic ones otherwise; DEVICE=cuda for a GPU)
+bench: bench-prep bench-train-step bench-train bench-predict
 
 bench-prep: build
 	@bash scripts/bench_prep.sh
 
 bench-train: build
 	@bash scripts/bench_train.sh
+
+bench-train-step: build
+	@bash scripts/bench_train_step.sh
 
 bench-predict: build
 	@bash scripts/bench_predict.sh

@@ -1,17 +1,8 @@
 #!/usr/bin/env bash
 # voc-prep vs the Python Pillow+numpy peer on the same images, same machine, one run.
-# Needs ../shared (real VOC2007 train images); pass VOC_ROOT=... to use another VOC root.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-VOC_ROOT=${VOC_ROOT:-../shared/data/voc2007-train/VOCdevkit/VOC2007}
+# Real VOC2007 train images from ../shared (or VOC_ROOT=...), synthetic ones otherwise.
+source "$(dirname "$0")/bench_common.sh"
 RUNS=${RUNS:-3}
-if [[ ! -d "$VOC_ROOT/JPEGImages" ]]; then
-  echo "bench-prep: $VOC_ROOT not found; set VOC_ROOT to a VOC root with ImageSets/Main/*_train.txt" >&2
-  exit 1
-fi
-PY=.venv/bin/python
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
 
 # Warm the page cache so both read from memory.
 cat "$VOC_ROOT"/JPEGImages/*.jpg > /dev/null
@@ -31,7 +22,7 @@ NR=$($PY -c "import json; m=json.load(open('$TMP/rust/manifest.json')); print(su
 tr=$(printf '%s\n' "${rust_times[@]}" | best)
 t1=$(printf '%s\n' "${py1_times[@]}" | best)
 tn=$(printf '%s\n' "${pyn_times[@]}" | best)
-echo "bench-prep: $N images (VOC2007 train, 4 classes, imagesets labels, 224x224 uint8), best of $RUNS, $(nproc) cores"
+echo "bench-prep: $N images ($DATA_NAME, 4 classes, imagesets labels, 224x224 uint8), best of $RUNS, $(nproc) cores"
 printf '%-44s %8s %10s %8s\n' "tool" "seconds" "images/s" "ratio"
 printf '%-44s %8.2f %10.0f %8s\n' "voc-prep (Rust, all cores)" "$tr" "$(awk "BEGIN{print $NR / $tr}")" "1.00x"
 printf '%-44s %8.2f %10.0f %7.2fx\n' "Pillow+numpy, 1 process (reference)" "$t1" "$(awk "BEGIN{print $N / $t1}")" "$(awk "BEGIN{print $t1 / $tr}")"

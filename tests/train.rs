@@ -144,3 +144,51 @@ fn config_file_sets_options_and_flags_override_it() {
         assert!(table.contains_key("model"), "{recipe}");
     }
 }
+
+#[test]
+fn channels_last_trains_the_same_model_and_bf16_needs_a_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared(dir.path(), 60, 64);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let common = ["--epochs", "2", "--patience", "5", "--fine-tune-blocks", "2", "--fine-tune-epochs", "1"];
+    assert!(train(&data, &a, &common).status.success());
+    let o = train(&data, &b, &[&common[..], &["--channels-last"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (ha, hb) = (history_rows(&only_run(&a)), history_rows(&only_run(&b)));
+    assert_eq!(ha.len(), 3);
+    assert_eq!(ha.len(), hb.len());
+    for (ra, rb) in ha.iter().zip(&hb) {
+        // Same computation in another memory layout: losses agree up to float rounding.
+        for col in [2, 3] {
+            let (x, y) = (ra[col].parse::<f64>().unwrap(), rb[col].parse::<f64>().unwrap());
+            assert!((x - y).abs() < 1e-3, "epoch {} column {col}: {x} vs {y}", ra[0]);
+        }
+    }
+    let cfg = read_json(&only_run(&b).join("config.json"));
+    assert_eq!(cfg["options"]["speed"]["channels_last"], true);
+
+    let c = dir.path().join("c");
+    let o = train(&data, &c, &["--bf16", "--device", "cpu"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--bf16 needs a CUDA device"), "{}", stderr(&o));
+    assert!(!c.exists() || std::fs::read_dir(&c).unwrap().next().is_none(), "no run may be left");
+}
+
+#[test]
+fn vocml_bench_times_the_training_step_of_each_case() {
+    let o = run(bin("vocml-bench").args([
+        "--model", "mobilenet_v2", "--mode", "frozen,fine-tune", "--batch-size", "2", "--images", "4",
+        "--image-size", "32", "--warmup", "1", "--device", "cpu", "--threads", "2",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    // Head only: 1280*128+128 + 128*4+4; fine-tune adds torchvision's 2,223,872 feature parameters.
+    let trainable: Vec<i64> = lines.iter().map(|l| l["timing"]["trainable_parameters"].as_i64().unwrap()).collect();
+    assert_eq!(trainable, [164_484, 164_484 + 2_223_872]);
+    for l in &lines {
+        assert_eq!(l["timing"]["steps"], 2);
+        assert!(l["timing"]["images_per_s"].as_f64().unwrap() > 0.0);
+        assert!(l["timing"]["final_loss"].as_f64().unwrap().is_finite());
+    }
+}

@@ -35,6 +35,7 @@ pub fn bin(name: &str) -> Command {
         "evaluate" => env!("CARGO_BIN_EXE_evaluate"),
         "predict" => env!("CARGO_BIN_EXE_predict"),
         "retrain" => env!("CARGO_BIN_EXE_retrain"),
+        "vocml-bench" => env!("CARGO_BIN_EXE_vocml-bench"),
         other => panic!("unknown binary {other}"),
     };
     let mut c = Command::new(path);
