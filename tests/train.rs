@@ -191,4 +191,10 @@ fn vocml_bench_times_the_training_step_of_each_case() {
         assert!(l["timing"]["images_per_s"].as_f64().unwrap() > 0.0);
         assert!(l["timing"]["final_loss"].as_f64().unwrap().is_finite());
     }
+    // Bad sizes are clean usage errors, not panics inside libtorch.
+    for bad in [&["--image-size=-5"][..], &["--images", "1", "--batch-size", "4"]] {
+        let o = run(bin("vocml-bench").args(bad).args(["--device", "cpu"]));
+        assert!(matches!(o.status.code(), Some(1) | Some(2)), "{bad:?}: {:?}", o.status);
+        assert!(stderr(&o).contains("error"), "{}", stderr(&o));
+    }
 }

@@ -36,7 +36,8 @@ struct Cli {
     /// Untimed steps before the epoch.
     #[arg(long, default_value_t = 3, value_name = "N")]
     warmup: usize,
-    #[arg(long, default_value_t = 224, value_name = "PX")]
+    /// Square input size in pixels (32 to 1024).
+    #[arg(long, default_value_t = 224, value_name = "PX", value_parser = clap::value_parser!(i64).range(32..=1024))]
     image_size: i64,
     #[arg(long)]
     channels_last: bool,

@@ -43,20 +43,15 @@ pub fn resolve(choice: DeviceChoice) -> Result<Device> {
     load_cuda_library();
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Auto => Ok(if Cuda::is_available() { cuda() } else { Device::Cpu }),
+        DeviceChoice::Auto => Ok(if Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu }),
         DeviceChoice::Cuda => {
             if Cuda::is_available() {
-                Ok(cuda())
+                Ok(Device::Cuda(0))
             } else {
                 bail!("--device cuda: no CUDA device is available to libtorch (use --device auto or cpu)")
             }
         }
     }
-}
-
-/// The first GPU.
-fn cuda() -> Device {
-    Device::Cuda(0)
 }
 
 /// Runs `f` under CUDA autocast in bfloat16 when `enabled` (convolutions and matrix products
@@ -104,37 +99,25 @@ struct AutocastApi {
 }
 
 fn autocast_api() -> Result<&'static AutocastApi> {
+    /// The function named `name` in the loaded libraries, as `F` (a function pointer type).
+    ///
+    /// SAFETY: `F` must be the symbol's true signature.
+    unsafe fn sym<F: Copy>(name: &std::ffi::CStr) -> Option<F> {
+        let p = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
+        (!p.is_null()).then(|| std::mem::transmute_copy::<*mut libc::c_void, F>(&p))
+    }
     static API: std::sync::OnceLock<Option<AutocastApi>> = std::sync::OnceLock::new();
     API.get_or_init(|| {
-        fn sym(name: &std::ffi::CStr) -> Option<*mut libc::c_void> {
-            // SAFETY: dlsym with a valid C string; a null result is handled.
-            let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
-            (!p.is_null()).then_some(p)
-        }
-        // SAFETY: each pointer is the named function, whose C++ signature matches the type.
+        // SAFETY: each type below is the C ABI view of the named function's C++ signature.
         unsafe {
             Some(AutocastApi {
-                set_enabled: std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn(i8, bool)>(sym(
-                    c"_ZN2at8autocast20set_autocast_enabledEN3c1010DeviceTypeEb",
-                )?),
-                is_enabled: std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn(i8) -> bool>(sym(
-                    c"_ZN2at8autocast19is_autocast_enabledEN3c1010DeviceTypeE",
-                )?),
-                set_dtype: std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn(i8, i8)>(sym(
-                    c"_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE",
-                )?),
-                get_dtype: std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn(i8) -> i8>(sym(
-                    c"_ZN2at8autocast18get_autocast_dtypeEN3c1010DeviceTypeE",
-                )?),
-                increment_nesting: std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn() -> i32>(sym(
-                    c"_ZN2at8autocast17increment_nestingEv",
-                )?),
-                decrement_nesting: std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn() -> i32>(sym(
-                    c"_ZN2at8autocast17decrement_nestingEv",
-                )?),
-                clear_cache: std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn()>(sym(
-                    c"_ZN2at8autocast11clear_cacheEv",
-                )?),
+                set_enabled: sym(c"_ZN2at8autocast20set_autocast_enabledEN3c1010DeviceTypeEb")?,
+                is_enabled: sym(c"_ZN2at8autocast19is_autocast_enabledEN3c1010DeviceTypeE")?,
+                set_dtype: sym(c"_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE")?,
+                get_dtype: sym(c"_ZN2at8autocast18get_autocast_dtypeEN3c1010DeviceTypeE")?,
+                increment_nesting: sym(c"_ZN2at8autocast17increment_nestingEv")?,
+                decrement_nesting: sym(c"_ZN2at8autocast17decrement_nestingEv")?,
+                clear_cache: sym(c"_ZN2at8autocast11clear_cacheEv")?,
             })
         }
     })

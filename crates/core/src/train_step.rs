@@ -3,11 +3,11 @@
 //! (memory format, bf16 autocast) that change how a step runs but not what it computes.
 
 use crate::augment::{augment, AugmentConfig};
-use crate::data::{upload, SplitData};
+use crate::data::{to_unit_nchw, upload, SplitData};
 use crate::model::{channels_last, Normalization};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// How training steps run on the device.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,7 +55,7 @@ impl<'a> ImageSource<'a> {
 /// `[B, H, W, 3]` uint8 pixels (on the target device) -> normalised `[B, 3, H, W]` float32:
 /// scaled to [0, 1], augmented when asked, normalised, in the requested memory format.
 pub fn model_input(pixels: &Tensor, aug: Option<(&AugmentConfig, &mut ChaCha8Rng)>, norm: &Normalization, speed: SpeedOptions) -> Tensor {
-    let mut xs = pixels.permute([0, 3, 1, 2]).to_kind(Kind::Float) / 255.0;
+    let mut xs = to_unit_nchw(pixels, pixels.device());
     if let Some((cfg, rng)) = aug {
         xs = augment(&xs, cfg, rng);
     }
@@ -71,6 +71,7 @@ pub fn model_input(pixels: &Tensor, aug: Option<(&AugmentConfig, &mut ChaCha8Rng
 mod tests {
     use super::*;
     use crate::model::backbone::IMAGENET;
+    use tch::Kind;
 
     #[test]
     fn model_input_layouts_hold_the_same_values() {
