@@ -4,7 +4,7 @@ VENV := .venv
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup build demo test bench bench-prep bench-train bench-train-step bench-predict clean
+.PHONY: all setup build demo test bench bench-prep bench-train bench-train-step bench-predict quality quality-tradeoff clean
 
 all: build
 
@@ -39,6 +39,18 @@ bench-train-step: build
 
 bench-predict: build
 	@bash scripts/bench_predict.sh
+
+## quality: the reference recipe against the recommended one (configs/voc4-best.toml) on real
+## VOC photos (VOC_ROOT, default ../shared), 3 seeds each, one fixed test split
+quality: build
+	@bash scripts/quality.sh
+
+## quality-tradeoff: training time against accuracy over input sizes and fine-tuning
+quality-tradeoff: build
+	@CASES="$(TRADEOFF_CASES)" bash scripts/quality.sh
+
+TRADEOFF_CASES := reference=voc4-reference best-224=voc4-best:--image-size,224 \
+	best-288=voc4-best:--image-size,288 best-384=voc4-best:--image-size,384 best=voc4-best
 
 clean:
 	cargo clean

@@ -51,7 +51,7 @@ fn evaluate_writes_metrics_and_thresholds_and_compare_selects_best() {
     assert_eq!(best, PathBuf::from(good.file_name().unwrap()), "weak run {} chosen", weak.display());
     let csv = std::fs::read_to_string(f.runs.join("comparison.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3);
-    assert!(csv.starts_with("run,model,macro_f1"));
+    assert!(csv.starts_with("run,model,tta,macro_f1"));
     assert!(std::fs::read_to_string(f.runs.join("comparison.md")).unwrap().contains("| efficientnet_lite0 |"));
 }
 
@@ -172,4 +172,106 @@ fn predict_uses_the_same_preprocessing_as_training() {
             assert!((p - q).abs() < 1e-5, "image {i} class {k}: {p} vs {q}");
         }
     }
+}
+
+/// Probabilities per file from `predict --format jsonl` with `args`.
+fn predicted(args: &[&str], files: &[PathBuf]) -> Vec<Vec<f64>> {
+    let o = run(bin("predict").args(["-q", "--format", "jsonl"]).args(args).args(files));
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["probabilities"].as_object().unwrap().values().map(|p| p.as_f64().unwrap()).collect()
+        })
+        .collect()
+}
+
+fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
+#[test]
+fn flip_tta_scores_an_image_and_its_mirror_alike_and_follows_the_run_default() {
+    let f = fixture();
+    let plain = quick_run(&f.data, &f.runs, &[]);
+    let with_tta = quick_run(&f.data, &f.runs, &["--tta"]);
+    assert_eq!(read_json(&with_tta.join("config.json"))["options"]["tta"], true);
+    let imgs = f.root.join("mirror");
+    std::fs::create_dir_all(&imgs).unwrap();
+    let mut files = Vec::new();
+    for id in ["000001", "000002", "000003"] {
+        let img = image::open(f.root.join(format!("voc/JPEGImages/{id}.jpg"))).unwrap();
+        write_png(&imgs.join(format!("{id}.png")), img.clone());
+        write_png(&imgs.join(format!("{id}_mirror.png")), img.fliph());
+        files.push(imgs.join(format!("{id}.png")));
+        files.push(imgs.join(format!("{id}_mirror.png")));
+    }
+    let originals: Vec<PathBuf> = files.iter().step_by(2).cloned().collect();
+    let mirrors: Vec<PathBuf> = files.iter().skip(1).step_by(2).cloned().collect();
+    let p = plain.to_str().unwrap();
+    // Without TTA a mirror scores differently; with it, the same (up to resize rounding).
+    let (a, b) = (predicted(&["--run", p], &originals), predicted(&["--run", p], &mirrors));
+    assert!(max_diff(&a, &b) > 1e-3, "synthetic images are not symmetric");
+    let (a, b) = (predicted(&["--run", p, "--tta"], &originals), predicted(&["--run", p, "--tta"], &mirrors));
+    assert!(max_diff(&a, &b) < 2e-3, "{}", max_diff(&a, &b));
+    // A run trained with --tta uses it by default; --no-tta turns it off.
+    let t = with_tta.to_str().unwrap();
+    assert!(max_diff(&predicted(&["--run", t], &originals), &predicted(&["--run", t], &mirrors)) < 2e-3);
+    assert!(max_diff(&predicted(&["--run", t, "--no-tta"], &originals), &predicted(&["--run", t, "--no-tta"], &mirrors)) > 1e-3);
+    // evaluate records it.
+    let o = evaluate(&["-q", "--data", f.data.to_str().unwrap(), "--run", p, "--tta"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read_json(&plain.join("evaluation.json"))["tta"], true);
+}
+
+#[test]
+fn an_ensemble_averages_its_members_in_evaluate_and_predict() {
+    let f = fixture();
+    let a = quick_run(&f.data, &f.runs, &["--seed", "1"]);
+    let b = quick_run(&f.data, &f.runs, &["--seed", "2", "--lr", "1e-3"]);
+    let (sa, sb) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let files: Vec<PathBuf> = ["000001", "000002", "000003", "000004"].iter().map(|id| f.root.join(format!("voc/JPEGImages/{id}.jpg"))).collect();
+    let (pa, pb) = (predicted(&["--run", sa], &files), predicted(&["--run", sb], &files));
+    assert!(max_diff(&pa, &pb) > 1e-3, "two seeds gave the same model");
+    let mean: Vec<Vec<f64>> = pa.iter().zip(&pb).map(|(x, y)| x.iter().zip(y).map(|(u, v)| (u + v) / 2.0).collect()).collect();
+    // On the fly: two --run.
+    assert!(max_diff(&predicted(&["--run", sa, "--run", sb], &files), &mean) < 1e-5);
+
+    // Saved by evaluate, evaluated beside its members, usable as a run.
+    let o = evaluate(&["-q", "--no-select", "--data", f.data.to_str().unwrap(), "--run", sa, "--run", sb, "--ensemble"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ens = std::fs::read_dir(&f.runs).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().ends_with("_ensemble")).expect("ensemble run");
+    let cfg = read_json(&ens.join("config.json"));
+    assert_eq!(cfg["kind"], "ensemble");
+    assert_eq!(cfg["members"].as_array().unwrap().len(), 2);
+    assert_eq!(cfg["members"][0], a.file_name().unwrap().to_str().unwrap(), "members inside the runs dir are recorded by name");
+    let e = read_json(&ens.join("evaluation.json"));
+    assert!(e["model"].as_str().unwrap().starts_with("ensemble(2"), "{}", e["model"]);
+    assert!(ens.join("thresholds.json").is_file());
+    assert_eq!(std::fs::read_to_string(f.runs.join("comparison.csv")).unwrap().lines().count(), 4);
+    let pe = predicted(&["--run", ens.to_str().unwrap(), "--threshold", "0.5"], &files);
+    assert!(max_diff(&pe, &mean) < 1e-5);
+    // The mean AP of an ensemble is computed on its averaged probabilities, not averaged.
+    let (ea, eb) = (read_json(&a.join("evaluation.json")), read_json(&b.join("evaluation.json")));
+    assert!(e["mAP"].as_f64().unwrap() >= ea["mAP"].as_f64().unwrap().min(eb["mAP"].as_f64().unwrap()) - 0.05);
+
+    // Members must agree on size; an ensemble cannot be retrained or nested.
+    let small = f.root.join("small");
+    assert!(run(bin("voc-prep").arg("--voc-root").arg(f.root.join("voc")).arg("--out").arg(&small).args(["-q", "--size", "64"])).status.success());
+    let c = quick_run(&small, &f.runs, &["--epochs", "1"]);
+    let o = run(bin("predict").args(["-q", "--run", sa, "--run", c.to_str().unwrap()]).args(&files));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cannot be averaged"), "{}", stderr(&o));
+    let o = run(bin("predict").args(["-q", "--run", sa, "--run", ens.to_str().unwrap()]).args(&files));
+    assert!(stderr(&o).contains("cannot be a member of another ensemble"), "{}", stderr(&o));
+    let fixes = f.root.join("fixes.csv");
+    std::fs::write(&fixes, format!("path,labels\n{},dog\n", files[0].display())).unwrap();
+    let o = run(bin("retrain").arg("--from").arg(&ens).arg("--corrections").arg(&fixes).arg("--runs-dir").arg(&f.runs).arg("-q"));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("is an ensemble of 2 runs"), "{}", stderr(&o));
+    let o = evaluate(&["--data", f.data.to_str().unwrap(), "--run", sa, "--ensemble"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--ensemble needs two or more"), "{}", stderr(&o));
 }

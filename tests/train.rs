@@ -137,8 +137,14 @@ fn config_file_sets_options_and_flags_override_it() {
     std::fs::write(&cfg, "epochs = \n").unwrap();
     let o = train(&data, &dir.path().join("r3"), &["--config", cfg.to_str().unwrap()]);
     assert!(stderr(&o).contains("not valid TOML"), "{}", stderr(&o));
+    // A recipe's input size must match the data's.
+    std::fs::write(&cfg, "image_size = 96\n").unwrap();
+    let o = train(&data, &dir.path().join("r3"), &["--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("images are 64 px but the recipe asks for 96 px; prepare the data with voc-prep --size 96"), "{}", stderr(&o));
+    assert!(train(&data, &dir.path().join("r4"), &["--config", cfg.to_str().unwrap(), "--image-size", "64", "--epochs", "1"]).status.success());
     // The shipped recipes parse and name real flags.
-    for recipe in ["voc4-reference.toml", "voc4-mobilenet-finetune.toml"] {
+    for recipe in ["voc4-reference.toml", "voc4-mobilenet-finetune.toml", "voc4-best.toml"] {
         let text = std::fs::read_to_string(repo_root().join("configs").join(recipe)).unwrap();
         let table: toml::Table = text.parse().unwrap();
         assert!(table.contains_key("model"), "{recipe}");

@@ -5,7 +5,8 @@ use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::{run_main, ComputeArgs};
+use vocml::{run_main, ComputeArgs, TtaArgs};
+use vocml_core::predictor::create_ensemble;
 use vocml_core::evaluate::{comparison_tables, evaluate_run, metric_value, Evaluation, RANK_METRICS};
 use vocml_core::runs::{list_runs, point_best, write_atomic};
 
@@ -18,9 +19,15 @@ use vocml_core::runs::{list_runs, point_best, write_atomic};
 /// to <run>/evaluation.json. With several runs, a comparison table is printed and written
 /// (comparison.csv, comparison.md) and runs/best is pointed at the best run, atomically.
 ///
+/// --ensemble saves the given runs as one more run that averages their probabilities
+/// (runs/<timestamp>_ensemble/: a config.json listing the members, then thresholds and
+/// evaluation like any run); predict and runs/best treat it as a run. --tta averages each
+/// image with its horizontal mirror.
+///
 /// Examples:
 ///   evaluate --data processed_data --run runs/20261123-101500_efficientnet_lite0
 ///   evaluate --data processed_data --runs runs --metric mAP
+///   evaluate --data processed_data --run runs/A --run runs/B --run runs/C --ensemble --tta
 #[derive(Parser, Debug)]
 #[command(name = "evaluate", version, about, long_about, verbatim_doc_comment, args_override_self = true)]
 struct Cli {
@@ -45,6 +52,12 @@ struct Cli {
     /// Do not touch runs/best.
     #[arg(long, conflicts_with = "select")]
     no_select: bool,
+    /// Also save the given runs (two or more --run) as an ensemble run that averages their
+    /// probabilities, in the first run's directory, and evaluate it beside them.
+    #[arg(long)]
+    ensemble: bool,
+    #[command(flatten)]
+    tta: TtaArgs,
     #[command(flatten)]
     compute: ComputeArgs,
     #[arg(long, default_value_t = 32, value_name = "N")]
@@ -112,10 +125,22 @@ fn run(cli: Cli) -> Result<()> {
         SplitArg::Val => "val",
         SplitArg::Test => "test",
     };
+    let tta = cli.tta.choice();
+    if cli.ensemble {
+        if cli.runs_list.len() < 2 {
+            bail!("--ensemble needs two or more --run directories (got {})", cli.runs_list.len());
+        }
+        let home = cli.runs_list[0].parent().map(PathBuf::from).unwrap_or_default();
+        let dir = create_ensemble(&home, &cli.runs_list, tta.unwrap_or(false), device)?;
+        if !cli.quiet {
+            eprintln!("evaluate: saved ensemble {}", dir.display());
+        }
+        runs.push(dir);
+    }
     let many = runs.len() > 1;
     let mut evals = Vec::new();
     for r in &runs {
-        match evaluate_run(r, &cli.data, split, device, cli.batch_size) {
+        match evaluate_run(r, &cli.data, split, device, cli.batch_size, tta) {
             Ok(e) => {
                 if !cli.quiet {
                     print_table(&e);

@@ -115,6 +115,29 @@ impl ComputeArgs {
     }
 }
 
+/// Horizontal-flip test-time augmentation flags of `evaluate` and `predict`.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct TtaArgs {
+    /// Average each image's probabilities with its horizontal mirror's (default: what the run
+    /// recorded, see `train --tta`).
+    #[arg(long, conflicts_with = "no_tta")]
+    pub tta: bool,
+    /// No test-time augmentation, whatever the run recorded.
+    #[arg(long)]
+    pub no_tta: bool,
+}
+
+impl TtaArgs {
+    /// `Some(choice)` when a flag was given, `None` to use the run's default.
+    pub fn choice(&self) -> Option<bool> {
+        match (self.tta, self.no_tta) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        }
+    }
+}
+
 /// Expands `--config FILE` into command-line flags. The file is TOML whose keys are the
 /// command's long flag names (`batch_size = 16` or `batch-size = 16`; `true` for switches);
 /// its flags are placed before the command line's own, so explicit flags override it.

@@ -5,8 +5,8 @@ use clap::{Parser, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::{interrupt_flag, progress_bar, run_main, ComputeArgs};
-use vocml_core::inference::LoadedModel;
+use vocml::{interrupt_flag, progress_bar, run_main, ComputeArgs, TtaArgs};
+use vocml_core::predictor::Predictor;
 use vocml_core::predict::{collect_inputs, score_files, Format, RowWriter, Shard};
 
 /// Score images with a trained run: labels plus a probability for every class.
@@ -25,6 +25,7 @@ use vocml_core::predict::{collect_inputs, score_files, Format, RowWriter, Shard}
 ///   predict photos/ > predictions.csv
 ///   predict --run runs/20261123-101500_efficientnet_lite0 --format jsonl --top-k 2 a.jpg b.png
 ///   predict --shard 3/8 --output part-3.csv /data/images    # one of 8 cluster jobs
+///   predict --run runs/A --run runs/B --tta photos/          # average two runs and mirrors
 ///   predict --shard $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT --output part.csv /data
 #[derive(Parser, Debug)]
 #[command(name = "predict", version, about, long_about, verbatim_doc_comment, args_override_self = true)]
@@ -32,9 +33,13 @@ struct Cli {
     /// Image files and folders.
     #[arg(required = true, value_name = "PATH")]
     inputs: Vec<PathBuf>,
-    /// Run directory to use (default: runs/best, set by evaluate and retrain).
+    /// Run directory to use (default: runs/best, set by evaluate and retrain); an ensemble
+    /// saved by `evaluate --ensemble` is a run too. Repeat it to average several runs on the
+    /// fly (thresholds 0.5 unless --threshold; `evaluate --ensemble` tunes them).
     #[arg(long, value_name = "DIR", default_value = "runs/best")]
-    run: PathBuf,
+    run: Vec<PathBuf>,
+    #[command(flatten)]
+    tta: TtaArgs,
     #[arg(long, value_enum, default_value_t = FormatArg::Csv)]
     format: FormatArg,
     /// One threshold for every class instead of the run's tuned thresholds.
@@ -81,13 +86,16 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     let shard = cli.shard.as_deref().map(Shard::parse).transpose()?;
-    if !cli.run.join("config.json").is_file() {
+    if let Some(r) = cli.run.iter().find(|r| !r.join("config.json").is_file()) {
         bail!(
             "{} is not a trained run; train one and select it with `evaluate --runs runs`, or pass --run DIR",
-            cli.run.display()
+            r.display()
         );
     }
-    let model = LoadedModel::load(&cli.run, device)?;
+    let model = match cli.run.as_slice() {
+        [one] => Predictor::load(one, device, cli.tta.choice())?,
+        many => Predictor::from_members(many, device, cli.tta.choice())?,
+    };
     let mut inputs = collect_inputs(&cli.inputs)?;
     if let Some(s) = shard {
         inputs.files.retain(|p| s.contains(p));
@@ -125,11 +133,12 @@ fn run(cli: Cli) -> Result<()> {
     if !cli.quiet {
         let secs = started.elapsed().as_secs_f64();
         eprintln!(
-            "predict: {scored} scored, {failed} failed{} in {secs:.1}s ({:.1} images/s) with {}{}",
+            "predict: {scored} scored, {failed} failed{} in {secs:.1}s ({:.1} images/s) with {}{}{}",
             if inputs.ignored > 0 { format!(", {} non-image files ignored", inputs.ignored) } else { String::new() },
             (scored + failed) as f64 / secs.max(1e-9),
-            model.run_dir.display(),
-            if cli.threshold.is_none() && model.thresholds_tuned { " (tuned thresholds)" } else { "" }
+            if model.len() > 1 && cli.run.len() > 1 { format!("an ensemble of {} runs", model.len()) } else { model.run_dir.display().to_string() },
+            if cli.threshold.is_none() && model.thresholds_tuned { " (tuned thresholds)" } else { "" },
+            if model.tta { " + flip TTA" } else { "" }
         );
     }
     if scored == 0 && failed > 0 {

@@ -76,6 +76,11 @@ struct Cli {
     /// No augmentation (rotation +-15 degrees, horizontal flip, brightness +-0.2).
     #[arg(long)]
     no_augment: bool,
+    /// Input size the run must have: the data must have been prepared at it (voc-prep
+    /// --size); recipes name their size this way. The run records it, and evaluate and
+    /// predict use it.
+    #[arg(long, value_name = "PX")]
+    image_size: Option<u32>,
     /// Run the backbone every epoch instead of caching its features.
     #[arg(long)]
     no_cache: bool,
@@ -85,6 +90,10 @@ struct Cli {
     /// Weight positive labels by negatives/positives per class (class imbalance).
     #[arg(long)]
     pos_weight: bool,
+    /// Record horizontal-flip test-time augmentation as this run's default for evaluate and
+    /// predict (each image averaged with its mirror; training is unchanged).
+    #[arg(long)]
+    tta: bool,
     #[command(flatten)]
     compute: ComputeArgs,
     /// Channels-last (NHWC) memory for convolutions: faster on GPUs with tensor cores.
@@ -173,9 +182,11 @@ fn run(cli: Cli) -> Result<()> {
             fine_tune_epochs: cli.fine_tune_epochs,
             fine_tune_lr: cli.fine_tune_lr,
             augment: (!cli.no_augment).then(AugmentConfig::default),
+            image_size: cli.image_size,
             cache_features: !cli.no_cache,
             aug_views: cli.aug_views,
             pos_weight: cli.pos_weight,
+            tta: cli.tta,
             seed: cli.seed,
             runs_dir: cli.runs_dir.clone(),
             speed: SpeedOptions { channels_last: cli.channels_last, bf16: cli.bf16 },

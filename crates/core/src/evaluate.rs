@@ -2,7 +2,8 @@
 //! tuned on validation), written to the run; comparison of runs and selection of the best.
 
 use crate::data::SplitData;
-use crate::inference::{LoadedModel, Thresholds};
+use crate::inference::Thresholds;
+use crate::predictor::Predictor;
 use crate::manifest::Manifest;
 use crate::metrics::{compute, mean_ap, per_class_ap, tune_thresholds, MultiLabelMetrics};
 use crate::runs::{write_atomic, CONFUSION_FILE, EVALUATION_FILE, PR_CURVES_FILE, THRESHOLDS_FILE};
@@ -49,6 +50,9 @@ pub struct ClassReport {
 pub struct Evaluation {
     pub run: PathBuf,
     pub model: String,
+    /// Whether each image was averaged with its horizontal mirror.
+    #[serde(default)]
+    pub tta: bool,
     pub data: PathBuf,
     pub split: String,
     pub images: usize,
@@ -95,32 +99,32 @@ fn metric_set(m: &MultiLabelMetrics, aps: &[Option<f64>], thresholds: &[f32]) ->
     }
 }
 
-/// Refuses data whose classes or image size differ from the run's.
-pub fn check_compatible(model: &LoadedModel, manifest: &Manifest, data: &Path) -> Result<()> {
-    if manifest.classes != model.classes {
+/// Refuses data whose classes or image size differ from the run's (`run` names it).
+pub fn check_compatible(classes: &[String], image_size: u32, run: &Path, manifest: &Manifest, data: &Path) -> Result<()> {
+    if manifest.classes != classes {
         bail!(
             "{}: data classes {:?} do not match the run's classes {:?} ({})",
             data.display(),
             manifest.classes,
-            model.classes,
-            model.run_dir.display()
+            classes,
+            run.display()
         );
     }
-    if manifest.image.size != model.image_size {
+    if manifest.image.size != image_size {
         bail!(
             "{}: images are {} px but {} was trained at {} px; re-run voc-prep with --size {}",
             data.display(),
             manifest.image.size,
-            model.run_dir.display(),
-            model.image_size,
-            model.image_size
+            run.display(),
+            image_size,
+            image_size
         );
     }
     Ok(())
 }
 
 /// Probabilities of every row of a split, and the inference time per image in ms.
-pub fn score_split(model: &LoadedModel, split: &SplitData, batch: usize) -> (Vec<f32>, f64) {
+pub fn score_split(model: &Predictor, split: &SplitData, batch: usize) -> (Vec<f32>, f64) {
     let t0 = Instant::now();
     let mut probs = Vec::with_capacity(split.len() * split.classes);
     let idx: Vec<usize> = (0..split.len()).collect();
@@ -132,12 +136,13 @@ pub fn score_split(model: &LoadedModel, split: &SplitData, batch: usize) -> (Vec
     (probs, ms)
 }
 
-/// Evaluates a run on `split` of `data`, tuning thresholds on the validation split, and
-/// writes `evaluation.json` and `thresholds.json` into the run.
-pub fn evaluate_run(run_dir: &Path, data: &Path, split: &str, device: Device, batch: usize) -> Result<Evaluation> {
-    let model = LoadedModel::load(run_dir, device)?;
+/// Evaluates a run (or a saved ensemble) on `split` of `data`, tuning thresholds on the
+/// validation split, and writes `evaluation.json` and `thresholds.json` into it. `tta`
+/// overrides the run's recorded test-time augmentation default.
+pub fn evaluate_run(run_dir: &Path, data: &Path, split: &str, device: Device, batch: usize, tta: Option<bool>) -> Result<Evaluation> {
+    let model = Predictor::load(run_dir, device, tta)?;
     let manifest = Manifest::load(data)?;
-    check_compatible(&model, &manifest, data)?;
+    check_compatible(&model.classes, model.image_size, &model.run_dir, &manifest, data)?;
     let target = SplitData::open(data, split, &manifest)?;
     if target.is_empty() {
         bail!("{}: the {split} split is empty; choose another with --split", data.display());
@@ -164,7 +169,8 @@ pub fn evaluate_run(run_dir: &Path, data: &Path, split: &str, device: Device, ba
     }
     let eval = Evaluation {
         run: model.run_dir.clone(),
-        model: model.kind.name().to_string(),
+        model: model.name.clone(),
+        tta: model.tta,
         data: std::fs::canonicalize(data).unwrap_or(data.to_path_buf()),
         split: split.to_string(),
         images: target.len(),
@@ -241,7 +247,7 @@ pub fn metric_value(e: &Evaluation, metric: &str) -> Result<f64> {
 
 /// The comparison of several evaluations as CSV and as a Markdown table.
 pub fn comparison_tables(evals: &[Evaluation]) -> (String, String) {
-    let header = ["run", "model", "macro_f1", "micro_f1", "mAP", "subset_accuracy", "label_accuracy", "macro_f1_at_0.5", "parameters", "train_seconds", "inference_ms_per_image"];
+    let header = ["run", "model", "tta", "macro_f1", "micro_f1", "mAP", "subset_accuracy", "label_accuracy", "macro_f1_at_0.5", "parameters", "train_seconds", "inference_ms_per_image"];
     let mut csv = header.join(",") + "\n";
     let mut md = format!("| {} |\n|{}\n", header.join(" | "), "---|".repeat(header.len()));
     for e in evals {
@@ -250,6 +256,7 @@ pub fn comparison_tables(evals: &[Evaluation]) -> (String, String) {
         let cells = [
             name,
             e.model.clone(),
+            e.tta.to_string(),
             format!("{:.4}", m.macro_f1),
             format!("{:.4}", m.micro_f1),
             format!("{:.4}", e.map),

@@ -30,6 +30,8 @@ pub struct LoadedModel {
     pub resize: ResizeMode,
     pub thresholds: Vec<f32>,
     pub thresholds_tuned: bool,
+    /// Horizontal-flip test-time augmentation by default (`train --tta`).
+    pub tta: bool,
     pub parameters: i64,
     pub train_seconds: f64,
     pub device: Device,
@@ -55,12 +57,17 @@ struct RunOptions {
     model: BackboneKind,
     #[serde(default)]
     data: Option<PathBuf>,
+    #[serde(default)]
+    tta: bool,
 }
 
 impl LoadedModel {
     /// Loads `run_dir` (a run directory or a `best` link to one).
     pub fn load(run_dir: &Path, device: Device) -> Result<Self> {
         let cfg_path = run_dir.join(CONFIG_FILE);
+        if let Some(e) = crate::predictor::read_ensemble(run_dir)? {
+            bail!("{} is an ensemble of {} runs ({:?}); use one of them here", run_dir.display(), e.members.len(), e.members);
+        }
         let text = std::fs::read_to_string(&cfg_path)
             .with_context(|| format!("{} is not a finished run (no readable config.json)", run_dir.display()))?;
         let cfg: RunConfig =
@@ -74,15 +81,7 @@ impl LoadedModel {
         vs.freeze();
         crate::model::fold_frozen_batchnorm(net.as_ref());
         let parameters = vs.variables().iter().filter(|(k, _)| !k.contains("running_")).map(|(_, v)| v.numel() as i64).sum();
-        let (thresholds, tuned) = match read_thresholds(run_dir)? {
-            Some(t) => {
-                if t.classes != cfg.classes {
-                    bail!("{}: thresholds are for classes {:?}, the model has {:?}", run_dir.join(THRESHOLDS_FILE).display(), t.classes, cfg.classes);
-                }
-                (t.thresholds, true)
-            }
-            None => (vec![0.5; cfg.classes.len()], false),
-        };
+        let (thresholds, tuned) = thresholds_for(run_dir, &cfg.classes)?;
         Ok(LoadedModel {
             run_dir: std::fs::canonicalize(run_dir).unwrap_or(run_dir.to_path_buf()),
             kind: cfg.options.model,
@@ -91,6 +90,7 @@ impl LoadedModel {
             resize: cfg.resize,
             thresholds,
             thresholds_tuned: tuned,
+            tta: cfg.options.tta,
             parameters,
             train_seconds: cfg.train_seconds,
             device,
@@ -128,6 +128,16 @@ impl LoadedModel {
             let xs = normalize(&to_unit_nchw(pixels, self.device), &self.kind.normalization());
             self.head.forward_t(&self.net.features(&xs), false).sigmoid().to_device(Device::Cpu)
         })
+    }
+}
+
+/// The decision thresholds stored in `dir` (and true), or 0.5 for every class (and false);
+/// stored thresholds for other classes are an error.
+pub fn thresholds_for(dir: &Path, classes: &[String]) -> Result<(Vec<f32>, bool)> {
+    match read_thresholds(dir)? {
+        Some(t) if t.classes == classes => Ok((t.thresholds, true)),
+        Some(t) => bail!("{}: thresholds are for classes {:?}, the model has {:?}", dir.join(THRESHOLDS_FILE).display(), t.classes, classes),
+        None => Ok((vec![0.5; classes.len()], false)),
     }
 }
 

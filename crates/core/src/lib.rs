@@ -18,6 +18,7 @@ pub mod npy;
 pub mod optim;
 pub mod plot;
 pub mod predict;
+pub mod predictor;
 pub mod prep;
 pub mod retrain;
 pub mod runs;

@@ -3,7 +3,7 @@
 //! CSV / JSON-lines rows written as they come.
 
 use crate::imageio::{decode_file, SquareResizer};
-use crate::inference::LoadedModel;
+use crate::predictor::Predictor;
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::io::Write;
@@ -103,7 +103,7 @@ pub struct Scored {
 /// Scores `files` in batches, calling `sink` for each file in input order as soon as its
 /// batch is done. Decoding of the next batch overlaps inference of the current one.
 pub fn score_files(
-    model: &LoadedModel,
+    model: &Predictor,
     files: &[PathBuf],
     batch: usize,
     cancel: &AtomicBool,

@@ -94,7 +94,7 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
         None => bail!("{}: the parent run records no data directory; pass --data", cfg.from.display()),
     };
     let manifest = Manifest::load(&data)?;
-    check_compatible(&parent, &manifest, &data)?;
+    check_compatible(&parent.classes, parent.image_size, &parent.run_dir, &manifest, &data)?;
     let val = SplitData::open(&data, "val", &manifest)?;
     if val.is_empty() {
         bail!("{}: the val split is empty; retrain needs it to decide on promotion", data.display());
@@ -264,7 +264,7 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
         "created": chrono::Local::now().to_rfc3339(),
         "parent": parent.run_dir,
         "retrain_options": cfg,
-        "options": {"model": parent.kind, "data": data},
+        "options": {"model": parent.kind, "data": data, "tta": parent.tta},
         "corrections_file": cfg.corrections,
         "corrections_sha256": csv_hash,
         "corrections_used": all.iter().map(|c| serde_json::json!({"source": c.source, "sha256": c.sha256, "labels": c.labels})).collect::<Vec<_>>(),

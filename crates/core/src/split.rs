@@ -1,8 +1,10 @@
 //! Deterministic, disjoint, stratified train/val/test split of multi-label data.
 //!
 //! Each image is put in the stratum of its rarest positive class (images with none form
-//! their own stratum); each stratum is shuffled with a seeded ChaCha8 generator and cut by
-//! the fractions, so every class with at least three images reaches every non-empty split.
+//! their own stratum); each stratum is shuffled with its own seeded ChaCha8 generator and cut
+//! by the fractions, so every class with at least three images reaches every non-empty split,
+//! and adding or removing images of one stratum (e.g. keeping images without any target
+//! class) leaves the other strata's assignment unchanged.
 
 use anyhow::{bail, Result};
 use rand::seq::SliceRandom;
@@ -87,9 +89,9 @@ pub fn stratified_split(labels: &[Vec<bool>], fractions: SplitFractions, seed: u
         let key = (0..classes).filter(|&c| row[c]).min_by_key(|&c| (freq[c], c)).unwrap_or(classes);
         strata[key].push(i);
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut out: [Vec<usize>; 3] = Default::default();
-    for mut members in strata {
+    for (key, mut members) in strata.into_iter().enumerate() {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (key as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         members.shuffle(&mut rng);
         let [a, b, _] = allocate(members.len(), fractions.as_array());
         out[0].extend_from_slice(&members[..a]);
@@ -140,6 +142,21 @@ mod tests {
         for part in &s {
             assert!(part.iter().any(|&i| y[i][1]), "rare class missing in a split");
         }
+    }
+
+    #[test]
+    fn images_without_targets_do_not_move_the_others() {
+        let y = synthetic(200);
+        let labelled: Vec<usize> = (0..200).filter(|&i| y[i].iter().any(|&b| b)).collect();
+        let only: Vec<Vec<bool>> = labelled.iter().map(|&i| y[i].clone()).collect();
+        let with_empty = stratified_split(&y, SplitFractions::default(), 5);
+        let without = stratified_split(&only, SplitFractions::default(), 5);
+        for (a, b) in with_empty.iter().zip(&without) {
+            let mapped: Vec<usize> = b.iter().map(|&j| labelled[j]).collect();
+            let kept: Vec<usize> = a.iter().copied().filter(|i| labelled.contains(i)).collect();
+            assert_eq!(kept, mapped);
+        }
+        assert!(with_empty[2].iter().any(|&i| !labelled.contains(&i)), "empties reach the test split too");
     }
 
     #[test]

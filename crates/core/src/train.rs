@@ -38,6 +38,9 @@ pub struct TrainConfig {
     pub fine_tune_epochs: usize,
     pub fine_tune_lr: f64,
     pub augment: Option<AugmentConfig>,
+    /// Input size a recipe asks for; the data must have been prepared at it.
+    #[serde(default)]
+    pub image_size: Option<u32>,
     /// Compute frozen-backbone features once instead of every epoch.
     pub cache_features: bool,
     /// Augmented feature views cached per training image (besides the clean one).
@@ -46,6 +49,10 @@ pub struct TrainConfig {
     pub pos_weight: bool,
     pub seed: u64,
     pub runs_dir: PathBuf,
+    /// Default of `evaluate` and `predict` for this run: average each image with its
+    /// horizontal mirror.
+    #[serde(default)]
+    pub tta: bool,
     /// Memory format and autocast; they change speed, not the recipe.
     #[serde(default)]
     pub speed: SpeedOptions,
@@ -166,6 +173,13 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
             cfg.data.display(),
             train_data.len(),
             val_data.len()
+        );
+    }
+    if let Some(size) = cfg.image_size.filter(|&s| s != manifest.image.size) {
+        bail!(
+            "{}: images are {} px but the recipe asks for {size} px; prepare the data with voc-prep --size {size}",
+            cfg.data.display(),
+            manifest.image.size
         );
     }
     if cfg.batch_size == 0 || cfg.epochs == 0 {

@@ -1,0 +1,194 @@
+//! What `evaluate` and `predict` score with: one trained run, or an ensemble of runs whose
+//! probabilities are averaged, each optionally with horizontal-flip test-time augmentation
+//! (the mean of an image's and its mirror's probabilities).
+//!
+//! An ensemble is a run directory of its own (`runs/<timestamp>_ensemble/`) whose
+//! `config.json` lists its members, so `evaluate` can tune and store its thresholds and
+//! `runs/best` can point at it like at any run.
+
+use crate::imageio::ResizeMode;
+use crate::inference::{thresholds_for, LoadedModel};
+use crate::runs::{RunWriter, CONFIG_FILE};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tch::{Device, Tensor};
+
+/// The `kind` recorded in an ensemble's `config.json`.
+pub const ENSEMBLE_KIND: &str = "ensemble";
+
+/// `config.json` of an ensemble run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnsembleConfig {
+    pub kind: String,
+    /// Member runs: names of sibling directories, or absolute paths.
+    pub members: Vec<PathBuf>,
+    /// Horizontal-flip test-time augmentation by default.
+    pub tta: bool,
+    pub classes: Vec<String>,
+    pub image_size: u32,
+    pub resize: ResizeMode,
+    pub created: String,
+    pub tool_version: String,
+}
+
+/// Reads `dir/config.json` as an ensemble config, or `None` when `dir` is a plain run.
+pub fn read_ensemble(dir: &Path) -> Result<Option<EnsembleConfig>> {
+    let path = dir.join(CONFIG_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
+    if value.get("kind").and_then(|k| k.as_str()) != Some(ENSEMBLE_KIND) {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::from_value(value).with_context(|| format!("{}: not a valid ensemble config", path.display()))?))
+}
+
+/// One run or an ensemble, ready to score `[B, H, W, 3]` uint8 images.
+pub struct Predictor {
+    /// The run (or ensemble) directory; for an unsaved ensemble, its first member.
+    pub run_dir: PathBuf,
+    /// Model name, e.g. `efficientnet_lite0` or `ensemble(3: efficientnet_lite0)`.
+    pub name: String,
+    pub classes: Vec<String>,
+    pub image_size: u32,
+    pub resize: ResizeMode,
+    pub thresholds: Vec<f32>,
+    pub thresholds_tuned: bool,
+    pub tta: bool,
+    pub parameters: i64,
+    pub train_seconds: f64,
+    members: Vec<LoadedModel>,
+}
+
+impl Predictor {
+    /// Loads a run or a saved ensemble; `tta` overrides the recorded default.
+    pub fn load(dir: &Path, device: Device, tta: Option<bool>) -> Result<Self> {
+        match read_ensemble(dir)? {
+            Some(cfg) => {
+                let base = dir.parent().unwrap_or(Path::new("."));
+                let paths: Vec<PathBuf> = cfg.members.iter().map(|m| base.join(m)).collect();
+                let mut p = Self::from_members(&paths, device, Some(tta.unwrap_or(cfg.tta)))?;
+                p.run_dir = std::fs::canonicalize(dir).unwrap_or(dir.to_path_buf());
+                (p.thresholds, p.thresholds_tuned) = thresholds_for(dir, &p.classes)?;
+                Ok(p)
+            }
+            None => Self::from_members(&[dir.to_path_buf()], device, tta),
+        }
+    }
+
+    /// Averages the given runs (an unsaved ensemble when there are several: thresholds 0.5).
+    /// They must share classes, image size and resize mode.
+    pub fn from_members(dirs: &[PathBuf], device: Device, tta: Option<bool>) -> Result<Self> {
+        if dirs.is_empty() {
+            bail!("an ensemble needs at least one run");
+        }
+        let mut members = Vec::with_capacity(dirs.len());
+        for d in dirs {
+            if read_ensemble(d)?.is_some() {
+                bail!("{}: an ensemble cannot be a member of another ensemble; list its runs instead", d.display());
+            }
+            members.push(LoadedModel::load(d, device)?);
+        }
+        let first = &members[0];
+        for m in &members[1..] {
+            if m.classes != first.classes || m.image_size != first.image_size || m.resize != first.resize {
+                bail!(
+                    "{} ({:?}, {} px, {}) and {} ({:?}, {} px, {}) cannot be averaged: members need the same classes, image size and resize mode",
+                    first.run_dir.display(),
+                    first.classes,
+                    first.image_size,
+                    first.resize.name(),
+                    m.run_dir.display(),
+                    m.classes,
+                    m.image_size,
+                    m.resize.name()
+                );
+            }
+        }
+        let single = members.len() == 1;
+        let name = if single {
+            first.kind.name().to_string()
+        } else {
+            let mut kinds: Vec<&str> = members.iter().map(|m| m.kind.name()).collect();
+            kinds.dedup();
+            format!("ensemble({}: {})", members.len(), kinds.join("+"))
+        };
+        Ok(Predictor {
+            run_dir: first.run_dir.clone(),
+            name,
+            classes: first.classes.clone(),
+            image_size: first.image_size,
+            resize: first.resize,
+            thresholds: if single { first.thresholds.clone() } else { vec![0.5; first.classes.len()] },
+            thresholds_tuned: single && first.thresholds_tuned,
+            tta: tta.unwrap_or(single && first.tta),
+            parameters: members.iter().map(|m| m.parameters).sum(),
+            train_seconds: members.iter().map(|m| m.train_seconds).sum(),
+            members,
+        })
+    }
+
+    /// Number of averaged runs.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Always false: a predictor has at least one run.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Probabilities `[B, C]` on the CPU: the mean over members (and over the mirrored view
+    /// with TTA) of each member's sigmoid outputs.
+    pub fn probabilities(&self, pixels: &Tensor) -> Tensor {
+        let mirrored = self.tta.then(|| pixels.flip([2]));
+        let mut sum: Option<Tensor> = None;
+        let mut views = 0.0;
+        for m in &self.members {
+            for px in std::iter::once(pixels).chain(mirrored.as_ref()) {
+                let p = m.probabilities(px);
+                sum = Some(match sum {
+                    Some(s) => s + p,
+                    None => p,
+                });
+                views += 1.0;
+            }
+        }
+        sum.expect("at least one member") / views
+    }
+}
+
+/// Saves an ensemble of `members` as a new run directory in `runs_dir` and returns it.
+/// Members inside `runs_dir` are recorded by name, so the directory can be moved whole.
+pub fn create_ensemble(runs_dir: &Path, members: &[PathBuf], tta: bool, device: Device) -> Result<PathBuf> {
+    if members.len() < 2 {
+        bail!("an ensemble needs at least two runs (got {})", members.len());
+    }
+    let loaded = Predictor::from_members(members, device, Some(tta))?;
+    let runs_abs = std::fs::canonicalize(runs_dir).with_context(|| format!("cannot open {}", runs_dir.display()))?;
+    let recorded = members
+        .iter()
+        .map(|m| {
+            let abs = std::fs::canonicalize(m).with_context(|| format!("cannot open {}", m.display()))?;
+            Ok(match (abs.parent(), abs.file_name()) {
+                (Some(parent), Some(name)) if parent == runs_abs => PathBuf::from(name),
+                _ => abs,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let cfg = EnsembleConfig {
+        kind: ENSEMBLE_KIND.to_string(),
+        members: recorded,
+        tta,
+        classes: loaded.classes.clone(),
+        image_size: loaded.image_size,
+        resize: loaded.resize,
+        created: chrono::Local::now().to_rfc3339(),
+        tool_version: crate::VERSION.to_string(),
+    };
+    let writer = RunWriter::create(runs_dir, ENSEMBLE_KIND)?;
+    writer.write_json(CONFIG_FILE, &cfg)?;
+    writer.write_json(crate::runs::CLASSES_FILE, &cfg.classes)?;
+    writer.finish()
+}

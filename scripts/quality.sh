@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# make quality: trains each case of CASES on real VOC photos over SEEDS, evaluates every run on
+# one fixed test split, and prints per-class F1 and AP, macro/micro F1 and mAP (mean ± sd) and
+# training time. A case is NAME=RECIPE[:FLAGS]: configs/RECIPE.toml with extra train flags
+# (comma-separated), e.g. best-288=voc4-best:--image-size,288. The first case is the baseline
+# the last one is compared with. Finished seeds are kept, so a rerun only does what is missing.
+#
+# Data: VOC_ROOT (default ../shared/data/voc2007-train/VOCdevkit/VOC2007), its official
+# `train` image list, prepared by voc-prep with its seeded stratified 70/15/15 split (split
+# seed 42, the same for every recipe and training seed). A recipe's input size is its
+# `image_size` key (or --image-size in FLAGS); a recipe whose file has a line `# voc-prep: --keep-empty` also trains on
+# the images without any target class. Every run is scored on the same test images: those
+# of the split that hold a target class, prepared at the run's size.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+B=target/release
+VOC_ROOT=${VOC_ROOT:-../shared/data/voc2007-train/VOCdevkit/VOC2007}
+SEEDS=${SEEDS:-1 2 3}
+CASES=${CASES:-reference=voc4-reference best=voc4-best}
+OUT=${OUT:-target/quality}
+if [[ ! -d "$VOC_ROOT/JPEGImages" ]]; then
+  echo "make quality: no VOC photos in $VOC_ROOT; set VOC_ROOT=/path/to/VOCdevkit/VOC2007" >&2
+  exit 1
+fi
+mkdir -p "$OUT"
+
+# prepared SIZE [--keep-empty]: path of the data prepared at SIZE (made once).
+prepared() {
+  local dir="$OUT/data-$1${2:+-neg}"
+  if [[ ! -f "$dir/manifest.json" ]]; then
+    "$B/voc-prep" --voc-root "$VOC_ROOT" --labels imagesets --image-set train --size "$1" \
+      --split 0.7,0.15,0.15 --seed 42 ${2:-} --out "$dir" --force -q >&2
+  fi
+  echo "$dir"
+}
+
+names=()
+for case in $CASES; do
+  name=${case%%=*}
+  spec=${case#*=}
+  recipe=${spec%%:*}
+  flags=$([[ $spec == *:* ]] && echo "${spec#*:}" | tr , ' ' || true)
+  names+=("$name")
+  file=configs/$recipe.toml
+  size=$("$PY" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb")).get("image_size", 224))' "$file")
+  if [[ " $flags " =~ \ --image-size\ ([0-9]+) ]]; then size=${BASH_REMATCH[1]}; fi
+  keep=$(grep -q '^# voc-prep:.*--keep-empty' "$file" && echo --keep-empty || true)
+  train_data=$(prepared "$size" $keep)
+  test_data=$(prepared "$size")
+  for seed in $SEEDS; do
+    dir="$OUT/$name/seed$seed"
+    if [[ -f "$dir/seconds" ]]; then
+      continue
+    fi
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    echo "quality: $name = $recipe ${flags:+$flags }seed $seed (${size} px${keep:+, with negatives})" >&2
+    # shellcheck disable=SC2086
+    "$PY" benches/measure.py "$B/train" --config "$file" --data "$train_data" --seed "$seed" $flags \
+      --runs-dir "$dir/runs" -q > "$dir/seconds.tmp" 2> "$dir/train.log"
+    "$B/evaluate" --data "$test_data" --runs "$dir/runs" --no-select -q > "$dir/evaluate.log"
+    mv "$dir/seconds.tmp" "$dir/seconds"
+  done
+done
+# The seeds of the last case as one ensemble (evaluate --ensemble), scored on the same split.
+last=${names[-1]}
+ens="$OUT/$last/ensemble"
+if [[ ${ENSEMBLE:-1} == 1 && ! -f "$ens/done" ]]; then
+  rm -rf "$ens"
+  mkdir -p "$ens"
+  members=()
+  for seed in $SEEDS; do
+    run=$(find "$OUT/$last/seed$seed/runs" -mindepth 1 -maxdepth 1 -type d -not -name '.*' | head -1)
+    ln -s "$(cd "$run" && pwd)" "$ens/seed$seed"
+    members+=(--run "$ens/seed$seed")
+  done
+  echo "quality: ensemble of the $last seeds" >&2
+  "$B/evaluate" --data "$test_data" "${members[@]}" --ensemble --no-select -q > "$ens/evaluate.log"
+  touch "$ens/done"
+fi
+"$PY" benches/report_quality.py "$OUT" "${names[@]}" | tee "$OUT/quality.md"
+echo "(table in $OUT/quality.md; machine: $(nproc) cores, $(uname -m))" >&2
