@@ -50,7 +50,8 @@ quality-tradeoff: build
 	@CASES="$(TRADEOFF_CASES)" bash scripts/quality.sh
 
 TRADEOFF_CASES := reference=voc4-reference best-224=voc4-best:--image-size,224 \
-	best-288=voc4-best:--image-size,288 best-384=voc4-best:--image-size,384 best=voc4-best
+	best-288=voc4-best:--image-size,288 best-384=voc4-best:--image-size,384 \
+	best-ft2=voc4-best:--fine-tune-blocks,2,--fine-tune-lr,3e-5 best=voc4-best
 
 clean:
 	cargo clean

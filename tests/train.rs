@@ -204,3 +204,28 @@ fn vocml_bench_times_the_training_step_of_each_case() {
         assert!(stderr(&o).contains("error"), "{}", stderr(&o));
     }
 }
+
+#[test]
+fn plateau_scheduler_cuts_the_rate_when_validation_loss_stalls() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared(dir.path(), 60, 64);
+    let runs = dir.path().join("r");
+    let o = train(&data, &runs, &["--epochs", "10", "--patience", "10", "--lr", "0.05", "--scheduler", "plateau", "--plateau-patience", "0", "--plateau-factor", "0.5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = only_run(&runs);
+    assert_eq!(read_json(&run.join("config.json"))["options"]["scheduler"], "plateau");
+    let rows = history_rows(&run);
+    assert_eq!(rows.len(), 10);
+    let (mut best, mut cuts) = (f64::INFINITY, 0);
+    for pair in rows.windows(2) {
+        let (val_loss, lr, next_lr): (f64, f64, f64) = (pair[0][3].parse().unwrap(), pair[0][6].parse().unwrap(), pair[1][6].parse().unwrap());
+        let expected = if val_loss < best * (1.0 - 1e-4) { lr } else { lr * 0.5 };
+        best = best.min(val_loss);
+        cuts += (next_lr < lr) as usize;
+        assert!((next_lr - expected).abs() < 1e-12, "epoch {}: lr {next_lr}, expected {expected}", pair[1][0]);
+    }
+    assert!(cuts > 0, "lr 0.05 on 60 images should stall at least once: {rows:?}");
+    let o = train(&data, &dir.path().join("bad"), &["--scheduler", "cosine"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("expected constant or plateau"), "{}", stderr(&o));
+}

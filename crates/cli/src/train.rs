@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use vocml::{args_with_config, interrupt_flag, progress_bar, run_main, ComputeArgs};
 use vocml_core::augment::AugmentConfig;
 use vocml_core::model::BackboneKind;
+use vocml_core::schedule::Scheduler;
 use vocml_core::train_step::SpeedOptions;
 use vocml_core::train::{train, EpochRecord, TrainConfig, TrainObserver, TrainOutcome};
 
@@ -73,6 +74,15 @@ struct Cli {
     /// Learning rate of the fine-tuning phase.
     #[arg(long, default_value_t = 1e-5, value_name = "LR")]
     fine_tune_lr: f64,
+    /// Learning-rate schedule of each phase: constant, or plateau (multiply the rate by
+    /// --plateau-factor after --plateau-patience epochs without a lower validation loss,
+    /// down to 1/1000 of the phase's rate), like Keras' ReduceLROnPlateau.
+    #[arg(long, default_value = "constant", value_name = "NAME")]
+    scheduler: String,
+    #[arg(long, default_value_t = 0.2, value_name = "F")]
+    plateau_factor: f64,
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    plateau_patience: usize,
     /// No augmentation (rotation +-15 degrees, horizontal flip, brightness +-0.2).
     #[arg(long)]
     no_augment: bool,
@@ -186,6 +196,9 @@ fn run(cli: Cli) -> Result<()> {
             cache_features: !cli.no_cache,
             aug_views: cli.aug_views,
             pos_weight: cli.pos_weight,
+            scheduler: Scheduler::parse(&cli.scheduler)?,
+            plateau_factor: cli.plateau_factor,
+            plateau_patience: cli.plateau_patience,
             tta: cli.tta,
             seed: cli.seed,
             runs_dir: cli.runs_dir.clone(),

@@ -22,6 +22,7 @@ pub mod predictor;
 pub mod prep;
 pub mod retrain;
 pub mod runs;
+pub mod schedule;
 pub mod split;
 pub mod staging;
 pub mod train;

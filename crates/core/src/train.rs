@@ -12,6 +12,7 @@ use crate::model::weights::{load_into, read_checkpoint};
 use crate::model::{BackboneKind, BackboneNet};
 use crate::optim::Adam;
 use crate::train_step::{model_input, ImageSource, SpeedOptions};
+use crate::schedule::{Plateau, Scheduler};
 use crate::runs::{RunWriter, CLASSES_FILE, CONFIG_FILE, CURVES_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE};
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
@@ -49,6 +50,15 @@ pub struct TrainConfig {
     pub pos_weight: bool,
     pub seed: u64,
     pub runs_dir: PathBuf,
+    /// Learning-rate schedule of each phase.
+    #[serde(default)]
+    pub scheduler: Scheduler,
+    /// Plateau schedule: the factor applied to the rate when the validation loss stalls.
+    #[serde(default = "default_plateau_factor")]
+    pub plateau_factor: f64,
+    /// Plateau schedule: epochs in a row without a lower validation loss before a cut.
+    #[serde(default = "default_plateau_patience")]
+    pub plateau_patience: usize,
     /// Default of `evaluate` and `predict` for this run: average each image with its
     /// horizontal mirror.
     #[serde(default)]
@@ -56,6 +66,14 @@ pub struct TrainConfig {
     /// Memory format and autocast; they change speed, not the recipe.
     #[serde(default)]
     pub speed: SpeedOptions,
+}
+
+fn default_plateau_factor() -> f64 {
+    0.2
+}
+
+fn default_plateau_patience() -> usize {
+    2
 }
 
 /// One row of `history.csv`.
@@ -185,6 +203,9 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
     if cfg.batch_size == 0 || cfg.epochs == 0 {
         bail!("--batch-size and --epochs must be at least 1");
     }
+    if !(cfg.plateau_factor > 0.0 && cfg.plateau_factor < 1.0) {
+        bail!("--plateau-factor {}: expected a factor between 0 and 1", cfg.plateau_factor);
+    }
     if cfg.speed.bf16 && !device.is_cuda() {
         bail!("--bf16 needs a CUDA device (bf16 autocast runs on the GPU only)");
     }
@@ -277,6 +298,7 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
                          best: &mut Option<(f64, usize, Vec<(String, Tensor)>)>|
      -> Result<()> {
         let mut since_best = 0;
+        let mut plateau = (cfg.scheduler == Scheduler::Plateau).then(|| Plateau::new(cfg.plateau_factor, cfg.plateau_patience, opt.lr * 1e-3));
         for e in 0..epochs {
             let t0 = Instant::now();
             let mut order: Vec<usize> = (0..train_data.len()).collect();
@@ -336,6 +358,9 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
             };
             observer.epoch(&rec);
             history.push(rec.clone());
+            if let Some(p) = plateau.as_mut() {
+                opt.lr = p.step(val_loss, opt.lr);
+            }
             if best.as_ref().is_none_or(|b| m.macro_f1 > b.0 + 1e-9) {
                 let snapshot = hvs.variables().into_iter().chain(bvs.variables()).map(|(k, v)| (k, v.detach().copy())).collect();
                 *best = Some((m.macro_f1, rec.epoch, snapshot));
