@@ -2,7 +2,7 @@
 the Rust parity tests. BatchNorm running statistics are randomised too, so eval-mode
 BatchNorm is not an identity.
 
-Usage: export_parity.py MODEL OUT.safetensors   (MODEL: mobilenet_v2, efficientnet_b0, resnet50)
+Usage: export_parity.py MODEL OUT.safetensors   (MODEL: a torchvision model name, e.g. resnet18)
 Keys: 'model.<state_dict key>', 'input' [2,3,224,224], 'output' [2,1000].
 """
 import sys
@@ -15,7 +15,9 @@ from safetensors.torch import save_file
 def main() -> int:
     name, out = sys.argv[1], sys.argv[2]
     torch.manual_seed(0)
-    model = getattr(torchvision.models, name)(weights=None)
+    # GoogLeNet: no auxiliary classifiers (eval mode ignores them) and no transform_input.
+    extra = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
+    model = getattr(torchvision.models, name)(weights=None, **extra)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):

@@ -51,3 +51,23 @@ fn efficientnet_b0_matches_torchvision() {
 fn resnet50_matches_torchvision() {
     parity(BackboneKind::Resnet50);
 }
+
+#[test]
+fn resnet18_matches_torchvision() {
+    parity(BackboneKind::Resnet18);
+}
+
+#[test]
+fn vgg16_matches_torchvision() {
+    parity(BackboneKind::Vgg16);
+}
+
+#[test]
+fn googlenet_matches_torchvision() {
+    parity(BackboneKind::Googlenet);
+}
+
+#[test]
+fn vit_b_16_matches_torchvision() {
+    parity(BackboneKind::VitB16);
+}

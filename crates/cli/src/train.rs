@@ -41,7 +41,7 @@ struct Cli {
     #[arg(long, value_name = "DIR", default_value = "processed_data")]
     data: PathBuf,
     /// Backbone: efficientnet_lite0 (embedded ImageNet weights), mobilenet_v2,
-    /// efficientnet_b0 or resnet50 (torchvision layouts; pass --weights).
+    /// efficientnet_b0, resnet50 or resnet18 (torchvision layouts; pass --weights).
     #[arg(long, value_name = "NAME", default_value = "efficientnet_lite0", conflicts_with = "models")]
     model: String,
     /// Several backbones, trained one after another, with a comparison table.

@@ -2,7 +2,7 @@
 //! width, checkpoint key layout and fine-tunable blocks.
 
 use super::layers::ConvBn;
-use super::{efficientnet_b0, efficientnet_lite0, mobilenet_v2, resnet50};
+use super::{efficientnet_b0, efficientnet_lite0, googlenet, mobilenet_v2, resnet, vgg, vit};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
@@ -29,14 +29,22 @@ pub enum BackboneKind {
     MobilenetV2,
     EfficientnetB0,
     Resnet50,
+    Resnet18,
+    Vgg16,
+    Googlenet,
+    VitB16,
 }
 
 impl BackboneKind {
-    pub const ALL: [BackboneKind; 4] = [
+    pub const ALL: [BackboneKind; 8] = [
         BackboneKind::EfficientnetLite0,
         BackboneKind::MobilenetV2,
         BackboneKind::EfficientnetB0,
         BackboneKind::Resnet50,
+        BackboneKind::Resnet18,
+        BackboneKind::Vgg16,
+        BackboneKind::Googlenet,
+        BackboneKind::VitB16,
     ];
 
     /// The name used on the command line and in run directories.
@@ -46,6 +54,10 @@ impl BackboneKind {
             BackboneKind::MobilenetV2 => "mobilenet_v2",
             BackboneKind::EfficientnetB0 => "efficientnet_b0",
             BackboneKind::Resnet50 => "resnet50",
+            BackboneKind::Resnet18 => "resnet18",
+            BackboneKind::Vgg16 => "vgg16",
+            BackboneKind::Googlenet => "googlenet",
+            BackboneKind::VitB16 => "vit_b_16",
         }
     }
 
@@ -61,8 +73,14 @@ impl BackboneKind {
 
     pub fn normalization(self) -> Normalization {
         match self {
-            BackboneKind::EfficientnetLite0 => HALF,
-            BackboneKind::MobilenetV2 | BackboneKind::EfficientnetB0 | BackboneKind::Resnet50 => IMAGENET,
+            // torchvision's GoogLeNet weights are used with transform_input, i.e. on (x - 0.5) / 0.5.
+            BackboneKind::EfficientnetLite0 | BackboneKind::Googlenet => HALF,
+            BackboneKind::MobilenetV2
+            | BackboneKind::EfficientnetB0
+            | BackboneKind::Resnet50
+            | BackboneKind::Resnet18
+            | BackboneKind::Vgg16
+            | BackboneKind::VitB16 => IMAGENET,
         }
     }
 
@@ -70,16 +88,22 @@ impl BackboneKind {
     pub fn feature_dim(self) -> i64 {
         match self {
             BackboneKind::Resnet50 => 2048,
-            _ => 1280,
+            BackboneKind::Resnet18 | BackboneKind::Vgg16 => 512,
+            BackboneKind::Googlenet => 1024,
+            BackboneKind::VitB16 => 768,
+            BackboneKind::EfficientnetLite0 | BackboneKind::MobilenetV2 | BackboneKind::EfficientnetB0 => 1280,
         }
     }
 
-    /// Key prefix of the ImageNet classifier in the checkpoint (ignored by transfer learning).
-    pub fn classifier_prefix(self) -> &'static str {
+    /// Key prefixes of the ImageNet classifier (and GoogLeNet's auxiliary classifiers) in the
+    /// checkpoint; transfer learning ignores them.
+    pub fn classifier_prefixes(self) -> &'static [&'static str] {
         match self {
-            BackboneKind::EfficientnetLite0 => "_fc.",
-            BackboneKind::MobilenetV2 | BackboneKind::EfficientnetB0 => "classifier.",
-            BackboneKind::Resnet50 => "fc.",
+            BackboneKind::EfficientnetLite0 => &["_fc."],
+            BackboneKind::MobilenetV2 | BackboneKind::EfficientnetB0 | BackboneKind::Vgg16 => &["classifier."],
+            BackboneKind::Resnet50 | BackboneKind::Resnet18 => &["fc."],
+            BackboneKind::Googlenet => &["fc.", "aux1.", "aux2."],
+            BackboneKind::VitB16 => &["heads."],
         }
     }
 
@@ -89,7 +113,11 @@ impl BackboneKind {
             BackboneKind::EfficientnetLite0 => Box::new(efficientnet_lite0::EfficientNetLite0::new(p, imagenet_head)),
             BackboneKind::MobilenetV2 => Box::new(mobilenet_v2::MobileNetV2::new(p, imagenet_head)),
             BackboneKind::EfficientnetB0 => Box::new(efficientnet_b0::EfficientNetB0::new(p, imagenet_head)),
-            BackboneKind::Resnet50 => Box::new(resnet50::ResNet50::new(p, imagenet_head)),
+            BackboneKind::Resnet50 => Box::new(resnet::ResNet::new(p, resnet::RESNET50, imagenet_head)),
+            BackboneKind::Resnet18 => Box::new(resnet::ResNet::new(p, resnet::RESNET18, imagenet_head)),
+            BackboneKind::Vgg16 => Box::new(vgg::Vgg16::new(p, imagenet_head)),
+            BackboneKind::Googlenet => Box::new(googlenet::GoogLeNet::new(p, imagenet_head)),
+            BackboneKind::VitB16 => Box::new(vit::VitB16::new(p, imagenet_head)),
         }
     }
 }

@@ -1,13 +1,17 @@
-//! Models: ImageNet backbones whose variable names mirror their checkpoints one-to-one,
+//! Models: ImageNet backbones whose variable names mirror their checkpoints one-to-one
+//! (one file per torchvision source file),
 //! the multi-label head, and checkpoint loading with key and shape checks.
 
 pub mod backbone;
 pub mod efficientnet_b0;
 pub mod efficientnet_lite0;
+pub mod googlenet;
 pub mod head;
 pub mod layers;
 pub mod mobilenet_v2;
-pub mod resnet50;
+pub mod resnet;
+pub mod vgg;
+pub mod vit;
 pub mod weights;
 
 pub use backbone::{fold_frozen_batchnorm, BackboneKind, BackboneNet, Normalization};
