@@ -28,8 +28,8 @@ def load(out, recipe):
     for d in sorted((out / recipe).glob("seed*")):
         runs = [p for p in (d / "runs").iterdir() if p.is_dir() and not p.name.startswith(".")]
         ev = json.loads((runs[0] / "evaluation.json").read_text())
-        seconds = float((d / "seconds").read_text().split()[0])
-        seeds.append((ev, seconds))
+        seconds, peak_mib = (float(x) for x in (d / "seconds").read_text().split()[:2])
+        seeds.append((ev, seconds, peak_mib))
     if not seeds:
         sys.exit(f"report_quality: no finished seeds for {recipe} in {out}")
     return seeds
@@ -41,20 +41,23 @@ def main():
     data = {r: load(out, r) for r in recipes}
     classes = [c["class"] for c in data[recipes[0]][0][0]["per_class"]]
     first = data[recipes[0]][0][0]
-    print(f"Test split: {first['images']} images of {first['data']}; mean ± standard deviation over seeds.\n")
-    print("| recipe | seeds | macro-F1 @0.5 | macro-F1 tuned | micro-F1 @0.5 | mAP | train s (CPU) |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        f"Test split: the same {first['images']} images for every case (prepared at the case's input size); "
+        "mean ± standard deviation over seeds; train s: wall seconds of `train` (feature extraction included), peak RSS: of the train process.\n"
+    )
+    print("| recipe | seeds | macro-F1 @0.5 | macro-F1 tuned | micro-F1 @0.5 | mAP | train s | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|")
     for r, seeds in data.items():
-        evs = [e for e, _ in seeds]
+        evs = [e for e, *_ in seeds]
         print(
             f"| {r} | {len(seeds)} | {fmt([e['macro_f1'] for e in evs])} | {fmt([e['tuned']['macro_f1'] for e in evs])} "
-            f"| {fmt([e['micro_f1'] for e in evs])} | {fmt([e['mAP'] for e in evs])} | {fmt([s for _, s in seeds], 0)} |"
+            f"| {fmt([e['micro_f1'] for e in evs])} | {fmt([e['mAP'] for e in evs])} | {fmt([s for _, s, _ in seeds], 0)} | {max(p for *_, p in seeds):.0f} |"
         )
     print("\nPer class (F1 at 0.5 / F1 at tuned thresholds / AP):\n")
     print("| recipe | " + " | ".join(classes) + " |")
     print("|---|" + "---|" * len(classes))
     for r, seeds in data.items():
-        evs = [e for e, _ in seeds]
+        evs = [e for e, *_ in seeds]
         cells = []
         for k in range(len(classes)):
             f1 = statistics.fmean(e["per_class"][k]["f1"] for e in evs)
@@ -72,9 +75,9 @@ def main():
     if len(recipes) > 1:
         base, best = data[recipes[0]], data[recipes[-1]]
         def d(pick):
-            return statistics.fmean(pick(e) for e, _ in best) - statistics.fmean(pick(e) for e, _ in base)
+            return statistics.fmean(pick(e) for e, *_ in best) - statistics.fmean(pick(e) for e, *_ in base)
 
-        t = statistics.fmean(s for _, s in best) / statistics.fmean(s for _, s in base)
+        t = statistics.fmean(s for _, s, _ in best) / statistics.fmean(s for _, s, _ in base)
         print(
             f"\n{recipes[-1]} vs {recipes[0]}: macro-F1 @0.5 {d(lambda e: e['macro_f1']):+.3f}, "
             f"tuned {d(lambda e: e['tuned']['macro_f1']):+.3f}, mAP {d(lambda e: e['mAP']):+.3f}, "

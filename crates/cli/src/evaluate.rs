@@ -131,7 +131,7 @@ fn run(cli: Cli) -> Result<()> {
             bail!("--ensemble needs two or more --run directories (got {})", cli.runs_list.len());
         }
         let home = cli.runs_list[0].parent().map(PathBuf::from).unwrap_or_default();
-        let dir = create_ensemble(&home, &cli.runs_list, tta.unwrap_or(false), device)?;
+        let dir = create_ensemble(&home, &cli.runs_list, tta, device)?;
         if !cli.quiet {
             eprintln!("evaluate: saved ensemble {}", dir.display());
         }

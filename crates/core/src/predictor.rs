@@ -77,8 +77,9 @@ impl Predictor {
         }
     }
 
-    /// Averages the given runs (an unsaved ensemble when there are several: thresholds 0.5).
-    /// They must share classes, image size and resize mode.
+    /// Averages the given runs (an unsaved ensemble when there are several: thresholds 0.5;
+    /// TTA when every member records it, unless `tta` says). They must share classes, image
+    /// size and resize mode.
     pub fn from_members(dirs: &[PathBuf], device: Device, tta: Option<bool>) -> Result<Self> {
         if dirs.is_empty() {
             bail!("an ensemble needs at least one run");
@@ -107,6 +108,7 @@ impl Predictor {
             }
         }
         let single = members.len() == 1;
+        let tta = tta.unwrap_or_else(|| members.iter().all(|m| m.tta));
         let name = if single {
             first.kind.name().to_string()
         } else {
@@ -122,7 +124,7 @@ impl Predictor {
             resize: first.resize,
             thresholds: if single { first.thresholds.clone() } else { vec![0.5; first.classes.len()] },
             thresholds_tuned: single && first.thresholds_tuned,
-            tta: tta.unwrap_or(single && first.tta),
+            tta,
             parameters: members.iter().map(|m| m.parameters).sum(),
             train_seconds: members.iter().map(|m| m.train_seconds).sum(),
             members,
@@ -161,11 +163,13 @@ impl Predictor {
 
 /// Saves an ensemble of `members` as a new run directory in `runs_dir` and returns it.
 /// Members inside `runs_dir` are recorded by name, so the directory can be moved whole.
-pub fn create_ensemble(runs_dir: &Path, members: &[PathBuf], tta: bool, device: Device) -> Result<PathBuf> {
+/// `tta` defaults to on when every member records it.
+pub fn create_ensemble(runs_dir: &Path, members: &[PathBuf], tta: Option<bool>, device: Device) -> Result<PathBuf> {
     if members.len() < 2 {
         bail!("an ensemble needs at least two runs (got {})", members.len());
     }
-    let loaded = Predictor::from_members(members, device, Some(tta))?;
+    let loaded = Predictor::from_members(members, device, tta)?;
+    let tta = loaded.tta;
     let runs_abs = std::fs::canonicalize(runs_dir).with_context(|| format!("cannot open {}", runs_dir.display()))?;
     let recorded = members
         .iter()

@@ -155,7 +155,7 @@ pub fn load_backbone(kind: BackboneKind, weights: Option<&Path>, vs: &nn::VarSto
         })?,
     };
     let tensors = read_checkpoint(&path)?;
-    load_into(vs, tensors, &path, &[kind.classifier_prefix()], &[])?;
+    load_into(vs, tensors, &path, kind.classifier_prefixes(), &[])?;
     Ok((net, path))
 }
 
