@@ -102,6 +102,12 @@ fn bad_inputs_fail_cleanly_without_a_run() {
     assert!(stderr(&o).contains("needs --weights"), "{}", stderr(&o));
     let o = train(&data, &runs, &["--model", "resnet9000"]);
     assert!(stderr(&o).contains("unknown model"));
+    // Images too small for the backbones' strides (libtorch would fail mid-network).
+    let tiny_dir = tempfile::tempdir().unwrap();
+    let tiny = prepared(tiny_dir.path(), 20, 16);
+    let o = train(&tiny, &runs, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("16 px images are too small"), "{}", stderr(&o));
     // Wrong shapes: labels that do not match the images.
     std::fs::copy(data.join("y_val.npy"), data.join("y_train.npy")).unwrap();
     let o = train(&data, &runs, &[]);

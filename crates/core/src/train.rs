@@ -76,6 +76,9 @@ fn default_plateau_patience() -> usize {
     2
 }
 
+/// Smallest input side the backbones accept (their total stride is 32).
+pub const MIN_IMAGE_SIZE: u32 = 32;
+
 /// One row of `history.csv`.
 #[derive(Debug, Clone, Serialize)]
 pub struct EpochRecord {
@@ -191,6 +194,13 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
             cfg.data.display(),
             train_data.len(),
             val_data.len()
+        );
+    }
+    if manifest.image.size < MIN_IMAGE_SIZE {
+        bail!(
+            "{}: {} px images are too small for the backbones (at least {MIN_IMAGE_SIZE} px); re-run voc-prep with a larger --size",
+            cfg.data.display(),
+            manifest.image.size
         );
     }
     if let Some(size) = cfg.image_size.filter(|&s| s != manifest.image.size) {
