@@ -101,7 +101,7 @@ fn run(cli: Cli) -> Result<()> {
         inputs.files.retain(|p| s.contains(p));
     }
     let thresholds = match cli.threshold {
-        Some(t) => vec![t; model.classes.len()],
+        Some(t) => vec![t; model.classes().len()],
         None => model.thresholds.clone(),
     };
     let out: Box<dyn Write> = match &cli.output {
@@ -114,7 +114,7 @@ fn run(cli: Cli) -> Result<()> {
         FormatArg::Csv => Format::Csv,
         FormatArg::Jsonl => Format::Jsonl,
     };
-    let mut writer = RowWriter::new(out, format, model.classes.clone(), thresholds, cli.top_k)?;
+    let mut writer = RowWriter::new(out, format, model.classes().to_vec(), thresholds, cli.top_k)?;
     let pb = progress_bar("predict", cli.quiet);
     pb.set_length(inputs.files.len() as u64);
     let cancel = interrupt_flag();

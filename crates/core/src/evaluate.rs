@@ -142,16 +142,16 @@ pub fn score_split(model: &Predictor, split: &SplitData, batch: usize) -> (Vec<f
 pub fn evaluate_run(run_dir: &Path, data: &Path, split: &str, device: Device, batch: usize, tta: Option<bool>) -> Result<Evaluation> {
     let model = Predictor::load(run_dir, device, tta)?;
     let manifest = Manifest::load(data)?;
-    check_compatible(&model.classes, model.image_size, &model.run_dir, &manifest, data)?;
+    check_compatible(model.classes(), model.image_size(), &model.run_dir, &manifest, data)?;
     let target = SplitData::open(data, split, &manifest)?;
     if target.is_empty() {
         bail!("{}: the {split} split is empty; choose another with --split", data.display());
     }
-    let c = model.classes.len();
+    let c = model.classes().len();
     let (probs, ms) = score_split(&model, &target, batch);
     let aps = per_class_ap(&probs, &target.y, c);
     let half = vec![0.5f32; c];
-    let at_half = metric_set(&compute(&probs, &target.y, &model.classes, &half), &aps, &half);
+    let at_half = metric_set(&compute(&probs, &target.y, model.classes(), &half), &aps, &half);
 
     let val = if split == "val" { None } else { SplitData::open(data, "val", &manifest).ok().filter(|v| !v.is_empty()) };
     let (tuned_th, tuned_on) = match (&val, split) {
@@ -162,9 +162,9 @@ pub fn evaluate_run(run_dir: &Path, data: &Path, split: &str, device: Device, ba
         (None, "val") => (Some(tune_thresholds(&probs, &target.y, c)), Some("val".to_string())),
         _ => (None, None),
     };
-    let tuned = tuned_th.as_ref().map(|th| metric_set(&compute(&probs, &target.y, &model.classes, th), &aps, th));
+    let tuned = tuned_th.as_ref().map(|th| metric_set(&compute(&probs, &target.y, model.classes(), th), &aps, th));
     if let (Some(th), Some(on)) = (&tuned_th, &tuned_on) {
-        let t = Thresholds { classes: model.classes.clone(), thresholds: th.clone(), tuned_on: on.clone() };
+        let t = Thresholds { classes: model.classes().to_vec(), thresholds: th.clone(), tuned_on: on.clone() };
         write_atomic(run_dir, THRESHOLDS_FILE, (serde_json::to_string_pretty(&t)? + "\n").as_bytes())?;
     }
     let eval = Evaluation {
@@ -178,8 +178,8 @@ pub fn evaluate_run(run_dir: &Path, data: &Path, split: &str, device: Device, ba
         at_half,
         tuned,
         tuned_on,
-        parameters: model.parameters,
-        train_seconds: model.train_seconds,
+        parameters: model.parameters(),
+        train_seconds: model.train_seconds(),
         inference_ms_per_image: ms,
     };
     write_atomic(run_dir, EVALUATION_FILE, (serde_json::to_string_pretty(&eval)? + "\n").as_bytes())?;

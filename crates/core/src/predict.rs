@@ -109,8 +109,8 @@ pub fn score_files(
     cancel: &AtomicBool,
     mut sink: impl FnMut(Scored) -> Result<()>,
 ) -> Result<()> {
-    let size = model.image_size;
-    let mode = model.resize;
+    let size = model.image_size();
+    let mode = model.resize();
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(PathBuf, Result<Vec<u8>, String>)>>(2);
     std::thread::scope(|scope| -> Result<()> {
         scope.spawn(move || {
@@ -149,7 +149,7 @@ pub fn score_files(
                 let px = Tensor::from_slice(&flat).view([good.len() as i64, s, s, 3]);
                 probs = Vec::<f32>::try_from(model.probabilities(&px).flatten(0, -1)).context("reading probabilities")?;
             }
-            let c = model.classes.len();
+            let c = model.classes().len();
             let mut next = 0;
             for (path, r) in decoded {
                 let result = match r {

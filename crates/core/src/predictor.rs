@@ -50,14 +50,10 @@ pub struct Predictor {
     pub run_dir: PathBuf,
     /// Model name, e.g. `efficientnet_lite0` or `ensemble(3: efficientnet_lite0)`.
     pub name: String,
-    pub classes: Vec<String>,
-    pub image_size: u32,
-    pub resize: ResizeMode,
     pub thresholds: Vec<f32>,
     pub thresholds_tuned: bool,
     pub tta: bool,
-    pub parameters: i64,
-    pub train_seconds: f64,
+    /// Non-empty; they share classes, input size and resize mode.
     members: Vec<LoadedModel>,
 }
 
@@ -70,7 +66,7 @@ impl Predictor {
                 let paths: Vec<PathBuf> = cfg.members.iter().map(|m| base.join(m)).collect();
                 let mut p = Self::from_members(&paths, device, Some(tta.unwrap_or(cfg.tta)))?;
                 p.run_dir = std::fs::canonicalize(dir).unwrap_or(dir.to_path_buf());
-                (p.thresholds, p.thresholds_tuned) = thresholds_for(dir, &p.classes)?;
+                (p.thresholds, p.thresholds_tuned) = thresholds_for(dir, p.classes())?;
                 Ok(p)
             }
             None => Self::from_members(&[dir.to_path_buf()], device, tta),
@@ -119,16 +115,35 @@ impl Predictor {
         Ok(Predictor {
             run_dir: first.run_dir.clone(),
             name,
-            classes: first.classes.clone(),
-            image_size: first.image_size,
-            resize: first.resize,
             thresholds: if single { first.thresholds.clone() } else { vec![0.5; first.classes.len()] },
             thresholds_tuned: single && first.thresholds_tuned,
             tta,
-            parameters: members.iter().map(|m| m.parameters).sum(),
-            train_seconds: members.iter().map(|m| m.train_seconds).sum(),
             members,
         })
+    }
+
+    /// Class names, in output column order.
+    pub fn classes(&self) -> &[String] {
+        &self.members[0].classes
+    }
+
+    /// Input side in pixels.
+    pub fn image_size(&self) -> u32 {
+        self.members[0].image_size
+    }
+
+    pub fn resize(&self) -> ResizeMode {
+        self.members[0].resize
+    }
+
+    /// Parameters of all members together.
+    pub fn parameters(&self) -> i64 {
+        self.members.iter().map(|m| m.parameters).sum()
+    }
+
+    /// Training time of all members together.
+    pub fn train_seconds(&self) -> f64 {
+        self.members.iter().map(|m| m.train_seconds).sum()
     }
 
     /// Number of averaged runs.
@@ -144,6 +159,9 @@ impl Predictor {
     /// Probabilities `[B, C]` on the CPU: the mean over members (and over the mirrored view
     /// with TTA) of each member's sigmoid outputs.
     pub fn probabilities(&self, pixels: &Tensor) -> Tensor {
+        if let ([one], false) = (self.members.as_slice(), self.tta) {
+            return one.probabilities(pixels);
+        }
         let mirrored = self.tta.then(|| pixels.flip([2]));
         let mut sum: Option<Tensor> = None;
         let mut views = 0.0;
@@ -185,9 +203,9 @@ pub fn create_ensemble(runs_dir: &Path, members: &[PathBuf], tta: Option<bool>, 
         kind: ENSEMBLE_KIND.to_string(),
         members: recorded,
         tta,
-        classes: loaded.classes.clone(),
-        image_size: loaded.image_size,
-        resize: loaded.resize,
+        classes: loaded.classes().to_vec(),
+        image_size: loaded.image_size(),
+        resize: loaded.resize(),
         created: chrono::Local::now().to_rfc3339(),
         tool_version: crate::VERSION.to_string(),
     };
