@@ -224,7 +224,7 @@ fn plateau_scheduler_cuts_the_rate_when_validation_loss_stalls() {
     assert_eq!(rows.len(), 10);
     let (mut best, mut cuts) = (f64::INFINITY, 0);
     for pair in rows.windows(2) {
-        let (val_loss, lr, next_lr): (f64, f64, f64) = (pair[0][3].parse().unwrap(), pair[0][6].parse().unwrap(), pair[1][6].parse().unwrap());
+        let (val_loss, lr, next_lr): (f64, f64, f64) = (pair[0][3].parse().unwrap(), pair[0][7].parse().unwrap(), pair[1][7].parse().unwrap());
         let expected = if val_loss < best * (1.0 - 1e-4) { lr } else { lr * 0.5 };
         best = best.min(val_loss);
         cuts += (next_lr < lr) as usize;

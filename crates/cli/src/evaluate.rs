@@ -13,10 +13,13 @@ use vocml_core::runs::{list_runs, point_best, write_atomic};
 /// Evaluate trained runs on a prepared split and compare them.
 ///
 /// For each run: per-class precision, recall, F1, VOC average precision and support; micro
-/// and macro F1; subset (exact-match) accuracy; label accuracy; Hamming loss; mAP. Metrics
-/// are reported at threshold 0.5 and at per-class thresholds tuned on the validation split
-/// (maximising F1), which are stored in the run (thresholds.json) for `predict`. Results go
-/// to <run>/evaluation.json. With several runs, a comparison table is printed and written
+/// and macro F1; subset (exact-match) accuracy; label accuracy; Hamming loss; mAP; loss.
+/// Multilabel metrics are reported at threshold 0.5 and at per-class thresholds tuned on the
+/// validation split (maximising F1), which are stored in the run (thresholds.json) for
+/// `predict`. Multiclass and multihead runs are scored by their most probable class per
+/// head, with each head's accuracy and confusion matrix (printed, in evaluation.json, and
+/// drawn to confusion.png, or confusion_<head>.png per head). Results go to
+/// <run>/evaluation.json. With several runs, a comparison table is printed and written
 /// (comparison.csv, comparison.md) and runs/best is pointed at the best run, atomically.
 ///
 /// --ensemble saves the given runs as one more run that averages their probabilities
@@ -43,7 +46,8 @@ struct Cli {
     /// Split to score.
     #[arg(long, value_enum, default_value_t = SplitArg::Test)]
     split: SplitArg,
-    /// Metric that picks the best run: macro_f1, micro_f1, mAP, subset_accuracy, label_accuracy.
+    /// Metric that picks the best run: macro_f1, micro_f1, mAP, accuracy (exact match),
+    /// subset_accuracy (the same), label_accuracy.
     #[arg(long, default_value = "macro_f1", value_name = "NAME")]
     metric: String,
     /// Point runs/best at the best run even when a single run is evaluated.
@@ -80,7 +84,34 @@ fn main() -> ExitCode {
     run_main("evaluate", || run(cli))
 }
 
+/// Per-class metrics, then accuracy and the confusion matrix of every head.
+fn print_grouped(e: &Evaluation) {
+    println!("{} on {} ({} images, split {}, {} task)", e.run.display(), e.data.display(), e.images, e.split, e.task.name());
+    let w = e.at_half.per_class.iter().map(|c| c.class.len()).max().unwrap_or(5).max(5);
+    println!("{:<w$} {:>9} {:>7} {:>6} {:>6} {:>8}", "class", "precision", "recall", "f1", "ap", "support");
+    for c in &e.at_half.per_class {
+        let ap = c.ap.map(|a| format!("{a:.3}")).unwrap_or_else(|| "-".into());
+        println!("{:<w$} {:>9.3} {:>7.3} {:>6.3} {:>6} {:>8}", c.class, c.precision, c.recall, c.f1, ap, c.support);
+    }
+    for g in &e.groups {
+        let w = g.classes.iter().map(String::len).max().unwrap_or(4).max(10);
+        println!("\n{}: accuracy {:.4}  macro-F1 {:.4}  (rows true, columns predicted)", g.name, g.accuracy, g.macro_f1);
+        println!("{:<w$} {}", "", g.classes.iter().map(|c| format!("{c:>w$}")).collect::<Vec<_>>().join(" "));
+        for (name, row) in g.classes.iter().zip(&g.confusion) {
+            println!("{name:<w$} {}", row.iter().map(|v| format!("{v:>w$}")).collect::<Vec<_>>().join(" "));
+        }
+    }
+    println!(
+        "\naccuracy {:.4} (every head right)  loss {:.4}  macro-F1 {:.4}  mAP {:.4}",
+        e.accuracy, e.loss, e.at_half.macro_f1, e.map
+    );
+    println!("inference {:.2} ms/image, {} parameters", e.inference_ms_per_image, e.parameters);
+}
+
 fn print_table(e: &Evaluation) {
+    if !e.groups.is_empty() {
+        return print_grouped(e);
+    }
     let tuned = e.tuned.as_ref();
     println!("{} on {} ({} images, split {})", e.run.display(), e.data.display(), e.images, e.split);
     println!("{:<12} {:>9} {:>7} {:>6} {:>6} {:>8} {:>9} {:>8}", "class", "precision", "recall", "f1", "ap", "support", "threshold", "f1@tuned");
@@ -91,8 +122,8 @@ fn print_table(e: &Evaluation) {
     }
     let m = &e.at_half;
     println!(
-        "at 0.5:   macro-F1 {:.4}  micro-F1 {:.4}  subset acc {:.4}  label acc {:.4}  Hamming {:.4}  mAP {:.4}",
-        m.macro_f1, m.micro_f1, m.subset_accuracy, m.label_accuracy, m.hamming_loss, e.map
+        "at 0.5:   macro-F1 {:.4}  micro-F1 {:.4}  subset acc {:.4}  label acc {:.4}  Hamming {:.4}  mAP {:.4}  loss {:.4}",
+        m.macro_f1, m.micro_f1, m.subset_accuracy, m.label_accuracy, m.hamming_loss, e.map, e.loss
     );
     if let Some(t) = tuned {
         println!(

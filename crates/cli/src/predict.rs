@@ -100,6 +100,9 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(s) = shard {
         inputs.files.retain(|p| s.contains(p));
     }
+    if cli.threshold.is_some() && model.task().is_grouped() {
+        bail!("--threshold applies to multilabel runs; this {} run labels each image with its most probable class per head", model.task().kind.name());
+    }
     let thresholds = match cli.threshold {
         Some(t) => vec![t; model.classes().len()],
         None => model.thresholds.clone(),
@@ -114,7 +117,7 @@ fn run(cli: Cli) -> Result<()> {
         FormatArg::Csv => Format::Csv,
         FormatArg::Jsonl => Format::Jsonl,
     };
-    let mut writer = RowWriter::new(out, format, model.classes().to_vec(), thresholds, cli.top_k)?;
+    let mut writer = RowWriter::new(out, format, model.task().clone(), thresholds, cli.top_k)?;
     let pb = progress_bar("predict", cli.quiet);
     pb.set_length(inputs.files.len() as u64);
     let cancel = interrupt_flag();

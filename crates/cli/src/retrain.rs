@@ -10,12 +10,15 @@ use vocml_core::retrain::{default_feedback_dir, retrain, RetrainConfig};
 /// Retrain a model from user corrections, as a new versioned run.
 ///
 /// corrections.csv has a header `path,labels` and one image per line, labels separated by
-/// `;` (an empty field means "none of the classes"). Every accepted correction is added to
+/// `;` (an empty field means "none of the classes"). For a multiclass run a line names
+/// exactly one class; for a multihead run one class per head (`color/red;shape/circle`, or
+/// `red;circle` when the names are unambiguous). Every accepted correction is added to
 /// the feedback store (runs/feedback/), so each retrain learns from all corrections so
 /// far. The corrected images are replicated with augmentation (--replicate), mixed with a
 /// replay sample of the parent's training data so the model does not forget, and the
 /// parent's head is fine-tuned for --epochs. The new run is compared with its parent on the
-/// validation split and becomes runs/best only if its macro-F1 is not lower by more than
+/// validation split and becomes runs/best only if its macro-F1 (accuracy for multiclass and
+/// multihead runs) is not lower by more than
 /// --tolerance (or with --force); the switch is atomic, so a running `predict` sees the old
 /// model or the new one.
 ///
@@ -109,7 +112,7 @@ fn run(cli: Cli) -> Result<()> {
         "  corrected images predicted right: {}/{} before -> {}/{} after",
         o.corrected_right_before, o.corrections_used, o.corrected_right_after, o.corrections_used
     );
-    println!("  validation macro-F1: parent {:.4} -> new {:.4}", o.parent_val_macro_f1, o.new_val_macro_f1);
+    println!("  validation {}: parent {:.4} -> new {:.4}", o.monitor, o.parent_val_score, o.new_val_score);
     println!(
         "  new run {} {} ({}) in {:.1}s",
         o.run_dir.display(),

@@ -13,12 +13,17 @@ use vocml_core::schedule::Scheduler;
 use vocml_core::train_step::SpeedOptions;
 use vocml_core::train::{train, EpochRecord, TrainConfig, TrainObserver, TrainOutcome};
 
-/// Train a multi-label classifier by transfer learning.
+/// Train an image classifier by transfer learning or from scratch.
 ///
-/// Frozen ImageNet backbone (BatchNorm in eval mode) -> global average pool -> Linear(128)
-/// -> ReLU -> Dropout(0.2) -> Linear(C), sigmoid outputs, binary cross-entropy, Adam, early
-/// stopping on validation macro-F1 (best epoch restored). Backbone features are computed
-/// once and cached (with augmented views), so epochs train only the head. Each model's run
+/// Transfer learning: frozen ImageNet backbone (BatchNorm in eval mode) -> global average
+/// pool -> Linear(128) -> ReLU -> Dropout(0.2) -> Linear(C); backbone features are computed
+/// once and cached (with augmented views), so epochs train only the head; --fine-tune-blocks
+/// then trains the last blocks too. From-scratch models (small_cnn, alexnet_like,
+/// smaller_vggnet) train every layer, at any input size. Adam; early stopping on the
+/// validation metric (best epoch restored). The task comes from the data (voc-prep):
+/// multilabel (sigmoid, binary cross-entropy, early stopping on macro-F1), multiclass
+/// (softmax, cross-entropy) or multihead (a softmax per head, cross-entropy summed over heads;
+/// both stop early on accuracy). Each model's run
 /// is written to runs/<YYYYmmdd-HHMMSS>_<model>/ (config.json, history.csv, metrics.json,
 /// classes.json, model.safetensors, training_curves.png), renamed into place only when
 /// complete.
@@ -31,6 +36,7 @@ use vocml_core::train::{train, EpochRecord, TrainConfig, TrainObserver, TrainOut
 ///   train --config configs/voc4-reference.toml --epochs 20
 ///   train --data processed_data --models efficientnet_lite0,mobilenet_v2 --weights-dir weights/
 ///   train --data processed_data --model mobilenet_v2 --weights mnv2.safetensors --fine-tune-blocks 3
+///   train --data processed_shapes --models small_cnn,alexnet_like --epochs 30 --scheduler plateau
 #[derive(Parser, Debug)]
 #[command(name = "train", version, about, long_about, verbatim_doc_comment, args_override_self = true)]
 struct Cli {
@@ -40,8 +46,9 @@ struct Cli {
     /// voc-prep output directory (X_*.npy, y_*.npy, manifest.json).
     #[arg(long, value_name = "DIR", default_value = "processed_data")]
     data: PathBuf,
-    /// Backbone: efficientnet_lite0 (embedded ImageNet weights), mobilenet_v2,
-    /// efficientnet_b0, resnet50 or resnet18 (torchvision layouts; pass --weights).
+    /// Model: efficientnet_lite0 (embedded ImageNet weights); mobilenet_v2, efficientnet_b0,
+    /// resnet50, resnet18, vgg16, googlenet or vit_b_16 (torchvision layouts; pass
+    /// --weights); small_cnn, alexnet_like or smaller_vggnet (from scratch, no weights).
     #[arg(long, value_name = "NAME", default_value = "efficientnet_lite0", conflicts_with = "models")]
     model: String,
     /// Several backbones, trained one after another, with a comparison table.
@@ -97,7 +104,8 @@ struct Cli {
     /// Augmented feature views cached per training image (besides the clean one).
     #[arg(long, default_value_t = 2, value_name = "N")]
     aug_views: usize,
-    /// Weight positive labels by negatives/positives per class (class imbalance).
+    /// Weight positive labels by negatives/positives per class in the binary cross-entropy
+    /// (class imbalance; multilabel data).
     #[arg(long)]
     pos_weight: bool,
     /// Record horizontal-flip test-time augmentation as this run's default for evaluate and
@@ -142,8 +150,8 @@ impl TrainObserver for Observer {
             return;
         }
         let line = format!(
-            "epoch {:>2} {:<9} train_loss {:.4}  val_loss {:.4}  val_macro_f1 {:.4}  val_micro_f1 {:.4}  {:.1}s",
-            r.epoch, r.phase, r.train_loss, r.val_loss, r.val_macro_f1, r.val_micro_f1, r.seconds
+            "epoch {:>2} {:<9} train_loss {:.4}  val_loss {:.4}  val_macro_f1 {:.4}  val_micro_f1 {:.4}  val_acc {:.4}  {:.1}s",
+            r.epoch, r.phase, r.train_loss, r.val_loss, r.val_macro_f1, r.val_micro_f1, r.val_accuracy, r.seconds
         );
         if self.pb.is_hidden() {
             eprintln!("{line}");
@@ -208,19 +216,20 @@ fn run(cli: Cli) -> Result<()> {
         let out = train(&cfg, device, &observer, &cancel)?;
         observer.pb.finish_and_clear();
         println!(
-            "train: {} -> {}  best epoch {}  val macro-F1 {:.4}  micro-F1 {:.4}  ({}, {:.1}s)",
+            "train: {} -> {}  best epoch {}  val macro-F1 {:.4}  micro-F1 {:.4}  accuracy {:.4}  ({}, {:.1}s)",
             kind.name(),
             out.run_dir.display(),
             out.best_epoch,
             out.metrics.macro_f1,
             out.metrics.micro_f1,
+            out.metrics.subset_accuracy,
             out.device,
             out.seconds
         );
         outcomes.push((kind, out));
     }
     if outcomes.len() > 1 {
-        println!("\n| model | val macro-F1 | val micro-F1 | subset acc | best epoch | seconds | run |");
+        println!("\n| model | val macro-F1 | val micro-F1 | accuracy (exact match) | best epoch | seconds | run |");
         println!("|---|---|---|---|---|---|---|");
         for (k, o) in &outcomes {
             println!(

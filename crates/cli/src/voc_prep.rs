@@ -10,7 +10,9 @@ use vocml_core::classes::parse_class_list;
 use vocml_core::imageio::ResizeMode;
 use vocml_core::manifest::{Manifest, SPLITS};
 use vocml_core::npy::DType;
-use vocml_core::prep::{prepare, LabelSource, PrepConfig};
+use vocml_core::import::{import_csv, import_folders};
+use vocml_core::prep::{prepare, LabelSource, OutputSpec, PrepConfig};
+use vocml_core::task::TaskKind;
 use vocml_core::split::SplitFractions;
 use vocml_core::voc::synth::{generate, SynthConfig};
 
@@ -27,6 +29,12 @@ use vocml_core::voc::synth::{generate, SynthConfig};
 ///   voc-prep --voc-root VOCdevkit/VOC2007 --labels imagesets --image-set train --classes all
 ///   voc-prep --voc-root my_images --split 0,0,1 --out scoring_data
 ///   voc-prep synth --out data/synth-voc --images 240
+///
+/// Other task types (multiclass, folder-name multilabel, multihead) import with the
+/// `folders` and `csv` subcommands; `shapes` writes an example dataset for them:
+///   voc-prep shapes --out data/shapes
+///   voc-prep folders --root data/shapes/images --size 64 --out processed_shapes
+///   voc-prep csv --file data/shapes/labels.csv --task multihead --size 64 --out processed_heads
 #[derive(Parser, Debug)]
 #[command(name = "voc-prep", version, about, long_about, verbatim_doc_comment, args_override_self = true)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -41,6 +49,145 @@ struct Cli {
 enum Command {
     /// Write the embedded synthetic VOC-layout dataset (drawn scenes; for demos and tests).
     Synth(SynthArgs),
+    /// Import a class-per-folder tree (ROOT/<class>/**/image).
+    ///
+    /// --task multiclass (default): each folder is one class (softmax). --task multilabel:
+    /// each folder name is split on --separator into labels, e.g. red_dress -> {red, dress}.
+    /// Files without an image extension and unreadable images are skipped and listed in the
+    /// manifest; a class folder without images is an error.
+    ///
+    /// Example:
+    ///   voc-prep folders --root data/shapes/images --task multilabel --size 64 --out processed_shapes
+    #[command(verbatim_doc_comment)]
+    Folders(FoldersArgs),
+    /// Import a CSV of image paths and labels (header `path,<label columns...>`).
+    ///
+    /// --task multilabel: one 0/1 column per class. --task multiclass: one column of class
+    /// names. --task multihead: one column of class names per head (the header names the
+    /// heads), e.g. `path,type,part,angle`. Relative paths are resolved against
+    /// --images-root (default: the CSV's folder). Missing or unreadable images are skipped
+    /// and listed in the manifest; a malformed line is an error naming it.
+    ///
+    /// Example:
+    ///   voc-prep csv --file data/shapes/labels.csv --task multihead --size 64 --out processed_heads
+    #[command(verbatim_doc_comment)]
+    Csv(CsvArgs),
+    /// Write the embedded example dataset of the other task types: drawn shapes of three
+    /// colours and forms, as a class-per-folder tree (images/<color>_<shape>/) and a CSV
+    /// (labels.csv: path,color,shape).
+    Shapes(ShapesArgs),
+}
+
+/// Output options shared by every importer.
+#[derive(Args, Debug)]
+struct OutputArgs {
+    /// Output directory (replaced atomically if it holds an earlier voc-prep output).
+    #[arg(long, value_name = "DIR", default_value = "processed_data")]
+    out: PathBuf,
+    /// Side of the square output images, in pixels.
+    #[arg(long, default_value_t = 224, value_name = "PX")]
+    size: u32,
+    /// How to make images square: stretch (reference), letterbox (pad) or center-crop.
+    #[arg(long, value_enum, default_value_t = ResizeArg::Stretch)]
+    resize: ResizeArg,
+    /// Train,val,test fractions; `0,0,1` puts everything in test.
+    #[arg(long, default_value = "0.7,0.15,0.15", value_name = "T,V,T")]
+    split: String,
+    /// Seed of the split (same seed and inputs, same split).
+    #[arg(long, default_value_t = 42, value_name = "S")]
+    seed: u64,
+    /// Pixel dtype of X: uint8 (0..255, compact) or f32 ([0,1], like the reference).
+    #[arg(long, value_enum, default_value_t = DTypeArg::U8)]
+    dtype: DTypeArg,
+    /// Replace --out even if it does not hold an earlier voc-prep output.
+    #[arg(long)]
+    force: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+impl OutputArgs {
+    fn spec(&self) -> Result<OutputSpec> {
+        Ok(OutputSpec {
+            out: self.out.clone(),
+            size: self.size,
+            resize: match self.resize {
+                ResizeArg::Stretch => ResizeMode::Stretch,
+                ResizeArg::Letterbox => ResizeMode::Letterbox,
+                ResizeArg::CenterCrop => ResizeMode::CenterCrop,
+            },
+            split: SplitFractions::parse(&self.split)?,
+            seed: self.seed,
+            dtype: match self.dtype {
+                DTypeArg::U8 => DType::U8,
+                DTypeArg::F32 => DType::F32,
+            },
+            force: self.force,
+        })
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum TaskArg {
+    Multilabel,
+    Multiclass,
+    Multihead,
+}
+
+impl TaskArg {
+    fn kind(self) -> TaskKind {
+        match self {
+            TaskArg::Multilabel => TaskKind::Multilabel,
+            TaskArg::Multiclass => TaskKind::Multiclass,
+            TaskArg::Multihead => TaskKind::Multihead,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct FoldersArgs {
+    /// Folder holding one sub-folder per class (or per label combination).
+    #[arg(long, value_name = "DIR")]
+    root: PathBuf,
+    /// multiclass (a folder is a class) or multilabel (folder names split into labels).
+    #[arg(long, value_enum, default_value_t = TaskArg::Multiclass)]
+    task: TaskArg,
+    /// With --task multilabel: what separates the labels in a folder name.
+    #[arg(long, default_value = "_", value_name = "TEXT")]
+    separator: String,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+struct CsvArgs {
+    /// The CSV file (header `path,<label columns...>`).
+    #[arg(long, value_name = "FILE")]
+    file: PathBuf,
+    /// multilabel (0/1 columns), multiclass (one class column) or multihead (a column per head).
+    #[arg(long, value_enum)]
+    task: TaskArg,
+    /// Base folder of relative image paths (default: the CSV's folder).
+    #[arg(long, value_name = "DIR")]
+    images_root: Option<PathBuf>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+struct ShapesArgs {
+    /// Directory to write.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Number of images (cycling through the 9 colour/shape combinations).
+    #[arg(long, default_value_t = 360, value_name = "N")]
+    images: usize,
+    /// Side of the drawn images in pixels.
+    #[arg(long, default_value_t = 64, value_name = "PX")]
+    size: u32,
+    #[arg(long, default_value_t = 7, value_name = "S")]
+    seed: u64,
 }
 
 #[derive(Args, Debug)]
@@ -64,9 +211,6 @@ struct PrepArgs {
     /// VOC root: the directory containing Annotations/, JPEGImages/ and ImageSets/.
     #[arg(long, value_name = "DIR", required = true)]
     voc_root: Option<PathBuf>,
-    /// Output directory (replaced atomically if it holds an earlier voc-prep output).
-    #[arg(long, value_name = "DIR", default_value = "processed_data")]
-    out: PathBuf,
     /// Target classes: comma-separated VOC names in label order, or `all` (20, VOC order).
     #[arg(long, value_name = "LIST", default_value = "person,chair,dog,sofa")]
     classes: String,
@@ -85,30 +229,11 @@ struct PrepArgs {
     /// Keep images that hold none of the target classes (as all-negative rows).
     #[arg(long)]
     keep_empty: bool,
-    /// Side of the square output images, in pixels.
-    #[arg(long, default_value_t = 224, value_name = "PX")]
-    size: u32,
-    /// How to make images square: stretch (reference), letterbox (pad) or center-crop.
-    #[arg(long, value_enum, default_value_t = ResizeArg::Stretch)]
-    resize: ResizeArg,
-    /// Train,val,test fractions; `0,0,1` puts everything in test.
-    #[arg(long, default_value = "0.7,0.15,0.15", value_name = "T,V,T")]
-    split: String,
-    /// Seed of the split (same seed and inputs, same split).
-    #[arg(long, default_value_t = 42, value_name = "S")]
-    seed: u64,
-    /// Pixel dtype of X: uint8 (0..255, compact) or f32 ([0,1], like the reference).
-    #[arg(long, value_enum, default_value_t = DTypeArg::U8)]
-    dtype: DTypeArg,
     /// Skip malformed annotation XML files (listed in the manifest) instead of failing.
     #[arg(long)]
     skip_bad: bool,
-    /// Replace --out even if it does not hold an earlier voc-prep output.
-    #[arg(long)]
-    force: bool,
-    /// No progress bar.
-    #[arg(long, short)]
-    quiet: bool,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -140,9 +265,10 @@ enum DTypeArg {
 
 impl PrepArgs {
     fn into_config(self) -> Result<PrepConfig> {
+        let o = self.output.spec()?;
         Ok(PrepConfig {
             voc_root: self.voc_root.expect("required by clap"),
-            out: self.out,
+            out: o.out,
             classes: parse_class_list(&self.classes)?,
             labels: match self.labels {
                 LabelsArg::Annotations => LabelSource::Annotations,
@@ -154,20 +280,13 @@ impl PrepArgs {
                 s.to_possible_value().expect("no skipped variants").get_name().to_string()
             }),
             keep_empty: self.keep_empty,
-            size: self.size,
-            resize: match self.resize {
-                ResizeArg::Stretch => ResizeMode::Stretch,
-                ResizeArg::Letterbox => ResizeMode::Letterbox,
-                ResizeArg::CenterCrop => ResizeMode::CenterCrop,
-            },
-            split: SplitFractions::parse(&self.split)?,
-            seed: self.seed,
-            dtype: match self.dtype {
-                DTypeArg::U8 => DType::U8,
-                DTypeArg::F32 => DType::F32,
-            },
+            size: o.size,
+            resize: o.resize,
+            split: o.split,
+            seed: o.seed,
+            dtype: o.dtype,
             skip_bad: self.skip_bad,
-            force: self.force,
+            force: o.force,
         })
     }
 }
@@ -176,6 +295,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     run_main("voc-prep", || match cli.command {
         Some(Command::Synth(args)) => run_synth(args),
+        Some(Command::Folders(args)) => run_import(&args.output, |spec, pb, cancel| import_folders(&args.root, args.task.kind(), &args.separator, spec, pb, cancel)),
+        Some(Command::Csv(args)) => run_import(&args.output, |spec, pb, cancel| import_csv(&args.file, args.task.kind(), args.images_root.as_deref(), spec, pb, cancel)),
+        Some(Command::Shapes(args)) => {
+            let csv = vocml_core::shapes::generate(&args.out, args.images, args.size, args.seed)?;
+            println!("wrote {} shape images to {} (class folders in images/, labels in {})", args.images, args.out.display(), csv.display());
+            Ok(())
+        }
         None => run_prep(cli.prep),
     })
 }
@@ -194,23 +320,35 @@ fn run_synth(args: SynthArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_import<'a>(args: &OutputArgs, import: impl FnOnce(&OutputSpec, &indicatif::ProgressBar, &std::sync::atomic::AtomicBool) -> Result<Manifest> + 'a) -> Result<()> {
+    let spec = args.spec()?;
+    let cancel = interrupt_flag();
+    let pb = progress_bar("import", args.quiet);
+    let started = std::time::Instant::now();
+    let manifest = import(&spec, &pb, &cancel)?;
+    pb.finish_and_clear();
+    print_summary(&manifest, &spec.out, started.elapsed().as_secs_f64());
+    Ok(())
+}
+
 fn run_prep(args: PrepArgs) -> Result<()> {
-    let quiet = args.quiet;
+    let quiet = args.output.quiet;
     let cfg = args.into_config()?;
     let cancel = interrupt_flag();
     let pb = progress_bar("voc-prep", quiet);
     let started = std::time::Instant::now();
     let manifest = prepare(&cfg, &pb, &cancel)?;
     pb.finish_and_clear();
-    print_summary(&manifest, &cfg, started.elapsed().as_secs_f64());
+    print_summary(&manifest, &cfg.out, started.elapsed().as_secs_f64());
     Ok(())
 }
 
-fn print_summary(m: &Manifest, cfg: &PrepConfig, secs: f64) {
+fn print_summary(m: &Manifest, out: &std::path::Path, secs: f64) {
     let total: usize = SPLITS.iter().map(|s| m.splits.get(s).map_or(0, |i| i.count)).sum();
     println!(
-        "voc-prep: {total} images -> {} ({}x{} {}, {}; labels from {}) in {secs:.1}s ({:.0} images/s)",
-        cfg.out.display(),
+        "voc-prep: {total} images -> {} ({} task, {}x{} {}, {}; labels from {}) in {secs:.1}s ({:.0} images/s)",
+        out.display(),
+        m.task.name(),
         m.image.size,
         m.image.size,
         m.image.dtype,

@@ -1,11 +1,14 @@
-//! `evaluate`: metrics of a run on a prepared split (at 0.5 and at per-class thresholds
-//! tuned on validation), written to the run; comparison of runs and selection of the best.
+//! `evaluate`: metrics of a run on a prepared split, written to the run; comparison of runs
+//! and selection of the best. Multilabel runs are scored at 0.5 and at per-class thresholds
+//! tuned on validation; grouped tasks (multiclass, multihead) by arg-max per group, with
+//! accuracy and a confusion matrix per group.
 
 use crate::data::SplitData;
 use crate::inference::Thresholds;
 use crate::predictor::Predictor;
 use crate::manifest::Manifest;
-use crate::metrics::{compute, mean_ap, per_class_ap, tune_thresholds, MultiLabelMetrics};
+use crate::metrics::{compute, confusion_matrix, mean_ap, per_class_ap, tune_thresholds, MultiLabelMetrics};
+use crate::task::{Task, TaskKind};
 use crate::runs::{write_atomic, CONFUSION_FILE, EVALUATION_FILE, PR_CURVES_FILE, THRESHOLDS_FILE};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -43,13 +46,36 @@ pub struct ClassReport {
     pub fn_: usize,
 }
 
-/// `evaluation.json`: the metrics at 0.5 at the top level (keys `macro_f1`, `micro_f1`,
-/// `subset_accuracy`, `label_accuracy`, `hamming_loss`, `mAP`, `per_class`) and at the tuned
-/// thresholds under `tuned`.
+/// Accuracy and confusion matrix of one label group (a head) of a grouped task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupReport {
+    pub name: String,
+    pub classes: Vec<String>,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    /// `confusion[truth][predicted]`, in `classes` order.
+    pub confusion: Vec<Vec<usize>>,
+}
+
+/// `evaluation.json`: the metrics at 0.5 (multilabel) or by arg-max (grouped tasks) at the
+/// top level (keys `macro_f1`, `micro_f1`, `subset_accuracy`, `label_accuracy`,
+/// `hamming_loss`, `accuracy`, `loss`, `mAP`, `per_class`, `groups`) and at the tuned
+/// thresholds under `tuned` (multilabel).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Evaluation {
     pub run: PathBuf,
     pub model: String,
+    #[serde(default)]
+    pub task: TaskKind,
+    /// Exact-match accuracy: every label (every head) right.
+    #[serde(default)]
+    pub accuracy: f64,
+    /// The task's loss (binary or summed softmax cross-entropy) on the split.
+    #[serde(default)]
+    pub loss: f64,
+    /// One report per label group (grouped tasks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupReport>,
     /// Whether each image was averaged with its horizontal mirror.
     #[serde(default)]
     pub tta: bool,
@@ -99,16 +125,20 @@ fn metric_set(m: &MultiLabelMetrics, aps: &[Option<f64>], thresholds: &[f32]) ->
     }
 }
 
-/// Refuses data whose classes or image size differ from the run's (`run` names it).
-pub fn check_compatible(classes: &[String], image_size: u32, run: &Path, manifest: &Manifest, data: &Path) -> Result<()> {
-    if manifest.classes != classes {
+/// Refuses data whose task, classes or image size differ from the run's (`run` names it).
+pub fn check_compatible(task: &Task, image_size: u32, run: &Path, manifest: &Manifest, data: &Path) -> Result<()> {
+    if manifest.classes != task.classes {
         bail!(
             "{}: data classes {:?} do not match the run's classes {:?} ({})",
             data.display(),
             manifest.classes,
-            classes,
+            task.classes,
             run.display()
         );
+    }
+    let data_task = manifest.task()?;
+    if data_task != *task {
+        bail!("{}: the data is a {} task but {} was trained for {}", data.display(), data_task.kind.name(), run.display(), task.kind.name());
     }
     if manifest.image.size != image_size {
         bail!(
@@ -142,7 +172,8 @@ pub fn score_split(model: &Predictor, split: &SplitData, batch: usize) -> (Vec<f
 pub fn evaluate_run(run_dir: &Path, data: &Path, split: &str, device: Device, batch: usize, tta: Option<bool>) -> Result<Evaluation> {
     let model = Predictor::load(run_dir, device, tta)?;
     let manifest = Manifest::load(data)?;
-    check_compatible(model.classes(), model.image_size(), &model.run_dir, &manifest, data)?;
+    let task = model.task().clone();
+    check_compatible(&task, model.image_size(), &model.run_dir, &manifest, data)?;
     let target = SplitData::open(data, split, &manifest)?;
     if target.is_empty() {
         bail!("{}: the {split} split is empty; choose another with --split", data.display());
@@ -151,15 +182,33 @@ pub fn evaluate_run(run_dir: &Path, data: &Path, split: &str, device: Device, ba
     let (probs, ms) = score_split(&model, &target, batch);
     let aps = per_class_ap(&probs, &target.y, c);
     let half = vec![0.5f32; c];
-    let at_half = metric_set(&compute(&probs, &target.y, model.classes(), &half), &aps, &half);
+    let decisions = task.decide(&probs, &half);
+    let at_half = metric_set(&compute(&decisions, &target.y, model.classes(), &half), &aps, &half);
+    let groups: Vec<GroupReport> = task
+        .groups
+        .iter()
+        .zip(task.ranges())
+        .map(|(g, r)| {
+            let confusion = confusion_matrix(&target.y, &decisions, c, r.clone());
+            let right: usize = (0..r.len()).map(|i| confusion[i][i]).sum();
+            let total: usize = confusion.iter().flatten().sum();
+            GroupReport {
+                name: g.name.clone(),
+                classes: g.classes.clone(),
+                accuracy: right as f64 / total.max(1) as f64,
+                macro_f1: at_half.per_class[r.clone()].iter().map(|k| k.f1).sum::<f64>() / r.len() as f64,
+                confusion,
+            }
+        })
+        .collect();
 
-    let val = if split == "val" { None } else { SplitData::open(data, "val", &manifest).ok().filter(|v| !v.is_empty()) };
+    let val = if split == "val" || task.is_grouped() { None } else { SplitData::open(data, "val", &manifest).ok().filter(|v| !v.is_empty()) };
     let (tuned_th, tuned_on) = match (&val, split) {
         (Some(v), _) => {
             let (vp, _) = score_split(&model, v, batch);
             (Some(tune_thresholds(&vp, &v.y, c)), Some("val".to_string()))
         }
-        (None, "val") => (Some(tune_thresholds(&probs, &target.y, c)), Some("val".to_string())),
+        (None, "val") if !task.is_grouped() => (Some(tune_thresholds(&probs, &target.y, c)), Some("val".to_string())),
         _ => (None, None),
     };
     let tuned = tuned_th.as_ref().map(|th| metric_set(&compute(&probs, &target.y, model.classes(), th), &aps, th));
@@ -170,6 +219,10 @@ pub fn evaluate_run(run_dir: &Path, data: &Path, split: &str, device: Device, ba
     let eval = Evaluation {
         run: model.run_dir.clone(),
         model: model.name.clone(),
+        task: task.kind,
+        accuracy: at_half.subset_accuracy,
+        loss: task.loss_from_probs(&probs, &target.y),
+        groups,
         tta: model.tta,
         data: std::fs::canonicalize(data).unwrap_or(data.to_path_buf()),
         split: split.to_string(),
@@ -187,8 +240,9 @@ pub fn evaluate_run(run_dir: &Path, data: &Path, split: &str, device: Device, ba
     Ok(eval)
 }
 
-/// `pr_curves.png` (one panel per class) and `confusion.png` (TP/FP/FN/TN per class at the
-/// tuned thresholds, else 0.5) in the run directory.
+/// `pr_curves.png` (one panel per class) and the confusion PNGs in the run directory:
+/// `confusion.png` (multilabel: TP/FP/FN/TN per class at the tuned thresholds, else 0.5;
+/// multiclass: the matrix) or `confusion_<head>.png` per head (multihead).
 fn write_plots(e: &Evaluation, probs: &[f32], labels: &[f32], run_dir: &Path) -> Result<()> {
     use crate::metrics::pr_curve;
     use crate::plot::{render_panels, render_table, Panel, Series, PALETTE};
@@ -213,6 +267,23 @@ fn write_plots(e: &Evaluation, probs: &[f32], labels: &[f32], run_dir: &Path) ->
         })
         .collect();
     render_panels(&panels, c.min(4), &run_dir.join(PR_CURVES_FILE))?;
+    if !e.groups.is_empty() {
+        for g in &e.groups {
+            let rows: Vec<(String, Vec<(String, f64)>)> = g
+                .classes
+                .iter()
+                .zip(&g.confusion)
+                .map(|(name, row)| {
+                    let total = row.iter().sum::<usize>().max(1) as f64;
+                    (name.clone(), row.iter().map(|&v| (v.to_string(), v as f64 / total)).collect())
+                })
+                .collect();
+            let title = format!("{} {} SPLIT {} N={} ACCURACY {:.3} (ROWS TRUE, COLUMNS PREDICTED)", e.model, g.name, e.split, e.images, g.accuracy);
+            let file = if e.task == TaskKind::Multihead { format!("confusion_{}.png", g.name) } else { CONFUSION_FILE.to_string() };
+            render_table(&title, &g.classes, &rows, &run_dir.join(file))?;
+        }
+        return Ok(());
+    }
     let m = e.tuned.as_ref().unwrap_or(&e.at_half);
     let n = e.images as f64;
     let rows: Vec<(String, Vec<(String, f64)>)> = m
@@ -230,7 +301,7 @@ fn write_plots(e: &Evaluation, probs: &[f32], labels: &[f32], run_dir: &Path) ->
 }
 
 /// Metrics a comparison can rank runs by.
-pub const RANK_METRICS: [&str; 5] = ["macro_f1", "micro_f1", "mAP", "subset_accuracy", "label_accuracy"];
+pub const RANK_METRICS: [&str; 6] = ["macro_f1", "micro_f1", "mAP", "accuracy", "subset_accuracy", "label_accuracy"];
 
 /// The value of `metric` for an evaluation (tuned thresholds when available, except mAP).
 pub fn metric_value(e: &Evaluation, metric: &str) -> Result<f64> {
@@ -239,6 +310,7 @@ pub fn metric_value(e: &Evaluation, metric: &str) -> Result<f64> {
         "macro_f1" => m.macro_f1,
         "micro_f1" => m.micro_f1,
         "mAP" => e.map,
+        "accuracy" => e.accuracy,
         "subset_accuracy" => m.subset_accuracy,
         "label_accuracy" => m.label_accuracy,
         other => bail!("unknown metric {other:?}; expected one of {}", RANK_METRICS.join(", ")),
@@ -247,7 +319,7 @@ pub fn metric_value(e: &Evaluation, metric: &str) -> Result<f64> {
 
 /// The comparison of several evaluations as CSV and as a Markdown table.
 pub fn comparison_tables(evals: &[Evaluation]) -> (String, String) {
-    let header = ["run", "model", "tta", "macro_f1", "micro_f1", "mAP", "subset_accuracy", "label_accuracy", "macro_f1_at_0.5", "parameters", "train_seconds", "inference_ms_per_image"];
+    let header = ["run", "model", "tta", "macro_f1", "micro_f1", "mAP", "subset_accuracy", "label_accuracy", "macro_f1_at_0.5", "accuracy", "loss", "parameters", "train_seconds", "inference_ms_per_image"];
     let mut csv = header.join(",") + "\n";
     let mut md = format!("| {} |\n|{}\n", header.join(" | "), "---|".repeat(header.len()));
     for e in evals {
@@ -263,6 +335,8 @@ pub fn comparison_tables(evals: &[Evaluation]) -> (String, String) {
             format!("{:.4}", m.subset_accuracy),
             format!("{:.4}", m.label_accuracy),
             format!("{:.4}", e.at_half.macro_f1),
+            format!("{:.4}", e.accuracy),
+            format!("{:.4}", e.loss),
             e.parameters.to_string(),
             format!("{:.1}", e.train_seconds),
             format!("{:.2}", e.inference_ms_per_image),

@@ -2,6 +2,7 @@
 //! `runs/feedback/` so each retrain learns from all corrections so far.
 
 use crate::imageio::decode_file;
+use crate::task::Task;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -24,9 +25,13 @@ pub struct Correction {
 }
 
 /// Parses a corrections CSV (`path,labels` with `;`-separated labels; empty = no class).
-/// Relative paths are resolved against the working directory, then the CSV's directory.
-/// Unknown classes, unreadable images and duplicate paths are errors naming the line.
-pub fn read_corrections_csv(csv: &Path, classes: &[String]) -> Result<Vec<(PathBuf, Vec<String>)>> {
+/// For multiclass a row names exactly one class; for multihead one class per head, as
+/// `<head>/<class>` or as a class name only one head has. Labels are returned as the task's
+/// column names. Relative paths are resolved against the working directory, then the CSV's
+/// directory. Unknown classes, label sets the task forbids, unreadable images and duplicate
+/// paths are errors naming the line.
+pub fn read_corrections_csv(csv: &Path, task: &Task) -> Result<Vec<(PathBuf, Vec<String>)>> {
+    let classes = &task.classes;
     let text = std::fs::read_to_string(csv).with_context(|| format!("cannot read corrections file {}", csv.display()))?;
     let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
     match lines.next() {
@@ -51,12 +56,20 @@ pub fn read_corrections_csv(csv: &Path, classes: &[String]) -> Result<Vec<(PathB
         }
         let mut set = Vec::new();
         for l in labels.split(';').map(str::trim).filter(|l| !l.is_empty()) {
-            if !classes.iter().any(|c| c == l) {
+            let Some(col) = task.column_of(l) else {
                 bail!("{at}: unknown class {l:?}; the model's classes are {}", classes.join(", "));
+            };
+            if !set.contains(&classes[col]) {
+                set.push(classes[col].clone());
             }
-            if !set.iter().any(|s: &String| s == l) {
-                set.push(l.to_string());
-            }
+        }
+        if task.is_grouped() {
+            let row: Vec<f32> = classes.iter().map(|c| set.contains(c) as u8 as f32).collect();
+            task.check_labels(&row).map_err(|e| {
+                let e = e.to_string();
+                let why = e.split_once(": ").map_or(e.as_str(), |(_, w)| w);
+                anyhow::anyhow!("{at}: {why} (a {} correction names one class per head)", task.kind.name())
+            })?;
         }
         decode_file(&p).map_err(|e| anyhow::anyhow!("{at}: cannot use image {}: {e}", p.display()))?;
         out.push((p, set));

@@ -1,5 +1,5 @@
 //! A trained run loaded for inference: backbone + head from `model.safetensors`, with the
-//! run's classes, input size, resize mode, normalisation and decision thresholds.
+//! run's task and classes, input size, resize mode, normalisation and decision thresholds.
 
 use crate::data::{normalize, to_unit_nchw};
 use crate::imageio::ResizeMode;
@@ -7,6 +7,7 @@ use crate::model::head::Head;
 use crate::model::weights::{load_into, read_checkpoint};
 use crate::model::{BackboneKind, BackboneNet};
 use crate::runs::{CONFIG_FILE, MODEL_FILE, THRESHOLDS_FILE};
+use crate::task::{LabelGroup, Task, TaskKind};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -25,6 +26,8 @@ pub struct Thresholds {
 pub struct LoadedModel {
     pub run_dir: PathBuf,
     pub kind: BackboneKind,
+    /// Task type and label groups; `task.classes` are the output columns.
+    pub task: Task,
     pub classes: Vec<String>,
     pub image_size: u32,
     pub resize: ResizeMode,
@@ -44,6 +47,10 @@ pub struct LoadedModel {
 #[derive(Deserialize)]
 struct RunConfig {
     options: RunOptions,
+    #[serde(default)]
+    task: TaskKind,
+    #[serde(default)]
+    label_groups: Vec<LabelGroup>,
     classes: Vec<String>,
     image_size: u32,
     #[serde(default)]
@@ -72,9 +79,12 @@ impl LoadedModel {
             .with_context(|| format!("{} is not a finished run (no readable config.json)", run_dir.display()))?;
         let cfg: RunConfig =
             serde_json::from_str(&text).with_context(|| format!("{}: not a valid run config", cfg_path.display()))?;
+        let task = Task::new(cfg.task, cfg.classes.clone(), cfg.label_groups.clone())
+            .with_context(|| format!("{}: inconsistent task", cfg_path.display()))?;
         let mut vs = nn::VarStore::new(device);
-        let net = cfg.options.model.build(&vs.root(), false);
-        let head = Head::new(&(vs.root() / "head"), cfg.options.model.feature_dim(), cfg.classes.len() as i64);
+        let kind = cfg.options.model;
+        let net = kind.build(&vs.root(), false);
+        let head = Head::new(&(vs.root() / "head"), kind.feature_dim(), cfg.classes.len() as i64, kind.head_hidden());
         let model_path = run_dir.join(MODEL_FILE);
         let tensors = read_checkpoint(&model_path)?;
         load_into(&vs, tensors, &model_path, &[], &[])?;
@@ -84,7 +94,8 @@ impl LoadedModel {
         let (thresholds, tuned) = thresholds_for(run_dir, &cfg.classes)?;
         Ok(LoadedModel {
             run_dir: std::fs::canonicalize(run_dir).unwrap_or(run_dir.to_path_buf()),
-            kind: cfg.options.model,
+            kind,
+            task,
             classes: cfg.classes,
             image_size: cfg.image_size,
             resize: cfg.resize,
@@ -122,11 +133,12 @@ impl LoadedModel {
         self.data.clone()
     }
 
-    /// Probabilities `[B, C]` (on the CPU) for `[B, H, W, 3]` uint8 pixels at the run's size.
+    /// Probabilities `[B, C]` (on the CPU) for `[B, H, W, 3]` uint8 pixels at the run's size:
+    /// sigmoid per class, or softmax per label group.
     pub fn probabilities(&self, pixels: &Tensor) -> Tensor {
         tch::no_grad(|| {
             let xs = normalize(&to_unit_nchw(pixels, self.device), &self.kind.normalization());
-            self.head.forward_t(&self.net.features(&xs), false).sigmoid().to_device(Device::Cpu)
+            self.task.probabilities(&self.head.forward_t(&self.net.features(&xs), false)).to_device(Device::Cpu)
         })
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::imageio::ResizeMode;
 use crate::split::SplitFractions;
+use crate::task::{LabelGroup, Task, TaskKind};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -20,10 +21,14 @@ pub struct Manifest {
     pub tool: String,
     pub version: String,
     pub created: String,
-    /// Task type of the labels (`multilabel`).
-    pub task: String,
-    /// Class names in label-column order.
+    /// Task type of the labels.
+    #[serde(default)]
+    pub task: TaskKind,
+    /// Class names in label-column order (`<group>/<class>` for multihead).
     pub classes: Vec<String>,
+    /// Groups of mutually exclusive classes (multiclass: one; multihead: one per head).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub label_groups: Vec<LabelGroup>,
     pub image: ImageSpec,
     pub source: SourceInfo,
     pub split: SplitSpec,
@@ -114,6 +119,11 @@ impl Manifest {
             format!("cannot read {} (is {} a voc-prep output directory?)", path.display(), dir.display())
         })?;
         serde_json::from_str(&text).with_context(|| format!("{}: not a valid manifest", path.display()))
+    }
+
+    /// The task the labels were prepared for.
+    pub fn task(&self) -> Result<Task> {
+        Task::new(self.task, self.classes.clone(), self.label_groups.clone()).context("manifest.json: inconsistent task")
     }
 
     /// SHA-256 of the manifest file, recorded by runs to tie them to their data.

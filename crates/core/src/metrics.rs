@@ -221,8 +221,32 @@ pub fn tune_thresholds(probs: &[f32], labels: &[f32], c: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Confusion matrix of one group of mutually exclusive columns: `m[truth][predicted]`
+/// counts over the rows of row-major `[n, c]` 0/1 labels and decisions.
+pub fn confusion_matrix(labels: &[f32], decisions: &[f32], c: usize, group: std::ops::Range<usize>) -> Vec<Vec<usize>> {
+    let k = group.len();
+    let mut m = vec![vec![0usize; k]; k];
+    for (y, d) in labels.chunks(c).zip(decisions.chunks(c)) {
+        let truth = group.clone().position(|j| y[j] >= 0.5);
+        let pred = group.clone().position(|j| d[j] >= 0.5);
+        if let (Some(t), Some(p)) = (truth, pred) {
+            m[t][p] += 1;
+        }
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn confusion_matrix_counts_truth_by_prediction() {
+        // 2 columns before the group, group of 3 columns.
+        let labels = [0.0, 1.0, 1.0, 0.0, 0.0, /**/ 1.0, 0.0, 0.0, 0.0, 1.0, /**/ 0.0, 0.0, 0.0, 0.0, 1.0];
+        let decide = [0.0, 1.0, 1.0, 0.0, 0.0, /**/ 1.0, 0.0, 0.0, 1.0, 0.0, /**/ 0.0, 0.0, 0.0, 0.0, 1.0];
+        let m = confusion_matrix(&labels, &decide, 5, 2..5);
+        assert_eq!(m, vec![vec![1, 0, 0], vec![0, 0, 0], vec![0, 1, 1]]);
+    }
+
     #[test]
     fn average_precision_hand_computed() {
         // ranks: +, -, +, -  -> precision envelope 1, 2/3 at recalls .5, 1

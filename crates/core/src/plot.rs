@@ -198,7 +198,7 @@ pub fn render_panels(panels: &[Panel], cols: usize, path: &Path) -> Result<()> {
 pub fn render_table(title: &str, header: &[String], rows: &[(String, Vec<(String, f64)>)], path: &Path) -> Result<()> {
     let cell = 84i64;
     let first = 6 * rows.iter().map(|r| r.0.len()).max().unwrap_or(5).max(5) as i64 + 16;
-    let w = first + cell * header.len() as i64 + 10;
+    let w = (first + cell * header.len() as i64 + 10).max(6 * title.len() as i64 + 16);
     let h = 40 + 22 * (rows.len() as i64 + 1) + 10;
     let mut img = RgbImage::from_pixel(w as u32, h as u32, BG);
     text(&mut img, 8, 8, title, INK);

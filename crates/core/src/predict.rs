@@ -4,6 +4,7 @@
 
 use crate::imageio::{decode_file, SquareResizer};
 use crate::predictor::Predictor;
+use crate::task::{Task, TaskKind};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::io::Write;
@@ -178,9 +179,12 @@ pub enum Format {
 }
 
 /// Writes scored rows: path, predicted labels, every class probability, optional top-k.
+/// Multilabel labels are the classes at or above their threshold; grouped tasks label each
+/// image with the most probable class of every group (JSON lines also give them per head).
 pub struct RowWriter<W: Write> {
     out: W,
     format: Format,
+    task: Task,
     classes: Vec<String>,
     thresholds: Vec<f32>,
     top_k: usize,
@@ -196,7 +200,8 @@ fn csv_field(s: &str) -> String {
 
 impl<W: Write> RowWriter<W> {
     /// Creates the writer and writes the CSV header.
-    pub fn new(mut out: W, format: Format, classes: Vec<String>, thresholds: Vec<f32>, top_k: usize) -> Result<Self> {
+    pub fn new(mut out: W, format: Format, task: Task, thresholds: Vec<f32>, top_k: usize) -> Result<Self> {
+        let classes = task.classes.clone();
         if format == Format::Csv {
             let mut cols = vec!["path".to_string(), "labels".to_string()];
             cols.extend(classes.iter().map(|c| format!("p_{c}")));
@@ -206,7 +211,7 @@ impl<W: Write> RowWriter<W> {
             cols.push("error".into());
             writeln!(out, "{}", cols.join(","))?;
         }
-        Ok(RowWriter { out, format, classes, thresholds, top_k })
+        Ok(RowWriter { out, format, task, classes, thresholds, top_k })
     }
 
     /// Writes one row and flushes, so a crash keeps every row written so far.
@@ -214,13 +219,9 @@ impl<W: Write> RowWriter<W> {
         let path = row.path.to_string_lossy();
         match (&row.result, self.format) {
             (Ok(p), fmt) => {
-                let labels: Vec<&str> = self
-                    .classes
-                    .iter()
-                    .zip(p.iter().zip(&self.thresholds))
-                    .filter(|(_, (v, t))| **v >= **t)
-                    .map(|(c, _)| c.as_str())
-                    .collect();
+                let decided = self.task.decide(p, &self.thresholds);
+                let labels: Vec<&str> =
+                    self.classes.iter().zip(&decided).filter(|(_, d)| **d >= 0.5).map(|(c, _)| c.as_str()).collect();
                 let mut order: Vec<usize> = (0..p.len()).collect();
                 order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
                 let top: Vec<usize> = order.into_iter().take(self.top_k).collect();
@@ -236,6 +237,20 @@ impl<W: Write> RowWriter<W> {
                     let probs: serde_json::Map<String, serde_json::Value> =
                         self.classes.iter().zip(p).map(|(c, v)| (c.clone(), serde_json::json!(*v))).collect();
                     let mut obj = serde_json::json!({"path": path, "labels": labels, "probabilities": probs});
+                    match self.task.kind {
+                        TaskKind::Multiclass => obj["label"] = serde_json::json!(labels.first()),
+                        TaskKind::Multihead => {
+                            let heads: serde_json::Map<String, serde_json::Value> = self
+                                .task
+                                .groups
+                                .iter()
+                                .zip(self.task.ranges())
+                                .filter_map(|(g, r)| r.clone().position(|j| decided[j] >= 0.5).map(|k| (g.name.clone(), serde_json::json!(g.classes[k]))))
+                                .collect();
+                            obj["heads"] = heads.into();
+                        }
+                        TaskKind::Multilabel => {}
+                    }
                     if self.top_k > 0 {
                         obj["top"] = top.iter().map(|&k| serde_json::json!({"class": self.classes[k], "probability": p[k]})).collect();
                     }
@@ -277,7 +292,8 @@ mod tests {
     fn csv_rows_quote_and_carry_errors() {
         let mut buf = Vec::new();
         {
-            let mut w = RowWriter::new(&mut buf, Format::Csv, vec!["a".into(), "b".into()], vec![0.5, 0.5], 1).unwrap();
+            let task = Task::multilabel(vec!["a".into(), "b".into()]);
+            let mut w = RowWriter::new(&mut buf, Format::Csv, task, vec![0.5, 0.5], 1).unwrap();
             w.write(&Scored { path: "x,1.jpg".into(), result: Ok(vec![0.9, 0.2]) }).unwrap();
             w.write(&Scored { path: "bad.jpg".into(), result: Err("not an image".into()) }).unwrap();
         }
@@ -286,5 +302,27 @@ mod tests {
         assert_eq!(lines[0], "path,labels,p_a,p_b,top,error");
         assert_eq!(lines[1], "\"x,1.jpg\",a,0.900000,0.200000,a:0.9000,");
         assert_eq!(lines[2], "bad.jpg,,,,,not an image");
+    }
+
+    #[test]
+    fn grouped_rows_name_one_class_per_head() {
+        use crate::task::LabelGroup;
+        let g = |n: &str, c: &[&str]| LabelGroup { name: n.into(), classes: c.iter().map(|s| s.to_string()).collect() };
+        let task = Task::multihead(vec![g("color", &["red", "blue"]), g("shape", &["circle", "square", "star"])]).unwrap();
+        let mut buf = Vec::new();
+        {
+            let mut w = RowWriter::new(&mut buf, Format::Jsonl, task.clone(), vec![0.5; 5], 0).unwrap();
+            w.write(&Scored { path: "a.png".into(), result: Ok(vec![0.3, 0.7, 0.2, 0.3, 0.5]) }).unwrap();
+        }
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["labels"], serde_json::json!(["color/blue", "shape/star"]));
+        assert_eq!(v["heads"], serde_json::json!({"color": "blue", "shape": "star"}));
+        let mut buf = Vec::new();
+        {
+            let mut w = RowWriter::new(&mut buf, Format::Csv, task, vec![0.5; 5], 0).unwrap();
+            w.write(&Scored { path: "a.png".into(), result: Ok(vec![0.6, 0.4, 0.2, 0.3, 0.5]) }).unwrap();
+        }
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(text.lines().nth(1).unwrap(), "a.png,color/red;shape/star,0.600000,0.400000,0.200000,0.300000,0.500000,");
     }
 }

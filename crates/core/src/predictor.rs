@@ -89,14 +89,16 @@ impl Predictor {
         }
         let first = &members[0];
         for m in &members[1..] {
-            if m.classes != first.classes || m.image_size != first.image_size || m.resize != first.resize {
+            if m.task != first.task || m.image_size != first.image_size || m.resize != first.resize {
                 bail!(
-                    "{} ({:?}, {} px, {}) and {} ({:?}, {} px, {}) cannot be averaged: members need the same classes, image size and resize mode",
+                    "{} ({} {:?}, {} px, {}) and {} ({} {:?}, {} px, {}) cannot be averaged: members need the same task, classes, image size and resize mode",
                     first.run_dir.display(),
+                    first.task.kind.name(),
                     first.classes,
                     first.image_size,
                     first.resize.name(),
                     m.run_dir.display(),
+                    m.task.kind.name(),
                     m.classes,
                     m.image_size,
                     m.resize.name()
@@ -120,6 +122,11 @@ impl Predictor {
             tta,
             members,
         })
+    }
+
+    /// The task (shared by the members).
+    pub fn task(&self) -> &crate::task::Task {
+        &self.members[0].task
     }
 
     /// Class names, in output column order.

@@ -6,6 +6,7 @@ use crate::manifest::{ImageSpec, Manifest, Skipped, SourceInfo, SplitInfo, Split
 use crate::npy::{self, DType, NpyWriter};
 use crate::split::{stratified_split, SplitFractions};
 use crate::staging::StagingDir;
+use crate::task::Task;
 use crate::voc::annotation::read_annotation;
 use crate::voc::imagesets::{read_class_labels, read_id_list};
 use crate::voc::VocLayout;
@@ -60,10 +61,13 @@ pub struct PrepConfig {
 /// Images decoded per parallel batch; bounds memory to a few of these at a time.
 const CHUNK: usize = 64;
 
-/// One image selected for preparation.
-struct Candidate {
-    id: String,
-    labels: Vec<bool>,
+/// One image selected for preparation: an id (unique in the dataset), its file and its
+/// 0/1 label row.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub id: String,
+    pub path: PathBuf,
+    pub labels: Vec<bool>,
 }
 
 /// Runs the whole preparation and returns the manifest that was written.
@@ -78,24 +82,10 @@ pub fn prepare(cfg: &PrepConfig, progress: &ProgressBar, cancel: &AtomicBool) ->
             cfg.voc_root.display()
         );
     }
-    if cfg.size == 0 || cfg.size > 4096 {
-        bail!("--size {} is out of range (1..=4096)", cfg.size);
-    }
     let mut skipped: Vec<Skipped> = Vec::new();
     let ids = list_ids(cfg, &layout)?;
     let (mut candidates, incomplete) = label_images(cfg, &layout, &ids, &mut skipped)?;
-    candidates.retain(|c| {
-        let path = layout.image(&c.id);
-        let reason = match std::fs::metadata(&path) {
-            Err(_) => Some("missing image file"),
-            Ok(m) if m.len() == 0 => Some("empty file"),
-            Ok(_) => None,
-        };
-        if let Some(r) = reason {
-            skipped.push(Skipped { id: c.id.clone(), path: path.display().to_string(), reason: r.into() });
-        }
-        reason.is_none()
-    });
+    drop_missing_files(&mut candidates, &mut skipped);
     if !cfg.keep_empty {
         candidates.retain(|c| c.labels.iter().any(|&b| b));
     }
@@ -109,15 +99,64 @@ pub fn prepare(cfg: &PrepConfig, progress: &ProgressBar, cancel: &AtomicBool) ->
         );
     }
 
-    let matrix: Vec<Vec<bool>> = candidates.iter().map(|c| c.labels.clone()).collect();
-    let parts = stratified_split(&matrix, cfg.split, cfg.seed);
+    let source = SourceInfo {
+        kind: "voc".into(),
+        root: std::fs::canonicalize(&cfg.voc_root).unwrap_or(cfg.voc_root.clone()).display().to_string(),
+        labels: cfg.labels.name().into(),
+        image_set: cfg.image_set.clone(),
+        ignore_difficult: cfg.ignore_difficult,
+        difficult_as_positive: cfg.difficult_as_positive,
+        keep_empty: cfg.keep_empty,
+    };
+    let task = Task::multilabel(cfg.classes.clone());
+    write_dataset(&cfg.output(), &task, &candidates, skipped, source, incomplete, progress, cancel)
+}
 
-    let staging = StagingDir::new(&cfg.out)?;
+/// Where and how a prepared dataset is written (shared by VOC and the importers).
+#[derive(Debug, Clone)]
+pub struct OutputSpec {
+    pub out: PathBuf,
+    pub size: u32,
+    pub resize: ResizeMode,
+    pub split: SplitFractions,
+    pub seed: u64,
+    pub dtype: DType,
+    /// Replace an output directory that voc-prep did not write.
+    pub force: bool,
+}
+
+impl PrepConfig {
+    fn output(&self) -> OutputSpec {
+        OutputSpec { out: self.out.clone(), size: self.size, resize: self.resize, split: self.split, seed: self.seed, dtype: self.dtype, force: self.force }
+    }
+}
+
+/// Splits `candidates` (stratified by their rarest class), decodes and resizes their images
+/// into `X_/y_<split>.npy` and writes the manifest, all in a staging directory renamed over
+/// `spec.out` at the end. Unreadable images are skipped and listed in the manifest.
+#[allow(clippy::too_many_arguments)]
+pub fn write_dataset(
+    spec: &OutputSpec,
+    task: &Task,
+    candidates: &[Candidate],
+    mut skipped: Vec<Skipped>,
+    source: SourceInfo,
+    incomplete: usize,
+    progress: &ProgressBar,
+    cancel: &AtomicBool,
+) -> Result<Manifest> {
+    if spec.size == 0 || spec.size > 4096 {
+        bail!("--size {} is out of range (1..=4096)", spec.size);
+    }
+    let matrix: Vec<Vec<bool>> = candidates.iter().map(|c| c.labels.clone()).collect();
+    let parts = stratified_split(&matrix, spec.split, spec.seed);
+
+    let staging = StagingDir::new(&spec.out)?;
     progress.set_length(candidates.len() as u64);
     let mut splits = Splits::default();
     for (name, rows) in SPLITS.iter().zip(parts.iter()) {
         let chosen: Vec<&Candidate> = rows.iter().map(|&i| &candidates[i]).collect();
-        let info = write_split(cfg, &layout, staging.path(), name, &chosen, &mut skipped, progress, cancel)?;
+        let info = write_split(spec, &task.classes, staging.path(), name, &chosen, &mut skipped, progress, cancel)?;
         *splits.get_mut(name).expect("known split") = info;
     }
 
@@ -126,25 +165,18 @@ pub fn prepare(cfg: &PrepConfig, progress: &ProgressBar, cancel: &AtomicBool) ->
         tool: "voc-prep".into(),
         version: crate::VERSION.into(),
         created: chrono::Local::now().to_rfc3339(),
-        task: "multilabel".into(),
-        classes: cfg.classes.clone(),
+        task: task.kind,
+        classes: task.classes.clone(),
+        label_groups: task.groups.clone(),
         image: ImageSpec {
-            size: cfg.size,
+            size: spec.size,
             channels: 3,
             layout: "NHWC".into(),
-            dtype: cfg.dtype.name().into(),
-            resize: cfg.resize,
+            dtype: spec.dtype.name().into(),
+            resize: spec.resize,
         },
-        source: SourceInfo {
-            kind: "voc".into(),
-            root: std::fs::canonicalize(&cfg.voc_root).unwrap_or(cfg.voc_root.clone()).display().to_string(),
-            labels: cfg.labels.name().into(),
-            image_set: cfg.image_set.clone(),
-            ignore_difficult: cfg.ignore_difficult,
-            difficult_as_positive: cfg.difficult_as_positive,
-            keep_empty: cfg.keep_empty,
-        },
-        split: SplitSpec { fractions: cfg.split, seed: cfg.seed, method: "rarest-class strata".into() },
+        source,
+        split: SplitSpec { fractions: spec.split, seed: spec.seed, method: "rarest-class strata".into() },
         splits,
         skipped,
         incomplete_annotations: incomplete,
@@ -154,9 +186,24 @@ pub fn prepare(cfg: &PrepConfig, progress: &ProgressBar, cancel: &AtomicBool) ->
     if cancel.load(Ordering::SeqCst) {
         bail!(crate::Interrupted);
     }
-    let force = cfg.force;
+    let force = spec.force;
     staging.commit(|old| force || is_replaceable_output(old))?;
     Ok(manifest)
+}
+
+/// Moves candidates whose image file is missing or empty to `skipped`.
+pub fn drop_missing_files(candidates: &mut Vec<Candidate>, skipped: &mut Vec<Skipped>) {
+    candidates.retain(|c| {
+        let reason = match std::fs::metadata(&c.path) {
+            Err(_) => Some("missing image file"),
+            Ok(m) if m.len() == 0 => Some("empty file"),
+            Ok(_) => None,
+        };
+        if let Some(r) = reason {
+            skipped.push(Skipped { id: c.id.clone(), path: c.path.display().to_string(), reason: r.into() });
+        }
+        reason.is_none()
+    });
 }
 
 /// An existing directory may be replaced if it is empty or holds a previous voc-prep output.
@@ -222,7 +269,7 @@ fn label_images(
                         incomplete += ann.incomplete as usize;
                         let labels =
                             cfg.classes.iter().map(|c| ann.has_class(c, cfg.ignore_difficult)).collect();
-                        out.push(Candidate { id: id.clone(), labels });
+                        out.push(Candidate { id: id.clone(), path: layout.image(id), labels });
                     }
                     Err(None) => skipped.push(Skipped {
                         id: id.clone(),
@@ -264,7 +311,7 @@ fn label_images(
                         }
                     }
                 }
-                out.push(Candidate { id: id.clone(), labels });
+                out.push(Candidate { id: id.clone(), path: layout.image(id), labels });
             }
             Ok((out, 0))
         }
@@ -275,8 +322,8 @@ fn label_images(
 /// decoded in parallel while a writer thread appends the previous chunk, in input order.
 #[allow(clippy::too_many_arguments)]
 fn write_split(
-    cfg: &PrepConfig,
-    layout: &VocLayout,
+    cfg: &OutputSpec,
+    classes: &[String],
     dir: &Path,
     name: &str,
     chosen: &[&Candidate],
@@ -287,7 +334,7 @@ fn write_split(
     let s = cfg.size as usize;
     let mut xw = NpyWriter::create(&dir.join(format!("X_{name}.npy")), cfg.dtype, &[s, s, 3])?;
     let mut info = SplitInfo::default();
-    for class in &cfg.classes {
+    for class in classes {
         info.per_class.insert(class.clone(), 0);
     }
     type Decoded<'a> = Vec<(&'a Candidate, Result<Vec<u8>, String>)>;
@@ -317,8 +364,7 @@ fn write_split(
                 .map_init(
                     || SquareResizer::new(cfg.size, cfg.resize),
                     |resizer, cand| {
-                        let path = layout.image(&cand.id);
-                        let result = decode_file(&path).map_err(|e| e.to_string()).and_then(|img| {
+                        let result = decode_file(&cand.path).map_err(|e| e.to_string()).and_then(|img| {
                             let mut buf = vec![0u8; resizer.output_len()];
                             resizer.resize_into(&img, &mut buf)?;
                             Ok(buf)
@@ -337,26 +383,22 @@ fn write_split(
         if cancel.load(Ordering::SeqCst) {
             bail!(crate::Interrupted);
         }
-        let mut ys: Vec<f32> = Vec::with_capacity(outcome.len() * cfg.classes.len());
+        let mut ys: Vec<f32> = Vec::with_capacity(outcome.len() * classes.len());
         for (cand, r) in outcome {
             match r {
                 Ok(()) => {
-                    for (c, &on) in cfg.classes.iter().zip(&cand.labels) {
+                    for (c, &on) in classes.iter().zip(&cand.labels) {
                         ys.push(on as u8 as f32);
                         *info.per_class.get_mut(c).expect("class") += on as usize;
                     }
                     info.ids.push(cand.id.clone());
                 }
-                Err(reason) => skipped.push(Skipped {
-                    id: cand.id.clone(),
-                    path: layout.image(&cand.id).display().to_string(),
-                    reason,
-                }),
+                Err(reason) => skipped.push(Skipped { id: cand.id.clone(), path: cand.path.display().to_string(), reason }),
             }
         }
         Ok((xw, ys))
     })?;
     info.count = written.finish()?;
-    npy::write_f32(&dir.join(format!("y_{name}.npy")), &[info.count, cfg.classes.len()], &ys)?;
+    npy::write_f32(&dir.join(format!("y_{name}.npy")), &[info.count, classes.len()], &ys)?;
     Ok(info)
 }

@@ -11,10 +11,11 @@ use crate::feedback::{read_corrections_csv, FeedbackStore};
 use crate::imageio::{decode_file, SquareResizer};
 use crate::inference::{LoadedModel, Thresholds};
 use crate::manifest::Manifest;
-use crate::metrics::{compute, tune_thresholds, MultiLabelMetrics};
+use crate::metrics::{tune_thresholds, MultiLabelMetrics};
+use crate::task::Task;
 use crate::optim::Adam;
 use crate::runs::{point_best, RunWriter, CLASSES_FILE, CONFIG_FILE, CURVES_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, THRESHOLDS_FILE};
-use crate::train::{write_training_curves, EpochRecord, TrainObserver};
+use crate::train::{history_csv, monitored, monitored_name, score_logits, write_training_curves, EpochRecord, TrainObserver};
 use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -24,7 +25,7 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Every retrain option; recorded in the new run's config.
 #[derive(Debug, Clone, Serialize)]
@@ -59,16 +60,21 @@ pub struct RetrainOutcome {
     pub corrected_right_after: usize,
     pub parent_val_macro_f1: f64,
     pub new_val_macro_f1: f64,
+    /// The validation metric that decides promotion (macro-F1, or accuracy for grouped tasks).
+    pub monitor: String,
+    pub parent_val_score: f64,
+    pub new_val_score: f64,
     pub promoted: bool,
     pub reason: String,
     pub seconds: f64,
 }
 
-fn exact_rows(probs: &[f32], labels: &[f32], c: usize, th: &[f32]) -> usize {
-    probs
+fn exact_rows(task: &Task, probs: &[f32], labels: &[f32], th: &[f32]) -> usize {
+    let c = task.classes.len();
+    task.decide(probs, th)
         .chunks(c)
         .zip(labels.chunks(c))
-        .filter(|(p, y)| p.iter().zip(y.iter()).zip(th).all(|((p, y), t)| (*p >= *t) == (*y >= 0.5)))
+        .filter(|(d, y)| d.iter().zip(y.iter()).all(|(d, y)| (*d >= 0.5) == (*y >= 0.5)))
         .count()
 }
 
@@ -94,15 +100,16 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
         None => bail!("{}: the parent run records no data directory; pass --data", cfg.from.display()),
     };
     let manifest = Manifest::load(&data)?;
-    check_compatible(&parent.classes, parent.image_size, &parent.run_dir, &manifest, &data)?;
+    check_compatible(&parent.task, parent.image_size, &parent.run_dir, &manifest, &data)?;
     let val = SplitData::open(&data, "val", &manifest)?;
     if val.is_empty() {
         bail!("{}: the val split is empty; retrain needs it to decide on promotion", data.display());
     }
     let c = parent.classes.len();
     let classes = parent.classes.clone();
+    let task = parent.task.clone();
 
-    let items = read_corrections_csv(&cfg.corrections, &classes)?;
+    let items = read_corrections_csv(&cfg.corrections, &task)?;
     let store = FeedbackStore::open(&cfg.feedback_dir)?;
     let new = store.append(&items)?;
     let all = store.all()?;
@@ -113,12 +120,21 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
     let mut pixels = Vec::new();
     let mut labels = Vec::new();
     for corr in &all {
+        let row: Vec<f32> = classes.iter().map(|cl| corr.labels.contains(cl) as u8 as f32).collect();
+        if let Some(l) = corr.labels.iter().find(|l| !classes.contains(l)) {
+            bail!(
+                "{}: the stored correction of {} has label {l:?}, which this model does not have; keep each model's corrections apart with --feedback-dir",
+                cfg.feedback_dir.display(),
+                corr.source
+            );
+        }
+        task.check_labels(&row).map_err(|e| anyhow::anyhow!("{}: the stored correction of {}: {e}", cfg.feedback_dir.display(), corr.source))?;
         let img = decode_file(&store.image_path(corr))
             .map_err(|e| anyhow::anyhow!("feedback image {} ({}): {e}", store.image_path(corr).display(), corr.source))?;
         let mut buf = vec![0u8; resizer.output_len()];
         resizer.resize_into(&img, &mut buf).map_err(anyhow::Error::msg)?;
         pixels.extend(buf);
-        labels.extend(classes.iter().map(|cl| corr.labels.contains(cl) as u8 as f32));
+        labels.extend(row);
     }
     let k = all.len() as i64;
     let corr_px = to_unit_nchw(&Tensor::from_slice(&pixels).view([k, s, s, 3]), device);
@@ -168,13 +184,10 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
     let val_feats = feats_of(&val, &val_idx)?;
 
     let half = vec![0.5f32; c];
-    let val_metrics = |m: &LoadedModel| -> MultiLabelMetrics {
-        let p = tch::no_grad(|| to_vec(&m.head_logits(&val_feats, false).sigmoid()));
-        compute(&p, &val.y, &classes, &half)
-    };
+    let val_metrics = |m: &LoadedModel| -> MultiLabelMetrics { tch::no_grad(|| score_logits(&task, &m.head_logits(&val_feats, false), &val.y, &half).0) };
     let corrected_right = |m: &LoadedModel, th: &[f32]| -> usize {
-        let p = tch::no_grad(|| to_vec(&m.head_logits(&corr_feats.narrow(0, 0, k), false).sigmoid()));
-        exact_rows(&p, &labels, c, th)
+        let p = tch::no_grad(|| to_vec(&task.probabilities(&m.head_logits(&corr_feats.narrow(0, 0, k), false))));
+        exact_rows(&task, &p, &labels, th)
     };
     let parent_val = val_metrics(&parent);
     let right_before = corrected_right(&parent, &parent.thresholds);
@@ -187,7 +200,6 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
     let mut opt = Adam::new(params, cfg.lr);
     let n_corr = corr_feats.size()[0];
     let n_replay = pool_feats.as_ref().map_or(0, |_| ((n_corr as f64) * cfg.replay_ratio).round() as i64).min(pool_size as i64);
-    let mut history = String::from("epoch,phase,train_loss,val_loss,val_macro_f1,val_micro_f1,lr,seconds\n");
     let mut records = Vec::new();
     for epoch in 1..=cfg.epochs {
         let t0 = Instant::now();
@@ -210,7 +222,7 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
             }
             let idx = Tensor::from_slice(chunk).to_device(device);
             let logits = parent.head_logits(&x.index_select(0, &idx), true);
-            let loss = logits.binary_cross_entropy_with_logits(&y.index_select(0, &idx), None::<Tensor>, None::<Tensor>, Reduction::Mean);
+            let loss = task.loss(&logits, &y.index_select(0, &idx), None);
             opt.backward_step(&loss);
             let l = loss.double_value(&[]);
             loss_sum += l * chunk.len() as f64;
@@ -219,8 +231,8 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
         let (val_loss, m) = tch::no_grad(|| {
             let logits = parent.head_logits(&val_feats, false);
             let vy = val.labels(&val_idx).to_device(device);
-            let vl = logits.binary_cross_entropy_with_logits(&vy, None::<Tensor>, None::<Tensor>, Reduction::Mean).double_value(&[]);
-            (vl, compute(&to_vec(&logits.sigmoid()), &val.y, &classes, &half))
+            let vl = task.loss(&logits, &vy, None).double_value(&[]);
+            (vl, score_logits(&task, &logits, &val.y, &half).0)
         });
         let rec = EpochRecord {
             epoch,
@@ -229,29 +241,28 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
             val_loss,
             val_macro_f1: m.macro_f1,
             val_micro_f1: m.micro_f1,
+            val_accuracy: m.subset_accuracy,
             lr: cfg.lr,
             seconds: t0.elapsed().as_secs_f64(),
         };
-        history += &format!(
-            "{epoch},retrain,{:.6},{val_loss:.6},{:.6},{:.6},{:e},{:.3}\n",
-            rec.train_loss, rec.val_macro_f1, rec.val_micro_f1, cfg.lr, rec.seconds
-        );
         records.push(rec);
     }
     for (_, v) in &head {
         let _ = v.set_requires_grad(false);
     }
     let new_val = val_metrics(&parent);
-    let val_probs = tch::no_grad(|| to_vec(&parent.head_logits(&val_feats, false).sigmoid()));
-    let thresholds = tune_thresholds(&val_probs, &val.y, c);
+    let val_probs = tch::no_grad(|| to_vec(&task.probabilities(&parent.head_logits(&val_feats, false))));
+    let thresholds = if task.is_grouped() { half.clone() } else { tune_thresholds(&val_probs, &val.y, c) };
     let right_after = corrected_right(&parent, &thresholds);
 
+    let metric = monitored_name(&task);
+    let (before, after) = (monitored(&task, &parent_val), monitored(&task, &new_val));
     let (promoted, reason) = if cfg.force {
         (true, "forced with --force".to_string())
-    } else if new_val.macro_f1 + cfg.tolerance >= parent_val.macro_f1 {
-        (true, format!("validation macro-F1 {:.4} is within {} of the parent's {:.4}", new_val.macro_f1, cfg.tolerance, parent_val.macro_f1))
+    } else if after + cfg.tolerance >= before {
+        (true, format!("validation {metric} {after:.4} is within {} of the parent's {before:.4}", cfg.tolerance))
     } else {
-        (false, format!("validation macro-F1 fell from {:.4} to {:.4}, more than the tolerance {}", parent_val.macro_f1, new_val.macro_f1, cfg.tolerance))
+        (false, format!("validation {metric} fell from {before:.4} to {after:.4}, more than the tolerance {}", cfg.tolerance))
     };
 
     // The new run.
@@ -265,6 +276,8 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
         "parent": parent.run_dir,
         "retrain_options": cfg,
         "options": {"model": parent.kind, "data": data, "tta": parent.tta},
+        "task": task.kind,
+        "label_groups": task.groups,
         "corrections_file": cfg.corrections,
         "corrections_sha256": csv_hash,
         "corrections_used": all.iter().map(|c| serde_json::json!({"source": c.source, "sha256": c.sha256, "labels": c.labels})).collect::<Vec<_>>(),
@@ -279,8 +292,10 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
     run.write_json(CONFIG_FILE, &config)?;
     run.write_json(CLASSES_FILE, &classes)?;
     run.write_json(METRICS_FILE, &serde_json::json!({"split": "val", "threshold": 0.5, "metrics": new_val}))?;
-    run.write_json(THRESHOLDS_FILE, &Thresholds { classes: classes.clone(), thresholds, tuned_on: "val".into() })?;
-    run.write_text(HISTORY_FILE, &history)?;
+    if !task.is_grouped() {
+        run.write_json(THRESHOLDS_FILE, &Thresholds { classes: classes.clone(), thresholds, tuned_on: "val".into() })?;
+    }
+    run.write_text(HISTORY_FILE, &history_csv(&records))?;
     write_training_curves(&records, &run.dir().join(CURVES_FILE))?;
     let mut tensors: Vec<(String, Tensor)> = vars.into_iter().map(|(n, v)| (n, v.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous())).collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
@@ -294,6 +309,9 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
         corrected_right_after: right_after,
         parent_val_macro_f1: parent_val.macro_f1,
         new_val_macro_f1: new_val.macro_f1,
+        monitor: metric.to_string(),
+        parent_val_score: before,
+        new_val_score: after,
         promoted,
         reason,
         seconds,

@@ -1,12 +1,15 @@
-//! Transfer learning: frozen backbone (BatchNorm in eval mode) -> GAP -> head, Adam, BCE,
-//! early stopping on validation macro-F1 with best-epoch restore, optional fine-tuning of
-//! the last backbone blocks. With a frozen backbone, features are computed once (a clean
-//! view plus a few augmented views per image) and later epochs train only the head.
+//! Training: transfer learning (frozen backbone with BatchNorm in eval mode -> GAP -> head,
+//! optional fine-tuning of the last backbone blocks) or a from-scratch model trained whole;
+//! Adam; the task's loss (binary cross-entropy, or softmax cross-entropy summed over label
+//! groups); early stopping on the task's validation metric with best-epoch restore. With a
+//! frozen backbone, features are computed once (a clean view plus a few augmented views per
+//! image) and later epochs train only the head.
 
 use crate::augment::AugmentConfig;
 use crate::data::{upload, SplitData};
 use crate::manifest::Manifest;
 use crate::metrics::{compute, MultiLabelMetrics};
+use crate::task::Task;
 use crate::model::head::Head;
 use crate::model::weights::{load_into, read_checkpoint};
 use crate::model::{BackboneKind, BackboneNet};
@@ -23,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-use tch::{nn, Device, Kind, Reduction, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 /// Every training option; recorded in the run's `config.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,9 +79,6 @@ fn default_plateau_patience() -> usize {
     2
 }
 
-/// Smallest input side the backbones accept (their total stride is 32).
-pub const MIN_IMAGE_SIZE: u32 = 32;
-
 /// One row of `history.csv`.
 #[derive(Debug, Clone, Serialize)]
 pub struct EpochRecord {
@@ -88,8 +88,49 @@ pub struct EpochRecord {
     pub val_loss: f64,
     pub val_macro_f1: f64,
     pub val_micro_f1: f64,
+    /// Exact-match accuracy (all labels right; for multiclass, plain accuracy).
+    pub val_accuracy: f64,
     pub lr: f64,
     pub seconds: f64,
+}
+
+/// `history.csv` text of the given epochs.
+pub fn history_csv(records: &[EpochRecord]) -> String {
+    let mut csv = String::from("epoch,phase,train_loss,val_loss,val_macro_f1,val_micro_f1,val_accuracy,lr,seconds\n");
+    for r in records {
+        csv += &format!(
+            "{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:e},{:.3}\n",
+            r.epoch, r.phase, r.train_loss, r.val_loss, r.val_macro_f1, r.val_micro_f1, r.val_accuracy, r.lr, r.seconds
+        );
+    }
+    csv
+}
+
+/// The validation metric that early stopping and run selection follow: macro-F1 for
+/// multilabel, exact-match accuracy for the grouped tasks.
+pub fn monitored(task: &Task, m: &MultiLabelMetrics) -> f64 {
+    if task.is_grouped() {
+        m.subset_accuracy
+    } else {
+        m.macro_f1
+    }
+}
+
+/// Name of [`monitored`]'s metric.
+pub fn monitored_name(task: &Task) -> &'static str {
+    if task.is_grouped() {
+        "accuracy"
+    } else {
+        "macro-F1"
+    }
+}
+
+/// Metrics of `[n, C]` logits against labels at `thresholds` (multilabel) or by arg-max
+/// (grouped tasks), and the probabilities.
+pub fn score_logits(task: &Task, logits: &Tensor, labels: &[f32], thresholds: &[f32]) -> (MultiLabelMetrics, Vec<f32>) {
+    let probs: Vec<f32> = Vec::try_from(task.probabilities(logits).to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
+    let decisions = task.decide(&probs, thresholds);
+    (compute(&decisions, labels, &task.classes, &vec![0.5; task.classes.len()]), probs)
 }
 
 /// Callbacks for progress display, so the library does not print.
@@ -141,9 +182,16 @@ pub fn default_weights(kind: BackboneKind) -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.is_file())
 }
 
-/// Builds a backbone and loads its weights (features only: the ImageNet classifier is ignored).
-pub fn load_backbone(kind: BackboneKind, weights: Option<&Path>, vs: &nn::VarStore) -> Result<(Box<dyn BackboneNet>, PathBuf)> {
+/// Builds a backbone and loads its weights (features only: the ImageNet classifier is
+/// ignored). A from-scratch model keeps its random initialisation (no weights path).
+pub fn load_backbone(kind: BackboneKind, weights: Option<&Path>, vs: &nn::VarStore) -> Result<(Box<dyn BackboneNet>, Option<PathBuf>)> {
     let net = kind.build(&vs.root(), false);
+    if kind.from_scratch() {
+        if let Some(w) = weights {
+            bail!("{} is trained from scratch; --weights {} would not be used", kind.name(), w.display());
+        }
+        return Ok((net, None));
+    }
     let path = match weights {
         Some(p) => p.to_path_buf(),
         None => default_weights(kind).with_context(|| match kind {
@@ -159,7 +207,7 @@ pub fn load_backbone(kind: BackboneKind, weights: Option<&Path>, vs: &nn::VarSto
     };
     let tensors = read_checkpoint(&path)?;
     load_into(vs, tensors, &path, kind.classifier_prefixes(), &[])?;
-    Ok((net, path))
+    Ok((net, Some(path)))
 }
 
 fn device_name(d: Device) -> String {
@@ -196,12 +244,22 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
             val_data.len()
         );
     }
-    if manifest.image.size < MIN_IMAGE_SIZE {
+    let task = manifest.task()?;
+    let min = cfg.model.min_input_size();
+    if manifest.image.size < min {
         bail!(
-            "{}: {} px images are too small for the backbones (at least {MIN_IMAGE_SIZE} px); re-run voc-prep with a larger --size",
+            "{}: {} px images are too small for {} (at least {min} px); re-run voc-prep with a larger --size",
             cfg.data.display(),
-            manifest.image.size
+            manifest.image.size,
+            cfg.model.name()
         );
+    }
+    let scratch = cfg.model.from_scratch();
+    if scratch && cfg.fine_tune_blocks > 0 {
+        bail!("{} is trained from scratch, every layer at once; --fine-tune-blocks applies to the ImageNet backbones", cfg.model.name());
+    }
+    if cfg.pos_weight && task.is_grouped() {
+        bail!("--pos-weight weights the binary cross-entropy of multilabel tasks; this data is {}", task.kind.name());
     }
     if let Some(size) = cfg.image_size.filter(|&s| s != manifest.image.size) {
         bail!(
@@ -225,13 +283,15 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
 
     let mut bvs = nn::VarStore::new(device);
     let (net, weights_path) = load_backbone(cfg.model, cfg.weights.as_deref(), &bvs)?;
-    bvs.freeze();
+    if !scratch {
+        bvs.freeze();
+    }
     if cfg.speed.channels_last {
         crate::model::to_channels_last(&bvs);
     }
     crate::model::fold_frozen_batchnorm(net.as_ref());
     let hvs = nn::VarStore::new(device);
-    let head = Head::new(&(hvs.root() / "head"), cfg.model.feature_dim(), classes);
+    let head = Head::new(&(hvs.root() / "head"), cfg.model.feature_dim(), classes, cfg.model.head_hidden());
 
     let pos_weight = cfg.pos_weight.then(|| {
         let n = train_data.len() as f64;
@@ -243,9 +303,7 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
             .collect();
         upload(&Tensor::from_slice(&w), device)
     });
-    let loss_fn = |logits: &Tensor, y: &Tensor| {
-        logits.binary_cross_entropy_with_logits(y, None::<Tensor>, pos_weight.as_ref().map(|w| w.shallow_clone()), Reduction::Mean)
-    };
+    let loss_fn = |logits: &Tensor, y: &Tensor| task.loss(logits, y, pos_weight.as_ref());
     let val_labels = upload(&val_data.labels(&(0..val_data.len()).collect::<Vec<_>>()), device);
     let thresholds = vec![0.5f32; classes as usize];
 
@@ -254,7 +312,7 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
 
     // --- phase 1: frozen backbone -------------------------------------------------------
     let views = if cfg.augment.is_some() { 1 + cfg.aug_views } else { 1 };
-    let (train_cache, val_feats) = if cfg.cache_features {
+    let (train_cache, val_feats) = if cfg.cache_features && !scratch {
         let n = train_data.len();
         let total = (n * views + val_data.len()).div_ceil(cfg.batch_size.max(32));
         observer.phase("features", total as u64);
@@ -333,7 +391,7 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
                         let px = source.as_ref().context("no image source")?.batch(chunk, device);
                         let aug = cfg.augment.as_ref().map(|a| (a, &mut rng));
                         let xs = model_input(&px, aug, &cfg.model.normalization(), cfg.speed);
-                        let forward = || net.features(&xs);
+                        let forward = || net.features_t(&xs, trainable_backbone);
                         if trainable_backbone {
                             crate::device::bf16_autocast(cfg.speed.bf16, device, forward)?
                         } else {
@@ -353,8 +411,7 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
             let (val_loss, m) = tch::no_grad(|| {
                 let logits = head.forward_t(&val_feats_now, false);
                 let vl = loss_fn(&logits, &val_labels).double_value(&[]);
-                let probs: Vec<f32> = Vec::try_from(logits.sigmoid().to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
-                (vl, compute(&probs, &val_data.y, &manifest.classes, &thresholds))
+                (vl, score_logits(&task, &logits, &val_data.y, &thresholds).0)
             });
             let rec = EpochRecord {
                 epoch: epoch_offset + e + 1,
@@ -363,6 +420,7 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
                 val_loss,
                 val_macro_f1: m.macro_f1,
                 val_micro_f1: m.micro_f1,
+                val_accuracy: m.subset_accuracy,
                 lr: opt.lr,
                 seconds: t0.elapsed().as_secs_f64(),
             };
@@ -371,9 +429,10 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
             if let Some(p) = plateau.as_mut() {
                 opt.lr = p.step(val_loss, opt.lr);
             }
-            if best.as_ref().is_none_or(|b| m.macro_f1 > b.0 + 1e-9) {
+            let score = monitored(&task, &m);
+            if best.as_ref().is_none_or(|b| score > b.0 + 1e-9) {
                 let snapshot = hvs.variables().into_iter().chain(bvs.variables()).map(|(k, v)| (k, v.detach().copy())).collect();
-                *best = Some((m.macro_f1, rec.epoch, snapshot));
+                *best = Some((score, rec.epoch, snapshot));
                 since_best = 0;
             } else {
                 since_best += 1;
@@ -385,8 +444,12 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
         Ok(())
     };
 
-    let mut opt = Adam::new(hvs.trainable_variables(), cfg.lr);
-    run_phase("frozen", cfg.epochs, &mut opt, false, 0, &mut history, &mut best)?;
+    let mut params = hvs.trainable_variables();
+    if scratch {
+        params.extend(bvs.trainable_variables());
+    }
+    let mut opt = Adam::new(params, cfg.lr);
+    run_phase(if scratch { "train" } else { "frozen" }, cfg.epochs, &mut opt, scratch, 0, &mut history, &mut best)?;
 
     // --- phase 2: fine-tune the last blocks -------------------------------------------
     if cfg.fine_tune_blocks > 0 && cfg.fine_tune_epochs > 0 {
@@ -411,11 +474,7 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
     let (_, best_epoch, snapshot) = best.context("no epoch completed")?;
     restore(&hvs, &bvs, Some(&snapshot));
     let val_feats_now = val_features(net.as_ref())?;
-    let metrics = tch::no_grad(|| {
-        let logits = head.forward_t(&val_feats_now, false);
-        let probs: Vec<f32> = Vec::try_from(logits.sigmoid().to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
-        compute(&probs, &val_data.y, &manifest.classes, &thresholds)
-    });
+    let metrics = tch::no_grad(|| score_logits(&task, &head.forward_t(&val_feats_now, false), &val_data.y, &thresholds).0);
 
     // --- run directory -------------------------------------------------------------------
     let run = RunWriter::create(&cfg.runs_dir, cfg.model.name())?;
@@ -428,11 +487,14 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
         "weights_used": weights_path,
         "device": device_name(device),
         "data_manifest_sha256": Manifest::file_hash(&cfg.data)?,
+        "task": task.kind,
+        "label_groups": task.groups,
         "classes": manifest.classes,
         "image_size": manifest.image.size,
         "resize": manifest.image.resize,
         "normalization": cfg.model.normalization(),
-        "head": {"hidden": crate::model::head::HIDDEN, "dropout": crate::model::head::DROPOUT},
+        "head": {"hidden": cfg.model.head_hidden(), "dropout": cfg.model.head_hidden().map(|_| crate::model::head::DROPOUT)},
+        "monitor": monitored_name(&task),
         "best_epoch": best_epoch,
         "train_seconds": seconds,
         "train_images": train_data.len(),
@@ -440,15 +502,8 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
     });
     run.write_json(CONFIG_FILE, &config)?;
     run.write_json(CLASSES_FILE, &manifest.classes)?;
-    run.write_json(METRICS_FILE, &serde_json::json!({"split": "val", "best_epoch": best_epoch, "threshold": 0.5, "metrics": metrics}))?;
-    let mut csv = String::from("epoch,phase,train_loss,val_loss,val_macro_f1,val_micro_f1,lr,seconds\n");
-    for r in &history {
-        csv += &format!(
-            "{},{},{:.6},{:.6},{:.6},{:.6},{:e},{:.3}\n",
-            r.epoch, r.phase, r.train_loss, r.val_loss, r.val_macro_f1, r.val_micro_f1, r.lr, r.seconds
-        );
-    }
-    run.write_text(HISTORY_FILE, &csv)?;
+    run.write_json(METRICS_FILE, &serde_json::json!({"split": "val", "task": task.kind, "best_epoch": best_epoch, "threshold": 0.5, "metrics": metrics}))?;
+    run.write_text(HISTORY_FILE, &history_csv(&history))?;
     write_training_curves(&history, &run.dir().join(CURVES_FILE))?;
     let mut tensors: Vec<(String, Tensor)> = bvs.variables().into_iter().chain(hvs.variables()).collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
@@ -468,7 +523,7 @@ pub fn write_training_curves(history: &[EpochRecord], path: &Path) -> Result<()>
     let last = history.last().map_or(1.0, |r| r.epoch as f64).max(2.0);
     let max_loss = history.iter().map(|r| r.train_loss.max(r.val_loss)).fold(0.0, f64::max) * 1.05;
     let loss = Panel {
-        title: "LOSS (BCE)".into(),
+        title: "LOSS".into(),
         x_label: "EPOCH".into(),
         y_label: String::new(),
         x_range: (1.0, last),
@@ -479,14 +534,15 @@ pub fn write_training_curves(history: &[EpochRecord], path: &Path) -> Result<()>
         ],
     };
     let f1 = Panel {
-        title: "VALIDATION F1".into(),
+        title: "VALIDATION".into(),
         x_label: "EPOCH".into(),
         y_label: String::new(),
         x_range: (1.0, last),
         y_range: (0.0, 1.0),
         series: vec![
-            Series { label: "MACRO".into(), points: pts(&|r| r.val_macro_f1), color: PALETTE[2] },
-            Series { label: "MICRO".into(), points: pts(&|r| r.val_micro_f1), color: PALETTE[3] },
+            Series { label: "MACRO F1".into(), points: pts(&|r| r.val_macro_f1), color: PALETTE[2] },
+            Series { label: "MICRO F1".into(), points: pts(&|r| r.val_micro_f1), color: PALETTE[3] },
+            Series { label: "ACCURACY".into(), points: pts(&|r| r.val_accuracy), color: PALETTE[4] },
         ],
     };
     render_panels(&[loss, f1], 2, path)

@@ -2,7 +2,7 @@
 //! width, checkpoint key layout and fine-tunable blocks.
 
 use super::layers::ConvBn;
-use super::{efficientnet_b0, efficientnet_lite0, googlenet, mobilenet_v2, resnet, vgg, vit};
+use super::{alexnet_like, efficientnet_b0, efficientnet_lite0, googlenet, mobilenet_v2, resnet, small_cnn, smaller_vggnet, vgg, vit};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
@@ -21,6 +21,9 @@ pub const IMAGENET: Normalization =
 /// (x - 0.5) / 0.5 (the EfficientNet-Lite checkpoints).
 pub const HALF: Normalization = Normalization { mean: [0.5; 3], std: [0.5; 3] };
 
+/// Pixels in [0, 1] as they are (the from-scratch models, like the Keras references).
+pub const UNIT: Normalization = Normalization { mean: [0.0; 3], std: [1.0; 3] };
+
 /// The supported backbone architectures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -33,10 +36,13 @@ pub enum BackboneKind {
     Vgg16,
     Googlenet,
     VitB16,
+    SmallCnn,
+    AlexnetLike,
+    SmallerVggnet,
 }
 
 impl BackboneKind {
-    pub const ALL: [BackboneKind; 8] = [
+    pub const ALL: [BackboneKind; 11] = [
         BackboneKind::EfficientnetLite0,
         BackboneKind::MobilenetV2,
         BackboneKind::EfficientnetB0,
@@ -45,6 +51,9 @@ impl BackboneKind {
         BackboneKind::Vgg16,
         BackboneKind::Googlenet,
         BackboneKind::VitB16,
+        BackboneKind::SmallCnn,
+        BackboneKind::AlexnetLike,
+        BackboneKind::SmallerVggnet,
     ];
 
     /// The name used on the command line and in run directories.
@@ -58,7 +67,32 @@ impl BackboneKind {
             BackboneKind::Vgg16 => "vgg16",
             BackboneKind::Googlenet => "googlenet",
             BackboneKind::VitB16 => "vit_b_16",
+            BackboneKind::SmallCnn => "small_cnn",
+            BackboneKind::AlexnetLike => "alexnet_like",
+            BackboneKind::SmallerVggnet => "smaller_vggnet",
         }
+    }
+
+    /// Whether the model is trained from scratch (every layer, BatchNorm in training mode,
+    /// no ImageNet weights) rather than by transfer learning.
+    pub fn from_scratch(self) -> bool {
+        matches!(self, BackboneKind::SmallCnn | BackboneKind::AlexnetLike | BackboneKind::SmallerVggnet)
+    }
+
+    /// Smallest input side in pixels (the ImageNet backbones' total stride is 32).
+    pub fn min_input_size(self) -> u32 {
+        if self.from_scratch() {
+            16
+        } else {
+            32
+        }
+    }
+
+    /// Hidden width of the head between the features and the outputs: 128 (ReLU, dropout
+    /// 0.2) for the transfer-learning backbones, none for the from-scratch models, whose own
+    /// dense layers end their features.
+    pub fn head_hidden(self) -> Option<i64> {
+        (!self.from_scratch()).then_some(super::head::HIDDEN)
     }
 
     pub fn parse(s: &str) -> Result<Self> {
@@ -81,6 +115,7 @@ impl BackboneKind {
             | BackboneKind::Resnet18
             | BackboneKind::Vgg16
             | BackboneKind::VitB16 => IMAGENET,
+            BackboneKind::SmallCnn | BackboneKind::AlexnetLike | BackboneKind::SmallerVggnet => UNIT,
         }
     }
 
@@ -92,6 +127,9 @@ impl BackboneKind {
             BackboneKind::Googlenet => 1024,
             BackboneKind::VitB16 => 768,
             BackboneKind::EfficientnetLite0 | BackboneKind::MobilenetV2 | BackboneKind::EfficientnetB0 => 1280,
+            BackboneKind::SmallCnn => small_cnn::FEATURES,
+            BackboneKind::AlexnetLike => alexnet_like::FEATURES,
+            BackboneKind::SmallerVggnet => smaller_vggnet::FEATURES,
         }
     }
 
@@ -104,10 +142,12 @@ impl BackboneKind {
             BackboneKind::Resnet50 | BackboneKind::Resnet18 => &["fc."],
             BackboneKind::Googlenet => &["fc.", "aux1.", "aux2."],
             BackboneKind::VitB16 => &["heads."],
+            BackboneKind::SmallCnn | BackboneKind::AlexnetLike | BackboneKind::SmallerVggnet => &[],
         }
     }
 
-    /// Builds the network under `p`; with `imagenet_head` it also has the 1000-class classifier.
+    /// Builds the network under `p`; with `imagenet_head` it also has the 1000-class classifier
+    /// (ignored by the from-scratch models, which have none).
     pub fn build(self, p: &nn::Path, imagenet_head: bool) -> Box<dyn BackboneNet> {
         match self {
             BackboneKind::EfficientnetLite0 => Box::new(efficientnet_lite0::EfficientNetLite0::new(p, imagenet_head)),
@@ -118,6 +158,9 @@ impl BackboneKind {
             BackboneKind::Vgg16 => Box::new(vgg::Vgg16::new(p, imagenet_head)),
             BackboneKind::Googlenet => Box::new(googlenet::GoogLeNet::new(p, imagenet_head)),
             BackboneKind::VitB16 => Box::new(vit::VitB16::new(p, imagenet_head)),
+            BackboneKind::SmallCnn => Box::new(small_cnn::SmallCnn::new(p)),
+            BackboneKind::AlexnetLike => Box::new(alexnet_like::AlexNetLike::new(p)),
+            BackboneKind::SmallerVggnet => Box::new(smaller_vggnet::SmallerVggNet::new(p)),
         }
     }
 }
@@ -126,6 +169,12 @@ impl BackboneKind {
 pub trait BackboneNet: Send + std::fmt::Debug {
     /// Global-average-pooled features, `[N, feature_dim]`, from normalised `[N, 3, H, W]` input.
     fn features(&self, xs: &Tensor) -> Tensor;
+    /// Features in training mode (`train`: BatchNorm batch statistics and dropout) for the
+    /// models trained from scratch; the ImageNet backbones keep BatchNorm in eval mode.
+    fn features_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let _ = train;
+        self.features(xs)
+    }
     /// ImageNet logits `[N, 1000]`; panics if built without the classifier.
     fn imagenet_logits(&self, xs: &Tensor) -> Tensor;
     /// Variable-name prefixes of the backbone's blocks, input to output; fine-tuning

@@ -1,7 +1,9 @@
 //! Models: ImageNet backbones whose variable names mirror their checkpoints one-to-one
 //! (one file per torchvision source file),
-//! the multi-label head, and checkpoint loading with key and shape checks.
+//! the from-scratch models of the reference comparisons, the classification head, and
+//! checkpoint loading with key and shape checks.
 
+pub mod alexnet_like;
 pub mod backbone;
 pub mod efficientnet_b0;
 pub mod efficientnet_lite0;
@@ -10,6 +12,9 @@ pub mod head;
 pub mod layers;
 pub mod mobilenet_v2;
 pub mod resnet;
+pub mod sequential;
+pub mod small_cnn;
+pub mod smaller_vggnet;
 pub mod vgg;
 pub mod vit;
 pub mod weights;

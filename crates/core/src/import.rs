@@ -1,0 +1,247 @@
+//! Importers for datasets that are not VOC, into the same prepared format (`X_/y_<split>.npy`
+//! and a manifest recording the task and its label groups):
+//! - a class-per-folder tree (`root/<class>/**/image`): `multiclass`, or `multilabel` with
+//!   folder names split into labels (`red_dress` -> {red, dress});
+//! - a CSV `path,<label columns...>`: `multilabel` (one 0/1 column per class), `multiclass`
+//!   (one column of class names) or `multihead` (one column of class names per head).
+//!
+//! Bad input follows the VOC rules: missing, empty or undecodable images are skipped and
+//! listed in the manifest; a malformed CSV line or an unusable tree is an error naming it.
+
+use crate::manifest::{Skipped, SourceInfo};
+use crate::predict::IMAGE_EXTENSIONS;
+use crate::prep::{drop_missing_files, write_dataset, Candidate, OutputSpec};
+use crate::task::{LabelGroup, Task, TaskKind, MULTICLASS_GROUP};
+use anyhow::{bail, Context, Result};
+use indicatif::ProgressBar;
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+fn is_image(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Files under `dir`, recursively, sorted; hidden entries are left out.
+fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?.filter_map(|e| e.ok()).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p)?);
+        } else {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+fn source(kind: &str, root: &Path, labels: &str) -> SourceInfo {
+    SourceInfo {
+        kind: kind.into(),
+        root: std::fs::canonicalize(root).unwrap_or(root.to_path_buf()).display().to_string(),
+        labels: labels.into(),
+        image_set: None,
+        ignore_difficult: false,
+        difficult_as_positive: false,
+        keep_empty: false,
+    }
+}
+
+/// Imports a class-per-folder tree. `multiclass`: each folder is a class. `multilabel`: each
+/// folder name is split on `separator` into labels, and the classes are every label seen.
+pub fn import_folders(root: &Path, kind: TaskKind, separator: &str, out: &OutputSpec, progress: &ProgressBar, cancel: &AtomicBool) -> Result<crate::manifest::Manifest> {
+    if !root.is_dir() {
+        bail!("--root {}: no such directory", root.display());
+    }
+    if kind == TaskKind::Multihead {
+        bail!("a folder tree gives one label set per folder; for multihead use `voc-prep csv` with one column per head");
+    }
+    if kind == TaskKind::Multilabel && separator.is_empty() {
+        bail!("--separator must not be empty");
+    }
+    let mut folders: Vec<(String, PathBuf)> = std::fs::read_dir(root)
+        .with_context(|| format!("cannot list {}", root.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    folders.sort();
+    if folders.len() < 2 && kind == TaskKind::Multiclass {
+        bail!("{}: found {} class folder(s); expected one sub-folder per class (at least 2)", root.display(), folders.len());
+    }
+    let labels_of = |folder: &str| -> Vec<String> {
+        match kind {
+            TaskKind::Multilabel => folder.split(separator).map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+            _ => vec![folder.to_string()],
+        }
+    };
+    let classes: Vec<String> = folders.iter().flat_map(|(f, _)| labels_of(f)).collect::<BTreeSet<_>>().into_iter().collect();
+    let task = match kind {
+        TaskKind::Multiclass => Task::multiclass(classes.clone())?,
+        _ => Task::multilabel(classes.clone()),
+    };
+    let mut candidates = Vec::new();
+    let mut skipped = Vec::new();
+    for (folder, dir) in &folders {
+        let labels = labels_of(folder);
+        let row: Vec<bool> = classes.iter().map(|c| labels.contains(c)).collect();
+        let mut n = 0;
+        for f in files_under(dir)? {
+            let id = f.strip_prefix(root).unwrap_or(&f).to_string_lossy().into_owned();
+            if !is_image(&f) {
+                skipped.push(Skipped { id, path: f.display().to_string(), reason: "not an image file (extension)".into() });
+                continue;
+            }
+            candidates.push(Candidate { id, path: f, labels: row.clone() });
+            n += 1;
+        }
+        if n == 0 {
+            bail!("{}: class folder {folder:?} holds no images", dir.display());
+        }
+    }
+    drop_missing_files(&mut candidates, &mut skipped);
+    let how = match kind {
+        TaskKind::Multilabel => format!("folder names split on {separator:?}"),
+        _ => "folder names".to_string(),
+    };
+    write_dataset(out, &task, &candidates, skipped, source("folders", root, &how), 0, progress, cancel)
+}
+
+/// Splits one CSV line into fields (double quotes may wrap a field; `""` is a quote).
+fn csv_fields(line: &str) -> Result<Vec<String>, String> {
+    let mut fields = Vec::new();
+    let mut cur = String::new();
+    let mut chars = line.chars().peekable();
+    let mut quoted = false;
+    while let Some(ch) = chars.next() {
+        match (ch, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', true) => quoted = false,
+            ('"', false) if cur.trim().is_empty() => {
+                cur.clear();
+                quoted = true;
+            }
+            (',', false) => fields.push(std::mem::take(&mut cur).trim().to_string()),
+            (c, _) => cur.push(c),
+        }
+    }
+    if quoted {
+        return Err("unterminated quoted field".into());
+    }
+    fields.push(cur.trim().to_string());
+    Ok(fields)
+}
+
+/// Imports a CSV `path,<label columns>` (header required). `multilabel`: each column is a
+/// class with values 0/1; `multiclass`: one column of class names; `multihead`: one column
+/// of class names per head (the header names the heads). Relative paths are resolved against
+/// `images_root` (default: the CSV's directory). Classes are sorted by name in each group.
+pub fn import_csv(csv: &Path, kind: TaskKind, images_root: Option<&Path>, out: &OutputSpec, progress: &ProgressBar, cancel: &AtomicBool) -> Result<crate::manifest::Manifest> {
+    let text = std::fs::read_to_string(csv).with_context(|| format!("cannot read {}", csv.display()))?;
+    let base = images_root.map(Path::to_path_buf).unwrap_or_else(|| csv.parent().unwrap_or(Path::new(".")).to_path_buf());
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let (_, header_line) = lines.next().with_context(|| format!("{}: empty file", csv.display()))?;
+    let header = csv_fields(header_line.trim_start_matches('\u{feff}')).map_err(|e| anyhow::anyhow!("{}:1: {e}", csv.display()))?;
+    if header.len() < 2 || header[0] != "path" {
+        bail!("{}:1: header {header_line:?}: expected \"path,<label columns...>\"", csv.display());
+    }
+    let columns = &header[1..];
+    if let Some(c) = columns.iter().find(|c| c.is_empty()) {
+        bail!("{}:1: empty column name {c:?}", csv.display());
+    }
+    if columns.iter().collect::<HashSet<_>>().len() != columns.len() {
+        bail!("{}:1: a column name appears twice", csv.display());
+    }
+    if kind == TaskKind::Multiclass && columns.len() != 1 {
+        bail!("{}:1: a multiclass CSV has one label column (found {}: {})", csv.display(), columns.len(), columns.join(","));
+    }
+    let mut rows: Vec<(usize, PathBuf, String, Vec<String>)> = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, line) in lines {
+        let at = format!("{}:{}", csv.display(), i + 1);
+        let f = csv_fields(line).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+        if f.len() != header.len() {
+            bail!("{at}: {} fields, expected {} ({})", f.len(), header.len(), header.join(","));
+        }
+        if f[0].is_empty() {
+            bail!("{at}: empty path");
+        }
+        if !seen.insert(f[0].clone()) {
+            bail!("{at}: {} is listed twice", f[0]);
+        }
+        let p = PathBuf::from(&f[0]);
+        let path = if p.is_absolute() { p } else { base.join(p) };
+        for (col, v) in columns.iter().zip(&f[1..]) {
+            match kind {
+                TaskKind::Multilabel if v != "0" && v != "1" => bail!("{at}: column {col:?} is {v:?}, expected 0 or 1"),
+                TaskKind::Multiclass | TaskKind::Multihead if v.is_empty() => bail!("{at}: column {col:?} is empty, expected a class name"),
+                _ => {}
+            }
+        }
+        rows.push((i + 1, path, f[0].clone(), f[1..].to_vec()));
+    }
+    if rows.is_empty() {
+        bail!("{}: no images listed", csv.display());
+    }
+    let task = match kind {
+        TaskKind::Multilabel => Task::multilabel(columns.to_vec()),
+        _ => {
+            let groups: Vec<LabelGroup> = columns
+                .iter()
+                .enumerate()
+                .map(|(g, name)| LabelGroup {
+                    name: if kind == TaskKind::Multiclass { MULTICLASS_GROUP.into() } else { name.clone() },
+                    classes: rows.iter().map(|r| r.3[g].clone()).collect::<BTreeSet<_>>().into_iter().collect(),
+                })
+                .collect();
+            let task = if kind == TaskKind::Multiclass { Task::multiclass(groups[0].classes.clone()) } else { Task::multihead(groups) };
+            task.with_context(|| format!("{}: the label columns do not make a {} task", csv.display(), kind.name()))?
+        }
+    };
+    let mut candidates: Vec<Candidate> = rows
+        .iter()
+        .map(|(_, path, id, values)| {
+            let labels = match kind {
+                TaskKind::Multilabel => values.iter().map(|v| v == "1").collect(),
+                _ => {
+                    let mut row = vec![false; task.classes.len()];
+                    for (r, v) in task.ranges().into_iter().zip(values) {
+                        let k = task.groups.iter().flat_map(|g| g.classes.iter()).skip(r.start).take(r.len()).position(|c| c == v).expect("class collected from the rows");
+                        row[r.start + k] = true;
+                    }
+                    row
+                }
+            };
+            Candidate { id: id.clone(), path: path.clone(), labels }
+        })
+        .collect();
+    let mut skipped = Vec::new();
+    drop_missing_files(&mut candidates, &mut skipped);
+    if candidates.is_empty() {
+        bail!("{}: none of the {} listed images exists (paths are relative to {})", csv.display(), rows.len(), base.display());
+    }
+    let how = format!("csv columns {}", columns.join(","));
+    write_dataset(out, &task, &candidates, skipped, source("csv", csv, &how), 0, progress, cancel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_handle_quotes() {
+        assert_eq!(csv_fields("a, b ,c").unwrap(), vec!["a", "b", "c"]);
+        assert_eq!(csv_fields("\"x,1.jpg\",red").unwrap(), vec!["x,1.jpg", "red"]);
+        assert_eq!(csv_fields("\"say \"\"hi\"\"\",1").unwrap(), vec!["say \"hi\"", "1"]);
+        assert!(csv_fields("\"open,1").is_err());
+    }
+}
