@@ -9,7 +9,7 @@
 //! listed in the manifest; a malformed CSV line or an unusable tree is an error naming it.
 
 use crate::manifest::{Skipped, SourceInfo};
-use crate::predict::IMAGE_EXTENSIONS;
+use crate::predict::{files_under, has_image_extension};
 use crate::prep::{drop_missing_files, write_dataset, Candidate, OutputSpec};
 use crate::task::{LabelGroup, Task, TaskKind, MULTICLASS_GROUP};
 use anyhow::{bail, Context, Result};
@@ -17,29 +17,6 @@ use indicatif::ProgressBar;
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-
-fn is_image(p: &Path) -> bool {
-    p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-}
-
-/// Files under `dir`, recursively, sorted; hidden entries are left out.
-fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?.filter_map(|e| e.ok()).collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        if e.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p)?);
-        } else {
-            out.push(p);
-        }
-    }
-    Ok(out)
-}
 
 fn source(kind: &str, root: &Path, labels: &str) -> SourceInfo {
     SourceInfo {
@@ -94,7 +71,7 @@ pub fn import_folders(root: &Path, kind: TaskKind, separator: &str, out: &Output
         let mut n = 0;
         for f in files_under(dir)? {
             let id = f.strip_prefix(root).unwrap_or(&f).to_string_lossy().into_owned();
-            if !is_image(&f) {
+            if !has_image_extension(&f) {
                 skipped.push(Skipped { id, path: f.display().to_string(), reason: "not an image file (extension)".into() });
                 continue;
             }
@@ -214,8 +191,8 @@ pub fn import_csv(csv: &Path, kind: TaskKind, images_root: Option<&Path>, out: &
                 TaskKind::Multilabel => values.iter().map(|v| v == "1").collect(),
                 _ => {
                     let mut row = vec![false; task.classes.len()];
-                    for (r, v) in task.ranges().into_iter().zip(values) {
-                        let k = task.groups.iter().flat_map(|g| g.classes.iter()).skip(r.start).take(r.len()).position(|c| c == v).expect("class collected from the rows");
+                    for ((g, r), v) in task.groups.iter().zip(task.ranges()).zip(values) {
+                        let k = g.classes.iter().position(|c| c == v).expect("classes were collected from these rows");
                         row[r.start + k] = true;
                     }
                     row

@@ -22,31 +22,39 @@ pub struct Inputs {
     pub ignored: usize,
 }
 
-fn has_image_extension(p: &Path) -> bool {
+/// Whether the file name ends in one of [`IMAGE_EXTENSIONS`].
+pub fn has_image_extension(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-fn walk(dir: &Path, out: &mut Inputs) -> Result<()> {
+/// Files under `dir`, recursively, in sorted order; hidden entries are left out.
+pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot list {}", dir.display()))?
         .filter_map(|e| e.ok())
         .collect();
     entries.sort_by_key(|e| e.file_name());
+    let mut out = Vec::new();
     for e in entries {
         if e.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
         let p = e.path();
         if p.is_dir() {
-            walk(&p, out)?;
-        } else if has_image_extension(&p) {
-            out.files.push(p);
+            out.extend(files_under(&p)?);
         } else {
-            out.ignored += 1;
+            out.push(p);
         }
     }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Inputs) -> Result<()> {
+    let (images, others): (Vec<PathBuf>, Vec<PathBuf>) = files_under(dir)?.into_iter().partition(|p| has_image_extension(p));
+    out.files.extend(images);
+    out.ignored += others.len();
     Ok(())
 }
 

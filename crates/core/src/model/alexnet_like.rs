@@ -4,65 +4,36 @@
 //! and average pooling before the dense layers, so any input of at least 16 px works.
 //! Features: `Dropout(0.5) -> Linear(256, 1024) -> ReLU -> Dropout(0.5)`.
 
-use super::backbone::BackboneNet;
-use super::layers::ConvBn;
-use super::sequential::Sequential;
-use tch::{nn, Tensor};
+use super::sequential::{ScratchNet, Sequential};
+use tch::nn;
 
 /// Width of the feature vector.
 pub const FEATURES: i64 = 1024;
 
-#[derive(Debug)]
-pub struct AlexNetLike {
-    features: Sequential,
-    classifier: Sequential,
-}
-
-impl AlexNetLike {
-    pub fn new(p: &nn::Path) -> Self {
-        let features = Sequential::build(p / "features")
-            .conv(3, 64, 5, 2, 2)
-            .batch_norm2d(64)
-            .relu()
-            .max_pool(3, 2, 1)
-            .conv(64, 192, 5, 1, 2)
-            .batch_norm2d(192)
-            .relu()
-            .max_pool(3, 2, 1)
-            .conv(192, 384, 3, 1, 1)
-            .batch_norm2d(384)
-            .relu()
-            .conv(384, 256, 3, 1, 1)
-            .batch_norm2d(256)
-            .relu()
-            .conv(256, 256, 3, 1, 1)
-            .batch_norm2d(256)
-            .relu()
-            .max_pool(3, 2, 1)
-            .adaptive_avg_pool([1, 1])
-            .flatten()
-            .done();
-        let classifier = Sequential::build(p / "classifier").dropout(0.5).linear(256, FEATURES).relu().dropout(0.5).done();
-        AlexNetLike { features, classifier }
-    }
-}
-
-impl BackboneNet for AlexNetLike {
-    fn features(&self, xs: &Tensor) -> Tensor {
-        self.features_t(xs, false)
-    }
-    fn features_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.classifier.forward_t(&self.features.forward_t(xs, train), train)
-    }
-    fn imagenet_logits(&self, _xs: &Tensor) -> Tensor {
-        panic!("alexnet_like is trained from scratch and has no ImageNet classifier")
-    }
-    fn block_prefixes(&self) -> Vec<String> {
-        let mut v = self.features.prefixes();
-        v.extend(self.classifier.prefixes());
-        v
-    }
-    fn conv_bns(&self) -> Vec<&ConvBn> {
-        Vec::new()
-    }
+/// Builds the network under `p` (`features.*`, `classifier.*`).
+pub fn alexnet_like(p: &nn::Path) -> ScratchNet {
+    let features = Sequential::build(p / "features")
+        .conv(3, 64, 5, 2, 2)
+        .batch_norm2d(64)
+        .relu()
+        .max_pool(3, 2, 1)
+        .conv(64, 192, 5, 1, 2)
+        .batch_norm2d(192)
+        .relu()
+        .max_pool(3, 2, 1)
+        .conv(192, 384, 3, 1, 1)
+        .batch_norm2d(384)
+        .relu()
+        .conv(384, 256, 3, 1, 1)
+        .batch_norm2d(256)
+        .relu()
+        .conv(256, 256, 3, 1, 1)
+        .batch_norm2d(256)
+        .relu()
+        .max_pool(3, 2, 1)
+        .adaptive_avg_pool([1, 1])
+        .flatten()
+        .done();
+    let classifier = Sequential::build(p / "classifier").dropout(0.5).linear(256, FEATURES).relu().dropout(0.5).done();
+    ScratchNet::new(features, Some(classifier))
 }

@@ -158,9 +158,9 @@ impl BackboneKind {
             BackboneKind::Vgg16 => Box::new(vgg::Vgg16::new(p, imagenet_head)),
             BackboneKind::Googlenet => Box::new(googlenet::GoogLeNet::new(p, imagenet_head)),
             BackboneKind::VitB16 => Box::new(vit::VitB16::new(p, imagenet_head)),
-            BackboneKind::SmallCnn => Box::new(small_cnn::SmallCnn::new(p)),
-            BackboneKind::AlexnetLike => Box::new(alexnet_like::AlexNetLike::new(p)),
-            BackboneKind::SmallerVggnet => Box::new(smaller_vggnet::SmallerVggNet::new(p)),
+            BackboneKind::SmallCnn => Box::new(small_cnn::small_cnn(p)),
+            BackboneKind::AlexnetLike => Box::new(alexnet_like::alexnet_like(p)),
+            BackboneKind::SmallerVggnet => Box::new(smaller_vggnet::smaller_vggnet(p)),
         }
     }
 }

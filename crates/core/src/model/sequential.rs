@@ -3,6 +3,8 @@
 //! read `features.0.weight`, `features.1.running_mean`, ... BatchNorm and dropout follow the
 //! `train` flag (unlike the frozen ImageNet backbones, these models train every layer).
 
+use super::backbone::BackboneNet;
+use super::layers::ConvBn;
 use tch::{nn, nn::Module, nn::ModuleT, Tensor};
 
 #[derive(Debug)]
@@ -122,6 +124,45 @@ impl Sequential {
             Layer::AdaptiveAvgPool(s) => h.adaptive_avg_pool2d(*s),
             Layer::Flatten => h.flatten(1, -1),
         })
+    }
+}
+
+/// A network trained from scratch: `features` (convolutions), then optionally a
+/// `classifier` of dense layers; its output is the feature vector the head's output layer
+/// reads.
+#[derive(Debug)]
+pub struct ScratchNet {
+    features: Sequential,
+    classifier: Option<Sequential>,
+}
+
+impl ScratchNet {
+    pub fn new(features: Sequential, classifier: Option<Sequential>) -> Self {
+        ScratchNet { features, classifier }
+    }
+}
+
+impl BackboneNet for ScratchNet {
+    fn features(&self, xs: &Tensor) -> Tensor {
+        self.features_t(xs, false)
+    }
+    fn features_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let h = self.features.forward_t(xs, train);
+        match &self.classifier {
+            Some(c) => c.forward_t(&h, train),
+            None => h,
+        }
+    }
+    fn imagenet_logits(&self, _xs: &Tensor) -> Tensor {
+        panic!("a model trained from scratch has no ImageNet classifier")
+    }
+    fn block_prefixes(&self) -> Vec<String> {
+        let mut v = self.features.prefixes();
+        v.extend(self.classifier.iter().flat_map(Sequential::prefixes));
+        v
+    }
+    fn conv_bns(&self) -> Vec<&ConvBn> {
+        Vec::new()
     }
 }
 
