@@ -60,6 +60,6 @@ echo "== other task types: multihead (a softmax per head) on the embedded shapes
 SHAPES=data/shapes
 [[ -f "$SHAPES/labels.csv" ]] || "$BIN/voc-prep" shapes --out "$SHAPES" --images 180 --size 48
 "$BIN/voc-prep" csv --file "$SHAPES/labels.csv" --task multihead --size 32 --out data/processed_heads -q
-"$BIN/train" --data data/processed_heads --model small_cnn --epochs 15 --lr 1e-3 --patience 15 --runs-dir data/runs_heads -q
+"$BIN/train" --data data/processed_heads --model small_cnn --epochs 30 --lr 1e-3 --patience 10 --runs-dir data/runs_heads -q
 "$BIN/evaluate" --data data/processed_heads --runs data/runs_heads
 "$BIN/predict" --run data/runs_heads/best --format jsonl -q "$SHAPES"/images/red_square/0011.png

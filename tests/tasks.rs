@@ -25,10 +25,11 @@ fn train_scratch(data: &Path, runs: &Path, model: &str) -> PathBuf {
     quick_run(data, runs, &["--model", model, "--epochs", "15", "--patience", "15", "--lr", "1e-3"])
 }
 
-fn evaluate(data: &Path, run_dir: &Path) -> serde_json::Value {
+/// Evaluates one run; returns `evaluation.json` and the summary line.
+fn evaluate(data: &Path, run_dir: &Path) -> (serde_json::Value, String) {
     let o = run(bin("evaluate").arg("--data").arg(data).arg("--run").arg(run_dir).args(["--threads", "2"]));
     assert!(o.status.success());
-    read_json(&run_dir.join("evaluation.json"))
+    (read_json(&run_dir.join("evaluation.json")), stdout(&o).lines().last().unwrap_or_default().to_string())
 }
 
 fn predict_jsonl(run_dir: &Path, images: &[PathBuf], extra: &[&str]) -> Vec<serde_json::Value> {
@@ -76,8 +77,9 @@ fn multiclass_from_class_folders_trains_evaluates_predicts_and_retrains() {
     let acc = read_json(&run_dir.join("metrics.json"))["metrics"]["subset_accuracy"].as_f64().unwrap();
     assert!(acc > 0.4, "validation accuracy {acc}: chance is 1/9");
 
-    let e = evaluate(&data, &run_dir);
+    let (e, summary) = evaluate(&data, &run_dir);
     assert_eq!(e["task"], "multiclass");
+    assert!(summary.starts_with("evaluate: small_cnn accuracy = "), "grouped tasks rank by accuracy: {summary}");
     let test_images = e["images"].as_u64().unwrap();
     let confusion = e["groups"][0]["confusion"].as_array().unwrap();
     assert_eq!(confusion.len(), 9);
@@ -139,8 +141,9 @@ fn multilabel_from_folder_names_uses_sigmoid_outputs_and_thresholds() {
     assert_eq!(cfg["head"]["hidden"], serde_json::Value::Null, "smaller_vggnet ends in its own dense layer");
     let f1 = read_json(&run_dir.join("metrics.json"))["metrics"]["macro_f1"].as_f64().unwrap();
     assert!(f1 > 0.6, "validation macro-F1 {f1}");
-    let e = evaluate(&data, &run_dir);
+    let (e, summary) = evaluate(&data, &run_dir);
     assert_eq!(e["task"], "multilabel");
+    assert!(summary.starts_with("evaluate: smaller_vggnet macro_f1 = "), "{summary}");
     assert!(e.get("groups").is_none());
     assert!(run_dir.join("thresholds.json").is_file());
 
@@ -172,7 +175,7 @@ fn multihead_from_csv_has_a_softmax_and_a_confusion_matrix_per_head() {
 
     let runs = dir.path().join("runs");
     let run_dir = train_scratch(&data, &runs, "small_cnn");
-    let e = evaluate(&data, &run_dir);
+    let (e, _) = evaluate(&data, &run_dir);
     let groups = e["groups"].as_array().unwrap();
     assert_eq!(groups.len(), 2);
     for g in groups {

@@ -9,6 +9,7 @@ use vocml::{run_main, ComputeArgs, TtaArgs};
 use vocml_core::predictor::create_ensemble;
 use vocml_core::evaluate::{comparison_tables, evaluate_run, metric_value, Evaluation, RANK_METRICS};
 use vocml_core::runs::{list_runs, point_best, write_atomic};
+use vocml_core::task::TaskKind;
 
 /// Evaluate trained runs on a prepared split and compare them.
 ///
@@ -47,8 +48,9 @@ struct Cli {
     #[arg(long, value_enum, default_value_t = SplitArg::Test)]
     split: SplitArg,
     /// Metric that picks the best run: macro_f1, micro_f1, mAP, accuracy (exact match),
-    /// subset_accuracy (the same), label_accuracy.
-    #[arg(long, default_value = "macro_f1", value_name = "NAME")]
+    /// subset_accuracy (the same), label_accuracy; auto: accuracy when every run is
+    /// multiclass or multihead, else macro_f1.
+    #[arg(long, default_value = "auto", value_name = "NAME")]
     metric: String,
     /// Point runs/best at the best run even when a single run is evaluated.
     #[arg(long)]
@@ -140,8 +142,8 @@ fn print_table(e: &Evaluation) {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    if !RANK_METRICS.contains(&cli.metric.as_str()) {
-        bail!("--metric {:?}: expected one of {}", cli.metric, RANK_METRICS.join(", "));
+    if cli.metric != "auto" && !RANK_METRICS.contains(&cli.metric.as_str()) {
+        bail!("--metric {:?}: expected auto or one of {}", cli.metric, RANK_METRICS.join(", "));
     }
     let device = cli.compute.resolve()?;
     let mut runs = cli.runs_list.clone();
@@ -186,9 +188,14 @@ fn run(cli: Cli) -> Result<()> {
     if evals.is_empty() {
         bail!("no run could be evaluated on {}", cli.data.display());
     }
+    let metric = match cli.metric.as_str() {
+        "auto" if evals.iter().all(|e| e.task != TaskKind::Multilabel) => "accuracy",
+        "auto" => "macro_f1",
+        m => m,
+    };
     let mut best = 0;
     for (i, e) in evals.iter().enumerate() {
-        if metric_value(e, &cli.metric)? > metric_value(&evals[best], &cli.metric)? {
+        if metric_value(e, metric)? > metric_value(&evals[best], metric)? {
             best = i;
         }
     }
@@ -204,9 +211,9 @@ fn run(cli: Cli) -> Result<()> {
     if (many || cli.runs_dir.is_some() || cli.select) && !cli.no_select {
         let parent = e.run.parent().map(PathBuf::from).unwrap_or_default();
         let link = point_best(&parent, &e.run)?;
-        println!("evaluate: best by {} = {:.4}: {} ({} -> {})", cli.metric, metric_value(e, &cli.metric)?, e.model, link.display(), e.run.display());
+        println!("evaluate: best by {} = {:.4}: {} ({} -> {})", metric, metric_value(e, metric)?, e.model, link.display(), e.run.display());
     } else {
-        println!("evaluate: {} {} = {:.4}, mAP {:.4}", e.model, cli.metric, metric_value(e, &cli.metric)?, e.map);
+        println!("evaluate: {} {} = {:.4}, mAP {:.4}", e.model, metric, metric_value(e, metric)?, e.map);
     }
     Ok(())
 }
