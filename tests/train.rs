@@ -158,13 +158,13 @@ fn config_file_sets_options_and_flags_override_it() {
 }
 
 #[test]
-fn channels_last_trains_the_same_model_and_bf16_needs_a_gpu() {
+fn channels_last_trains_the_same_model_is_the_cpu_default_and_bf16_needs_a_gpu() {
     let dir = tempfile::tempdir().unwrap();
     let data = prepared(dir.path(), 60, 64);
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     let common = ["--epochs", "2", "--patience", "5", "--fine-tune-blocks", "2", "--fine-tune-epochs", "1"];
-    assert!(train(&data, &a, &common).status.success());
-    let o = train(&data, &b, &[&common[..], &["--channels-last"]].concat());
+    assert!(train(&data, &a, &[&common[..], &["--no-channels-last"]].concat()).status.success());
+    let o = train(&data, &b, &[&common[..], &["--device", "cpu"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     let (ha, hb) = (history_rows(&only_run(&a)), history_rows(&only_run(&b)));
     assert_eq!(ha.len(), 3);
@@ -177,7 +177,8 @@ fn channels_last_trains_the_same_model_and_bf16_needs_a_gpu() {
         }
     }
     let cfg = read_json(&only_run(&b).join("config.json"));
-    assert_eq!(cfg["options"]["speed"]["channels_last"], true);
+    assert_eq!(cfg["options"]["speed"]["channels_last"], true, "the CPU default");
+    assert_eq!(read_json(&only_run(&a).join("config.json"))["options"]["speed"]["channels_last"], false);
 
     let c = dir.path().join("c");
     let o = train(&data, &c, &["--bf16", "--device", "cpu"]);
