@@ -65,11 +65,7 @@ pub fn read_corrections_csv(csv: &Path, task: &Task) -> Result<Vec<(PathBuf, Vec
         }
         if task.is_grouped() {
             let row: Vec<f32> = classes.iter().map(|c| set.contains(c) as u8 as f32).collect();
-            task.check_labels(&row).map_err(|e| {
-                let e = e.to_string();
-                let why = e.split_once(": ").map_or(e.as_str(), |(_, w)| w);
-                anyhow::anyhow!("{at}: {why} (a {} correction names one class per head)", task.kind.name())
-            })?;
+            task.check_row(&row).map_err(|e| anyhow::anyhow!("{at}: {e} (a {} correction names one class per head)", task.kind.name()))?;
         }
         decode_file(&p).map_err(|e| anyhow::anyhow!("{at}: cannot use image {}: {e}", p.display()))?;
         out.push((p, set));

@@ -141,7 +141,8 @@ pub fn import_csv(csv: &Path, kind: TaskKind, images_root: Option<&Path>, out: &
     if kind == TaskKind::Multiclass && columns.len() != 1 {
         bail!("{}:1: a multiclass CSV has one label column (found {}: {})", csv.display(), columns.len(), columns.join(","));
     }
-    let mut rows: Vec<(usize, PathBuf, String, Vec<String>)> = Vec::new();
+    // (resolved path, path as listed = id, label values)
+    let mut rows: Vec<(PathBuf, String, Vec<String>)> = Vec::new();
     let mut seen = HashSet::new();
     for (i, line) in lines {
         let at = format!("{}:{}", csv.display(), i + 1);
@@ -164,7 +165,7 @@ pub fn import_csv(csv: &Path, kind: TaskKind, images_root: Option<&Path>, out: &
                 _ => {}
             }
         }
-        rows.push((i + 1, path, f[0].clone(), f[1..].to_vec()));
+        rows.push((path, f[0].clone(), f[1..].to_vec()));
     }
     if rows.is_empty() {
         bail!("{}: no images listed", csv.display());
@@ -177,7 +178,7 @@ pub fn import_csv(csv: &Path, kind: TaskKind, images_root: Option<&Path>, out: &
                 .enumerate()
                 .map(|(g, name)| LabelGroup {
                     name: if kind == TaskKind::Multiclass { MULTICLASS_GROUP.into() } else { name.clone() },
-                    classes: rows.iter().map(|r| r.3[g].clone()).collect::<BTreeSet<_>>().into_iter().collect(),
+                    classes: rows.iter().map(|r| r.2[g].clone()).collect::<BTreeSet<_>>().into_iter().collect(),
                 })
                 .collect();
             let task = if kind == TaskKind::Multiclass { Task::multiclass(groups[0].classes.clone()) } else { Task::multihead(groups) };
@@ -186,7 +187,7 @@ pub fn import_csv(csv: &Path, kind: TaskKind, images_root: Option<&Path>, out: &
     };
     let mut candidates: Vec<Candidate> = rows
         .iter()
-        .map(|(_, path, id, values)| {
+        .map(|(path, id, values)| {
             let labels = match kind {
                 TaskKind::Multilabel => values.iter().map(|v| v == "1").collect(),
                 _ => {

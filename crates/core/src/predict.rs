@@ -193,7 +193,6 @@ pub struct RowWriter<W: Write> {
     out: W,
     format: Format,
     task: Task,
-    classes: Vec<String>,
     thresholds: Vec<f32>,
     top_k: usize,
 }
@@ -209,17 +208,16 @@ fn csv_field(s: &str) -> String {
 impl<W: Write> RowWriter<W> {
     /// Creates the writer and writes the CSV header.
     pub fn new(mut out: W, format: Format, task: Task, thresholds: Vec<f32>, top_k: usize) -> Result<Self> {
-        let classes = task.classes.clone();
         if format == Format::Csv {
             let mut cols = vec!["path".to_string(), "labels".to_string()];
-            cols.extend(classes.iter().map(|c| format!("p_{c}")));
+            cols.extend(task.classes.iter().map(|c| format!("p_{c}")));
             if top_k > 0 {
                 cols.push("top".into());
             }
             cols.push("error".into());
             writeln!(out, "{}", cols.join(","))?;
         }
-        Ok(RowWriter { out, format, task, classes, thresholds, top_k })
+        Ok(RowWriter { out, format, task, thresholds, top_k })
     }
 
     /// Writes one row and flushes, so a crash keeps every row written so far.
@@ -229,7 +227,7 @@ impl<W: Write> RowWriter<W> {
             (Ok(p), fmt) => {
                 let decided = self.task.decide(p, &self.thresholds);
                 let labels: Vec<&str> =
-                    self.classes.iter().zip(&decided).filter(|(_, d)| **d >= 0.5).map(|(c, _)| c.as_str()).collect();
+                    self.task.classes.iter().zip(&decided).filter(|(_, d)| **d >= 0.5).map(|(c, _)| c.as_str()).collect();
                 let mut order: Vec<usize> = (0..p.len()).collect();
                 order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
                 let top: Vec<usize> = order.into_iter().take(self.top_k).collect();
@@ -237,13 +235,13 @@ impl<W: Write> RowWriter<W> {
                     let mut cells = vec![csv_field(&path), labels.join(";")];
                     cells.extend(p.iter().map(|v| format!("{v:.6}")));
                     if self.top_k > 0 {
-                        cells.push(top.iter().map(|&k| format!("{}:{:.4}", self.classes[k], p[k])).collect::<Vec<_>>().join(";"));
+                        cells.push(top.iter().map(|&k| format!("{}:{:.4}", self.task.classes[k], p[k])).collect::<Vec<_>>().join(";"));
                     }
                     cells.push(String::new());
                     writeln!(self.out, "{}", cells.join(","))?;
                 } else {
                     let probs: serde_json::Map<String, serde_json::Value> =
-                        self.classes.iter().zip(p).map(|(c, v)| (c.clone(), serde_json::json!(*v))).collect();
+                        self.task.classes.iter().zip(p).map(|(c, v)| (c.clone(), serde_json::json!(*v))).collect();
                     let mut obj = serde_json::json!({"path": path, "labels": labels, "probabilities": probs});
                     match self.task.kind {
                         TaskKind::Multiclass => obj["label"] = serde_json::json!(labels.first()),
@@ -260,14 +258,14 @@ impl<W: Write> RowWriter<W> {
                         TaskKind::Multilabel => {}
                     }
                     if self.top_k > 0 {
-                        obj["top"] = top.iter().map(|&k| serde_json::json!({"class": self.classes[k], "probability": p[k]})).collect();
+                        obj["top"] = top.iter().map(|&k| serde_json::json!({"class": self.task.classes[k], "probability": p[k]})).collect();
                     }
                     writeln!(self.out, "{obj}")?;
                 }
             }
             (Err(e), Format::Csv) => {
                 let mut cells = vec![csv_field(&path), String::new()];
-                cells.extend(self.classes.iter().map(|_| String::new()));
+                cells.extend(self.task.classes.iter().map(|_| String::new()));
                 if self.top_k > 0 {
                     cells.push(String::new());
                 }

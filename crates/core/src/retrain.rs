@@ -128,7 +128,7 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
                 corr.source
             );
         }
-        task.check_labels(&row).map_err(|e| anyhow::anyhow!("{}: the stored correction of {}: {e}", cfg.feedback_dir.display(), corr.source))?;
+        task.check_row(&row).map_err(|e| anyhow::anyhow!("{}: the stored correction of {}: {e}", cfg.feedback_dir.display(), corr.source))?;
         let img = decode_file(&store.image_path(corr))
             .map_err(|e| anyhow::anyhow!("feedback image {} ({}): {e}", store.image_path(corr).display(), corr.source))?;
         let mut buf = vec![0u8; resizer.output_len()];
@@ -250,8 +250,7 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
     for (_, v) in &head {
         let _ = v.set_requires_grad(false);
     }
-    let new_val = val_metrics(&parent);
-    let val_probs = tch::no_grad(|| to_vec(&task.probabilities(&parent.head_logits(&val_feats, false))));
+    let (new_val, val_probs) = tch::no_grad(|| score_logits(&task, &parent.head_logits(&val_feats, false), &val.y, &half));
     let thresholds = if task.is_grouped() { half.clone() } else { tune_thresholds(&val_probs, &val.y, c) };
     let right_after = corrected_right(&parent, &thresholds);
 

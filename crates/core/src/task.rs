@@ -197,18 +197,12 @@ impl Task {
         sum / n
     }
 
-    /// Checks that every row of `labels` has exactly one 1 per group (grouped tasks).
-    pub fn check_labels(&self, labels: &[f32]) -> Result<()> {
-        if !self.is_grouped() {
-            return Ok(());
-        }
-        let c = self.classes.len();
-        for (row, chunk) in labels.chunks(c).enumerate() {
-            for (g, r) in self.groups.iter().zip(self.ranges()) {
-                let on = chunk[r].iter().filter(|&&v| v >= 0.5).count();
-                if on != 1 {
-                    bail!("row {row}: label group {:?} has {on} classes set, expected exactly 1", g.name);
-                }
+    /// Checks that one 0/1 label row has exactly one 1 per group (grouped tasks).
+    pub fn check_row(&self, row: &[f32]) -> Result<()> {
+        for (g, r) in self.groups.iter().zip(self.ranges()) {
+            let on = row[r].iter().filter(|&&v| v >= 0.5).count();
+            if on != 1 {
+                bail!("label group {:?} has {on} classes set, expected exactly 1", g.name);
             }
         }
         Ok(())
@@ -257,8 +251,8 @@ mod tests {
         assert_eq!(t.column_of("square"), Some(3));
         assert_eq!(t.column_of("color/blue"), Some(1));
         assert_eq!(t.column_of("green"), None);
-        assert!(t.check_labels(&[0.0, 1.0, 0.0, 0.0, 1.0]).is_ok());
-        assert!(t.check_labels(&[1.0, 1.0, 0.0, 0.0, 1.0]).unwrap_err().to_string().contains("\"color\" has 2"));
+        assert!(t.check_row(&[0.0, 1.0, 0.0, 0.0, 1.0]).is_ok());
+        assert!(t.check_row(&[1.0, 1.0, 0.0, 0.0, 1.0]).unwrap_err().to_string().contains("\"color\" has 2"));
     }
 
     #[test]
