@@ -3,24 +3,26 @@
 # EfficientNet-Lite0 forward, CSV), same run, same machine, one run; wall time and peak RSS
 # at two folder sizes (memory must stay flat as the folder grows).
 # Real VOC2007 train images from ../shared (or VOC_ROOT=...), synthetic ones otherwise.
-# DEVICE=cuda runs both on the GPU.
+# DEVICE=cuda runs both on the GPU. Both tools score in batches of BATCH (default: predict's
+# own default for the device, 8 on a CPU and 32 on a GPU).
 source "$(dirname "$0")/bench_common.sh"
 SIZES=${SIZES:-150 600}
 DEVICE=${DEVICE:-cpu}
+if [[ $DEVICE == cpu ]]; then BATCH=${BATCH:-8}; else BATCH=${BATCH:-32}; fi
 files=("$VOC_ROOT"/JPEGImages/*.jpg)
 # A Lite0 run to score with (a short training on the synthetic data is enough for speed).
 target/release/voc-prep synth --out "$TMP/voc" --images 60 -q > /dev/null
 target/release/voc-prep --voc-root "$TMP/voc" --out "$TMP/data" -q > /dev/null
 target/release/train -q --data "$TMP/data" --runs-dir "$TMP/runs" --epochs 1 > /dev/null
 run=$(ls -d "$TMP"/runs/*_efficientnet_lite0 | tail -1)
-echo "bench-predict: $DATA_NAME photos, EfficientNet-Lite0 224px, batch 32, CSV out, $DEVICE, $(nproc) cores, $(date -u +%F)"
+echo "bench-predict: $DATA_NAME photos, EfficientNet-Lite0 224px, batch $BATCH, CSV out, $DEVICE, $(nproc) cores, $(date -u +%F)"
 printf '%-8s %-36s %8s %10s %9s %8s\n' images tool seconds images/s "peak MiB" ratio
 for n in $SIZES; do
   rm -rf "$TMP/flat" && mkdir -p "$TMP/flat"
   cp "${files[@]:0:$n}" "$TMP/flat/"
   cat "$TMP"/flat/* > /dev/null
-  read -r ours ours_mb < <(measure target/release/predict -q --run "$run" --device "$DEVICE" --output "$TMP/ours.csv" "$TMP/flat")
-  read -r py py_mb < <(measure "$PY" -W ignore benches/peer/predict_torch.py "$run" "$TMP/flat" "$TMP/py.csv" "$DEVICE")
+  read -r ours ours_mb < <(measure target/release/predict -q --run "$run" --device "$DEVICE" --batch-size "$BATCH" --output "$TMP/ours.csv" "$TMP/flat")
+  read -r py py_mb < <(measure "$PY" -W ignore benches/peer/predict_torch.py "$run" "$TMP/flat" "$TMP/py.csv" "$DEVICE" "$BATCH")
   printf '%-8s %-36s %8.1f %10.1f %9s %8s\n' "$n" "vocml predict" "$ours" "$(awk "BEGIN{print $n / $ours}")" "$ours_mb" "1.00x"
   printf '%-8s %-36s %8.1f %10.1f %9s %7.2fx\n' "$n" "PyTorch+Pillow (DataLoader workers)" "$py" "$(awk "BEGIN{print $n / $py}")" "$py_mb" "$(awk "BEGIN{print $py / $ours}")"
 done

@@ -32,3 +32,19 @@ for m in $MODELS; do
   printf '%-20s %-28s %9.1f %9s %12s %7.2fx\n' "$m" "PyTorch+torchvision eager" "$py" "$py_mb" "$pyf1" "$(awk "BEGIN{print $py / $ours}")"
 done
 echo "(ratio = PyTorch seconds / vocml seconds)"
+
+# Peak memory as the data grows: the same training (1 epoch) on synthetic datasets of
+# GROWTH_SIZES images. Images are read batch by batch, so only the cached features (15 KB
+# per training image for Lite0) should grow with the data.
+GROWTH_SIZES=${GROWTH_SIZES:-300 3000}
+echo
+echo "bench-train memory: peak RSS against dataset size, Lite0, 1 epoch, synthetic VOC, $DEVICE"
+printf '%-8s %-10s %9s %9s\n' images "train/val" seconds "peak MiB"
+for n in $GROWTH_SIZES; do
+  target/release/voc-prep synth --out "$TMP/grow-voc" --images "$n" -q > /dev/null
+  target/release/voc-prep --voc-root "$TMP/grow-voc" --out "$TMP/grow" -q > /dev/null
+  split=$("$PY" -c "import json; m=json.load(open('$TMP/grow/manifest.json')); print(m['splits']['train']['count'], '/', m['splits']['val']['count'], sep='')")
+  read -r s mb < <(measure target/release/train -q --data "$TMP/grow" --epochs 1 --runs-dir "$TMP/grow-runs" --device "$DEVICE")
+  printf '%-8s %-10s %9.1f %9s\n' "$n" "$split" "$s" "$mb"
+  rm -rf "$TMP/grow-voc" "$TMP/grow" "$TMP/grow-runs"
+done

@@ -165,7 +165,7 @@ fn predict_uses_the_same_preprocessing_as_training() {
     let model = vocml_core::inference::LoadedModel::load(&r, tch::Device::Cpu).unwrap();
     let manifest = vocml_core::manifest::Manifest::load(&f.data).unwrap();
     let split = vocml_core::data::SplitData::open(&f.data, "test", &manifest).unwrap();
-    let probs = model.probabilities(&split.pixels(&[0, 1, 2, 3, 4]));
+    let probs = model.probabilities(&split.pixels(&[0, 1, 2, 3, 4]).unwrap());
     for (i, row) in from_files.iter().enumerate() {
         for (k, &p) in row.iter().enumerate() {
             let q = probs.double_value(&[i as i64, k as i64]);

@@ -113,7 +113,7 @@ fn numpy_loads_our_arrays_and_we_load_numpys() {
     let out = dir.path().join("pd");
     assert!(prep(&voc, &out, &["--size", "48"]).status.success());
     let x = NpyArray::open(&out.join("X_train.npy")).unwrap();
-    let ours: u64 = x.bytes().iter().map(|&b| b as u64).sum();
+    let ours: u64 = x.read_all().unwrap().iter().map(|&b| b as u64).sum();
     let got = python_eval(&format!(
         "import numpy as np; x=np.load(r'{}'); y=np.load(r'{}'); print(x.shape, x.dtype, int(x.astype(np.uint64).sum()), y.dtype, y.shape)",
         out.join("X_train.npy").display(),
@@ -135,7 +135,7 @@ fn numpy_loads_our_arrays_and_we_load_numpys() {
     assert_eq!(fa.to_f32_vec().unwrap(), (0..24).map(|v| v as f32).collect::<Vec<_>>());
     let fb = NpyArray::open(&b).unwrap();
     assert_eq!(fb.shape(), &[10]);
-    assert_eq!(fb.bytes(), &(0..10).collect::<Vec<u8>>()[..]);
+    assert_eq!(fb.read_all().unwrap(), (0..10).collect::<Vec<u8>>());
     assert_eq!(NpyArray::open(&c).unwrap().to_f32_vec().unwrap(), vec![1.0; 6]);
 }
 

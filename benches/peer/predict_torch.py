@@ -1,8 +1,9 @@
 """PyTorch + torchvision peer of `predict` for benchmarks: walk a folder, decode with Pillow,
-resize to 224x224 (bilinear), run EfficientNet-Lite0 + the multi-label head in batches of
-32 (torch.inference_mode, a DataLoader with one worker per core), write CSV rows.
+resize to 224x224 (bilinear), run EfficientNet-Lite0 + the multi-label head in batches
+(torch.inference_mode, a DataLoader with one worker per core), write CSV rows.
 
-Usage: predict_torch.py RUN_DIR FOLDER OUT.csv [DEVICE]   (RUN_DIR: a vocml run of efficientnet_lite0)
+Usage: predict_torch.py RUN_DIR FOLDER OUT.csv [DEVICE [BATCH]]   (RUN_DIR: a vocml run of
+efficientnet_lite0; BATCH default 32)
 Prints: "<images> <seconds>".
 """
 import json
@@ -38,6 +39,7 @@ class Folder(torch.utils.data.Dataset):
 def main():
     run, folder, out = sys.argv[1], sys.argv[2], sys.argv[3]
     dev = torch.device(sys.argv[4] if len(sys.argv) > 4 else "cpu")
+    batch = int(sys.argv[5]) if len(sys.argv) > 5 else 32
     t0 = time.perf_counter()
     cfg = json.load(open(os.path.join(run, "config.json")))
     classes, size = cfg["classes"], cfg["image_size"]
@@ -51,7 +53,7 @@ def main():
     files = sorted(
         os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs if f.lower().endswith(EXTS)
     )
-    loader = torch.utils.data.DataLoader(Folder(files, size), batch_size=32, num_workers=os.cpu_count(),
+    loader = torch.utils.data.DataLoader(Folder(files, size), batch_size=batch, num_workers=os.cpu_count(),
                                          pin_memory=dev.type == "cuda")
     mean = torch.tensor([0.5, 0.5, 0.5], device=dev).view(1, 3, 1, 1)
     std = torch.tensor([0.5, 0.5, 0.5], device=dev).view(1, 3, 1, 1)

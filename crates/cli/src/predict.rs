@@ -57,8 +57,10 @@ struct Cli {
     /// Exit with status 1 if any input could not be scored.
     #[arg(long)]
     strict: bool,
-    #[arg(long, default_value_t = 32, value_name = "N")]
-    batch_size: usize,
+    /// Images per forward pass [default: 8 on a CPU (as fast as larger batches, with less
+    /// memory), 32 on a GPU].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    batch_size: Option<u64>,
     #[command(flatten)]
     compute: ComputeArgs,
     /// No progress bar or summary.
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let device = cli.compute.resolve()?;
+    let batch_size = cli.batch_size.map_or_else(|| vocml_core::device::inference_batch(device), |b| b as usize);
     if let Some(t) = cli.threshold {
         if !(0.0..=1.0).contains(&t) {
             bail!("--threshold {t}: expected a probability between 0 and 1");
@@ -123,7 +126,7 @@ fn run(cli: Cli) -> Result<()> {
     let cancel = interrupt_flag();
     let started = std::time::Instant::now();
     let (mut scored, mut failed) = (0usize, 0usize);
-    score_files(&model, &inputs.files, cli.batch_size, &cancel, |row| {
+    score_files(&model, &inputs.files, batch_size, &cancel, |row| {
         if row.result.is_ok() {
             scored += 1;
         } else {

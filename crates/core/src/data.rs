@@ -1,4 +1,4 @@
-//! Prepared data on disk -> tensors: memory-mapped `X_<split>.npy` read in batches, labels,
+//! Prepared data on disk -> tensors: `X_<split>.npy` read batch by batch, labels,
 //! and the conversion of HWC pixels to normalised NCHW model input.
 
 use crate::manifest::Manifest;
@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
-/// One split of a prepared dataset; images stay on disk (memory-mapped).
+/// One split of a prepared dataset; images stay on disk and are read per batch.
 pub struct SplitData {
     x: NpyArray,
     /// Labels, row-major `[n, classes]`.
@@ -49,28 +49,17 @@ impl SplitData {
     }
 
     /// Pixels of rows `idx` as a `[B, H, W, 3]` uint8 tensor (float32 arrays are scaled back).
-    pub fn pixels(&self, idx: &[usize]) -> Tensor {
-        let row = self.size * self.size * 3;
-        let mut buf = Vec::with_capacity(idx.len() * row);
-        match self.x.dtype() {
-            DType::U8 => {
-                for &i in idx {
-                    buf.extend_from_slice(self.x.row_bytes(i, i + 1));
-                }
-            }
-            DType::F32 => {
-                for &i in idx {
-                    buf.extend(
-                        self.x
-                            .row_bytes(i, i + 1)
-                            .chunks_exact(4)
-                            .map(|c| (f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * 255.0).round().clamp(0.0, 255.0) as u8),
-                    );
-                }
-            }
-        }
+    pub fn pixels(&self, idx: &[usize]) -> Result<Tensor> {
+        let raw = self.x.gather_rows(idx)?;
+        let buf = match self.x.dtype() {
+            DType::U8 => raw,
+            DType::F32 => raw
+                .chunks_exact(4)
+                .map(|c| (f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * 255.0).round().clamp(0.0, 255.0) as u8)
+                .collect(),
+        };
         let s = self.size as i64;
-        Tensor::from_slice(&buf).view([idx.len() as i64, s, s, 3])
+        Ok(Tensor::from_slice(&buf).view([idx.len() as i64, s, s, 3]))
     }
 
     /// Labels of rows `idx` as `[B, C]` float32.

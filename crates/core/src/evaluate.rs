@@ -10,7 +10,7 @@ use crate::manifest::Manifest;
 use crate::metrics::{compute, confusion_matrix, mean_ap, per_class_ap, tune_thresholds, MultiLabelMetrics};
 use crate::task::{Task, TaskKind};
 use crate::runs::{write_atomic, CONFUSION_FILE, EVALUATION_FILE, PR_CURVES_FILE, THRESHOLDS_FILE};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -154,16 +154,16 @@ pub fn check_compatible(task: &Task, image_size: u32, run: &Path, manifest: &Man
 }
 
 /// Probabilities of every row of a split, and the inference time per image in ms.
-pub fn score_split(model: &Predictor, split: &SplitData, batch: usize) -> (Vec<f32>, f64) {
+pub fn score_split(model: &Predictor, split: &SplitData, batch: usize) -> Result<(Vec<f32>, f64)> {
     let t0 = Instant::now();
     let mut probs = Vec::with_capacity(split.len() * split.classes);
     let idx: Vec<usize> = (0..split.len()).collect();
     for chunk in idx.chunks(batch.max(1)) {
-        let p = model.probabilities(&split.pixels(chunk));
-        probs.extend(Vec::<f32>::try_from(p.flatten(0, -1)).expect("float probabilities"));
+        let p = model.probabilities(&split.pixels(chunk)?);
+        probs.extend(Vec::<f32>::try_from(p.flatten(0, -1)).context("reading probabilities")?);
     }
     let ms = t0.elapsed().as_secs_f64() * 1e3 / split.len().max(1) as f64;
-    (probs, ms)
+    Ok((probs, ms))
 }
 
 /// Evaluates a run (or a saved ensemble) on `split` of `data`, tuning thresholds on the
@@ -179,7 +179,7 @@ pub fn evaluate_run(run_dir: &Path, data: &Path, split: &str, device: Device, ba
         bail!("{}: the {split} split is empty; choose another with --split", data.display());
     }
     let c = model.classes().len();
-    let (probs, ms) = score_split(&model, &target, batch);
+    let (probs, ms) = score_split(&model, &target, batch)?;
     let aps = per_class_ap(&probs, &target.y, c);
     let half = vec![0.5f32; c];
     let decisions = task.decide(&probs, &half);
@@ -205,7 +205,7 @@ pub fn evaluate_run(run_dir: &Path, data: &Path, split: &str, device: Device, ba
     let val = if split == "val" || task.is_grouped() { None } else { SplitData::open(data, "val", &manifest).ok().filter(|v| !v.is_empty()) };
     let (tuned_th, tuned_on) = match (&val, split) {
         (Some(v), _) => {
-            let (vp, _) = score_split(&model, v, batch);
+            let (vp, _) = score_split(&model, v, batch)?;
             (Some(tune_thresholds(&vp, &v.y, c)), Some("val".to_string()))
         }
         (None, "val") if !task.is_grouped() => (Some(tune_thresholds(&probs, &target.y, c)), Some("val".to_string())),

@@ -1,10 +1,10 @@
 //! NumPy `.npy` files: a streaming writer (rows appended, header fixed up at the end) and a
-//! memory-mapped reader. Little-endian `uint8` and `float32`, C order, format 1.0 and 2.0.
+//! row reader. Little-endian `uint8` and `float32`, C order, format 1.0 and 2.0.
 
 use anyhow::{bail, Context, Result};
-use memmap2::Mmap;
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8] = b"\x93NUMPY";
@@ -178,13 +178,15 @@ pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     Ok(())
 }
 
-/// A memory-mapped `.npy` array.
+/// A `.npy` array on disk, read a few rows at a time with positioned reads. The file is
+/// neither loaded whole nor mapped: the pages read stay in the kernel's file cache and do not
+/// add to this process's resident memory, which stays flat however large the array is.
 pub struct NpyArray {
-    map: Mmap,
+    file: File,
     path: PathBuf,
     dtype: DType,
     shape: Vec<usize>,
-    offset: usize,
+    offset: u64,
 }
 
 impl NpyArray {
@@ -192,21 +194,21 @@ impl NpyArray {
     /// matches the shape).
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        // SAFETY: the map is read-only; the tool never writes files it has mapped.
-        let map = unsafe { Mmap::map(&file) }.with_context(|| format!("cannot map {}", path.display()))?;
+        let len = file.metadata().with_context(|| format!("cannot read {}", path.display()))?.len();
+        let header = read_header(&file, len).with_context(|| format!("cannot read {}", path.display()))?;
         let (dtype, shape, offset) =
-            parse_header(&map).with_context(|| format!("{}: not a valid .npy file", path.display()))?;
+            parse_header(&header).with_context(|| format!("{}: not a valid .npy file", path.display()))?;
         let expected = shape.iter().product::<usize>() * dtype.size();
-        if map.len() - offset != expected {
+        let data_len = len - offset as u64;
+        if data_len != expected as u64 {
             bail!(
-                "{}: data is {} bytes but shape {:?} of {} needs {expected} (truncated file?)",
+                "{}: data is {data_len} bytes but shape {:?} of {} needs {expected} (truncated file?)",
                 path.display(),
-                map.len() - offset,
                 shape,
                 dtype.name()
             );
         }
-        Ok(NpyArray { map, path: path.to_path_buf(), dtype, shape, offset })
+        Ok(NpyArray { file, path: path.to_path_buf(), dtype, shape, offset: offset as u64 })
     }
 
     pub fn dtype(&self) -> DType {
@@ -222,22 +224,64 @@ impl NpyArray {
     pub fn rows(&self) -> usize {
         self.shape.first().copied().unwrap_or(0)
     }
-    /// Raw data bytes.
-    pub fn bytes(&self) -> &[u8] {
-        &self.map[self.offset..]
+    /// Bytes in one row.
+    pub fn row_len(&self) -> usize {
+        self.shape[1..].iter().product::<usize>() * self.dtype.size()
     }
-    /// Raw bytes of rows `start..end`.
-    pub fn row_bytes(&self, start: usize, end: usize) -> &[u8] {
-        let row = self.shape[1..].iter().product::<usize>() * self.dtype.size();
-        &self.bytes()[start * row..end * row]
+    /// Appends the raw bytes of rows `start..end` to `out`.
+    pub fn read_rows(&self, start: usize, end: usize, out: &mut Vec<u8>) -> Result<()> {
+        if start > end || end > self.rows() {
+            bail!("{}: rows {start}..{end} out of range (the array has {})", self.path.display(), self.rows());
+        }
+        let row = self.row_len();
+        let at = out.len();
+        out.resize(at + (end - start) * row, 0);
+        self.file
+            .read_exact_at(&mut out[at..], self.offset + (start * row) as u64)
+            .with_context(|| format!("{}: cannot read rows {start}..{end}", self.path.display()))
+    }
+    /// The raw bytes of rows `idx`, in that order; runs of consecutive rows are read at once.
+    pub fn gather_rows(&self, idx: &[usize]) -> Result<Vec<u8>> {
+        let mut raw = Vec::with_capacity(idx.len() * self.row_len());
+        let mut i = 0;
+        while i < idx.len() {
+            let mut j = i + 1;
+            while j < idx.len() && idx[j] == idx[j - 1] + 1 {
+                j += 1;
+            }
+            self.read_rows(idx[i], idx[j - 1] + 1, &mut raw)?;
+            i = j;
+        }
+        Ok(raw)
+    }
+    /// All raw data bytes (for small arrays: labels, tests).
+    pub fn read_all(&self) -> Result<Vec<u8>> {
+        let mut raw = Vec::new();
+        self.read_rows(0, self.rows(), &mut raw)?;
+        Ok(raw)
     }
     /// The data as float32 values (the file must be float32).
     pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
         if self.dtype != DType::F32 {
             bail!("{}: expected float32, found {}", self.path.display(), self.dtype.name());
         }
-        Ok(self.bytes().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        Ok(self.read_all()?.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
     }
+}
+
+/// The magic string, version, length field and header dict at the start of `file` (`len`
+/// bytes long); shorter when the file is.
+fn read_header(file: &File, len: u64) -> std::io::Result<Vec<u8>> {
+    let mut head = vec![0u8; len.min(12) as usize];
+    file.read_exact_at(&mut head, 0)?;
+    let dict_end = match head.get(6) {
+        Some(1) if head.len() >= 10 => 10 + u16::from_le_bytes([head[8], head[9]]) as u64,
+        Some(2 | 3) if head.len() >= 12 => 12 + u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as u64,
+        _ => return Ok(head),
+    };
+    let mut all = vec![0u8; dict_end.min(len) as usize];
+    file.read_exact_at(&mut all, 0)?;
+    Ok(all)
 }
 
 fn parse_header(data: &[u8]) -> Result<(DType, Vec<usize>, usize)> {
@@ -308,7 +352,25 @@ mod tests {
         let a = NpyArray::open(&p).unwrap();
         assert_eq!(a.shape(), &[2, 2, 2, 3]);
         assert_eq!(a.dtype(), DType::U8);
-        assert_eq!(a.row_bytes(1, 2), &row[..]);
+        let mut got = vec![7u8];
+        a.read_rows(1, 2, &mut got).unwrap();
+        assert_eq!(got[1..], row[..]);
+        assert_eq!(got[0], 7);
+        assert!(a.read_rows(1, 3, &mut got).is_err());
+    }
+
+    #[test]
+    fn gathers_rows_in_the_order_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.npy");
+        let mut w = NpyWriter::create(&p, DType::U8, &[2]).unwrap();
+        w.write_u8_rows(&(0..12).collect::<Vec<u8>>()).unwrap();
+        w.finish().unwrap();
+        let a = NpyArray::open(&p).unwrap();
+        assert_eq!(a.gather_rows(&[3, 0, 1, 2, 5, 5]).unwrap(), vec![6, 7, 0, 1, 2, 3, 4, 5, 10, 11, 10, 11]);
+        assert!(a.gather_rows(&[]).unwrap().is_empty());
+        let e = a.gather_rows(&[1, 6]).unwrap_err().to_string();
+        assert!(e.contains("rows 6..7 out of range"), "{e}");
         let raw = std::fs::read(&p).unwrap();
         assert_eq!(&raw[..6], MAGIC);
         let hlen = u16::from_le_bytes([raw[8], raw[9]]) as usize;

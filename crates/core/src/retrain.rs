@@ -145,7 +145,8 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
     let views = cfg.replicate.max(1);
     let train = SplitData::open(&data, "train", &manifest)?;
     let pool_size = if cfg.replay { train.len().min((4 * views * all.len()).max(200)) } else { 0 };
-    let steps = views + pool_size.div_ceil(32) + val.len().div_ceil(32);
+    let batch = crate::device::inference_batch(device);
+    let steps = views + pool_size.div_ceil(batch) + val.len().div_ceil(batch);
     observer.phase("features", steps as u64);
     let corr_feats = tch::no_grad(|| -> Result<Tensor> {
         let mut parts = vec![parent.features_of_unit(&corr_px)];
@@ -162,11 +163,11 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
     let corr_labels = corr_y.repeat([views as i64, 1]);
     let feats_of = |d: &SplitData, idx: &[usize]| -> Result<Tensor> {
         let mut parts = Vec::new();
-        for chunk in idx.chunks(32) {
+        for chunk in idx.chunks(batch) {
             if cancel.load(Ordering::SeqCst) {
                 bail!(crate::Interrupted);
             }
-            parts.push(parent.features_of_unit(&to_unit_nchw(&d.pixels(chunk), device)));
+            parts.push(parent.features_of_unit(&to_unit_nchw(&d.pixels(chunk)?, device)));
             observer.step(None, chunk.len());
         }
         Ok(Tensor::cat(&parts, 0))

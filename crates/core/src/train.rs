@@ -220,8 +220,9 @@ fn device_name(d: Device) -> String {
 
 /// Features (float32) of rows `idx` (clean or augmented) without gradients.
 fn extract(net: &dyn BackboneNet, data: &SplitData, idx: &[usize], kind: BackboneKind, aug: Option<(&AugmentConfig, &mut ChaCha8Rng)>, device: Device, speed: SpeedOptions) -> Result<Tensor> {
+    let px = upload(&data.pixels(idx)?, device);
     tch::no_grad(|| {
-        let xs = model_input(&upload(&data.pixels(idx), device), aug, &kind.normalization(), speed);
+        let xs = model_input(&px, aug, &kind.normalization(), speed);
         crate::device::bf16_autocast(speed.bf16, device, || net.features(&xs).to_kind(Kind::Float))
     })
 }
@@ -314,29 +315,30 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
     let views = if cfg.augment.is_some() { 1 + cfg.aug_views } else { 1 };
     let (train_cache, val_feats) = if cfg.cache_features && !scratch {
         let n = train_data.len();
-        let total = (n * views + val_data.len()).div_ceil(cfg.batch_size.max(32));
+        let feature_batch = if device.is_cuda() { cfg.batch_size.max(32) } else { crate::device::inference_batch(device) };
+        let total = (n * views + val_data.len()).div_ceil(feature_batch);
         observer.phase("features", total as u64);
-        let mut cache = Vec::new();
-        for v in 0..views {
-            let mut parts = Vec::new();
-            for r in batches(n, cfg.batch_size.max(32)) {
+        // Filled in place, batch by batch: no per-batch parts to concatenate.
+        let dim = cfg.model.feature_dim();
+        let cache = Tensor::empty([views as i64, n as i64, dim], (Kind::Float, device));
+        let val_cache = Tensor::empty([val_data.len() as i64, dim], (Kind::Float, device));
+        // (rows, destination, augmented): the clean training view, the augmented ones, validation.
+        let fills = (0..views)
+            .map(|v| (&train_data, cache.get(v as i64), v > 0))
+            .chain(std::iter::once((&val_data, val_cache.shallow_clone(), false)));
+        for (data, dst, augmented) in fills {
+            for r in batches(data.len(), feature_batch) {
                 if cancel.load(Ordering::SeqCst) {
                     bail!(crate::Interrupted);
                 }
-                let idx: Vec<usize> = r.collect();
-                let aug = if v == 0 { None } else { cfg.augment.as_ref().map(|a| (a, &mut rng)) };
-                parts.push(extract(net.as_ref(), &train_data, &idx, cfg.model, aug, device, cfg.speed)?);
+                let idx: Vec<usize> = r.clone().collect();
+                let aug = if augmented { cfg.augment.as_ref().map(|a| (a, &mut rng)) } else { None };
+                let feats = extract(net.as_ref(), data, &idx, cfg.model, aug, device, cfg.speed)?;
+                dst.narrow(0, r.start as i64, idx.len() as i64).copy_(&feats);
                 observer.step(None, idx.len());
             }
-            cache.push(Tensor::cat(&parts, 0));
         }
-        let mut vparts = Vec::new();
-        for r in batches(val_data.len(), cfg.batch_size.max(32)) {
-            let idx: Vec<usize> = r.collect();
-            vparts.push(extract(net.as_ref(), &val_data, &idx, cfg.model, None, device, cfg.speed)?);
-            observer.step(None, idx.len());
-        }
-        (Some(Tensor::stack(&cache, 0)), Some(Tensor::cat(&vparts, 0)))
+        (Some(cache), Some(val_cache))
     } else {
         (None, None)
     };
@@ -354,7 +356,7 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
     };
     // Batches of pixels for epochs that run the backbone (no cache, or fine-tuning).
     let needs_pixels = train_cache.is_none() || (cfg.fine_tune_blocks > 0 && cfg.fine_tune_epochs > 0);
-    let source = if needs_pixels { Some(ImageSource::new(&train_data, device)) } else { None };
+    let source = if needs_pixels { Some(ImageSource::new(&train_data, device)?) } else { None };
     let read_loss_every = if device.is_cuda() { 20 } else { 1 };
 
     let mut run_phase = |phase: &'static str,
@@ -388,7 +390,7 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
                         cache.index(&[Some(vi), Some(ri)])
                     }
                     _ => {
-                        let px = source.as_ref().context("no image source")?.batch(chunk, device);
+                        let px = source.as_ref().context("no image source")?.batch(chunk, device)?;
                         let aug = cfg.augment.as_ref().map(|a| (a, &mut rng));
                         let xs = model_input(&px, aug, &cfg.model.normalization(), cfg.speed);
                         let forward = || net.features_t(&xs, trainable_backbone);

@@ -7,6 +7,7 @@ use crate::data::{to_unit_nchw, upload, SplitData};
 use crate::model::{channels_last, Normalization};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use anyhow::Result;
 use tch::{Device, Tensor};
 
 /// How training steps run on the device.
@@ -21,34 +22,34 @@ pub struct SpeedOptions {
 /// Training splits up to this size are copied to the GPU once (uint8) and batched there.
 pub const RESIDENT_LIMIT_BYTES: usize = 4 << 30;
 
-/// Where training batches come from: the memory-mapped split, or a copy resident in GPU memory.
+/// Where training batches come from: the split on disk, or a copy resident in GPU memory.
 pub enum ImageSource<'a> {
-    Mapped(&'a SplitData),
+    Disk(&'a SplitData),
     /// `[N, H, W, 3]` uint8 on the device.
     Resident(Tensor),
 }
 
 impl<'a> ImageSource<'a> {
-    /// Resident on a GPU when the split is under [`RESIDENT_LIMIT_BYTES`], mapped otherwise.
-    pub fn new(data: &'a SplitData, device: Device) -> Self {
+    /// Resident on a GPU when the split is under [`RESIDENT_LIMIT_BYTES`], on disk otherwise.
+    pub fn new(data: &'a SplitData, device: Device) -> Result<Self> {
         let bytes = data.len() * data.size * data.size * 3;
-        if device.is_cuda() && bytes <= RESIDENT_LIMIT_BYTES && !data.is_empty() {
+        Ok(if device.is_cuda() && bytes <= RESIDENT_LIMIT_BYTES && !data.is_empty() {
             let all: Vec<usize> = (0..data.len()).collect();
-            ImageSource::Resident(data.pixels(&all).to_device(device))
+            ImageSource::Resident(data.pixels(&all)?.to_device(device))
         } else {
-            ImageSource::Mapped(data)
-        }
+            ImageSource::Disk(data)
+        })
     }
 
     /// Rows `idx` as `[B, H, W, 3]` uint8 on `device`.
-    pub fn batch(&self, idx: &[usize], device: Device) -> Tensor {
-        match self {
-            ImageSource::Mapped(d) => upload(&d.pixels(idx), device),
+    pub fn batch(&self, idx: &[usize], device: Device) -> Result<Tensor> {
+        Ok(match self {
+            ImageSource::Disk(d) => upload(&d.pixels(idx)?, device),
             ImageSource::Resident(all) => {
                 let rows: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
                 all.index_select(0, &upload(&Tensor::from_slice(&rows), all.device()))
             }
-        }
+        })
     }
 }
 
