@@ -115,6 +115,8 @@ fn predict_scores_folders_with_odd_files_in_both_formats_and_shards() {
         }
     }
     assert!(rows.iter().any(|r| r[0].ends_with("nested/deeper/c.jpeg")));
+    let stray: Vec<_> = std::fs::read_dir(&f.root).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().contains(".tmp-")).collect();
+    assert!(stray.is_empty(), "{stray:?}");
 
     // JSON lines parse; every class has a probability.
     let o = run(bin("predict").args(["-q", "--format", "jsonl", "--run", r.to_str().unwrap()]).arg(&imgs));
@@ -143,6 +145,40 @@ fn predict_scores_folders_with_odd_files_in_both_formats_and_shards() {
     assert_eq!(o.status.code(), Some(1));
     let o = run(bin("predict").args(["-q", "--run", f.root.join("nope").to_str().unwrap()]).arg(&imgs));
     assert!(stderr(&o).contains("not a trained run"));
+}
+
+#[test]
+fn interrupted_predict_leaves_no_output_file() {
+    let f = fixture();
+    let r = quick_run(&f.data, &f.runs, &["--epochs", "1"]);
+    // Enough files (hard links to the synthetic photos) that scoring is still running when
+    // the signal arrives.
+    let imgs = f.root.join("many");
+    std::fs::create_dir(&imgs).unwrap();
+    for e in std::fs::read_dir(f.root.join("voc/JPEGImages")).unwrap() {
+        let p = e.unwrap().path();
+        for k in 0..20 {
+            std::fs::hard_link(&p, imgs.join(format!("{k}_{}", p.file_name().unwrap().to_string_lossy()))).unwrap();
+        }
+    }
+    let out = f.root.join("rows.csv");
+    let child = bin("predict")
+        .args(["-q", "--batch-size", "4", "--run", r.to_str().unwrap(), "--output", out.to_str().unwrap()])
+        .arg(&imgs)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let staging = f.root.join(format!(".rows.csv.tmp-{}", child.id()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::metadata(&staging).map(|m| m.len() < 200).unwrap_or(true) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(staging.exists(), "predict never started writing rows");
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(!out.exists(), "an interrupted predict left {}", out.display());
+    assert!(!staging.exists(), "an interrupted predict left its temporary file");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! `predict`: batch scoring of image files and folders with a trained run.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use vocml::{interrupt_flag, progress_bar, run_main, ComputeArgs, TtaArgs};
 use vocml_core::predictor::Predictor;
 use vocml_core::predict::{collect_inputs, score_files, Format, RowWriter, Shard};
+use vocml_core::staging::StagingFile;
 
 /// Score images with a trained run: labels plus a probability for every class.
 ///
@@ -48,7 +49,8 @@ struct Cli {
     /// Also output the K most probable classes.
     #[arg(long, default_value_t = 0, value_name = "K")]
     top_k: usize,
-    /// Write rows to FILE instead of standard output.
+    /// Write rows to FILE instead of standard output (FILE appears complete or not at all:
+    /// rows go to a hidden temporary file that is renamed when scoring ends).
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Score only shard K of N (a stable hash of each path), for splitting huge folders.
@@ -110,11 +112,14 @@ fn run(cli: Cli) -> Result<()> {
         Some(t) => vec![t; model.classes().len()],
         None => model.thresholds.clone(),
     };
-    let out: Box<dyn Write> = match &cli.output {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
-        )),
-        None => Box::new(std::io::stdout().lock()),
+    // A file output is staged and renamed into place once every row is written; standard
+    // output streams row by row.
+    let (staged, out): (Option<StagingFile>, Box<dyn Write>) = match &cli.output {
+        Some(p) => {
+            let (staged, file) = StagingFile::create(p)?;
+            (Some(staged), Box::new(std::io::BufWriter::new(file)))
+        }
+        None => (None, Box::new(std::io::stdout().lock())),
     };
     let format = match cli.format {
         FormatArg::Csv => Format::Csv,
@@ -135,6 +140,10 @@ fn run(cli: Cli) -> Result<()> {
         pb.inc(1);
         writer.write(&row)
     })?;
+    drop(writer);
+    if let Some(staged) = staged {
+        staged.commit()?;
+    }
     pb.finish_and_clear();
     if !cli.quiet {
         let secs = started.elapsed().as_secs_f64();

@@ -1,6 +1,6 @@
-//! Atomic directory outputs: write into a hidden sibling directory, then rename it into
+//! Atomic outputs: write into a hidden sibling directory or file, then rename it into
 //! place. An interrupted or failed writer leaves the target untouched (and its staging
-//! directory is removed when dropped).
+//! directory or file is removed when dropped).
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -15,18 +15,7 @@ pub struct StagingDir {
 impl StagingDir {
     /// Creates `<parent>/.<name>.tmp-<pid>` for `target`.
     pub fn new(target: &Path) -> Result<Self> {
-        let parent = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&parent)
-            .with_context(|| format!("cannot create directory {}", parent.display()))?;
-        let name = target
-            .file_name()
-            .with_context(|| format!("{} has no directory name", target.display()))?
-            .to_string_lossy()
-            .into_owned();
-        let path = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+        let path = hidden_sibling(target)?;
         if path.exists() {
             std::fs::remove_dir_all(&path).ok();
         }
@@ -61,6 +50,49 @@ impl StagingDir {
         }
         self.committed = true;
         Ok(self.target.clone())
+    }
+}
+
+/// `<parent>/.<name>.tmp-<pid>` for `target`, creating the parent directory.
+fn hidden_sibling(target: &Path) -> Result<PathBuf> {
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).with_context(|| format!("cannot create directory {}", parent.display()))?;
+    let name = target.file_name().with_context(|| format!("{} has no file name", target.display()))?.to_string_lossy().into_owned();
+    Ok(parent.join(format!(".{name}.tmp-{}", std::process::id())))
+}
+
+/// A file written under a hidden sibling name and renamed onto its target when complete,
+/// so the target is never half-written; removed on drop unless committed.
+pub struct StagingFile {
+    path: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl StagingFile {
+    /// Creates `<parent>/.<name>.tmp-<pid>` for `target` and opens it for writing.
+    pub fn create(target: &Path) -> Result<(Self, std::fs::File)> {
+        let path = hidden_sibling(target)?;
+        let file = std::fs::File::create(&path).with_context(|| format!("cannot create {}", target.display()))?;
+        Ok((StagingFile { path, target: target.to_path_buf(), committed: false }, file))
+    }
+
+    /// Renames the written file onto the target (replacing an existing file).
+    pub fn commit(mut self) -> Result<PathBuf> {
+        std::fs::rename(&self.path, &self.target).with_context(|| format!("cannot move output into {}", self.target.display()))?;
+        self.committed = true;
+        Ok(self.target.clone())
+    }
+}
+
+impl Drop for StagingFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            std::fs::remove_file(&self.path).ok();
+        }
     }
 }
 
@@ -109,5 +141,24 @@ mod tests {
         assert!(!staged.exists());
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("out")]);
+    }
+
+    #[test]
+    fn staged_file_appears_only_when_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("sub").join("rows.csv");
+        let (s, mut f) = StagingFile::create(&target).unwrap();
+        std::io::Write::write_all(&mut f, b"a,b\n").unwrap();
+        assert!(!target.exists());
+        drop(s);
+        assert_eq!(std::fs::read_dir(dir.path().join("sub")).unwrap().count(), 0);
+
+        std::fs::write(&target, "old\n").unwrap();
+        let (s, mut f) = StagingFile::create(&target).unwrap();
+        std::io::Write::write_all(&mut f, b"new\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "old\n");
+        s.commit().unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new\n");
+        assert_eq!(std::fs::read_dir(dir.path().join("sub")).unwrap().count(), 1);
     }
 }
