@@ -226,7 +226,7 @@ impl NpyArray {
     }
     /// Bytes in one row.
     pub fn row_len(&self) -> usize {
-        self.shape[1..].iter().product::<usize>() * self.dtype.size()
+        self.shape.iter().skip(1).product::<usize>() * self.dtype.size()
     }
     /// Appends the raw bytes of rows `start..end` to `out`.
     pub fn read_rows(&self, start: usize, end: usize, out: &mut Vec<u8>) -> Result<()> {

@@ -334,7 +334,9 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
                 let idx: Vec<usize> = r.clone().collect();
                 let aug = if augmented { cfg.augment.as_ref().map(|a| (a, &mut rng)) } else { None };
                 let feats = extract(net.as_ref(), data, &idx, cfg.model, aug, device, cfg.speed)?;
-                dst.narrow(0, r.start as i64, idx.len() as i64).copy_(&feats);
+                dst.narrow(0, r.start as i64, idx.len() as i64)
+                    .f_copy_(&feats)
+                    .with_context(|| format!("{}: features of shape {:?}, expected {dim} per image", cfg.model.name(), feats.size()))?;
                 observer.step(None, idx.len());
             }
         }
