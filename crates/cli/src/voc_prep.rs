@@ -265,10 +265,8 @@ enum DTypeArg {
 
 impl PrepArgs {
     fn into_config(self) -> Result<PrepConfig> {
-        let o = self.output.spec()?;
         Ok(PrepConfig {
             voc_root: self.voc_root.expect("required by clap"),
-            out: o.out,
             classes: parse_class_list(&self.classes)?,
             labels: match self.labels {
                 LabelsArg::Annotations => LabelSource::Annotations,
@@ -280,13 +278,8 @@ impl PrepArgs {
                 s.to_possible_value().expect("no skipped variants").get_name().to_string()
             }),
             keep_empty: self.keep_empty,
-            size: o.size,
-            resize: o.resize,
-            split: o.split,
-            seed: o.seed,
-            dtype: o.dtype,
             skip_bad: self.skip_bad,
-            force: o.force,
+            output: self.output.spec()?,
         })
     }
 }
@@ -339,7 +332,7 @@ fn run_prep(args: PrepArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let manifest = prepare(&cfg, &pb, &cancel)?;
     pb.finish_and_clear();
-    print_summary(&manifest, &cfg.out, started.elapsed().as_secs_f64());
+    print_summary(&manifest, &cfg.output.out, started.elapsed().as_secs_f64());
     Ok(())
 }
 

@@ -38,7 +38,6 @@ impl LabelSource {
 #[derive(Debug, Clone)]
 pub struct PrepConfig {
     pub voc_root: PathBuf,
-    pub out: PathBuf,
     pub classes: Vec<String>,
     pub labels: LabelSource,
     /// Annotations: objects marked difficult do not make an image positive.
@@ -47,15 +46,10 @@ pub struct PrepConfig {
     pub difficult_as_positive: bool,
     pub image_set: Option<String>,
     pub keep_empty: bool,
-    pub size: u32,
-    pub resize: ResizeMode,
-    pub split: SplitFractions,
-    pub seed: u64,
-    pub dtype: DType,
     /// Skip malformed annotation files instead of failing.
     pub skip_bad: bool,
-    /// Replace an output directory that voc-prep did not write.
-    pub force: bool,
+    /// Where and how the dataset is written.
+    pub output: OutputSpec,
 }
 
 /// Images decoded per parallel batch; bounds memory to a few of these at a time.
@@ -109,7 +103,7 @@ pub fn prepare(cfg: &PrepConfig, progress: &ProgressBar, cancel: &AtomicBool) ->
         keep_empty: cfg.keep_empty,
     };
     let task = Task::multilabel(cfg.classes.clone());
-    write_dataset(&cfg.output(), &task, &candidates, skipped, source, incomplete, progress, cancel)
+    write_dataset(&cfg.output, &task, &candidates, skipped, source, incomplete, progress, cancel)
 }
 
 /// Where and how a prepared dataset is written (shared by VOC and the importers).
@@ -123,12 +117,6 @@ pub struct OutputSpec {
     pub dtype: DType,
     /// Replace an output directory that voc-prep did not write.
     pub force: bool,
-}
-
-impl PrepConfig {
-    fn output(&self) -> OutputSpec {
-        OutputSpec { out: self.out.clone(), size: self.size, resize: self.resize, split: self.split, seed: self.seed, dtype: self.dtype, force: self.force }
-    }
 }
 
 /// Splits `candidates` (stratified by their rarest class), decodes and resizes their images

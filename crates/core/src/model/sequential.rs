@@ -99,7 +99,6 @@ impl<'a> SequentialBuilder<'a> {
     pub fn flatten(self) -> Self {
         self.push(Layer::Flatten)
     }
-
 }
 
 impl Sequential {
