@@ -156,6 +156,7 @@ fn bad_corrections_are_clear_errors() {
         (format!("path,labels\n{},dog\n{},person\n", img.display(), img.display()), "listed twice"),
         ("path,labels\nnope.jpg,dog\n".to_string(), "cannot use image"),
         ("file,label\n".to_string(), "header"),
+        (format!("path,labels\n{},dog,person\n", img.display()), "3 fields, expected 2"),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let csv = f.root.join(format!("bad{i}.csv"));

@@ -4,7 +4,7 @@
 use crate::manifest::Manifest;
 use crate::model::Normalization;
 use crate::npy::{DType, NpyArray};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
@@ -86,6 +86,11 @@ pub fn upload(t: &Tensor, device: Device) -> Tensor {
     } else {
         t.to_device_(device, t.kind(), true, false)
     }
+}
+
+/// A tensor's values, row-major, as float32 on the host (probabilities, logits).
+pub fn host_values(t: &Tensor) -> Result<Vec<f32>> {
+    Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1)).context("reading tensor values")
 }
 
 /// Applies a backbone's normalisation to `[B, 3, H, W]` input in [0, 1].

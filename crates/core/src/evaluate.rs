@@ -3,14 +3,14 @@
 //! tuned on validation; grouped tasks (multiclass, multihead) by arg-max per group, with
 //! accuracy and a confusion matrix per group.
 
-use crate::data::SplitData;
+use crate::data::{host_values, SplitData};
 use crate::inference::Thresholds;
 use crate::predictor::Predictor;
 use crate::manifest::Manifest;
 use crate::metrics::{compute, confusion_matrix, mean_ap, per_class_ap, tune_thresholds, MultiLabelMetrics};
 use crate::task::{Task, TaskKind};
 use crate::runs::{write_atomic, CONFUSION_FILE, EVALUATION_FILE, PR_CURVES_FILE, THRESHOLDS_FILE};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -160,7 +160,7 @@ pub fn score_split(model: &Predictor, split: &SplitData, batch: usize) -> Result
     let idx: Vec<usize> = (0..split.len()).collect();
     for chunk in idx.chunks(batch.max(1)) {
         let p = model.probabilities(&split.pixels(chunk)?);
-        probs.extend(Vec::<f32>::try_from(p.flatten(0, -1)).context("reading probabilities")?);
+        probs.extend(host_values(&p)?);
     }
     let ms = t0.elapsed().as_secs_f64() * 1e3 / split.len().max(1) as f64;
     Ok((probs, ms))

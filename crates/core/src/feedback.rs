@@ -1,6 +1,7 @@
 //! The feedback store: every accepted correction, with a copy of its image, kept under
 //! `runs/feedback/` so each retrain learns from all corrections so far.
 
+use crate::csv_line;
 use crate::imageio::decode_file;
 use crate::task::Task;
 use anyhow::{bail, Context, Result};
@@ -36,7 +37,7 @@ pub fn read_corrections_csv(csv: &Path, task: &Task) -> Result<Vec<(PathBuf, Vec
     let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
     match lines.next() {
         Some((_, h)) if h.trim().replace(' ', "") == "path,labels" => {}
-        Some((_, h)) => bail!("{}:1: header is {h:?}, expected \"path,labels\"", csv.display()),
+        Some((i, h)) => bail!("{}:{}: header is {h:?}, expected \"path,labels\"", csv.display(), i + 1),
         None => bail!("{}: empty corrections file", csv.display()),
     }
     let base = csv.parent().unwrap_or(Path::new("."));
@@ -44,8 +45,10 @@ pub fn read_corrections_csv(csv: &Path, task: &Task) -> Result<Vec<(PathBuf, Vec
     let mut out = Vec::new();
     for (i, line) in lines {
         let at = format!("{}:{}", csv.display(), i + 1);
-        let (path, labels) = line.rsplit_once(',').with_context(|| format!("{at}: expected \"path,labels\", found {line:?}"))?;
-        let path = path.trim().trim_matches('"');
+        let fields = csv_line::split(line).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+        let [path, labels] = fields.as_slice() else {
+            bail!("{at}: {} fields, expected 2 (\"path,labels\"; quote a path that holds a comma)", fields.len());
+        };
         let mut p = PathBuf::from(path);
         if p.is_relative() && !p.exists() && base.join(&p).exists() {
             p = base.join(&p);

@@ -8,6 +8,7 @@
 //! Bad input follows the VOC rules: missing, empty or undecodable images are skipped and
 //! listed in the manifest; a malformed CSV line or an unusable tree is an error naming it.
 
+use crate::csv_line;
 use crate::manifest::{Skipped, SourceInfo};
 use crate::predict::{files_under, has_image_extension};
 use crate::prep::{drop_missing_files, write_dataset, Candidate, OutputSpec};
@@ -90,34 +91,6 @@ pub fn import_folders(root: &Path, kind: TaskKind, separator: &str, out: &Output
     write_dataset(out, &task, &candidates, skipped, source("folders", root, &how), 0, progress, cancel)
 }
 
-/// Splits one CSV line into fields (double quotes may wrap a field; `""` is a quote).
-fn csv_fields(line: &str) -> Result<Vec<String>, String> {
-    let mut fields = Vec::new();
-    let mut cur = String::new();
-    let mut chars = line.chars().peekable();
-    let mut quoted = false;
-    while let Some(ch) = chars.next() {
-        match (ch, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            ('"', true) => quoted = false,
-            ('"', false) if cur.trim().is_empty() => {
-                cur.clear();
-                quoted = true;
-            }
-            (',', false) => fields.push(std::mem::take(&mut cur).trim().to_string()),
-            (c, _) => cur.push(c),
-        }
-    }
-    if quoted {
-        return Err("unterminated quoted field".into());
-    }
-    fields.push(cur.trim().to_string());
-    Ok(fields)
-}
-
 /// Imports a CSV `path,<label columns>` (header required). `multilabel`: each column is a
 /// class with values 0/1; `multiclass`: one column of class names; `multihead`: one column
 /// of class names per head (the header names the heads). Relative paths are resolved against
@@ -126,27 +99,28 @@ pub fn import_csv(csv: &Path, kind: TaskKind, images_root: Option<&Path>, out: &
     let text = std::fs::read_to_string(csv).with_context(|| format!("cannot read {}", csv.display()))?;
     let base = images_root.map(Path::to_path_buf).unwrap_or_else(|| csv.parent().unwrap_or(Path::new(".")).to_path_buf());
     let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    let (_, header_line) = lines.next().with_context(|| format!("{}: empty file", csv.display()))?;
-    let header = csv_fields(header_line.trim_start_matches('\u{feff}')).map_err(|e| anyhow::anyhow!("{}:1: {e}", csv.display()))?;
+    let (h, header_line) = lines.next().with_context(|| format!("{}: empty file", csv.display()))?;
+    let at = format!("{}:{}", csv.display(), h + 1);
+    let header = csv_line::split(header_line.trim_start_matches('\u{feff}')).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
     if header.len() < 2 || header[0] != "path" {
-        bail!("{}:1: header {header_line:?}: expected \"path,<label columns...>\"", csv.display());
+        bail!("{at}: header {header_line:?}: expected \"path,<label columns...>\"");
     }
     let columns = &header[1..];
     if let Some(c) = columns.iter().find(|c| c.is_empty()) {
-        bail!("{}:1: empty column name {c:?}", csv.display());
+        bail!("{at}: empty column name {c:?}");
     }
     if columns.iter().collect::<HashSet<_>>().len() != columns.len() {
-        bail!("{}:1: a column name appears twice", csv.display());
+        bail!("{at}: a column name appears twice");
     }
     if kind == TaskKind::Multiclass && columns.len() != 1 {
-        bail!("{}:1: a multiclass CSV has one label column (found {}: {})", csv.display(), columns.len(), columns.join(","));
+        bail!("{at}: a multiclass CSV has one label column (found {}: {})", columns.len(), columns.join(","));
     }
     // (resolved path, path as listed = id, label values)
     let mut rows: Vec<(PathBuf, String, Vec<String>)> = Vec::new();
     let mut seen = HashSet::new();
     for (i, line) in lines {
         let at = format!("{}:{}", csv.display(), i + 1);
-        let f = csv_fields(line).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+        let f = csv_line::split(line).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
         if f.len() != header.len() {
             bail!("{at}: {} fields, expected {} ({})", f.len(), header.len(), header.join(","));
         }
@@ -209,17 +183,4 @@ pub fn import_csv(csv: &Path, kind: TaskKind, images_root: Option<&Path>, out: &
     }
     let how = format!("csv columns {}", columns.join(","));
     write_dataset(out, &task, &candidates, skipped, source("csv", csv, &how), 0, progress, cancel)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_fields_handle_quotes() {
-        assert_eq!(csv_fields("a, b ,c").unwrap(), vec!["a", "b", "c"]);
-        assert_eq!(csv_fields("\"x,1.jpg\",red").unwrap(), vec!["x,1.jpg", "red"]);
-        assert_eq!(csv_fields("\"say \"\"hi\"\"\",1").unwrap(), vec!["say \"hi\"", "1"]);
-        assert!(csv_fields("\"open,1").is_err());
-    }
 }

@@ -5,6 +5,7 @@
 pub mod augment;
 pub mod bench;
 pub mod classes;
+pub mod csv_line;
 pub mod data;
 pub mod device;
 pub mod evaluate;

@@ -2,6 +2,8 @@
 //! decodes the next batch in parallel while the current one runs through the model, and
 //! CSV / JSON-lines rows written as they come.
 
+use crate::csv_line;
+use crate::data::host_values;
 use crate::imageio::{decode_file, SquareResizer};
 use crate::predictor::Predictor;
 use crate::task::{Task, TaskKind};
@@ -156,7 +158,7 @@ pub fn score_files(
                 let s = size as i64;
                 let flat: Vec<u8> = good.iter().flat_map(|v| v.iter().copied()).collect();
                 let px = Tensor::from_slice(&flat).view([good.len() as i64, s, s, 3]);
-                probs = Vec::<f32>::try_from(model.probabilities(&px).flatten(0, -1)).context("reading probabilities")?;
+                probs = host_values(&model.probabilities(&px))?;
             }
             let c = model.classes().len();
             let mut next = 0;
@@ -197,14 +199,6 @@ pub struct RowWriter<W: Write> {
     top_k: usize,
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 impl<W: Write> RowWriter<W> {
     /// Creates the writer and writes the CSV header.
     pub fn new(mut out: W, format: Format, task: Task, thresholds: Vec<f32>, top_k: usize) -> Result<Self> {
@@ -232,7 +226,7 @@ impl<W: Write> RowWriter<W> {
                 order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
                 let top: Vec<usize> = order.into_iter().take(self.top_k).collect();
                 if fmt == Format::Csv {
-                    let mut cells = vec![csv_field(&path), labels.join(";")];
+                    let mut cells = vec![csv_line::quote(&path), labels.join(";")];
                     cells.extend(p.iter().map(|v| format!("{v:.6}")));
                     if self.top_k > 0 {
                         cells.push(top.iter().map(|&k| format!("{}:{:.4}", self.task.classes[k], p[k])).collect::<Vec<_>>().join(";"));
@@ -264,12 +258,12 @@ impl<W: Write> RowWriter<W> {
                 }
             }
             (Err(e), Format::Csv) => {
-                let mut cells = vec![csv_field(&path), String::new()];
+                let mut cells = vec![csv_line::quote(&path), String::new()];
                 cells.extend(self.task.classes.iter().map(|_| String::new()));
                 if self.top_k > 0 {
                     cells.push(String::new());
                 }
-                cells.push(csv_field(e));
+                cells.push(csv_line::quote(e));
                 writeln!(self.out, "{}", cells.join(","))?;
             }
             (Err(e), Format::Jsonl) => writeln!(self.out, "{}", serde_json::json!({"path": path, "error": e}))?,

@@ -5,7 +5,7 @@
 //! on validation by more than a tolerance (or when forced), atomically.
 
 use crate::augment::{augment, AugmentConfig};
-use crate::data::{to_unit_nchw, SplitData};
+use crate::data::{host_values, to_unit_nchw, SplitData};
 use crate::evaluate::check_compatible;
 use crate::feedback::{read_corrections_csv, FeedbackStore};
 use crate::imageio::{decode_file, SquareResizer};
@@ -76,10 +76,6 @@ fn exact_rows(task: &Task, probs: &[f32], labels: &[f32], th: &[f32]) -> usize {
         .zip(labels.chunks(c))
         .filter(|(d, y)| d.iter().zip(y.iter()).all(|(d, y)| (*d >= 0.5) == (*y >= 0.5)))
         .count()
-}
-
-fn to_vec(t: &Tensor) -> Vec<f32> {
-    Vec::<f32>::try_from(t.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default()
 }
 
 /// Runs a retrain; see the module docs.
@@ -185,13 +181,13 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
     let val_feats = feats_of(&val, &val_idx)?;
 
     let half = vec![0.5f32; c];
-    let val_metrics = |m: &LoadedModel| -> MultiLabelMetrics { tch::no_grad(|| score_logits(&task, &m.head_logits(&val_feats, false), &val.y, &half).0) };
-    let corrected_right = |m: &LoadedModel, th: &[f32]| -> usize {
-        let p = tch::no_grad(|| to_vec(&task.probabilities(&m.head_logits(&corr_feats.narrow(0, 0, k), false))));
-        exact_rows(&task, &p, &labels, th)
+    let val_metrics = |m: &LoadedModel| -> Result<MultiLabelMetrics> { Ok(tch::no_grad(|| score_logits(&task, &m.head_logits(&val_feats, false), &val.y, &half))?.0) };
+    let corrected_right = |m: &LoadedModel, th: &[f32]| -> Result<usize> {
+        let p = tch::no_grad(|| host_values(&task.probabilities(&m.head_logits(&corr_feats.narrow(0, 0, k), false))))?;
+        Ok(exact_rows(&task, &p, &labels, th))
     };
-    let parent_val = val_metrics(&parent);
-    let right_before = corrected_right(&parent, &parent.thresholds);
+    let parent_val = val_metrics(&parent)?;
+    let right_before = corrected_right(&parent, &parent.thresholds)?;
 
     // Fine-tune the head in place (the parent's files are untouched).
     let vars = parent.variables();
@@ -229,12 +225,12 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
             loss_sum += l * chunk.len() as f64;
             observer.step(Some(l), chunk.len());
         }
-        let (val_loss, m) = tch::no_grad(|| {
+        let (val_loss, m) = tch::no_grad(|| -> Result<_> {
             let logits = parent.head_logits(&val_feats, false);
             let vy = val.labels(&val_idx).to_device(device);
             let vl = task.loss(&logits, &vy, None).double_value(&[]);
-            (vl, score_logits(&task, &logits, &val.y, &half).0)
-        });
+            Ok((vl, score_logits(&task, &logits, &val.y, &half)?.0))
+        })?;
         let rec = EpochRecord {
             epoch,
             phase: "retrain",
@@ -251,9 +247,9 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
     for (_, v) in &head {
         let _ = v.set_requires_grad(false);
     }
-    let (new_val, val_probs) = tch::no_grad(|| score_logits(&task, &parent.head_logits(&val_feats, false), &val.y, &half));
+    let (new_val, val_probs) = tch::no_grad(|| score_logits(&task, &parent.head_logits(&val_feats, false), &val.y, &half))?;
     let thresholds = if task.is_grouped() { half.clone() } else { tune_thresholds(&val_probs, &val.y, c) };
-    let right_after = corrected_right(&parent, &thresholds);
+    let right_after = corrected_right(&parent, &thresholds)?;
 
     let metric = monitored_name(&task);
     let (before, after) = (monitored(&task, &parent_val), monitored(&task, &new_val));

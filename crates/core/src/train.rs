@@ -6,7 +6,7 @@
 //! image) and later epochs train only the head.
 
 use crate::augment::AugmentConfig;
-use crate::data::{upload, SplitData};
+use crate::data::{host_values, upload, SplitData};
 use crate::manifest::Manifest;
 use crate::metrics::{compute, MultiLabelMetrics};
 use crate::task::Task;
@@ -127,10 +127,10 @@ pub fn monitored_name(task: &Task) -> &'static str {
 
 /// Metrics of `[n, C]` logits against labels at `thresholds` (multilabel) or by arg-max
 /// (grouped tasks), and the probabilities.
-pub fn score_logits(task: &Task, logits: &Tensor, labels: &[f32], thresholds: &[f32]) -> (MultiLabelMetrics, Vec<f32>) {
-    let probs: Vec<f32> = Vec::try_from(task.probabilities(logits).to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
+pub fn score_logits(task: &Task, logits: &Tensor, labels: &[f32], thresholds: &[f32]) -> Result<(MultiLabelMetrics, Vec<f32>)> {
+    let probs = host_values(&task.probabilities(logits))?;
     let decisions = task.decide(&probs, thresholds);
-    (compute(&decisions, labels, &task.classes, &vec![0.5; task.classes.len()]), probs)
+    Ok((compute(&decisions, labels, &task.classes, &vec![0.5; task.classes.len()]), probs))
 }
 
 /// Callbacks for progress display, so the library does not print.
@@ -412,11 +412,11 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
             }
             let loss_sum = loss_sum.double_value(&[]);
             let val_feats_now = val_features(net.as_ref())?;
-            let (val_loss, m) = tch::no_grad(|| {
+            let (val_loss, m) = tch::no_grad(|| -> Result<_> {
                 let logits = head.forward_t(&val_feats_now, false);
                 let vl = loss_fn(&logits, &val_labels).double_value(&[]);
-                (vl, score_logits(&task, &logits, &val_data.y, &thresholds).0)
-            });
+                Ok((vl, score_logits(&task, &logits, &val_data.y, &thresholds)?.0))
+            })?;
             let rec = EpochRecord {
                 epoch: epoch_offset + e + 1,
                 phase,
@@ -478,7 +478,7 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
     let (_, best_epoch, snapshot) = best.context("no epoch completed")?;
     restore(&hvs, &bvs, Some(&snapshot));
     let val_feats_now = val_features(net.as_ref())?;
-    let metrics = tch::no_grad(|| score_logits(&task, &head.forward_t(&val_feats_now, false), &val_data.y, &thresholds).0);
+    let metrics = tch::no_grad(|| score_logits(&task, &head.forward_t(&val_feats_now, false), &val_data.y, &thresholds))?.0;
 
     // --- run directory -------------------------------------------------------------------
     let run = RunWriter::create(&cfg.runs_dir, cfg.model.name())?;
