@@ -61,7 +61,15 @@ fn evaluate_refuses_data_with_other_classes_or_size() {
     let r = quick_run(&f.data, &f.runs, &["--epochs", "1"]);
     let voc = f.root.join("voc");
     let other = f.root.join("other");
-    assert!(run(bin("voc-prep").arg("--voc-root").arg(&voc).arg("--out").arg(&other).args(["-q", "--size", "96", "--classes", "dog,person"])).status.success());
+    assert!(run(bin("voc-prep").arg("--voc-root").arg(&voc).arg("--out").arg(&other).args([
+        "-q",
+        "--size",
+        "96",
+        "--classes",
+        "dog,person"
+    ]))
+    .status
+    .success());
     let o = evaluate(&["--data", other.to_str().unwrap(), "--run", r.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("do not match the run's classes"), "{}", stderr(&o));
@@ -115,7 +123,8 @@ fn predict_scores_folders_with_odd_files_in_both_formats_and_shards() {
         }
     }
     assert!(rows.iter().any(|r| r[0].ends_with("nested/deeper/c.jpeg")));
-    let stray: Vec<_> = std::fs::read_dir(&f.root).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().contains(".tmp-")).collect();
+    let stray: Vec<_> =
+        std::fs::read_dir(&f.root).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().contains(".tmp-")).collect();
     assert!(stray.is_empty(), "{stray:?}");
 
     // JSON lines parse; every class has a probability.
@@ -268,7 +277,8 @@ fn an_ensemble_averages_its_members_in_evaluate_and_predict() {
     let a = quick_run(&f.data, &f.runs, &["--seed", "1"]);
     let b = quick_run(&f.data, &f.runs, &["--seed", "2", "--lr", "1e-3"]);
     let (sa, sb) = (a.to_str().unwrap(), b.to_str().unwrap());
-    let files: Vec<PathBuf> = ["000001", "000002", "000003", "000004"].iter().map(|id| f.root.join(format!("voc/JPEGImages/{id}.jpg"))).collect();
+    let files: Vec<PathBuf> =
+        ["000001", "000002", "000003", "000004"].iter().map(|id| f.root.join(format!("voc/JPEGImages/{id}.jpg"))).collect();
     let (pa, pb) = (predicted(&["--run", sa], &files), predicted(&["--run", sb], &files));
     assert!(max_diff(&pa, &pb) > 1e-3, "two seeds gave the same model");
     let mean: Vec<Vec<f64>> = pa.iter().zip(&pb).map(|(x, y)| x.iter().zip(y).map(|(u, v)| (u + v) / 2.0).collect()).collect();
@@ -278,7 +288,11 @@ fn an_ensemble_averages_its_members_in_evaluate_and_predict() {
     // Saved by evaluate, evaluated beside its members, usable as a run.
     let o = evaluate(&["-q", "--no-select", "--data", f.data.to_str().unwrap(), "--run", sa, "--run", sb, "--ensemble"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let ens = std::fs::read_dir(&f.runs).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().ends_with("_ensemble")).expect("ensemble run");
+    let ens = std::fs::read_dir(&f.runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("_ensemble"))
+        .expect("ensemble run");
     let cfg = read_json(&ens.join("config.json"));
     assert_eq!(cfg["kind"], "ensemble");
     assert_eq!(cfg["members"].as_array().unwrap().len(), 2);
@@ -295,7 +309,9 @@ fn an_ensemble_averages_its_members_in_evaluate_and_predict() {
 
     // Members must agree on size; an ensemble cannot be retrained or nested.
     let small = f.root.join("small");
-    assert!(run(bin("voc-prep").arg("--voc-root").arg(f.root.join("voc")).arg("--out").arg(&small).args(["-q", "--size", "64"])).status.success());
+    assert!(run(bin("voc-prep").arg("--voc-root").arg(f.root.join("voc")).arg("--out").arg(&small).args(["-q", "--size", "64"]))
+        .status
+        .success());
     let c = quick_run(&small, &f.runs, &["--epochs", "1"]);
     let o = run(bin("predict").args(["-q", "--run", sa, "--run", c.to_str().unwrap()]).args(&files));
     assert_eq!(o.status.code(), Some(1));

@@ -11,12 +11,7 @@ use vocml_core::model::BackboneKind;
 fn parity(kind: BackboneKind) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("parity.safetensors");
-    let st = Command::new(python())
-        .arg(repo_root().join("scripts/export_parity.py"))
-        .arg(kind.name())
-        .arg(&file)
-        .status()
-        .unwrap();
+    let st = Command::new(python()).arg(repo_root().join("scripts/export_parity.py")).arg(kind.name()).arg(&file).status().unwrap();
     assert!(st.success(), "export_parity.py failed (is torchvision installed? run `make setup`)");
     let all = tch::Tensor::read_safetensors(&file).unwrap();
     let mut model = Vec::new();

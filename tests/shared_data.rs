@@ -10,9 +10,15 @@ fn voc2007_train_imagesets_counts_match_the_official_lists() {
     let voc = shared.join("data/voc2007-train/VOCdevkit/VOC2007");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("pd");
-    let o = run(bin("voc-prep")
-        .arg("--voc-root").arg(&voc).arg("--out").arg(&out)
-        .args(["-q", "--labels", "imagesets", "--image-set", "train", "--size", "64"]));
+    let o = run(bin("voc-prep").arg("--voc-root").arg(&voc).arg("--out").arg(&out).args([
+        "-q",
+        "--labels",
+        "imagesets",
+        "--image-set",
+        "train",
+        "--size",
+        "64",
+    ]));
     assert!(o.status.success());
     let m = read_json(&out.join("manifest.json"));
     let total: u64 = ["train", "val", "test"].iter().map(|s| m["splits"][s]["count"].as_u64().unwrap()).sum();
@@ -57,10 +63,7 @@ fn imagenet_samples_top1_with_real_checkpoints() {
     let expected = [341, 404, 258];
     let lite0 = repo_root().join(".venv/vocml-weights/efficientnet_lite0.safetensors");
     let mnv2 = shared.join("weights/mobilenet_v2_qnnpack_dequant.safetensors");
-    for (kind, w) in [
-        (vocml_core::model::BackboneKind::EfficientnetLite0, lite0),
-        (vocml_core::model::BackboneKind::MobilenetV2, mnv2),
-    ] {
+    for (kind, w) in [(vocml_core::model::BackboneKind::EfficientnetLite0, lite0), (vocml_core::model::BackboneKind::MobilenetV2, mnv2)] {
         let got = imagenet_top1(kind, &w);
         let classes: Vec<i64> = got.iter().map(|g| g.1).collect();
         assert_eq!(classes, expected, "{kind:?}: {got:?}");

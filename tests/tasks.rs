@@ -40,7 +40,10 @@ fn predict_jsonl(run_dir: &Path, images: &[PathBuf], extra: &[&str]) -> Vec<serd
 
 /// Row sums of `y_<split>.npy`.
 fn label_row_sums(data: &Path, split: &str) -> Vec<f64> {
-    let code = format!("import numpy as np; print(' '.join(str(v) for v in np.load('{}').sum(axis=1)))", data.join(format!("y_{split}.npy")).display());
+    let code = format!(
+        "import numpy as np; print(' '.join(str(v) for v in np.load('{}').sum(axis=1)))",
+        data.join(format!("y_{split}.npy")).display()
+    );
     python_eval(&code).split_whitespace().map(|v| v.parse().unwrap()).collect()
 }
 
@@ -53,7 +56,14 @@ fn corrections(dir: &Path, name: &str, rows: &[(&Path, &str)]) -> PathBuf {
 
 fn retrain(run_dir: &Path, runs: &Path, csv: &Path, feedback: &Path) -> std::process::Output {
     run(bin("retrain")
-        .arg("--from").arg(run_dir).arg("--corrections").arg(csv).arg("--runs-dir").arg(runs).arg("--feedback-dir").arg(feedback)
+        .arg("--from")
+        .arg(run_dir)
+        .arg("--corrections")
+        .arg(csv)
+        .arg("--runs-dir")
+        .arg(runs)
+        .arg("--feedback-dir")
+        .arg(feedback)
         .args(["-q", "--threads", "2", "--epochs", "5", "--force"]))
 }
 
@@ -155,7 +165,8 @@ fn multilabel_from_folder_names_uses_sigmoid_outputs_and_thresholds() {
     assert_eq!(lines[0], "path,labels,p_blue,p_circle,p_green,p_red,p_square,p_triangle,top,error");
     let cells: Vec<&str> = lines[1].split(',').collect();
     let probs: Vec<f64> = cells[2..8].iter().map(|v| v.parse().unwrap()).collect();
-    let over: Vec<&str> = ["blue", "circle", "green", "red", "square", "triangle"].iter().zip(&probs).filter(|(_, &p)| p >= 0.5).map(|(c, _)| *c).collect();
+    let over: Vec<&str> =
+        ["blue", "circle", "green", "red", "square", "triangle"].iter().zip(&probs).filter(|(_, &p)| p >= 0.5).map(|(c, _)| *c).collect();
     assert_eq!(cells[1], over.join(";"), "labels are the classes at or above 0.5");
     assert_eq!(cells[8].split(';').count(), 2);
     assert!(probs[2] > 0.5, "green not recognised: {probs:?}");
@@ -238,11 +249,23 @@ fn importers_skip_bad_images_and_refuse_malformed_input() {
     };
     let cases = [
         ("multihead", csv("short.csv", "path,color,shape\nimages/red_circle/0007.png,red\n"), "short.csv:2: 2 fields, expected 3"),
-        ("multilabel", csv("value.csv", "path,red,circle\nimages/red_circle/0007.png,1,2\n"), "value.csv:2: column \"circle\" is \"2\", expected 0 or 1"),
-        ("multiclass", csv("two.csv", "path,color,shape\nimages/red_circle/0007.png,red,circle\n"), "a multiclass CSV has one label column"),
+        (
+            "multilabel",
+            csv("value.csv", "path,red,circle\nimages/red_circle/0007.png,1,2\n"),
+            "value.csv:2: column \"circle\" is \"2\", expected 0 or 1",
+        ),
+        (
+            "multiclass",
+            csv("two.csv", "path,color,shape\nimages/red_circle/0007.png,red,circle\n"),
+            "a multiclass CSV has one label column",
+        ),
         ("multihead", csv("header.csv", "file,color\nimages/red_circle/0007.png,red\n"), "header.csv:1"),
         ("multiclass", csv("one.csv", "path,color\nimages/red_circle/0007.png,red\nimages/red_circle/0016.png,red\n"), "needs at least 2"),
-        ("multiclass", csv("dup.csv", "path,color\nimages/red_circle/0007.png,red\nimages/red_circle/0007.png,blue\n"), "dup.csv:3: images/red_circle/0007.png is listed twice"),
+        (
+            "multiclass",
+            csv("dup.csv", "path,color\nimages/red_circle/0007.png,red\nimages/red_circle/0007.png,blue\n"),
+            "dup.csv:3: images/red_circle/0007.png is listed twice",
+        ),
     ];
     for (task, file, want) in cases {
         let o = prep(&["csv", "--task", task, "--file", &file]);

@@ -10,12 +10,7 @@ fn train(data: &Path, runs: &Path, extra: &[&str]) -> std::process::Output {
 }
 
 fn history_rows(run: &Path) -> Vec<Vec<String>> {
-    std::fs::read_to_string(run.join("history.csv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').map(String::from).collect())
-        .collect()
+    std::fs::read_to_string(run.join("history.csv")).unwrap().lines().skip(1).map(|l| l.split(',').map(String::from).collect()).collect()
 }
 
 #[test]
@@ -73,7 +68,9 @@ fn cached_and_uncached_training_reach_similar_quality_and_fine_tuning_runs() {
     let (r1, r2, r3) = (dir.path().join("r1"), dir.path().join("r2"), dir.path().join("r3"));
     assert!(train(&data, &r1, &args).status.success());
     assert!(train(&data, &r2, &[&args[..], &["--no-cache"]].concat()).status.success());
-    assert!(train(&data, &r3, &[&args[..], &["--fine-tune-blocks", "2", "--fine-tune-epochs", "2", "--fine-tune-lr", "1e-4"]].concat()).status.success());
+    assert!(train(&data, &r3, &[&args[..], &["--fine-tune-blocks", "2", "--fine-tune-epochs", "2", "--fine-tune-lr", "1e-4"]].concat())
+        .status
+        .success());
     let f1 = |r: &Path| read_json(&only_run(r).join("metrics.json"))["metrics"]["macro_f1"].as_f64().unwrap();
     let (a, b, c) = (f1(&r1), f1(&r2), f1(&r3));
     assert!(a > 0.6 && b > 0.6, "cached {a}, uncached {b}");
@@ -93,7 +90,11 @@ fn bad_inputs_fail_cleanly_without_a_run() {
 
     let data = prepared(dir.path(), 40, 64);
     // Weights of another architecture.
-    let o = train(&data, &runs, &["--model", "mobilenet_v2", "--weights", repo_root().join(".venv/vocml-weights/efficientnet_lite0.safetensors").to_str().unwrap()]);
+    let o = train(
+        &data,
+        &runs,
+        &["--model", "mobilenet_v2", "--weights", repo_root().join(".venv/vocml-weights/efficientnet_lite0.safetensors").to_str().unwrap()],
+    );
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(err.contains("missing keys") && err.contains("another model"), "{err}");
@@ -147,8 +148,14 @@ fn config_file_sets_options_and_flags_override_it() {
     std::fs::write(&cfg, "image_size = 96\n").unwrap();
     let o = train(&data, &dir.path().join("r3"), &["--config", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("images are 64 px but the recipe asks for 96 px; prepare the data with voc-prep --size 96"), "{}", stderr(&o));
-    assert!(train(&data, &dir.path().join("r4"), &["--config", cfg.to_str().unwrap(), "--image-size", "64", "--epochs", "1"]).status.success());
+    assert!(
+        stderr(&o).contains("images are 64 px but the recipe asks for 96 px; prepare the data with voc-prep --size 96"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(train(&data, &dir.path().join("r4"), &["--config", cfg.to_str().unwrap(), "--image-size", "64", "--epochs", "1"])
+        .status
+        .success());
     // The shipped recipes parse and name real flags.
     for recipe in ["voc4-reference.toml", "voc4-mobilenet-finetune.toml", "voc4-best.toml"] {
         let text = std::fs::read_to_string(repo_root().join("configs").join(recipe)).unwrap();
@@ -190,8 +197,22 @@ fn channels_last_trains_the_same_model_is_the_cpu_default_and_bf16_needs_a_gpu()
 #[test]
 fn vocml_bench_times_the_training_step_of_each_case() {
     let o = run(bin("vocml-bench").args([
-        "--model", "mobilenet_v2", "--mode", "frozen,fine-tune", "--batch-size", "2", "--images", "4",
-        "--image-size", "32", "--warmup", "1", "--device", "cpu", "--threads", "2",
+        "--model",
+        "mobilenet_v2",
+        "--mode",
+        "frozen,fine-tune",
+        "--batch-size",
+        "2",
+        "--images",
+        "4",
+        "--image-size",
+        "32",
+        "--warmup",
+        "1",
+        "--device",
+        "cpu",
+        "--threads",
+        "2",
     ]));
     assert!(o.status.success(), "{}", stderr(&o));
     let lines: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -217,7 +238,24 @@ fn plateau_scheduler_cuts_the_rate_when_validation_loss_stalls() {
     let dir = tempfile::tempdir().unwrap();
     let data = prepared(dir.path(), 60, 64);
     let runs = dir.path().join("r");
-    let o = train(&data, &runs, &["--epochs", "10", "--patience", "10", "--lr", "0.05", "--scheduler", "plateau", "--plateau-patience", "0", "--plateau-factor", "0.5"]);
+    let o = train(
+        &data,
+        &runs,
+        &[
+            "--epochs",
+            "10",
+            "--patience",
+            "10",
+            "--lr",
+            "0.05",
+            "--scheduler",
+            "plateau",
+            "--plateau-patience",
+            "0",
+            "--plateau-factor",
+            "0.5",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let run = only_run(&runs);
     assert_eq!(read_json(&run.join("config.json"))["options"]["scheduler"], "plateau");
@@ -225,7 +263,8 @@ fn plateau_scheduler_cuts_the_rate_when_validation_loss_stalls() {
     assert_eq!(rows.len(), 10);
     let (mut best, mut cuts) = (f64::INFINITY, 0);
     for pair in rows.windows(2) {
-        let (val_loss, lr, next_lr): (f64, f64, f64) = (pair[0][3].parse().unwrap(), pair[0][7].parse().unwrap(), pair[1][7].parse().unwrap());
+        let (val_loss, lr, next_lr): (f64, f64, f64) =
+            (pair[0][3].parse().unwrap(), pair[0][7].parse().unwrap(), pair[1][7].parse().unwrap());
         let expected = if val_loss < best * (1.0 - 1e-4) { lr } else { lr * 0.5 };
         best = best.min(val_loss);
         cuts += (next_lr < lr) as usize;

@@ -128,7 +128,9 @@ fn numpy_loads_our_arrays_and_we_load_numpys() {
         "import numpy as np; np.save(r'{}', np.arange(24, dtype=np.float32).reshape(2,3,4)); \
          np.save(r'{}', np.arange(10, dtype=np.uint8)); \
          np.lib.format.write_array(open(r'{}','wb'), np.ones((3,2), np.float32), version=(2,0))",
-        a.display(), b.display(), c.display()
+        a.display(),
+        b.display(),
+        c.display()
     ));
     let fa = NpyArray::open(&a).unwrap();
     assert_eq!(fa.shape(), &[2, 3, 4]);
@@ -282,7 +284,11 @@ fn interrupted_run_leaves_no_partial_output() {
     synth(&voc, 600, 9);
     let out = dir.path().join("pd");
     let child = bin("voc-prep")
-        .arg("--voc-root").arg(&voc).arg("--out").arg(&out).args(["-q", "--size", "384", "--dtype", "f32"])
+        .arg("--voc-root")
+        .arg(&voc)
+        .arg("--out")
+        .arg(&out)
+        .args(["-q", "--size", "384", "--dtype", "f32"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

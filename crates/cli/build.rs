@@ -12,11 +12,8 @@ fn main() {
     println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
     // The workspace root: this package's directory, or two levels up for crates/core.
-    let root = Path::new(&manifest_dir)
-        .ancestors()
-        .find(|p| p.join("Cargo.lock").exists())
-        .unwrap_or(Path::new(&manifest_dir))
-        .to_path_buf();
+    let root =
+        Path::new(&manifest_dir).ancestors().find(|p| p.join("Cargo.lock").exists()).unwrap_or(Path::new(&manifest_dir)).to_path_buf();
     if let Ok(rel) = Path::new(&dir).strip_prefix(&root) {
         // Binaries live in target/<profile>/, test binaries in target/<profile>/deps/.
         println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN/../../{}", rel.display());

@@ -150,7 +150,10 @@ pub fn only_run(runs: &Path) -> PathBuf {
 pub fn quick_run(data: &Path, runs: &Path, extra: &[&str]) -> PathBuf {
     let before: Vec<PathBuf> = std::fs::read_dir(runs).map(|d| d.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
     let o = run(bin("train")
-        .arg("--data").arg(data).arg("--runs-dir").arg(runs)
+        .arg("--data")
+        .arg(data)
+        .arg("--runs-dir")
+        .arg(runs)
         .args(["-q", "--threads", "2", "--epochs", "20", "--lr", "3e-3", "--patience", "20", "--aug-views", "1"])
         .args(extra));
     assert!(o.status.success());

@@ -6,8 +6,8 @@ use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vocml::{run_main, ComputeArgs, TtaArgs};
-use vocml_core::predictor::create_ensemble;
 use vocml_core::evaluate::{comparison_tables, evaluate_run, metric_value, Evaluation, RANK_METRICS};
+use vocml_core::predictor::create_ensemble;
 use vocml_core::runs::{list_runs, point_best, write_atomic};
 use vocml_core::task::TaskKind;
 
@@ -82,7 +82,6 @@ enum SplitArg {
     Test,
 }
 
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     run_main("evaluate", || run(cli))
@@ -105,10 +104,7 @@ fn print_grouped(e: &Evaluation) {
             println!("{name:<w$} {}", row.iter().map(|v| format!("{v:>w$}")).collect::<Vec<_>>().join(" "));
         }
     }
-    println!(
-        "\naccuracy {:.4} (every head right)  loss {:.4}  macro-F1 {:.4}  mAP {:.4}",
-        e.accuracy, e.loss, e.at_half.macro_f1, e.map
-    );
+    println!("\naccuracy {:.4} (every head right)  loss {:.4}  macro-F1 {:.4}  mAP {:.4}", e.accuracy, e.loss, e.at_half.macro_f1, e.map);
     println!("inference {:.2} ms/image, {} parameters", e.inference_ms_per_image, e.parameters);
 }
 
@@ -118,11 +114,17 @@ fn print_table(e: &Evaluation) {
     }
     let tuned = e.tuned.as_ref();
     println!("{} on {} ({} images, split {})", e.run.display(), e.data.display(), e.images, e.split);
-    println!("{:<12} {:>9} {:>7} {:>6} {:>6} {:>8} {:>9} {:>8}", "class", "precision", "recall", "f1", "ap", "support", "threshold", "f1@tuned");
+    println!(
+        "{:<12} {:>9} {:>7} {:>6} {:>6} {:>8} {:>9} {:>8}",
+        "class", "precision", "recall", "f1", "ap", "support", "threshold", "f1@tuned"
+    );
     for (i, c) in e.at_half.per_class.iter().enumerate() {
         let (th, tf1) = tuned.map(|t| (t.per_class[i].threshold, t.per_class[i].f1)).unwrap_or((0.5, c.f1));
         let ap = c.ap.map(|a| format!("{a:.3}")).unwrap_or_else(|| "-".into());
-        println!("{:<12} {:>9.3} {:>7.3} {:>6.3} {:>6} {:>8} {:>9.3} {:>8.3}", c.class, c.precision, c.recall, c.f1, ap, c.support, th, tf1);
+        println!(
+            "{:<12} {:>9.3} {:>7.3} {:>6.3} {:>6} {:>8} {:>9.3} {:>8.3}",
+            c.class, c.precision, c.recall, c.f1, ap, c.support, th, tf1
+        );
     }
     let m = &e.at_half;
     println!(

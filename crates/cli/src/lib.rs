@@ -2,10 +2,10 @@
 //! Ctrl-C handling. The work itself lives in `vocml-core`; binaries only parse flags.
 
 use indicatif::{ProgressBar, ProgressStyle};
-use vocml_core::device::{resolve, DeviceChoice};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use vocml_core::device::{resolve, DeviceChoice};
 
 /// Exit statuses shared by every binary.
 pub mod exit {
@@ -38,8 +38,7 @@ pub fn run_main(tool: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCo
 
 /// A closed stdout (e.g. `predict dir | head`) ends the program quietly, like ripgrep.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain()
-        .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 /// A flag set by the first Ctrl-C so long work can stop cleanly; a second Ctrl-C exits at
@@ -170,11 +169,9 @@ pub fn args_with_config(cmd: &clap::Command, args: Vec<std::ffi::OsString>) -> a
             toml::Value::String(s) => s.clone(),
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Float(f) => f.to_string(),
-            toml::Value::Array(items) => items
-                .iter()
-                .map(|v| v.as_str().map(String::from).unwrap_or_else(|| v.to_string()))
-                .collect::<Vec<_>>()
-                .join(","),
+            toml::Value::Array(items) => {
+                items.iter().map(|v| v.as_str().map(String::from).unwrap_or_else(|| v.to_string())).collect::<Vec<_>>().join(",")
+            }
             other => bail!("{path}: key {key:?} has an unsupported value {other}"),
         };
         flags.push(format!("--{flag}").into());

@@ -6,8 +6,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vocml::{interrupt_flag, progress_bar, run_main, ComputeArgs, TtaArgs};
-use vocml_core::predictor::Predictor;
 use vocml_core::predict::{collect_inputs, score_files, Format, RowWriter, Shard};
+use vocml_core::predictor::Predictor;
 use vocml_core::staging::StagingFile;
 
 /// Score images with a trained run: labels plus a probability for every class.
@@ -76,7 +76,6 @@ enum FormatArg {
     Jsonl,
 }
 
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     run_main("predict", || run(cli))
@@ -92,10 +91,7 @@ fn run(cli: Cli) -> Result<()> {
     }
     let shard = cli.shard.as_deref().map(Shard::parse).transpose()?;
     if let Some(r) = cli.run.iter().find(|r| !r.join("config.json").is_file()) {
-        bail!(
-            "{} is not a trained run; train one and select it with `evaluate --runs runs`, or pass --run DIR",
-            r.display()
-        );
+        bail!("{} is not a trained run; train one and select it with `evaluate --runs runs`, or pass --run DIR", r.display());
     }
     let model = match cli.run.as_slice() {
         [one] => Predictor::load(one, device, cli.tta.choice())?,
@@ -106,7 +102,10 @@ fn run(cli: Cli) -> Result<()> {
         inputs.files.retain(|p| s.contains(p));
     }
     if cli.threshold.is_some() && model.task().is_grouped() {
-        bail!("--threshold applies to multilabel runs; this {} run labels each image with its most probable class per head", model.task().kind.name());
+        bail!(
+            "--threshold applies to multilabel runs; this {} run labels each image with its most probable class per head",
+            model.task().kind.name()
+        );
     }
     let thresholds = match cli.threshold {
         Some(t) => vec![t; model.classes().len()],
@@ -151,7 +150,11 @@ fn run(cli: Cli) -> Result<()> {
             "predict: {scored} scored, {failed} failed{} in {secs:.1}s ({:.1} images/s) with {}{}{}",
             if inputs.ignored > 0 { format!(", {} non-image files ignored", inputs.ignored) } else { String::new() },
             (scored + failed) as f64 / secs.max(1e-9),
-            if model.len() > 1 && cli.run.len() > 1 { format!("an ensemble of {} runs", model.len()) } else { model.run_dir.display().to_string() },
+            if model.len() > 1 && cli.run.len() > 1 {
+                format!("an ensemble of {} runs", model.len())
+            } else {
+                model.run_dir.display().to_string()
+            },
             if cli.threshold.is_none() && model.thresholds_tuned { " (tuned thresholds)" } else { "" },
             if model.tta { " + flip TTA" } else { "" }
         );

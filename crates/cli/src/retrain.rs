@@ -74,7 +74,6 @@ struct Cli {
     quiet: bool,
 }
 
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     run_main("retrain", || run(cli))
@@ -102,12 +101,7 @@ fn run(cli: Cli) -> Result<()> {
     let cancel = interrupt_flag();
     let o = retrain(&cfg, device, &pb, &cancel)?;
     pb.finish_and_clear();
-    println!(
-        "retrain: {} corrections ({} new), parent {}",
-        o.corrections_used,
-        o.corrections_new,
-        o.parent.display()
-    );
+    println!("retrain: {} corrections ({} new), parent {}", o.corrections_used, o.corrections_new, o.parent.display());
     println!(
         "  corrected images predicted right: {}/{} before -> {}/{} after",
         o.corrected_right_before, o.corrections_used, o.corrected_right_after, o.corrections_used

@@ -10,8 +10,8 @@ use vocml::{args_with_config, interrupt_flag, progress_bar, run_main, ComputeArg
 use vocml_core::augment::AugmentConfig;
 use vocml_core::model::BackboneKind;
 use vocml_core::schedule::Scheduler;
-use vocml_core::train_step::SpeedOptions;
 use vocml_core::train::{train, EpochRecord, TrainConfig, TrainObserver, TrainOutcome};
+use vocml_core::train_step::SpeedOptions;
 
 /// Train an image classifier by transfer learning or from scratch.
 ///
@@ -136,7 +136,6 @@ struct Cli {
     quiet: bool,
 }
 
-
 /// Progress bar plus one line per epoch on stderr.
 struct Observer {
     pb: ProgressBar,
@@ -215,7 +214,10 @@ fn run(cli: Cli) -> Result<()> {
             tta: cli.tta,
             seed: cli.seed,
             runs_dir: cli.runs_dir.clone(),
-            speed: SpeedOptions { channels_last: cli.channels_last || (!cli.no_channels_last && device == tch::Device::Cpu), bf16: cli.bf16 },
+            speed: SpeedOptions {
+                channels_last: cli.channels_last || (!cli.no_channels_last && device == tch::Device::Cpu),
+                bf16: cli.bf16,
+            },
         };
         let observer = Observer { pb: progress_bar(kind.name(), cli.quiet), quiet: cli.quiet };
         let out = train(&cfg, device, &observer, &cancel)?;

@@ -8,12 +8,12 @@ use std::process::ExitCode;
 use vocml::{interrupt_flag, progress_bar, run_main};
 use vocml_core::classes::parse_class_list;
 use vocml_core::imageio::ResizeMode;
+use vocml_core::import::{import_csv, import_folders};
 use vocml_core::manifest::{Manifest, SPLITS};
 use vocml_core::npy::DType;
-use vocml_core::import::{import_csv, import_folders};
 use vocml_core::prep::{prepare, LabelSource, OutputSpec, PrepConfig};
-use vocml_core::task::TaskKind;
 use vocml_core::split::SplitFractions;
+use vocml_core::task::TaskKind;
 use vocml_core::voc::synth::{generate, SynthConfig};
 
 /// Prepare PASCAL VOC images for multi-label training.
@@ -274,9 +274,7 @@ impl PrepArgs {
             },
             ignore_difficult: self.ignore_difficult,
             difficult_as_positive: self.difficult_as_positive,
-            image_set: self.image_set.map(|s| {
-                s.to_possible_value().expect("no skipped variants").get_name().to_string()
-            }),
+            image_set: self.image_set.map(|s| s.to_possible_value().expect("no skipped variants").get_name().to_string()),
             keep_empty: self.keep_empty,
             skip_bad: self.skip_bad,
             output: self.output.spec()?,
@@ -288,11 +286,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     run_main("voc-prep", || match cli.command {
         Some(Command::Synth(args)) => run_synth(args),
-        Some(Command::Folders(args)) => run_import(&args.output, |spec, pb, cancel| import_folders(&args.root, args.task.kind(), &args.separator, spec, pb, cancel)),
-        Some(Command::Csv(args)) => run_import(&args.output, |spec, pb, cancel| import_csv(&args.file, args.task.kind(), args.images_root.as_deref(), spec, pb, cancel)),
+        Some(Command::Folders(args)) => {
+            run_import(&args.output, |spec, pb, cancel| import_folders(&args.root, args.task.kind(), &args.separator, spec, pb, cancel))
+        }
+        Some(Command::Csv(args)) => run_import(&args.output, |spec, pb, cancel| {
+            import_csv(&args.file, args.task.kind(), args.images_root.as_deref(), spec, pb, cancel)
+        }),
         Some(Command::Shapes(args)) => {
             let csv = vocml_core::shapes::generate(&args.out, args.images, args.size, args.seed)?;
-            println!("wrote {} shape images to {} (class folders in images/, labels in {})", args.images, args.out.display(), csv.display());
+            println!(
+                "wrote {} shape images to {} (class folders in images/, labels in {})",
+                args.images,
+                args.out.display(),
+                csv.display()
+            );
             Ok(())
         }
         None => run_prep(cli.prep),
@@ -304,16 +311,14 @@ fn run_synth(args: SynthArgs) -> Result<()> {
     let summary = generate(&SynthConfig { out: args.out.clone(), images: args.images, seed: args.seed }, &pb)?;
     pb.finish_and_clear();
     let objects: Vec<String> = summary.objects_per_class.iter().map(|(c, n)| format!("{c} {n}")).collect();
-    println!(
-        "wrote {} synthetic images to {} (objects: {})",
-        summary.images,
-        args.out.display(),
-        objects.join(", ")
-    );
+    println!("wrote {} synthetic images to {} (objects: {})", summary.images, args.out.display(), objects.join(", "));
     Ok(())
 }
 
-fn run_import<'a>(args: &OutputArgs, import: impl FnOnce(&OutputSpec, &indicatif::ProgressBar, &std::sync::atomic::AtomicBool) -> Result<Manifest> + 'a) -> Result<()> {
+fn run_import<'a>(
+    args: &OutputArgs,
+    import: impl FnOnce(&OutputSpec, &indicatif::ProgressBar, &std::sync::atomic::AtomicBool) -> Result<Manifest> + 'a,
+) -> Result<()> {
     let spec = args.spec()?;
     let cancel = interrupt_flag();
     let pb = progress_bar("import", args.quiet);
@@ -355,13 +360,7 @@ fn print_summary(m: &Manifest, out: &std::path::Path, secs: f64) {
         let n = |s: &str| m.splits.get(s).and_then(|i| i.per_class.get(class)).copied().unwrap_or(0);
         println!("{class:width$}  {:>7} {:>7} {:>7}", n("train"), n("val"), n("test"));
     }
-    println!(
-        "{:width$}  {:>7} {:>7} {:>7}",
-        "images",
-        m.splits.train.count,
-        m.splits.val.count,
-        m.splits.test.count
-    );
+    println!("{:width$}  {:>7} {:>7} {:>7}", "images", m.splits.train.count, m.splits.val.count, m.splits.test.count);
     if m.incomplete_annotations > 0 && m.source.labels == "annotations" {
         eprintln!(
             "voc-prep: warning: {} annotations carry <incomplete> (objects missing); --labels imagesets is authoritative",

@@ -4,8 +4,25 @@ use anyhow::{bail, Result};
 
 /// The 20 PASCAL VOC classes in the official order.
 pub const VOC_CLASSES: [&str; 20] = [
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
     "tvmonitor",
 ];
 
@@ -26,10 +43,7 @@ pub fn parse_class_list(spec: &str) -> Result<Vec<String>> {
             bail!("empty class name in --classes {spec:?}");
         }
         if !VOC_CLASSES.contains(&name.as_str()) {
-            bail!(
-                "unknown class {name:?} in --classes; expected 'all' or names from: {}",
-                VOC_CLASSES.join(",")
-            );
+            bail!("unknown class {name:?} in --classes; expected 'all' or names from: {}", VOC_CLASSES.join(","));
         }
         if out.contains(&name) {
             bail!("class {name:?} is listed twice in --classes");

@@ -5,11 +5,11 @@
 
 use crate::data::{host_values, SplitData};
 use crate::inference::Thresholds;
-use crate::predictor::Predictor;
 use crate::manifest::Manifest;
 use crate::metrics::{compute, confusion_matrix, mean_ap, per_class_ap, tune_thresholds, MultiLabelMetrics};
-use crate::task::{Task, TaskKind};
+use crate::predictor::Predictor;
 use crate::runs::{write_atomic, CONFUSION_FILE, EVALUATION_FILE, PR_CURVES_FILE, THRESHOLDS_FILE};
+use crate::task::{Task, TaskKind};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -138,7 +138,13 @@ pub fn check_compatible(task: &Task, image_size: u32, run: &Path, manifest: &Man
     }
     let data_task = manifest.task()?;
     if data_task != *task {
-        bail!("{}: the data is a {} task but {} was trained for {}", data.display(), data_task.kind.name(), run.display(), task.kind.name());
+        bail!(
+            "{}: the data is a {} task but {} was trained for {}",
+            data.display(),
+            data_task.kind.name(),
+            run.display(),
+            task.kind.name()
+        );
     }
     if manifest.image.size != image_size {
         bail!(
@@ -202,7 +208,8 @@ pub fn evaluate_run(run_dir: &Path, data: &Path, split: &str, device: Device, ba
         })
         .collect();
 
-    let val = if split == "val" || task.is_grouped() { None } else { SplitData::open(data, "val", &manifest).ok().filter(|v| !v.is_empty()) };
+    let val =
+        if split == "val" || task.is_grouped() { None } else { SplitData::open(data, "val", &manifest).ok().filter(|v| !v.is_empty()) };
     let (tuned_th, tuned_on) = match (&val, split) {
         (Some(v), _) => {
             let (vp, _) = score_split(&model, v, batch)?;
@@ -278,7 +285,10 @@ fn write_plots(e: &Evaluation, probs: &[f32], labels: &[f32], run_dir: &Path) ->
                     (name.clone(), row.iter().map(|&v| (v.to_string(), v as f64 / total)).collect())
                 })
                 .collect();
-            let title = format!("{} {} SPLIT {} N={} ACCURACY {:.3} (ROWS TRUE, COLUMNS PREDICTED)", e.model, g.name, e.split, e.images, g.accuracy);
+            let title = format!(
+                "{} {} SPLIT {} N={} ACCURACY {:.3} (ROWS TRUE, COLUMNS PREDICTED)",
+                e.model, g.name, e.split, e.images, g.accuracy
+            );
             let file = if e.task == TaskKind::Multihead { format!("confusion_{}.png", g.name) } else { CONFUSION_FILE.to_string() };
             render_table(&title, &g.classes, &rows, &run_dir.join(file))?;
         }
@@ -292,7 +302,10 @@ fn write_plots(e: &Evaluation, probs: &[f32], labels: &[f32], run_dir: &Path) ->
         .map(|cl| {
             let tn = e.images - cl.tp - cl.fp - cl.fn_;
             let cell = |name: &str, v: usize| (format!("{name} {v}"), v as f64 / n.max(1.0));
-            (cl.class.clone(), vec![cell("TP", cl.tp), cell("FP", cl.fp), cell("FN", cl.fn_), cell("TN", tn), (format!("F1 {:.3}", cl.f1), cl.f1)])
+            (
+                cl.class.clone(),
+                vec![cell("TP", cl.tp), cell("FP", cl.fp), cell("FN", cl.fn_), cell("TN", tn), (format!("F1 {:.3}", cl.f1), cl.f1)],
+            )
         })
         .collect();
     let header = ["TP", "FP", "FN", "TN", "F1"].map(String::from);
@@ -319,7 +332,22 @@ pub fn metric_value(e: &Evaluation, metric: &str) -> Result<f64> {
 
 /// The comparison of several evaluations as CSV and as a Markdown table.
 pub fn comparison_tables(evals: &[Evaluation]) -> (String, String) {
-    let header = ["run", "model", "tta", "macro_f1", "micro_f1", "mAP", "subset_accuracy", "label_accuracy", "macro_f1_at_0.5", "accuracy", "loss", "parameters", "train_seconds", "inference_ms_per_image"];
+    let header = [
+        "run",
+        "model",
+        "tta",
+        "macro_f1",
+        "micro_f1",
+        "mAP",
+        "subset_accuracy",
+        "label_accuracy",
+        "macro_f1_at_0.5",
+        "accuracy",
+        "loss",
+        "parameters",
+        "train_seconds",
+        "inference_ms_per_image",
+    ];
     let mut csv = header.join(",") + "\n";
     let mut md = format!("| {} |\n|{}\n", header.join(" | "), "---|".repeat(header.len()));
     for e in evals {

@@ -72,16 +72,13 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
     if is_jpeg(bytes) && !jpeg_is_complete(bytes) {
         return Err(DecodeError::TruncatedJpeg);
     }
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     if reader.format().is_none() {
         return Err(DecodeError::NotAnImage);
     }
     let mut decoder = reader.into_decoder().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     let orientation = decoder.orientation().ok();
-    let mut img = image::DynamicImage::from_decoder(decoder)
-        .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
@@ -140,22 +137,18 @@ impl SquareResizer {
     pub fn resize_into(&mut self, img: &RgbImage, out: &mut [u8]) -> Result<(), String> {
         assert_eq!(out.len(), self.output_len(), "output buffer has the wrong length");
         let (w, h) = img.dimensions();
-        let src = fir::images::ImageRef::new(w, h, img.as_raw(), fir::PixelType::U8x3)
-            .map_err(|e| e.to_string())?;
-        let alg = fir::ResizeOptions::new()
-            .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Bilinear));
+        let src = fir::images::ImageRef::new(w, h, img.as_raw(), fir::PixelType::U8x3).map_err(|e| e.to_string())?;
+        let alg = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Bilinear));
         let s = self.size;
         match self.mode {
             ResizeMode::Stretch => {
-                let mut dst = fir::images::Image::from_slice_u8(s, s, out, fir::PixelType::U8x3)
-                    .map_err(|e| e.to_string())?;
+                let mut dst = fir::images::Image::from_slice_u8(s, s, out, fir::PixelType::U8x3).map_err(|e| e.to_string())?;
                 self.resizer.resize(&src, &mut dst, &alg).map_err(|e| e.to_string())?;
             }
             ResizeMode::CenterCrop => {
                 let side = w.min(h) as f64;
                 let opts = alg.crop((w as f64 - side) / 2.0, (h as f64 - side) / 2.0, side, side);
-                let mut dst = fir::images::Image::from_slice_u8(s, s, out, fir::PixelType::U8x3)
-                    .map_err(|e| e.to_string())?;
+                let mut dst = fir::images::Image::from_slice_u8(s, s, out, fir::PixelType::U8x3).map_err(|e| e.to_string())?;
                 self.resizer.resize(&src, &mut dst, &opts).map_err(|e| e.to_string())?;
             }
             ResizeMode::Letterbox => {
@@ -164,8 +157,7 @@ impl SquareResizer {
                 let nh = ((h as f64 * scale).round() as u32).clamp(1, s);
                 self.scratch.resize((nw * nh * 3) as usize, 0);
                 let mut dst =
-                    fir::images::Image::from_slice_u8(nw, nh, &mut self.scratch, fir::PixelType::U8x3)
-                        .map_err(|e| e.to_string())?;
+                    fir::images::Image::from_slice_u8(nw, nh, &mut self.scratch, fir::PixelType::U8x3).map_err(|e| e.to_string())?;
                 self.resizer.resize(&src, &mut dst, &alg).map_err(|e| e.to_string())?;
                 out.fill(LETTERBOX_FILL);
                 let (x0, y0) = ((s - nw) / 2, (s - nh) / 2);

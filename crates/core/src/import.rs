@@ -33,7 +33,14 @@ fn source(kind: &str, root: &Path, labels: &str) -> SourceInfo {
 
 /// Imports a class-per-folder tree. `multiclass`: each folder is a class. `multilabel`: each
 /// folder name is split on `separator` into labels, and the classes are every label seen.
-pub fn import_folders(root: &Path, kind: TaskKind, separator: &str, out: &OutputSpec, progress: &ProgressBar, cancel: &AtomicBool) -> Result<crate::manifest::Manifest> {
+pub fn import_folders(
+    root: &Path,
+    kind: TaskKind,
+    separator: &str,
+    out: &OutputSpec,
+    progress: &ProgressBar,
+    cancel: &AtomicBool,
+) -> Result<crate::manifest::Manifest> {
     if !root.is_dir() {
         bail!("--root {}: no such directory", root.display());
     }
@@ -95,7 +102,14 @@ pub fn import_folders(root: &Path, kind: TaskKind, separator: &str, out: &Output
 /// class with values 0/1; `multiclass`: one column of class names; `multihead`: one column
 /// of class names per head (the header names the heads). Relative paths are resolved against
 /// `images_root` (default: the CSV's directory). Classes are sorted by name in each group.
-pub fn import_csv(csv: &Path, kind: TaskKind, images_root: Option<&Path>, out: &OutputSpec, progress: &ProgressBar, cancel: &AtomicBool) -> Result<crate::manifest::Manifest> {
+pub fn import_csv(
+    csv: &Path,
+    kind: TaskKind,
+    images_root: Option<&Path>,
+    out: &OutputSpec,
+    progress: &ProgressBar,
+    cancel: &AtomicBool,
+) -> Result<crate::manifest::Manifest> {
     let text = std::fs::read_to_string(csv).with_context(|| format!("cannot read {}", csv.display()))?;
     let base = images_root.map(Path::to_path_buf).unwrap_or_else(|| csv.parent().unwrap_or(Path::new(".")).to_path_buf());
     let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());

@@ -77,8 +77,7 @@ impl LoadedModel {
         }
         let text = std::fs::read_to_string(&cfg_path)
             .with_context(|| format!("{} is not a finished run (no readable config.json)", run_dir.display()))?;
-        let cfg: RunConfig =
-            serde_json::from_str(&text).with_context(|| format!("{}: not a valid run config", cfg_path.display()))?;
+        let cfg: RunConfig = serde_json::from_str(&text).with_context(|| format!("{}: not a valid run config", cfg_path.display()))?;
         let task = Task::new(cfg.task, cfg.classes.clone(), cfg.label_groups.clone())
             .with_context(|| format!("{}: inconsistent task", cfg_path.display()))?;
         let mut vs = nn::VarStore::new(device);
@@ -148,7 +147,9 @@ impl LoadedModel {
 pub fn thresholds_for(dir: &Path, classes: &[String]) -> Result<(Vec<f32>, bool)> {
     match read_thresholds(dir)? {
         Some(t) if t.classes == classes => Ok((t.thresholds, true)),
-        Some(t) => bail!("{}: thresholds are for classes {:?}, the model has {:?}", dir.join(THRESHOLDS_FILE).display(), t.classes, classes),
+        Some(t) => {
+            bail!("{}: thresholds are for classes {:?}, the model has {:?}", dir.join(THRESHOLDS_FILE).display(), t.classes, classes)
+        }
         None => Ok((vec![0.5; classes.len()], false)),
     }
 }

@@ -115,9 +115,8 @@ impl Manifest {
     /// Reads `<dir>/manifest.json`.
     pub fn load(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!("cannot read {} (is {} a voc-prep output directory?)", path.display(), dir.display())
-        })?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {} (is {} a voc-prep output directory?)", path.display(), dir.display()))?;
         serde_json::from_str(&text).with_context(|| format!("{}: not a valid manifest", path.display()))
     }
 

@@ -53,11 +53,7 @@ fn header_text(dtype: DType, shape: &[usize], total_len: usize) -> Vec<u8> {
         1 => format!("({},)", dims[0]),
         _ => format!("({})", dims.join(", ")),
     };
-    let dict = format!(
-        "{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}",
-        dtype.descr(),
-        shape_txt
-    );
+    let dict = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}", dtype.descr(), shape_txt);
     let mut h = Vec::with_capacity(total_len);
     h.extend_from_slice(MAGIC);
     h.extend_from_slice(&[1, 0]);
@@ -144,11 +140,7 @@ impl NpyWriter {
 
     fn check_len(&mut self, n: usize) -> Result<()> {
         if self.row_elems == 0 || n % self.row_elems != 0 {
-            bail!(
-                "{}: {n} values is not a whole number of rows of shape {:?}",
-                self.path.display(),
-                self.tail
-            );
+            bail!("{}: {n} values is not a whole number of rows of shape {:?}", self.path.display(), self.tail);
         }
         self.rows += n / self.row_elems;
         Ok(())
@@ -196,8 +188,7 @@ impl NpyArray {
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let len = file.metadata().with_context(|| format!("cannot read {}", path.display()))?.len();
         let header = read_header(&file, len).with_context(|| format!("cannot read {}", path.display()))?;
-        let (dtype, shape, offset) =
-            parse_header(&header).with_context(|| format!("{}: not a valid .npy file", path.display()))?;
+        let (dtype, shape, offset) = parse_header(&header).with_context(|| format!("{}: not a valid .npy file", path.display()))?;
         let expected = shape.iter().product::<usize>() * dtype.size();
         let data_len = len - offset as u64;
         if data_len != expected as u64 {
@@ -305,8 +296,8 @@ fn parse_header(data: &[u8]) -> Result<(DType, Vec<usize>, usize)> {
     let dict = std::str::from_utf8(&data[start..end])?;
     let descr = dict_value(dict, "descr").context("header has no 'descr'")?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-    let dtype = DType::from_descr(descr)
-        .with_context(|| format!("dtype {descr:?} is not supported (expected uint8 or little-endian float32)"))?;
+    let dtype =
+        DType::from_descr(descr).with_context(|| format!("dtype {descr:?} is not supported (expected uint8 or little-endian float32)"))?;
     let fortran = dict_value(dict, "fortran_order").context("header has no 'fortran_order'")?;
     if fortran.trim() != "False" {
         bail!("Fortran-ordered arrays are not supported");
@@ -328,11 +319,7 @@ fn dict_value<'a>(dict: &'a str, key: &str) -> Option<&'a str> {
     let k1 = format!("'{key}':");
     let at = dict.find(&k1)? + k1.len();
     let rest = dict[at..].trim_start();
-    let end = if rest.starts_with('(') {
-        rest.find(')')? + 1
-    } else {
-        rest.find(',').or_else(|| rest.find('}'))?
-    };
+    let end = if rest.starts_with('(') { rest.find(')')? + 1 } else { rest.find(',').or_else(|| rest.find('}'))? };
     Some(&rest[..end])
 }
 

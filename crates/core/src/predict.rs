@@ -26,17 +26,13 @@ pub struct Inputs {
 
 /// Whether the file name ends in one of [`IMAGE_EXTENSIONS`].
 pub fn has_image_extension(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 /// Files under `dir`, recursively, in sorted order; hidden entries are left out.
 pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot list {}", dir.display()))?
-        .filter_map(|e| e.ok())
-        .collect();
+    let mut entries: Vec<_> =
+        std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?.filter_map(|e| e.ok()).collect();
     entries.sort_by_key(|e| e.file_name());
     let mut out = Vec::new();
     for e in entries {
@@ -245,7 +241,9 @@ impl<W: Write> RowWriter<W> {
                                 .groups
                                 .iter()
                                 .zip(self.task.ranges())
-                                .filter_map(|(g, r)| r.clone().position(|j| decided[j] >= 0.5).map(|k| (g.name.clone(), serde_json::json!(g.classes[k]))))
+                                .filter_map(|(g, r)| {
+                                    r.clone().position(|j| decided[j] >= 0.5).map(|k| (g.name.clone(), serde_json::json!(g.classes[k])))
+                                })
                                 .collect();
                             obj["heads"] = heads.into();
                         }

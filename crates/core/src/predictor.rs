@@ -36,8 +36,7 @@ pub struct EnsembleConfig {
 pub fn read_ensemble(dir: &Path) -> Result<Option<EnsembleConfig>> {
     let path = dir.join(CONFIG_FILE);
     let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
-    let value: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
     if value.get("kind").and_then(|k| k.as_str()) != Some(ENSEMBLE_KIND) {
         return Ok(None);
     }

@@ -156,13 +156,7 @@ pub fn write_dataset(
         task: task.kind,
         classes: task.classes.clone(),
         label_groups: task.groups.clone(),
-        image: ImageSpec {
-            size: spec.size,
-            channels: 3,
-            layout: "NHWC".into(),
-            dtype: spec.dtype.name().into(),
-            resize: spec.resize,
-        },
+        image: ImageSpec { size: spec.size, channels: 3, layout: "NHWC".into(), dtype: spec.dtype.name().into(), resize: spec.resize },
         source,
         split: SplitSpec { fractions: spec.split, seed: spec.seed, method: "rarest-class strata".into() },
         splits,
@@ -230,12 +224,7 @@ fn list_ids(cfg: &PrepConfig, layout: &VocLayout) -> Result<Vec<String>> {
 }
 
 /// Labels every id; returns the candidates and the number of `<incomplete>` annotations.
-fn label_images(
-    cfg: &PrepConfig,
-    layout: &VocLayout,
-    ids: &[String],
-    skipped: &mut Vec<Skipped>,
-) -> Result<(Vec<Candidate>, usize)> {
+fn label_images(cfg: &PrepConfig, layout: &VocLayout, ids: &[String], skipped: &mut Vec<Skipped>) -> Result<(Vec<Candidate>, usize)> {
     match cfg.labels {
         LabelSource::Annotations => {
             let parsed: Vec<_> = ids
@@ -255,34 +244,23 @@ fn label_images(
                 match r {
                     Ok(ann) => {
                         incomplete += ann.incomplete as usize;
-                        let labels =
-                            cfg.classes.iter().map(|c| ann.has_class(c, cfg.ignore_difficult)).collect();
+                        let labels = cfg.classes.iter().map(|c| ann.has_class(c, cfg.ignore_difficult)).collect();
                         out.push(Candidate { id: id.clone(), path: layout.image(id), labels });
                     }
-                    Err(None) => skipped.push(Skipped {
-                        id: id.clone(),
-                        path: path.display().to_string(),
-                        reason: "missing annotation file".into(),
-                    }),
-                    Err(Some(e)) if cfg.skip_bad => skipped.push(Skipped {
-                        id: id.clone(),
-                        path: path.display().to_string(),
-                        reason: e.to_string(),
-                    }),
-                    Err(Some(e)) => {
-                        return Err(anyhow::Error::new(e).context("pass --skip-bad to skip malformed annotations"))
+                    Err(None) => {
+                        skipped.push(Skipped { id: id.clone(), path: path.display().to_string(), reason: "missing annotation file".into() })
                     }
+                    Err(Some(e)) if cfg.skip_bad => {
+                        skipped.push(Skipped { id: id.clone(), path: path.display().to_string(), reason: e.to_string() })
+                    }
+                    Err(Some(e)) => return Err(anyhow::Error::new(e).context("pass --skip-bad to skip malformed annotations")),
                 }
             }
             Ok((out, incomplete))
         }
         LabelSource::ImageSets => {
             let set = cfg.image_set.as_deref().expect("checked in list_ids");
-            let tables = cfg
-                .classes
-                .iter()
-                .map(|c| read_class_labels(layout, c, set))
-                .collect::<Result<Vec<_>>>()?;
+            let tables = cfg.classes.iter().map(|c| read_class_labels(layout, c, set)).collect::<Result<Vec<_>>>()?;
             let mut out = Vec::with_capacity(ids.len());
             'ids: for id in ids {
                 let mut labels = Vec::with_capacity(cfg.classes.len());

@@ -12,9 +12,9 @@ use crate::imageio::{decode_file, SquareResizer};
 use crate::inference::{LoadedModel, Thresholds};
 use crate::manifest::Manifest;
 use crate::metrics::{tune_thresholds, MultiLabelMetrics};
-use crate::task::Task;
 use crate::optim::Adam;
 use crate::runs::{point_best, RunWriter, CLASSES_FILE, CONFIG_FILE, CURVES_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, THRESHOLDS_FILE};
+use crate::task::Task;
 use crate::train::{history_csv, monitored, monitored_name, score_logits, write_training_curves, EpochRecord, TrainObserver};
 use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
@@ -124,7 +124,8 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
                 corr.source
             );
         }
-        task.check_row(&row).map_err(|e| anyhow::anyhow!("{}: the stored correction of {}: {e}", cfg.feedback_dir.display(), corr.source))?;
+        task.check_row(&row)
+            .map_err(|e| anyhow::anyhow!("{}: the stored correction of {}: {e}", cfg.feedback_dir.display(), corr.source))?;
         let img = decode_file(&store.image_path(corr))
             .map_err(|e| anyhow::anyhow!("feedback image {} ({}): {e}", store.image_path(corr).display(), corr.source))?;
         let mut buf = vec![0u8; resizer.output_len()];
@@ -181,7 +182,9 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
     let val_feats = feats_of(&val, &val_idx)?;
 
     let half = vec![0.5f32; c];
-    let val_metrics = |m: &LoadedModel| -> Result<MultiLabelMetrics> { Ok(tch::no_grad(|| score_logits(&task, &m.head_logits(&val_feats, false), &val.y, &half))?.0) };
+    let val_metrics = |m: &LoadedModel| -> Result<MultiLabelMetrics> {
+        Ok(tch::no_grad(|| score_logits(&task, &m.head_logits(&val_feats, false), &val.y, &half))?.0)
+    };
     let corrected_right = |m: &LoadedModel, th: &[f32]| -> Result<usize> {
         let p = tch::no_grad(|| host_values(&task.probabilities(&m.head_logits(&corr_feats.narrow(0, 0, k), false))))?;
         Ok(exact_rows(&task, &p, &labels, th))
@@ -191,7 +194,8 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
 
     // Fine-tune the head in place (the parent's files are untouched).
     let vars = parent.variables();
-    let mut head: Vec<(String, Tensor)> = vars.iter().filter(|(n, _)| n.starts_with("head.")).map(|(n, v)| (n.clone(), v.shallow_clone())).collect();
+    let mut head: Vec<(String, Tensor)> =
+        vars.iter().filter(|(n, _)| n.starts_with("head.")).map(|(n, v)| (n.clone(), v.shallow_clone())).collect();
     head.sort_by(|a, b| a.0.cmp(&b.0));
     let params: Vec<Tensor> = head.iter().map(|(_, v)| v.set_requires_grad(true)).collect();
     let mut opt = Adam::new(params, cfg.lr);
@@ -293,7 +297,8 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
     }
     run.write_text(HISTORY_FILE, &history_csv(&records))?;
     write_training_curves(&records, &run.dir().join(CURVES_FILE))?;
-    let mut tensors: Vec<(String, Tensor)> = vars.into_iter().map(|(n, v)| (n, v.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous())).collect();
+    let mut tensors: Vec<(String, Tensor)> =
+        vars.into_iter().map(|(n, v)| (n, v.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous())).collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     Tensor::write_safetensors(&tensors, run.dir().join(MODEL_FILE)).context("cannot write model.safetensors")?;
     let mut outcome = RetrainOutcome {

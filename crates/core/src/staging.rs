@@ -32,21 +32,15 @@ impl StagingDir {
     pub fn commit(mut self, may_replace: impl Fn(&Path) -> bool) -> Result<PathBuf> {
         if self.target.exists() {
             if !may_replace(&self.target) {
-                bail!(
-                    "{} exists and does not look like an output of this tool; pass --force to replace it",
-                    self.target.display()
-                );
+                bail!("{} exists and does not look like an output of this tool; pass --force to replace it", self.target.display());
             }
             let old = self.path.with_extension("old");
             keep_hidden_files(&self.target, &self.path);
-            std::fs::rename(&self.target, &old)
-                .with_context(|| format!("cannot move old {} aside", self.target.display()))?;
-            std::fs::rename(&self.path, &self.target)
-                .with_context(|| format!("cannot move output into {}", self.target.display()))?;
+            std::fs::rename(&self.target, &old).with_context(|| format!("cannot move old {} aside", self.target.display()))?;
+            std::fs::rename(&self.path, &self.target).with_context(|| format!("cannot move output into {}", self.target.display()))?;
             std::fs::remove_dir_all(&old).ok();
         } else {
-            std::fs::rename(&self.path, &self.target)
-                .with_context(|| format!("cannot move output into {}", self.target.display()))?;
+            std::fs::rename(&self.path, &self.target).with_context(|| format!("cannot move output into {}", self.target.display()))?;
         }
         self.committed = true;
         Ok(self.target.clone())

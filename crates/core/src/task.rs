@@ -190,7 +190,11 @@ impl Task {
         let n = (probs.len() / c.max(1)).max(1) as f64;
         let ln = |p: f32| (p as f64).clamp(1e-7, 1.0 - 1e-7).ln();
         if !self.is_grouped() {
-            let sum: f64 = probs.iter().zip(labels).map(|(&p, &y)| if y >= 0.5 { -ln(p) } else { -(1.0 - (p as f64).clamp(1e-7, 1.0 - 1e-7)).ln() }).sum();
+            let sum: f64 = probs
+                .iter()
+                .zip(labels)
+                .map(|(&p, &y)| if y >= 0.5 { -ln(p) } else { -(1.0 - (p as f64).clamp(1e-7, 1.0 - 1e-7)).ln() })
+                .sum();
             return sum / (n * c as f64);
         }
         let sum: f64 = probs.iter().zip(labels).filter(|(_, &y)| y >= 0.5).map(|(&p, _)| -ln(p)).sum();
@@ -217,7 +221,8 @@ impl Task {
         if self.kind != TaskKind::Multihead {
             return None;
         }
-        let hits: Vec<usize> = self.classes.iter().enumerate().filter(|(_, c)| c.rsplit_once('/').is_some_and(|(_, n)| n == label)).map(|(i, _)| i).collect();
+        let hits: Vec<usize> =
+            self.classes.iter().enumerate().filter(|(_, c)| c.rsplit_once('/').is_some_and(|(_, n)| n == label)).map(|(i, _)| i).collect();
         match hits.as_slice() {
             [one] => Some(*one),
             _ => None,
@@ -284,7 +289,9 @@ mod tests {
     fn invalid_tasks_are_refused() {
         assert!(Task::multiclass(s(&["only"])).is_err());
         assert!(Task::multiclass(s(&["a", "a"])).is_err());
-        assert!(Task::new(TaskKind::Multiclass, s(&["a", "b"]), vec![LabelGroup { name: "class".into(), classes: s(&["a", "c"]) }]).is_err());
+        assert!(
+            Task::new(TaskKind::Multiclass, s(&["a", "b"]), vec![LabelGroup { name: "class".into(), classes: s(&["a", "c"]) }]).is_err()
+        );
         assert_eq!(TaskKind::parse("multihead").unwrap(), TaskKind::Multihead);
         assert!(TaskKind::parse("regression").is_err());
     }

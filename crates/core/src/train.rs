@@ -9,14 +9,14 @@ use crate::augment::AugmentConfig;
 use crate::data::{host_values, upload, SplitData};
 use crate::manifest::Manifest;
 use crate::metrics::{compute, MultiLabelMetrics};
-use crate::task::Task;
 use crate::model::head::Head;
 use crate::model::weights::{load_into, read_checkpoint};
 use crate::model::{BackboneKind, BackboneNet};
 use crate::optim::Adam;
-use crate::train_step::{model_input, ImageSource, SpeedOptions};
-use crate::schedule::{Plateau, Scheduler};
 use crate::runs::{RunWriter, CLASSES_FILE, CONFIG_FILE, CURVES_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE};
+use crate::schedule::{Plateau, Scheduler};
+use crate::task::Task;
+use crate::train_step::{model_input, ImageSource, SpeedOptions};
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 use rand::seq::SliceRandom;
@@ -219,7 +219,15 @@ fn device_name(d: Device) -> String {
 }
 
 /// Features (float32) of rows `idx` (clean or augmented) without gradients.
-fn extract(net: &dyn BackboneNet, data: &SplitData, idx: &[usize], kind: BackboneKind, aug: Option<(&AugmentConfig, &mut ChaCha8Rng)>, device: Device, speed: SpeedOptions) -> Result<Tensor> {
+fn extract(
+    net: &dyn BackboneNet,
+    data: &SplitData,
+    idx: &[usize],
+    kind: BackboneKind,
+    aug: Option<(&AugmentConfig, &mut ChaCha8Rng)>,
+    device: Device,
+    speed: SpeedOptions,
+) -> Result<Tensor> {
     let px = upload(&data.pixels(idx)?, device);
     tch::no_grad(|| {
         let xs = model_input(&px, aug, &kind.normalization(), speed);
@@ -323,9 +331,11 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
         let cache = Tensor::empty([views as i64, n as i64, dim], (Kind::Float, device));
         let val_cache = Tensor::empty([val_data.len() as i64, dim], (Kind::Float, device));
         // (rows, destination, augmented): the clean training view, the augmented ones, validation.
-        let fills = (0..views)
-            .map(|v| (&train_data, cache.get(v as i64), v > 0))
-            .chain(std::iter::once((&val_data, val_cache.shallow_clone(), false)));
+        let fills = (0..views).map(|v| (&train_data, cache.get(v as i64), v > 0)).chain(std::iter::once((
+            &val_data,
+            val_cache.shallow_clone(),
+            false,
+        )));
         for (data, dst, augmented) in fills {
             for r in batches(data.len(), feature_batch) {
                 if cancel.load(Ordering::SeqCst) {
@@ -370,7 +380,8 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
                          best: &mut Option<(f64, usize, Vec<(String, Tensor)>)>|
      -> Result<()> {
         let mut since_best = 0;
-        let mut plateau = (cfg.scheduler == Scheduler::Plateau).then(|| Plateau::new(cfg.plateau_factor, cfg.plateau_patience, opt.lr * 1e-3));
+        let mut plateau =
+            (cfg.scheduler == Scheduler::Plateau).then(|| Plateau::new(cfg.plateau_factor, cfg.plateau_patience, opt.lr * 1e-3));
         for e in 0..epochs {
             let t0 = Instant::now();
             let mut order: Vec<usize> = (0..train_data.len()).collect();
@@ -506,12 +517,16 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
     });
     run.write_json(CONFIG_FILE, &config)?;
     run.write_json(CLASSES_FILE, &manifest.classes)?;
-    run.write_json(METRICS_FILE, &serde_json::json!({"split": "val", "task": task.kind, "best_epoch": best_epoch, "threshold": 0.5, "metrics": metrics}))?;
+    run.write_json(
+        METRICS_FILE,
+        &serde_json::json!({"split": "val", "task": task.kind, "best_epoch": best_epoch, "threshold": 0.5, "metrics": metrics}),
+    )?;
     run.write_text(HISTORY_FILE, &history_csv(&history))?;
     write_training_curves(&history, &run.dir().join(CURVES_FILE))?;
     let mut tensors: Vec<(String, Tensor)> = bvs.variables().into_iter().chain(hvs.variables()).collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let tensors: Vec<(String, Tensor)> = tensors.into_iter().map(|(k, v)| (k, v.to_device(Device::Cpu).to_kind(Kind::Float).contiguous())).collect();
+    let tensors: Vec<(String, Tensor)> =
+        tensors.into_iter().map(|(k, v)| (k, v.to_device(Device::Cpu).to_kind(Kind::Float).contiguous())).collect();
     Tensor::write_safetensors(&tensors, run.dir().join(MODEL_FILE)).context("cannot write model.safetensors")?;
     if cancel.load(Ordering::SeqCst) {
         bail!(crate::Interrupted);

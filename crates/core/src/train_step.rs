@@ -5,9 +5,9 @@
 use crate::augment::{augment, AugmentConfig};
 use crate::data::{to_unit_nchw, upload, SplitData};
 use crate::model::{channels_last, Normalization};
+use anyhow::Result;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use anyhow::Result;
 use tch::{Device, Tensor};
 
 /// How training steps run on the device.

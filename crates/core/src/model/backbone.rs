@@ -15,8 +15,7 @@ pub struct Normalization {
 }
 
 /// ImageNet mean/std (torchvision models).
-pub const IMAGENET: Normalization =
-    Normalization { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+pub const IMAGENET: Normalization = Normalization { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
 
 /// (x - 0.5) / 0.5 (the EfficientNet-Lite checkpoints).
 pub const HALF: Normalization = Normalization { mean: [0.5; 3], std: [0.5; 3] };

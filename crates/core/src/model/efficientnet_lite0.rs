@@ -30,9 +30,16 @@ struct MbConv {
 impl MbConv {
     fn new(p: &nn::Path, expand_ratio: i64, kernel: i64, stride: i64, c_in: i64, c_out: i64) -> Self {
         let hidden = c_in * expand_ratio;
-        let spec = |c_in, c_out, kernel, stride, groups, relu6| ConvBnSpec { c_in, c_out, kernel, stride, groups, eps: EPS, act: if relu6 { Act::Relu6 } else { Act::None } };
-        let expand = (expand_ratio != 1)
-            .then(|| ConvBn::new(p / "_expand_conv", p / "_bn0", spec(c_in, hidden, 1, 1, 1, true)));
+        let spec = |c_in, c_out, kernel, stride, groups, relu6| ConvBnSpec {
+            c_in,
+            c_out,
+            kernel,
+            stride,
+            groups,
+            eps: EPS,
+            act: if relu6 { Act::Relu6 } else { Act::None },
+        };
+        let expand = (expand_ratio != 1).then(|| ConvBn::new(p / "_expand_conv", p / "_bn0", spec(c_in, hidden, 1, 1, 1, true)));
         MbConv {
             expand,
             depthwise: ConvBn::new(p / "_depthwise_conv", p / "_bn1", spec(hidden, hidden, kernel, stride, hidden, true)),

@@ -51,13 +51,7 @@ impl ConvBn {
     /// `conv_path` holds `weight`; `bn_path` holds `weight`, `bias`, `running_mean`,
     /// `running_var`. Padding is `kernel / 2` on every side.
     pub fn new(conv_path: nn::Path, bn_path: nn::Path, s: ConvBnSpec) -> Self {
-        let cfg = nn::ConvConfig {
-            stride: s.stride,
-            padding: s.kernel / 2,
-            groups: s.groups,
-            bias: false,
-            ..Default::default()
-        };
+        let cfg = nn::ConvConfig { stride: s.stride, padding: s.kernel / 2, groups: s.groups, bias: false, ..Default::default() };
         let conv = nn::conv2d(conv_path, s.c_in, s.c_out, s.kernel, cfg);
         let bn = nn::batch_norm2d(bn_path, s.c_out, nn::BatchNormConfig { eps: s.eps, ..Default::default() });
         ConvBn { conv, bn, act: s.act, spec: s, folded: Default::default() }

@@ -22,6 +22,7 @@ pub fn smaller_vggnet(p: &nn::Path) -> ScratchNet {
         b = b.conv(c_in, c, 3, 1, 1).relu().batch_norm2d(c).conv(c, c, 3, 1, 1).relu().batch_norm2d(c).max_pool(2, 2, 0).dropout(0.25);
     }
     let features = b.adaptive_avg_pool([GRID, GRID]).flatten().done();
-    let classifier = Sequential::build(p / "classifier").linear(128 * GRID * GRID, FEATURES).relu().batch_norm1d(FEATURES).dropout(0.5).done();
+    let classifier =
+        Sequential::build(p / "classifier").linear(128 * GRID * GRID, FEATURES).relu().batch_norm1d(FEATURES).dropout(0.5).done();
     ScratchNet::new(features, Some(classifier))
 }

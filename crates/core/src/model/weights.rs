@@ -14,8 +14,7 @@ pub fn read_checkpoint(path: &Path) -> Result<Vec<(String, Tensor)>> {
     }
     let is_st = path.extension().is_some_and(|e| e == "safetensors");
     if is_st {
-        return Tensor::read_safetensors(path)
-            .map_err(|e| anyhow::anyhow!("{}: not a readable safetensors file: {e}", path.display()));
+        return Tensor::read_safetensors(path).map_err(|e| anyhow::anyhow!("{}: not a readable safetensors file: {e}", path.display()));
     }
     Tensor::loadz_multi(path).map_err(|_| {
         anyhow::anyhow!(
@@ -69,9 +68,7 @@ pub fn load_into(
             None => {
                 missing.insert(name.clone());
             }
-            Some(t) if t.size() != var.size() => {
-                mismatched.push(format!("{name}: checkpoint {:?}, model {:?}", t.size(), var.size()))
-            }
+            Some(t) if t.size() != var.size() => mismatched.push(format!("{name}: checkpoint {:?}, model {:?}", t.size(), var.size())),
             Some(_) => {}
         }
     }
@@ -94,8 +91,7 @@ pub fn load_into(
         for (name, var) in &vars {
             if let Some(t) = given.get(name) {
                 let mut v = var.shallow_clone();
-                v.f_copy_(&t.to_kind(v.kind()).to_device(v.device()))
-                    .with_context(|| format!("copying {name}"))?;
+                v.f_copy_(&t.to_kind(v.kind()).to_device(v.device())).with_context(|| format!("copying {name}"))?;
                 report.loaded += 1;
             }
         }

@@ -62,9 +62,7 @@ pub fn parse_annotation(text: &str) -> Result<Annotation, (usize, String)> {
     let mut object_start = 0usize;
     loop {
         let pos = reader.buffer_position() as usize;
-        let event = reader
-            .read_event()
-            .map_err(|e| (reader.error_position() as usize, e.to_string()))?;
+        let event = reader.read_event().map_err(|e| (reader.error_position() as usize, e.to_string()))?;
         match event {
             Event::Start(e) => {
                 let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
@@ -104,9 +102,7 @@ pub fn parse_annotation(text: &str) -> Result<Annotation, (usize, String)> {
                         let flag = match value {
                             "0" => false,
                             "1" => true,
-                            other => {
-                                return Err((pos, format!("<difficult> is {other:?}, expected 0 or 1")))
-                            }
+                            other => return Err((pos, format!("<difficult> is {other:?}, expected 0 or 1"))),
                         };
                         if let Some(obj) = current.as_mut() {
                             obj.1 = flag;
@@ -119,9 +115,7 @@ pub fn parse_annotation(text: &str) -> Result<Annotation, (usize, String)> {
                 let closed = stack.pop();
                 if stack.len() == 1 && closed.as_deref() == Some("object") {
                     let (name, difficult) = current.take().unwrap_or((None, false));
-                    let name = name
-                        .filter(|n| !n.is_empty())
-                        .ok_or_else(|| (object_start, "<object> without a <name>".to_string()))?;
+                    let name = name.filter(|n| !n.is_empty()).ok_or_else(|| (object_start, "<object> without a <name>".to_string()))?;
                     ann.objects.push(VocObject { name, difficult });
                 }
             }
@@ -196,12 +190,8 @@ mod tests {
     fn wrong_root_empty_file_and_nameless_object_are_errors() {
         assert!(parse_annotation("<html></html>").unwrap_err().1.contains("root element"));
         assert!(parse_annotation("   ").unwrap_err().1.contains("empty"));
-        assert!(parse_annotation("<annotation><object></object></annotation>")
-            .unwrap_err()
-            .1
-            .contains("without a <name>"));
-        assert!(parse_annotation("<annotation><object><name>a</name><difficult>x</difficult></object></annotation>")
-            .is_err());
+        assert!(parse_annotation("<annotation><object></object></annotation>").unwrap_err().1.contains("without a <name>"));
+        assert!(parse_annotation("<annotation><object><name>a</name><difficult>x</difficult></object></annotation>").is_err());
     }
 
     #[test]

@@ -18,19 +18,14 @@ pub fn read_id_list(layout: &VocLayout, set: &str) -> Result<Vec<String>> {
         ids.extend(read_id_list(layout, "val")?);
         return Ok(ids);
     }
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read image set list {}", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read image set list {}", path.display()))?;
     let mut ids = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let mut fields = line.split_whitespace();
         match (fields.next(), fields.next()) {
             (None, _) => continue,
             (Some(id), None) => ids.push(id.to_string()),
-            (Some(_), Some(_)) => bail!(
-                "{}:{}: expected one image id per line, found {line:?}",
-                path.display(),
-                i + 1
-            ),
+            (Some(_), Some(_)) => bail!("{}:{}: expected one image id per line, found {line:?}", path.display(), i + 1),
         }
     }
     Ok(ids)
@@ -48,9 +43,8 @@ pub fn read_class_labels(layout: &VocLayout, class: &str, set: &str) -> Result<H
 }
 
 fn parse_class_labels(path: &Path) -> Result<HashMap<String, i8>> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!("cannot read class label list {} (needed by --labels imagesets)", path.display())
-    })?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read class label list {} (needed by --labels imagesets)", path.display()))?;
     let mut labels = HashMap::new();
     for (i, line) in text.lines().enumerate() {
         let fields: Vec<&str> = line.split_whitespace().collect();
@@ -61,11 +55,7 @@ fn parse_class_labels(path: &Path) -> Result<HashMap<String, i8>> {
                     "1" => 1,
                     "0" => 0,
                     "-1" => -1,
-                    other => bail!(
-                        "{}:{}: label {other:?} for id {id}, expected 1, 0 or -1",
-                        path.display(),
-                        i + 1
-                    ),
+                    other => bail!("{}:{}: label {other:?} for id {id}, expected 1, 0 or -1", path.display(), i + 1),
                 };
                 labels.insert(id.to_string(), v);
             }
@@ -91,10 +81,7 @@ mod tests {
 
     #[test]
     fn reads_ids_and_class_labels() {
-        let (_d, l) = layout_with(&[
-            ("train.txt", "000001\n000002\n\n"),
-            ("dog_train.txt", "000001  1\n000002 -1\n000003  0\n"),
-        ]);
+        let (_d, l) = layout_with(&[("train.txt", "000001\n000002\n\n"), ("dog_train.txt", "000001  1\n000002 -1\n000003  0\n")]);
         assert_eq!(read_id_list(&l, "train").unwrap(), vec!["000001", "000002"]);
         let labels = read_class_labels(&l, "dog", "train").unwrap();
         assert_eq!(labels["000001"], 1);
@@ -104,12 +91,7 @@ mod tests {
 
     #[test]
     fn trainval_falls_back_to_union() {
-        let (_d, l) = layout_with(&[
-            ("train.txt", "a\n"),
-            ("val.txt", "b\n"),
-            ("dog_train.txt", "a 1\n"),
-            ("dog_val.txt", "b -1\n"),
-        ]);
+        let (_d, l) = layout_with(&[("train.txt", "a\n"), ("val.txt", "b\n"), ("dog_train.txt", "a 1\n"), ("dog_val.txt", "b -1\n")]);
         assert_eq!(read_id_list(&l, "trainval").unwrap(), vec!["a", "b"]);
         assert_eq!(read_class_labels(&l, "dog", "trainval").unwrap().len(), 2);
     }

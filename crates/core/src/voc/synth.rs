@@ -72,8 +72,7 @@ pub fn generate(cfg: &SynthConfig, progress: &ProgressBar) -> Result<SynthSummar
             let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i as u64);
             let (img, objects) = draw_scene(&mut rng);
             let jpg = layout.image(&id);
-            img.save_with_format(&jpg, image::ImageFormat::Jpeg)
-                .with_context(|| format!("cannot write {}", jpg.display()))?;
+            img.save_with_format(&jpg, image::ImageFormat::Jpeg).with_context(|| format!("cannot write {}", jpg.display()))?;
             let xml = annotation_xml(&id, img.width(), img.height(), &objects);
             std::fs::write(layout.annotation(&id), xml)?;
             progress.inc(1);
@@ -174,14 +173,10 @@ fn annotation_xml(id: &str, w: u32, h: u32, objects: &[Object]) -> String {
 /// VOC classes: 1 if a non-difficult object is present, 0 if only difficult ones, else -1.
 fn write_imagesets(layout: &VocLayout, scenes: &[(String, Vec<Object>)]) -> Result<()> {
     let dir = layout.main_sets_dir();
-    let sets: [(&str, Box<dyn Fn(usize) -> bool>); 3] = [
-        ("train", Box::new(|i| i % 2 == 0)),
-        ("val", Box::new(|i| i % 2 == 1)),
-        ("trainval", Box::new(|_| true)),
-    ];
+    let sets: [(&str, Box<dyn Fn(usize) -> bool>); 3] =
+        [("train", Box::new(|i| i % 2 == 0)), ("val", Box::new(|i| i % 2 == 1)), ("trainval", Box::new(|_| true))];
     for (set, member) in &sets {
-        let chosen: Vec<&(String, Vec<Object>)> =
-            scenes.iter().enumerate().filter(|(i, _)| member(*i)).map(|(_, s)| s).collect();
+        let chosen: Vec<&(String, Vec<Object>)> = scenes.iter().enumerate().filter(|(i, _)| member(*i)).map(|(_, s)| s).collect();
         let ids: String = chosen.iter().map(|(id, _)| format!("{id}\n")).collect();
         std::fs::write(dir.join(format!("{set}.txt")), ids)?;
         for class in VOC_CLASSES {
