@@ -21,7 +21,7 @@ fn fixture(images: usize) -> Fixture {
     let data = prepared(&root, images, 96);
     let runs = root.join("runs");
     let parent = quick_run(&data, &runs, &["--epochs", "10"]);
-    vocml_core::runs::point_best(&runs, &parent).unwrap();
+    vocml_core::run::point_best(&runs, &parent).unwrap();
     Fixture { _dir: dir, root, data, runs, parent }
 }
 

@@ -36,8 +36,8 @@ fn voc2007_train_imagesets_counts_match_the_official_lists() {
 
 /// Top-1 ImageNet class of each sample photo with a backbone and its ImageNet head.
 fn imagenet_top1(kind: vocml_core::model::BackboneKind, weights: &std::path::Path) -> Vec<(String, i64)> {
-    use vocml_core::data::{normalize, to_unit_nchw};
-    use vocml_core::imageio::{decode_file, ResizeMode, SquareResizer};
+    use vocml_core::io::image::{decode_file, ResizeMode, SquareResizer};
+    use vocml_core::tensor::{normalize, to_unit_nchw};
     let shared = shared_dir().unwrap();
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let net = kind.build(&vs.root(), true);

@@ -5,7 +5,7 @@ mod util;
 use serde_json::Value;
 use std::path::Path;
 use util::*;
-use vocml_core::npy::{DType, NpyArray};
+use vocml_core::io::npy::{DType, NpyArray};
 
 fn prep(voc: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
     run(bin("voc-prep").arg("--voc-root").arg(voc).arg("--out").arg(out).arg("-q").args(extra))

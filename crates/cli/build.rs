@@ -8,7 +8,9 @@ use std::path::Path;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
-    let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else { return };
+    let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
+        return;
+    };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
     // The workspace root: this package's directory, or two levels up for crates/core.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use vocml::{run_main, ComputeArgs};
 use vocml_core::bench::{train_epoch, EpochCase};
 use vocml_core::model::BackboneKind;
-use vocml_core::train_step::SpeedOptions;
+use vocml_core::train::step::SpeedOptions;
 
 /// Time one training epoch of the real training step on random images.
 ///

@@ -6,9 +6,9 @@ use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vocml::{run_main, ComputeArgs, TtaArgs};
-use vocml_core::evaluate::{comparison_tables, evaluate_run, metric_value, Evaluation, RANK_METRICS};
-use vocml_core::predictor::create_ensemble;
-use vocml_core::runs::{list_runs, point_best, write_atomic};
+use vocml_core::eval::evaluate::{comparison_tables, evaluate_run, metric_value, Evaluation, RANK_METRICS};
+use vocml_core::run::predictor::create_ensemble;
+use vocml_core::run::{list_runs, point_best, write_atomic};
 use vocml_core::task::TaskKind;
 
 /// Evaluate trained runs on a prepared split and compare them.

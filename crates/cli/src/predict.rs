@@ -6,9 +6,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vocml::{interrupt_flag, progress_bar, run_main, ComputeArgs, TtaArgs};
-use vocml_core::predict::{collect_inputs, score_files, Format, RowWriter, Shard};
-use vocml_core::predictor::Predictor;
-use vocml_core::staging::StagingFile;
+use vocml_core::io::staging::StagingFile;
+use vocml_core::io::walk::collect_inputs;
+use vocml_core::predict::{score_files, Format, RowWriter, Shard};
+use vocml_core::run::predictor::Predictor;
 
 /// Score images with a trained run: labels plus a probability for every class.
 ///

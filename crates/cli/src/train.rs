@@ -7,11 +7,12 @@ use indicatif::ProgressBar;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vocml::{args_with_config, interrupt_flag, progress_bar, run_main, ComputeArgs};
-use vocml_core::augment::AugmentConfig;
 use vocml_core::model::BackboneKind;
-use vocml_core::schedule::Scheduler;
-use vocml_core::train::{train, EpochRecord, TrainConfig, TrainObserver, TrainOutcome};
-use vocml_core::train_step::SpeedOptions;
+use vocml_core::train::augment::AugmentConfig;
+use vocml_core::train::history::{EpochRecord, TrainObserver};
+use vocml_core::train::schedule::Scheduler;
+use vocml_core::train::step::SpeedOptions;
+use vocml_core::train::{train, TrainConfig, TrainOutcome};
 
 /// Train an image classifier by transfer learning or from scratch.
 ///

@@ -6,15 +6,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vocml::{interrupt_flag, progress_bar, run_main};
-use vocml_core::classes::parse_class_list;
-use vocml_core::imageio::ResizeMode;
-use vocml_core::import::{import_csv, import_folders};
-use vocml_core::manifest::{Manifest, SPLITS};
-use vocml_core::npy::DType;
-use vocml_core::prep::{prepare, LabelSource, OutputSpec, PrepConfig};
-use vocml_core::split::SplitFractions;
+use vocml_core::dataset::classes::parse_class_list;
+use vocml_core::dataset::import::{import_csv, import_folders};
+use vocml_core::dataset::manifest::{Manifest, SPLITS};
+use vocml_core::dataset::prep::{prepare, LabelSource, OutputSpec, PrepConfig};
+use vocml_core::dataset::split::SplitFractions;
+use vocml_core::dataset::voc::synth::{generate, SynthConfig};
+use vocml_core::io::image::ResizeMode;
+use vocml_core::io::npy::DType;
 use vocml_core::task::TaskKind;
-use vocml_core::voc::synth::{generate, SynthConfig};
 
 /// Prepare PASCAL VOC images for multi-label training.
 ///
@@ -293,7 +293,7 @@ fn main() -> ExitCode {
             import_csv(&args.file, args.task.kind(), args.images_root.as_deref(), spec, pb, cancel)
         }),
         Some(Command::Shapes(args)) => {
-            let csv = vocml_core::shapes::generate(&args.out, args.images, args.size, args.seed)?;
+            let csv = vocml_core::dataset::shapes::generate(&args.out, args.images, args.size, args.seed)?;
             println!(
                 "wrote {} shape images to {} (class folders in images/, labels in {})",
                 args.images,

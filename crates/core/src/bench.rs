@@ -2,11 +2,11 @@
 //! augmentation, backbone, head, BCE, multi-tensor Adam) on random images, so it can be
 //! compared with a PyTorch script doing the same work (`benches/peer/train_step_torch.py`).
 
-use crate::augment::AugmentConfig;
 use crate::model::head::Head;
 use crate::model::BackboneKind;
-use crate::optim::Adam;
-use crate::train_step::{model_input, SpeedOptions};
+use crate::train::augment::AugmentConfig;
+use crate::train::optim::Adam;
+use crate::train::step::{backbone_features, head_step, model_input, SpeedOptions};
 use anyhow::{bail, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -79,19 +79,12 @@ pub fn train_epoch(case: &EpochCase, device: Device) -> Result<EpochTiming> {
     let norm = case.model.normalization();
 
     let mut step = |idx: &[i64], rng: &mut ChaCha8Rng| -> Result<Tensor> {
-        let rows = crate::data::upload(&Tensor::from_slice(idx), device);
+        let rows = crate::tensor::upload(&Tensor::from_slice(idx), device);
         let xs = model_input(&pixels.index_select(0, &rows), Some((&aug, rng)), &norm, case.speed);
         let y = labels.index_select(0, &rows);
-        let forward = || net.features(&xs);
-        let feats = if case.fine_tune {
-            crate::device::bf16_autocast(case.speed.bf16, device, forward)?
-        } else {
-            tch::no_grad(|| crate::device::bf16_autocast(case.speed.bf16, device, forward))?
-        };
-        let loss = crate::device::bf16_autocast(case.speed.bf16, device, || {
-            head.forward_t(&feats, true).binary_cross_entropy_with_logits(&y, None::<Tensor>, None::<Tensor>, Reduction::Mean)
-        })?;
-        opt.backward_step(&loss);
+        let feats = backbone_features(net.as_ref(), &xs, case.fine_tune, case.speed.bf16, device)?;
+        let bce = |logits: &Tensor, y: &Tensor| logits.binary_cross_entropy_with_logits(y, None::<Tensor>, None::<Tensor>, Reduction::Mean);
+        let loss = head_step(&head, &feats, &y, bce, &mut opt, case.speed.bf16, device)?;
         Ok(loss.detach())
     };
 

@@ -47,6 +47,15 @@ pub fn inference_batch(device: Device) -> usize {
     }
 }
 
+/// The device's name in run records and messages: `cpu`, `cuda:0`.
+pub fn name(d: Device) -> String {
+    match d {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
 /// Prepares the process for libtorch (allocator settings, CUDA library) and resolves the
 /// choice to a device; `cuda` without a usable GPU is an error.
 pub fn resolve(choice: DeviceChoice) -> Result<Device> {

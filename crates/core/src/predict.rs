@@ -1,74 +1,18 @@
-//! Batch scoring of image files and folders: input discovery, sharding, a pipeline that
+//! Batch scoring of image files and folders: sharding, a pipeline that
 //! decodes the next batch in parallel while the current one runs through the model, and
 //! CSV / JSON-lines rows written as they come.
 
-use crate::csv_line;
-use crate::data::host_values;
-use crate::imageio::{decode_file, SquareResizer};
-use crate::predictor::Predictor;
+use crate::io::csv_line;
+use crate::io::image::{decode_file, SquareResizer};
+use crate::run::predictor::Predictor;
 use crate::task::{Task, TaskKind};
+use crate::tensor::host_values;
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tch::Tensor;
-
-/// File extensions picked up when walking folders (case-insensitive).
-pub const IMAGE_EXTENSIONS: [&str; 9] = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp", "jpe"];
-
-/// The inputs to score, and how many files in walked folders were not images by extension.
-#[derive(Debug, Default)]
-pub struct Inputs {
-    pub files: Vec<PathBuf>,
-    pub ignored: usize,
-}
-
-/// Whether the file name ends in one of [`IMAGE_EXTENSIONS`].
-pub fn has_image_extension(p: &Path) -> bool {
-    p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-}
-
-/// Files under `dir`, recursively, in sorted order; hidden entries are left out.
-pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut entries: Vec<_> =
-        std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?.filter_map(|e| e.ok()).collect();
-    entries.sort_by_key(|e| e.file_name());
-    let mut out = Vec::new();
-    for e in entries {
-        if e.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p)?);
-        } else {
-            out.push(p);
-        }
-    }
-    Ok(out)
-}
-
-fn walk(dir: &Path, out: &mut Inputs) -> Result<()> {
-    let (images, others): (Vec<PathBuf>, Vec<PathBuf>) = files_under(dir)?.into_iter().partition(|p| has_image_extension(p));
-    out.files.extend(images);
-    out.ignored += others.len();
-    Ok(())
-}
-
-/// Expands files and folders (recursively, in sorted order). Files named explicitly are
-/// always scored, whatever their extension; missing ones become error rows.
-pub fn collect_inputs(paths: &[PathBuf]) -> Result<Inputs> {
-    let mut out = Inputs::default();
-    for p in paths {
-        if p.is_dir() {
-            walk(p, &mut out)?;
-        } else {
-            out.files.push(p.clone());
-        }
-    }
-    Ok(out)
-}
 
 /// A `--shard K/N` selection (K in 1..=N).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

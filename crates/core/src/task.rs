@@ -91,7 +91,9 @@ impl Task {
             bail!("class {dup:?} appears twice");
         }
         match kind {
-            TaskKind::Multilabel if !task.groups.is_empty() => bail!("a multilabel task has no label groups"),
+            TaskKind::Multilabel if !task.groups.is_empty() => {
+                bail!("a multilabel task has no label groups")
+            }
             TaskKind::Multilabel => {}
             TaskKind::Multiclass | TaskKind::Multihead => {
                 if kind == TaskKind::Multiclass && task.groups.len() != 1 {

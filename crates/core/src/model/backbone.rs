@@ -9,6 +9,7 @@ use tch::{nn, Tensor};
 
 /// Per-channel input normalisation applied to RGB pixels scaled to [0, 1].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Normalization {
     pub mean: [f64; 3],
     pub std: [f64; 3],

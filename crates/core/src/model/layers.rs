@@ -66,7 +66,9 @@ impl ConvBn {
     /// s = gamma / sqrt(var + eps)): one kernel instead of two, same output up to rounding.
     /// Only valid while the parameters do not change; [`ConvBn::unfold`] undoes it.
     pub fn fold(&self) {
-        let (Some(gamma), Some(beta)) = (&self.bn.ws, &self.bn.bs) else { return };
+        let (Some(gamma), Some(beta)) = (&self.bn.ws, &self.bn.bs) else {
+            return;
+        };
         let folded = tch::no_grad(|| {
             let s = gamma / (&self.bn.running_var + self.spec.eps).sqrt();
             let w = &self.conv.ws * s.view([-1, 1, 1, 1]);

@@ -11,6 +11,7 @@ pub mod googlenet;
 pub mod head;
 pub mod layers;
 pub mod mobilenet_v2;
+pub mod pretrained;
 pub mod resnet;
 pub mod sequential;
 pub mod small_cnn;

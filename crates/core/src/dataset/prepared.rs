@@ -1,12 +1,11 @@
 //! Prepared data on disk -> tensors: `X_<split>.npy` read batch by batch, labels,
 //! and the conversion of HWC pixels to normalised NCHW model input.
 
-use crate::manifest::Manifest;
-use crate::model::Normalization;
-use crate::npy::{DType, NpyArray};
-use anyhow::{bail, Context, Result};
+use crate::dataset::manifest::Manifest;
+use crate::io::npy::{DType, NpyArray};
+use anyhow::{bail, Result};
 use std::path::Path;
-use tch::{Device, Kind, Tensor};
+use tch::Tensor;
 
 /// One split of a prepared dataset; images stay on disk and are read per batch.
 pub struct SplitData {
@@ -71,32 +70,4 @@ impl SplitData {
         }
         Tensor::from_slice(&v).view([idx.len() as i64, c as i64])
     }
-}
-
-/// `[B, H, W, 3]` uint8 -> `[B, 3, H, W]` float32 on `device`, scaled to [0, 1].
-pub fn to_unit_nchw(pixels: &Tensor, device: Device) -> Tensor {
-    upload(pixels, device).permute([0, 3, 1, 2]).to_kind(Kind::Float) / 255.0
-}
-
-/// Copies `t` to `device` without waiting for queued GPU work (a plain copy synchronises
-/// the stream, which would stall the GPU every step). Same device: a handle copy.
-pub fn upload(t: &Tensor, device: Device) -> Tensor {
-    if t.device() == device {
-        t.shallow_clone()
-    } else {
-        t.to_device_(device, t.kind(), true, false)
-    }
-}
-
-/// A tensor's values, row-major, as float32 on the host (probabilities, logits).
-pub fn host_values(t: &Tensor) -> Result<Vec<f32>> {
-    Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1)).context("reading tensor values")
-}
-
-/// Applies a backbone's normalisation to `[B, 3, H, W]` input in [0, 1].
-pub fn normalize(xs: &Tensor, norm: &Normalization) -> Tensor {
-    let dev = xs.device();
-    let mean = upload(&Tensor::from_slice(&norm.mean.map(|v| v as f32)).view([1, 3, 1, 1]), dev);
-    let std = upload(&Tensor::from_slice(&norm.std.map(|v| v as f32)).view([1, 3, 1, 1]), dev);
-    (xs - mean) / std
 }

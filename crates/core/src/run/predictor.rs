@@ -6,42 +6,14 @@
 //! `config.json` lists its members, so `evaluate` can tune and store its thresholds and
 //! `runs/best` can point at it like at any run.
 
-use crate::imageio::ResizeMode;
-use crate::inference::{thresholds_for, LoadedModel};
-use crate::runs::{RunWriter, CONFIG_FILE};
+use crate::io::image::ResizeMode;
+use crate::run::config::{EnsembleKind, EnsembleRun, RunConfig};
+use crate::run::loaded::LoadedModel;
+use crate::run::thresholds::thresholds_for;
+use crate::run::{RunWriter, CONFIG_FILE};
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
-
-/// The `kind` recorded in an ensemble's `config.json`.
-pub const ENSEMBLE_KIND: &str = "ensemble";
-
-/// `config.json` of an ensemble run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EnsembleConfig {
-    pub kind: String,
-    /// Member runs: names of sibling directories, or absolute paths.
-    pub members: Vec<PathBuf>,
-    /// Horizontal-flip test-time augmentation by default.
-    pub tta: bool,
-    pub classes: Vec<String>,
-    pub image_size: u32,
-    pub resize: ResizeMode,
-    pub created: String,
-    pub tool_version: String,
-}
-
-/// Reads `dir/config.json` as an ensemble config, or `None` when `dir` is a plain run.
-pub fn read_ensemble(dir: &Path) -> Result<Option<EnsembleConfig>> {
-    let path = dir.join(CONFIG_FILE);
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
-    let value: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
-    if value.get("kind").and_then(|k| k.as_str()) != Some(ENSEMBLE_KIND) {
-        return Ok(None);
-    }
-    Ok(Some(serde_json::from_value(value).with_context(|| format!("{}: not a valid ensemble config", path.display()))?))
-}
 
 /// One run or an ensemble, ready to score `[B, H, W, 3]` uint8 images.
 pub struct Predictor {
@@ -59,16 +31,18 @@ pub struct Predictor {
 impl Predictor {
     /// Loads a run or a saved ensemble; `tta` overrides the recorded default.
     pub fn load(dir: &Path, device: Device, tta: Option<bool>) -> Result<Self> {
-        match read_ensemble(dir)? {
-            Some(cfg) => {
+        // Resolved once: a `best` link that moves meanwhile cannot mix two runs' files.
+        let dir = &std::fs::canonicalize(dir).with_context(|| format!("cannot open run {}", dir.display()))?;
+        match RunConfig::read(dir)? {
+            RunConfig::Ensemble(cfg) => {
                 let base = dir.parent().unwrap_or(Path::new("."));
                 let paths: Vec<PathBuf> = cfg.members.iter().map(|m| base.join(m)).collect();
                 let mut p = Self::from_members(&paths, device, Some(tta.unwrap_or(cfg.tta)))?;
-                p.run_dir = std::fs::canonicalize(dir).unwrap_or(dir.to_path_buf());
+                p.run_dir = dir.clone();
                 (p.thresholds, p.thresholds_tuned) = thresholds_for(dir, p.classes())?;
                 Ok(p)
             }
-            None => Self::from_members(&[dir.to_path_buf()], device, tta),
+            _ => Self::from_members(&[dir.to_path_buf()], device, tta),
         }
     }
 
@@ -81,7 +55,7 @@ impl Predictor {
         }
         let mut members = Vec::with_capacity(dirs.len());
         for d in dirs {
-            if read_ensemble(d)?.is_some() {
+            if RunConfig::read(d)?.as_ensemble().is_some() {
                 bail!("{}: an ensemble cannot be a member of another ensemble; list its runs instead", d.display());
             }
             members.push(LoadedModel::load(d, device)?);
@@ -205,8 +179,8 @@ pub fn create_ensemble(runs_dir: &Path, members: &[PathBuf], tta: Option<bool>, 
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let cfg = EnsembleConfig {
-        kind: ENSEMBLE_KIND.to_string(),
+    let cfg = EnsembleRun {
+        kind: EnsembleKind::Ensemble,
         members: recorded,
         tta,
         classes: loaded.classes().to_vec(),
@@ -215,8 +189,8 @@ pub fn create_ensemble(runs_dir: &Path, members: &[PathBuf], tta: Option<bool>, 
         created: chrono::Local::now().to_rfc3339(),
         tool_version: crate::VERSION.to_string(),
     };
-    let writer = RunWriter::create(runs_dir, ENSEMBLE_KIND)?;
+    let writer = RunWriter::create(runs_dir, "ensemble")?;
     writer.write_json(CONFIG_FILE, &cfg)?;
-    writer.write_json(crate::runs::CLASSES_FILE, &cfg.classes)?;
+    writer.write_json(crate::run::CLASSES_FILE, &cfg.classes)?;
     writer.finish()
 }

@@ -176,7 +176,7 @@ mod tests {
     fn mismatched_tag_reports_line_and_column() {
         let text = "<annotation>\n  <object><name>dog</nam></object>\n</annotation>";
         let (off, msg) = parse_annotation(text).unwrap_err();
-        let (line, _col) = crate::voc::line_col(text, off);
+        let (line, _col) = crate::dataset::voc::line_col(text, off);
         assert_eq!(line, 2, "{msg}");
     }
 

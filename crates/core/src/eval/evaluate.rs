@@ -3,13 +3,15 @@
 //! tuned on validation; grouped tasks (multiclass, multihead) by arg-max per group, with
 //! accuracy and a confusion matrix per group.
 
-use crate::data::{host_values, SplitData};
-use crate::inference::Thresholds;
-use crate::manifest::Manifest;
-use crate::metrics::{compute, confusion_matrix, mean_ap, per_class_ap, tune_thresholds, MultiLabelMetrics};
-use crate::predictor::Predictor;
-use crate::runs::{write_atomic, CONFUSION_FILE, EVALUATION_FILE, PR_CURVES_FILE, THRESHOLDS_FILE};
-use crate::task::{Task, TaskKind};
+use crate::dataset::manifest::Manifest;
+use crate::dataset::prepared::SplitData;
+use crate::eval::metrics::{compute, confusion_matrix, mean_ap, per_class_ap, tune_thresholds, MultiLabelMetrics};
+use crate::run::check_data_compatible;
+use crate::run::predictor::Predictor;
+use crate::run::thresholds::Thresholds;
+use crate::run::{write_atomic, CONFUSION_FILE, EVALUATION_FILE, PR_CURVES_FILE, THRESHOLDS_FILE};
+use crate::task::TaskKind;
+use crate::tensor::host_values;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -125,40 +127,6 @@ fn metric_set(m: &MultiLabelMetrics, aps: &[Option<f64>], thresholds: &[f32]) ->
     }
 }
 
-/// Refuses data whose task, classes or image size differ from the run's (`run` names it).
-pub fn check_compatible(task: &Task, image_size: u32, run: &Path, manifest: &Manifest, data: &Path) -> Result<()> {
-    if manifest.classes != task.classes {
-        bail!(
-            "{}: data classes {:?} do not match the run's classes {:?} ({})",
-            data.display(),
-            manifest.classes,
-            task.classes,
-            run.display()
-        );
-    }
-    let data_task = manifest.task()?;
-    if data_task != *task {
-        bail!(
-            "{}: the data is a {} task but {} was trained for {}",
-            data.display(),
-            data_task.kind.name(),
-            run.display(),
-            task.kind.name()
-        );
-    }
-    if manifest.image.size != image_size {
-        bail!(
-            "{}: images are {} px but {} was trained at {} px; re-run voc-prep with --size {}",
-            data.display(),
-            manifest.image.size,
-            run.display(),
-            image_size,
-            image_size
-        );
-    }
-    Ok(())
-}
-
 /// Probabilities of every row of a split, and the inference time per image in ms.
 pub fn score_split(model: &Predictor, split: &SplitData, batch: usize) -> Result<(Vec<f32>, f64)> {
     let t0 = Instant::now();
@@ -179,7 +147,7 @@ pub fn evaluate_run(run_dir: &Path, data: &Path, split: &str, device: Device, ba
     let model = Predictor::load(run_dir, device, tta)?;
     let manifest = Manifest::load(data)?;
     let task = model.task().clone();
-    check_compatible(&task, model.image_size(), &model.run_dir, &manifest, data)?;
+    check_data_compatible(&task, model.image_size(), &model.run_dir, &manifest, data)?;
     let target = SplitData::open(data, split, &manifest)?;
     if target.is_empty() {
         bail!("{}: the {split} split is empty; choose another with --split", data.display());
@@ -251,8 +219,8 @@ pub fn evaluate_run(run_dir: &Path, data: &Path, split: &str, device: Device, ba
 /// `confusion.png` (multilabel: TP/FP/FN/TN per class at the tuned thresholds, else 0.5;
 /// multiclass: the matrix) or `confusion_<head>.png` per head (multihead).
 fn write_plots(e: &Evaluation, probs: &[f32], labels: &[f32], run_dir: &Path) -> Result<()> {
-    use crate::metrics::pr_curve;
-    use crate::plot::{render_panels, render_table, Panel, Series, PALETTE};
+    use crate::eval::metrics::pr_curve;
+    use crate::io::plot::{render_panels, render_table, Panel, Series, PALETTE};
     let c = e.at_half.per_class.len();
     let panels: Vec<Panel> = e
         .at_half

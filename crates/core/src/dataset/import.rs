@@ -8,10 +8,10 @@
 //! Bad input follows the VOC rules: missing, empty or undecodable images are skipped and
 //! listed in the manifest; a malformed CSV line or an unusable tree is an error naming it.
 
-use crate::csv_line;
-use crate::manifest::{Skipped, SourceInfo};
-use crate::predict::{files_under, has_image_extension};
-use crate::prep::{drop_missing_files, write_dataset, Candidate, OutputSpec};
+use crate::dataset::manifest::{Skipped, SourceInfo};
+use crate::dataset::prep::{drop_missing_files, write_dataset, Candidate, OutputSpec};
+use crate::io::csv_line;
+use crate::io::walk::{files_under, has_image_extension};
 use crate::task::{LabelGroup, Task, TaskKind, MULTICLASS_GROUP};
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
@@ -40,7 +40,7 @@ pub fn import_folders(
     out: &OutputSpec,
     progress: &ProgressBar,
     cancel: &AtomicBool,
-) -> Result<crate::manifest::Manifest> {
+) -> Result<crate::dataset::manifest::Manifest> {
     if !root.is_dir() {
         bail!("--root {}: no such directory", root.display());
     }
@@ -109,7 +109,7 @@ pub fn import_csv(
     out: &OutputSpec,
     progress: &ProgressBar,
     cancel: &AtomicBool,
-) -> Result<crate::manifest::Manifest> {
+) -> Result<crate::dataset::manifest::Manifest> {
     let text = std::fs::read_to_string(csv).with_context(|| format!("cannot read {}", csv.display()))?;
     let base = images_root.map(Path::to_path_buf).unwrap_or_else(|| csv.parent().unwrap_or(Path::new(".")).to_path_buf());
     let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
@@ -148,8 +148,12 @@ pub fn import_csv(
         let path = if p.is_absolute() { p } else { base.join(p) };
         for (col, v) in columns.iter().zip(&f[1..]) {
             match kind {
-                TaskKind::Multilabel if v != "0" && v != "1" => bail!("{at}: column {col:?} is {v:?}, expected 0 or 1"),
-                TaskKind::Multiclass | TaskKind::Multihead if v.is_empty() => bail!("{at}: column {col:?} is empty, expected a class name"),
+                TaskKind::Multilabel if v != "0" && v != "1" => {
+                    bail!("{at}: column {col:?} is {v:?}, expected 0 or 1")
+                }
+                TaskKind::Multiclass | TaskKind::Multihead if v.is_empty() => {
+                    bail!("{at}: column {col:?} is empty, expected a class name")
+                }
                 _ => {}
             }
         }

@@ -1,10 +1,19 @@
-//! Run directories: `runs/<YYYYmmdd-HHMMSS>_<model>/`, staged under a temporary name and
-//! renamed when complete, so an interrupted run never looks finished.
+//! Runs: directories `runs/<YYYYmmdd-HHMMSS>_<model>/`, staged under a temporary name and
+//! renamed when complete (so an interrupted run never looks finished), their typed
+//! `config.json` contract, and loading them for scoring.
 
-use crate::staging::StagingDir;
-use anyhow::{Context, Result};
+pub mod config;
+pub mod loaded;
+pub mod predictor;
+pub mod thresholds;
+
+use crate::dataset::manifest::Manifest;
+use crate::io::staging::StagingDir;
+use crate::task::Task;
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
 
 /// Files of a finished run.
 pub const CONFIG_FILE: &str = "config.json";
@@ -27,16 +36,12 @@ pub struct RunWriter {
 }
 
 impl RunWriter {
-    /// Reserves `runs_dir/<timestamp>_<model>` (with a `-N` suffix if taken).
+    /// Stages `runs_dir/<timestamp>_<model>`; the name gets a `-N` suffix if it is taken
+    /// when the run finishes.
     pub fn create(runs_dir: &Path, model: &str) -> Result<Self> {
         std::fs::create_dir_all(runs_dir).with_context(|| format!("cannot create {}", runs_dir.display()))?;
         let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
-        let mut target = runs_dir.join(format!("{stamp}_{model}"));
-        let mut n = 2;
-        while target.exists() {
-            target = runs_dir.join(format!("{stamp}_{model}-{n}"));
-            n += 1;
-        }
+        let target = runs_dir.join(format!("{stamp}_{model}"));
         Ok(RunWriter { staging: StagingDir::new(&target)?, target })
     }
 
@@ -45,9 +50,17 @@ impl RunWriter {
         self.staging.path()
     }
 
-    /// Final directory name.
+    /// The directory name the run asks for (see [`RunWriter::finish`]).
     pub fn target(&self) -> &Path {
         &self.target
+    }
+
+    /// Writes `model.safetensors`: the named tensors as float32 on the CPU, sorted by name.
+    pub fn write_model(&self, tensors: impl IntoIterator<Item = (String, Tensor)>) -> Result<()> {
+        let mut tensors: Vec<(String, Tensor)> =
+            tensors.into_iter().map(|(k, v)| (k, v.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous())).collect();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        Tensor::write_safetensors(&tensors, self.dir().join(MODEL_FILE)).with_context(|| format!("cannot write {MODEL_FILE}"))
     }
 
     pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<()> {
@@ -59,9 +72,10 @@ impl RunWriter {
         std::fs::write(self.dir().join(name), text).with_context(|| format!("cannot write {name}"))
     }
 
-    /// Renames the staged run into place.
+    /// Renames the staged run into place and returns where it went: the asked-for name, or
+    /// that name with a `-N` suffix when another run (of any process) finished under it first.
     pub fn finish(self) -> Result<PathBuf> {
-        self.staging.commit(|_| false)
+        self.staging.commit_unique()
     }
 }
 
@@ -100,4 +114,38 @@ pub fn list_runs(runs_dir: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     runs.sort();
     Ok(runs)
+}
+
+/// Refuses data whose task, classes or image size differ from the run's (`run` names it).
+pub fn check_data_compatible(task: &Task, image_size: u32, run: &Path, manifest: &Manifest, data: &Path) -> Result<()> {
+    if manifest.classes != task.classes {
+        bail!(
+            "{}: data classes {:?} do not match the run's classes {:?} ({})",
+            data.display(),
+            manifest.classes,
+            task.classes,
+            run.display()
+        );
+    }
+    let data_task = manifest.task()?;
+    if data_task != *task {
+        bail!(
+            "{}: the data is a {} task but {} was trained for {}",
+            data.display(),
+            data_task.kind.name(),
+            run.display(),
+            task.kind.name()
+        );
+    }
+    if manifest.image.size != image_size {
+        bail!(
+            "{}: images are {} px but {} was trained at {} px; re-run voc-prep with --size {}",
+            data.display(),
+            manifest.image.size,
+            run.display(),
+            image_size,
+            image_size
+        );
+    }
+    Ok(())
 }

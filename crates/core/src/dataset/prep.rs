@@ -1,15 +1,15 @@
 //! `voc-prep`: VOC annotations or ImageSets lists -> filtered, resized, split `.npy` arrays
 //! plus `manifest.json`, written atomically into the output directory.
 
-use crate::imageio::{decode_file, ResizeMode, SquareResizer};
-use crate::manifest::{ImageSpec, Manifest, Skipped, SourceInfo, SplitInfo, SplitSpec, Splits, MANIFEST_FILE, SPLITS};
-use crate::npy::{self, DType, NpyWriter};
-use crate::split::{stratified_split, SplitFractions};
-use crate::staging::StagingDir;
+use crate::dataset::manifest::{ImageSpec, Manifest, Skipped, SourceInfo, SplitInfo, SplitSpec, Splits, MANIFEST_FILE, SPLITS};
+use crate::dataset::split::{stratified_split, SplitFractions};
+use crate::dataset::voc::annotation::read_annotation;
+use crate::dataset::voc::imagesets::{read_class_labels, read_id_list};
+use crate::dataset::voc::VocLayout;
+use crate::io::image::{decode_file, ResizeMode, SquareResizer};
+use crate::io::npy::{self, DType, NpyWriter};
+use crate::io::staging::StagingDir;
 use crate::task::Task;
-use crate::voc::annotation::read_annotation;
-use crate::voc::imagesets::{read_class_labels, read_id_list};
-use crate::voc::VocLayout;
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 use rayon::prelude::*;

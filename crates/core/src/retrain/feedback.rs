@@ -1,8 +1,8 @@
 //! The feedback store: every accepted correction, with a copy of its image, kept under
 //! `runs/feedback/` so each retrain learns from all corrections so far.
 
-use crate::csv_line;
-use crate::imageio::decode_file;
+use crate::io::csv_line;
+use crate::io::image::decode_file;
 use crate::task::Task;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};

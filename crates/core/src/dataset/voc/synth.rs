@@ -3,7 +3,7 @@
 //! image, so the whole pipeline can run and be tested anywhere without downloads.
 
 use super::VocLayout;
-use crate::classes::VOC_CLASSES;
+use crate::dataset::classes::VOC_CLASSES;
 use anyhow::{bail, Context, Result};
 use image::{Rgb, RgbImage};
 use indicatif::ProgressBar;

@@ -1,7 +1,7 @@
 //! `processed_data/manifest.json`: what a prepared dataset holds and how it was made.
 
-use crate::imageio::ResizeMode;
-use crate::split::SplitFractions;
+use crate::dataset::split::SplitFractions;
+use crate::io::image::ResizeMode;
 use crate::task::{LabelGroup, Task, TaskKind};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};

@@ -1,10 +1,14 @@
-//! The pieces of one training step that `train` and the speed benchmark share: where batches
-//! of pixels come from, how they become model input on the device, and the speed settings
-//! (memory format, bf16 autocast) that change how a step runs but not what it computes.
+//! The pieces of one training step that `train`, `retrain` and the speed benchmark share:
+//! where batches of pixels come from, how they become model input on the device, the
+//! backbone's forward pass and the head's optimisation step, and the speed settings (memory
+//! format, bf16 autocast) that change how a step runs but not what it computes.
 
-use crate::augment::{augment, AugmentConfig};
-use crate::data::{to_unit_nchw, upload, SplitData};
-use crate::model::{channels_last, Normalization};
+use crate::dataset::prepared::SplitData;
+use crate::model::head::Head;
+use crate::model::{channels_last, BackboneNet, Normalization};
+use crate::tensor::{to_unit_nchw, upload};
+use crate::train::augment::{augment, AugmentConfig};
+use crate::train::optim::Adam;
 use anyhow::Result;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -12,6 +16,7 @@ use tch::{Device, Tensor};
 
 /// How training steps run on the device.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SpeedOptions {
     /// Convolution weights and activations in channels-last (NHWC) memory.
     pub channels_last: bool,
@@ -60,12 +65,39 @@ pub fn model_input(pixels: &Tensor, aug: Option<(&AugmentConfig, &mut ChaCha8Rng
     if let Some((cfg, rng)) = aug {
         xs = augment(&xs, cfg, rng);
     }
-    let xs = crate::data::normalize(&xs, norm);
+    let xs = crate::tensor::normalize(&xs, norm);
     if speed.channels_last {
         channels_last(&xs)
     } else {
         xs.contiguous()
     }
+}
+
+/// Backbone features of model input `xs`: with gradients when the backbone is trained,
+/// without otherwise; in bf16 autocast when asked.
+pub fn backbone_features(net: &dyn BackboneNet, xs: &Tensor, trains_backbone: bool, bf16: bool, device: Device) -> Result<Tensor> {
+    let forward = || net.features_t(xs, trains_backbone);
+    if trains_backbone {
+        crate::device::bf16_autocast(bf16, device, forward)
+    } else {
+        tch::no_grad(|| crate::device::bf16_autocast(bf16, device, forward))
+    }
+}
+
+/// One optimisation step of the head (and whatever `features` were computed from): the
+/// loss of the head's training-mode logits, backward, Adam. Returns the loss.
+pub fn head_step(
+    head: &Head,
+    features: &Tensor,
+    y: &Tensor,
+    loss: impl Fn(&Tensor, &Tensor) -> Tensor,
+    opt: &mut Adam,
+    bf16: bool,
+    device: Device,
+) -> Result<Tensor> {
+    let loss = crate::device::bf16_autocast(bf16, device, || loss(&head.forward_t(features, true), y))?;
+    opt.backward_step(&loss);
+    Ok(loss)
 }
 
 #[cfg(test)]

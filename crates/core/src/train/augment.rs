@@ -1,7 +1,7 @@
 //! Seeded on-the-fly augmentation of `[B, 3, H, W]` images in [0, 1]: random rotation,
 //! horizontal flip and brightness, applied per image on the device.
 
-use crate::data::upload;
+use crate::tensor::upload;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -9,6 +9,7 @@ use tch::{Kind, Tensor};
 
 /// Augmentation ranges (the reference: +-15 degrees, flips, brightness +-0.2).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AugmentConfig {
     pub rotation_degrees: f64,
     pub hflip: bool,

@@ -47,6 +47,42 @@ impl StagingDir {
     }
 }
 
+impl StagingDir {
+    /// Moves the staging directory to the target, or to `<target>-2`, `-3`, ... when another
+    /// writer (another process too) took that name first: a finished output is never lost at
+    /// the rename and never replaces another.
+    pub fn commit_unique(mut self) -> Result<PathBuf> {
+        let name = self.target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        for n in 1..10_000 {
+            let candidate = if n == 1 { self.target.clone() } else { self.target.with_file_name(format!("{name}-{n}")) };
+            match rename_noreplace(&self.path, &candidate) {
+                Ok(()) => {
+                    self.committed = true;
+                    return Ok(candidate);
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::ENOTEMPTY)) => continue,
+                Err(e) => return Err(e).with_context(|| format!("cannot move output into {}", candidate.display())),
+            }
+        }
+        bail!("cannot find a free name for {}", self.target.display())
+    }
+}
+
+/// `rename` that fails with `EEXIST` instead of replacing an existing target (Linux
+/// `renameat2(RENAME_NOREPLACE)`).
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: both are valid NUL-terminated paths; AT_FDCWD resolves them like rename(2).
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::RENAME_NOREPLACE) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// `<parent>/.<name>.tmp-<pid>` for `target`, creating the parent directory.
 fn hidden_sibling(target: &Path) -> Result<PathBuf> {
     let parent = match target.parent() {
@@ -92,7 +128,9 @@ impl Drop for StagingFile {
 
 /// Copies hidden files (such as `.gitkeep`) of the directory being replaced into the new one.
 fn keep_hidden_files(old: &Path, new: &Path) {
-    let Ok(entries) = std::fs::read_dir(old) else { return };
+    let Ok(entries) = std::fs::read_dir(old) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name();
         let hidden = name.to_string_lossy().starts_with('.');

@@ -1,0 +1,12 @@
+//! Data preparation and prepared data: sources (VOC, class folders, CSV, the synthetic
+//! datasets) -> filtered, resized, stratified splits on disk (`X_*.npy`, `y_*.npy`,
+//! `manifest.json`) -> [`prepared::SplitData`] read back batch by batch.
+
+pub mod classes;
+pub mod import;
+pub mod manifest;
+pub mod prep;
+pub mod prepared;
+pub mod shapes;
+pub mod split;
+pub mod voc;

@@ -1,0 +1,51 @@
+//! ImageNet weights for a backbone: where the embedded default is installed, and loading a
+//! checkpoint's feature layers (the ImageNet classifier is ignored).
+
+use crate::model::weights::{load_into, read_checkpoint};
+use crate::model::{BackboneKind, BackboneNet};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use tch::nn;
+
+/// Where the embedded default backbone (EfficientNet-Lite0) is installed by `make setup`.
+pub fn default_weights(kind: BackboneKind) -> Option<PathBuf> {
+    if kind != BackboneKind::EfficientnetLite0 {
+        return None;
+    }
+    let rel = ".venv/vocml-weights/efficientnet_lite0.safetensors";
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        // target/release/<bin> -> project root
+        candidates.extend(exe.ancestors().skip(1).take(4).map(|d| d.join(rel)));
+    }
+    candidates.push(PathBuf::from(rel));
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+/// Builds a backbone and loads its weights (features only: the ImageNet classifier is
+/// ignored). A from-scratch model keeps its random initialisation (no weights path).
+pub fn load_backbone(kind: BackboneKind, weights: Option<&Path>, vs: &nn::VarStore) -> Result<(Box<dyn BackboneNet>, Option<PathBuf>)> {
+    let net = kind.build(&vs.root(), false);
+    if kind.from_scratch() {
+        if let Some(w) = weights {
+            bail!("{} is trained from scratch; --weights {} would not be used", kind.name(), w.display());
+        }
+        return Ok((net, None));
+    }
+    let path = match weights {
+        Some(p) => p.to_path_buf(),
+        None => default_weights(kind).with_context(|| match kind {
+            BackboneKind::EfficientnetLite0 => {
+                "EfficientNet-Lite0 weights not found in .venv/vocml-weights; run `make setup`".to_string()
+            }
+            _ => format!(
+                "{} needs --weights: download torchvision's ImageNet checkpoint with scripts/fetch_torchvision_weights.sh {} (needs internet), or pass your own .safetensors",
+                kind.name(),
+                kind.name()
+            ),
+        })?,
+    };
+    let tensors = read_checkpoint(&path)?;
+    load_into(vs, tensors, &path, kind.classifier_prefixes(), &[])?;
+    Ok((net, Some(path)))
+}

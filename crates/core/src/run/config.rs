@@ -1,0 +1,376 @@
+//! The run contract: `config.json` of every run directory as one typed value. `train`,
+//! `retrain` and `evaluate --ensemble` write it; everything that loads a run reads it here.
+//! Unknown keys are errors (a misspelt key never silently becomes a default), and the values
+//! are validated before any model is built from them.
+//!
+//! A run is one of three kinds, told apart by the tag each has always written: `"tool":
+//! "train"`, `"tool": "retrain"`, or `"kind": "ensemble"`.
+
+use crate::io::image::ResizeMode;
+use crate::model::{BackboneKind, Normalization};
+use crate::retrain::RetrainConfig;
+use crate::run::CONFIG_FILE;
+use crate::task::{LabelGroup, Task, TaskKind};
+use crate::train::TrainConfig;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Largest input side a run may declare (the data tools refuse larger sizes too).
+pub const MAX_IMAGE_SIZE: u32 = 4096;
+
+/// `config.json` of a run.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum RunConfig {
+    Train(Box<TrainRun>),
+    Retrain(Box<RetrainRun>),
+    Ensemble(EnsembleRun),
+}
+
+/// Value of the `tool` tag of a trained run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainTool {
+    Train,
+}
+
+/// Value of the `tool` tag of a retrained run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetrainTool {
+    Retrain,
+}
+
+/// Value of the `kind` tag of an ensemble.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnsembleKind {
+    Ensemble,
+}
+
+/// The head recorded with a trained run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadSpec {
+    pub hidden: Option<i64>,
+    pub dropout: Option<f64>,
+}
+
+/// A run written by `train`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainRun {
+    pub tool: TrainTool,
+    pub version: String,
+    pub created: String,
+    pub options: TrainConfig,
+    pub weights_used: Option<PathBuf>,
+    pub device: String,
+    pub data_manifest_sha256: String,
+    /// Absent only in runs written before task types existed, which are all multilabel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_groups: Option<Vec<LabelGroup>>,
+    pub classes: Vec<String>,
+    pub image_size: u32,
+    pub resize: ResizeMode,
+    pub normalization: Normalization,
+    pub head: HeadSpec,
+    /// The validation metric early stopping followed (absent in the oldest runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<String>,
+    pub best_epoch: usize,
+    pub train_seconds: f64,
+    pub train_images: usize,
+    pub val_images: usize,
+}
+
+/// The parent's options recorded by a retrain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InheritedOptions {
+    pub model: BackboneKind,
+    pub data: PathBuf,
+    /// Absent in retrains written before `train --tta` existed (they had no TTA).
+    #[serde(default)]
+    pub tta: bool,
+}
+
+/// One stored correction a retrain learned from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorrectionRecord {
+    pub source: String,
+    pub sha256: String,
+    pub labels: Vec<String>,
+}
+
+/// A run written by `retrain`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrainRun {
+    pub tool: RetrainTool,
+    pub version: String,
+    pub created: String,
+    pub parent: PathBuf,
+    pub retrain_options: RetrainConfig,
+    pub options: InheritedOptions,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_groups: Option<Vec<LabelGroup>>,
+    pub corrections_file: PathBuf,
+    pub corrections_sha256: String,
+    pub corrections_used: Vec<CorrectionRecord>,
+    pub device: String,
+    pub data_manifest_sha256: String,
+    pub classes: Vec<String>,
+    pub image_size: u32,
+    pub resize: ResizeMode,
+    pub normalization: Normalization,
+    pub train_seconds: f64,
+}
+
+/// A saved ensemble (`evaluate --ensemble`): the mean of its members' probabilities.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsembleRun {
+    pub kind: EnsembleKind,
+    /// Member runs: names of sibling directories, or absolute paths.
+    pub members: Vec<PathBuf>,
+    /// Horizontal-flip test-time augmentation by default.
+    pub tta: bool,
+    pub classes: Vec<String>,
+    pub image_size: u32,
+    pub resize: ResizeMode,
+    pub created: String,
+    pub tool_version: String,
+}
+
+/// What loading a single (non-ensemble) run needs, borrowed from its config.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub model: BackboneKind,
+    pub task: Task,
+    pub image_size: u32,
+    pub resize: ResizeMode,
+    /// Default of `evaluate` and `predict`: average each image with its mirror.
+    pub tta: bool,
+    /// The prepared data the run was trained on.
+    pub data: PathBuf,
+    pub train_seconds: f64,
+}
+
+impl RunConfig {
+    /// Reads and validates `dir/config.json`.
+    pub fn read(dir: &Path) -> Result<RunConfig> {
+        let path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{} is not a finished run (no readable {CONFIG_FILE})", dir.display()))?;
+        Self::parse(&text).with_context(|| format!("{}: not a valid run config", path.display()))
+    }
+
+    /// Parses and validates the text of a `config.json`.
+    pub fn parse(text: &str) -> Result<RunConfig> {
+        let value: serde_json::Value = serde_json::from_str(text)?;
+        let tag = |k: &str| value.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        let cfg = match (tag("kind").as_deref(), tag("tool").as_deref()) {
+            (Some("ensemble"), _) => RunConfig::Ensemble(serde_json::from_value(value)?),
+            (_, Some("train")) => RunConfig::Train(Box::new(serde_json::from_value(value)?)),
+            (_, Some("retrain")) => RunConfig::Retrain(Box::new(serde_json::from_value(value)?)),
+            (kind, tool) => {
+                bail!("unknown run kind (kind {kind:?}, tool {tool:?}); expected tool \"train\" or \"retrain\", or kind \"ensemble\"")
+            }
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The class names, in output column order.
+    pub fn classes(&self) -> &[String] {
+        match self {
+            RunConfig::Train(r) => &r.classes,
+            RunConfig::Retrain(r) => &r.classes,
+            RunConfig::Ensemble(e) => &e.classes,
+        }
+    }
+
+    /// Input side in pixels.
+    pub fn image_size(&self) -> u32 {
+        match self {
+            RunConfig::Train(r) => r.image_size,
+            RunConfig::Retrain(r) => r.image_size,
+            RunConfig::Ensemble(e) => e.image_size,
+        }
+    }
+
+    /// The ensemble, if this run is one.
+    pub fn as_ensemble(&self) -> Option<&EnsembleRun> {
+        match self {
+            RunConfig::Ensemble(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// What building and scoring a single run needs; an error for an ensemble.
+    pub fn model_spec(&self) -> Result<ModelSpec> {
+        let (model, task, groups, classes, image_size, resize, tta, data, train_seconds) = match self {
+            RunConfig::Train(r) => (
+                r.options.model,
+                r.task,
+                &r.label_groups,
+                &r.classes,
+                r.image_size,
+                r.resize,
+                r.options.tta,
+                &r.options.data,
+                r.train_seconds,
+            ),
+            RunConfig::Retrain(r) => (
+                r.options.model,
+                r.task,
+                &r.label_groups,
+                &r.classes,
+                r.image_size,
+                r.resize,
+                r.options.tta,
+                &r.options.data,
+                r.train_seconds,
+            ),
+            RunConfig::Ensemble(e) => bail!("an ensemble of {} runs ({:?}), not a single run", e.members.len(), e.members),
+        };
+        let task = match (task, groups) {
+            (Some(kind), groups) => Task::new(kind, classes.clone(), groups.clone().unwrap_or_default())?,
+            (None, None) => Task::multilabel(classes.clone()),
+            (None, Some(_)) => bail!("label_groups without a task"),
+        };
+        Ok(ModelSpec { model, task, image_size, resize, tta, data: data.clone(), train_seconds })
+    }
+
+    fn validate(&self) -> Result<()> {
+        let classes = self.classes();
+        if classes.is_empty() {
+            bail!("no classes");
+        }
+        if let Some(dup) = classes.iter().enumerate().find_map(|(i, c)| classes[..i].contains(c).then_some(c)) {
+            bail!("class {dup:?} is listed twice");
+        }
+        let size = self.image_size();
+        if !(1..=MAX_IMAGE_SIZE).contains(&size) {
+            bail!("image_size {size}: expected 1..={MAX_IMAGE_SIZE}");
+        }
+        if let Some(e) = self.as_ensemble() {
+            if e.members.len() < 2 {
+                bail!("an ensemble needs at least two members, found {}", e.members.len());
+            }
+            return Ok(());
+        }
+        let spec = self.model_spec()?;
+        let min = spec.model.min_input_size();
+        if size < min {
+            bail!("image_size {size} is below {}'s minimum of {min}", spec.model.name());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A train config as written by vocml 0.1.0 before this module existed.
+    pub const TRAIN_V010: &str = r#"{
+  "tool": "train", "version": "0.1.0", "created": "2026-11-28T10:00:00+00:00",
+  "options": {"data": "processed_data", "model": "efficientnet_lite0", "weights": null, "epochs": 10,
+    "batch_size": 16, "lr": 0.0001, "patience": 3, "fine_tune_blocks": 0, "fine_tune_epochs": 5,
+    "fine_tune_lr": 1e-05, "augment": {"rotation_degrees": 15.0, "hflip": true, "brightness": 0.2},
+    "image_size": null, "cache_features": true, "aug_views": 2, "pos_weight": false, "seed": 42,
+    "runs_dir": "runs", "scheduler": "constant", "plateau_factor": 0.2, "plateau_patience": 2,
+    "tta": false, "speed": {"channels_last": true, "bf16": false}},
+  "weights_used": ".venv/vocml-weights/efficientnet_lite0.safetensors", "device": "cpu",
+  "data_manifest_sha256": "ab", "task": "multilabel", "label_groups": [],
+  "classes": ["person", "chair", "dog", "sofa"], "image_size": 64, "resize": "stretch",
+  "normalization": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+  "head": {"hidden": 128, "dropout": 0.2}, "monitor": "macro-F1", "best_epoch": 3,
+  "train_seconds": 4.2, "train_images": 168, "val_images": 36
+}"#;
+
+    #[test]
+    fn reads_a_run_written_before_the_typed_contract() {
+        let cfg = RunConfig::parse(TRAIN_V010).unwrap();
+        let spec = cfg.model_spec().unwrap();
+        assert_eq!(spec.model, BackboneKind::EfficientnetLite0);
+        assert_eq!(spec.task, Task::multilabel(cfg.classes().to_vec()));
+        assert_eq!((spec.image_size, spec.resize, spec.tta), (64, ResizeMode::Stretch, false));
+        let again = serde_json::to_value(&cfg).unwrap();
+        let before: serde_json::Value = serde_json::from_str(TRAIN_V010).unwrap();
+        assert_eq!(again, before, "a config round-trips to the same keys and values");
+    }
+
+    /// Run configs written by vocml 0.1.0 before the typed contract (the demo's runs).
+    const WRITTEN_BY_0_1_0: [&str; 3] = [
+        include_str!("testdata/train_v0.1.0.json"),
+        include_str!("testdata/retrain_v0.1.0.json"),
+        include_str!("testdata/train_multihead_v0.1.0.json"),
+    ];
+
+    #[test]
+    fn runs_written_by_0_1_0_load_and_round_trip() {
+        for text in WRITTEN_BY_0_1_0 {
+            let cfg = RunConfig::parse(text).unwrap();
+            let spec = cfg.model_spec().unwrap();
+            assert_eq!(spec.task.classes, cfg.classes());
+            let before: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(serde_json::to_value(&cfg).unwrap(), before, "same keys and values after a round trip");
+        }
+        let heads = RunConfig::parse(WRITTEN_BY_0_1_0[2]).unwrap().model_spec().unwrap();
+        assert_eq!((heads.model, heads.task.kind, heads.image_size), (BackboneKind::SmallCnn, TaskKind::Multihead, 32));
+        assert_eq!(heads.task.groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(), ["color", "shape"]);
+    }
+
+    #[test]
+    fn a_run_from_before_task_types_is_multilabel() {
+        let mut v: serde_json::Value = serde_json::from_str(TRAIN_V010).unwrap();
+        let o = v.as_object_mut().unwrap();
+        o.remove("task");
+        o.remove("label_groups");
+        o.remove("monitor");
+        let spec = RunConfig::parse(&v.to_string()).unwrap().model_spec().unwrap();
+        assert_eq!(spec.task.kind, TaskKind::Multilabel);
+    }
+
+    #[test]
+    fn misspelt_missing_or_bad_values_are_errors() {
+        let cases: [(&str, &str, serde_json::Value); 6] = [
+            ("resize", "resize_mode", serde_json::json!("letterbox")),
+            ("image_size", "image_size", serde_json::json!(0)),
+            ("image_size", "image_size", serde_json::json!(100000)),
+            ("classes", "classes", serde_json::json!([])),
+            ("classes", "classes", serde_json::json!(["a", "a"])),
+            ("tool", "tool", serde_json::json!("trian")),
+        ];
+        for (remove, key, value) in cases {
+            let mut v: serde_json::Value = serde_json::from_str(TRAIN_V010).unwrap();
+            let o = v.as_object_mut().unwrap();
+            o.remove(remove);
+            o.insert(key.into(), value.clone());
+            let err = RunConfig::parse(&v.to_string()).map(|_| ()).unwrap_err();
+            assert!(!format!("{err:#}").is_empty(), "{key}={value} was accepted");
+        }
+        let mut v: serde_json::Value = serde_json::from_str(TRAIN_V010).unwrap();
+        v.as_object_mut().unwrap().remove("resize");
+        let err = format!("{:#}", RunConfig::parse(&v.to_string()).unwrap_err());
+        assert!(err.contains("resize"), "{err}");
+    }
+
+    #[test]
+    fn ensembles_parse_and_are_not_single_models() {
+        let text = r#"{"kind": "ensemble", "members": ["a", "b"], "tta": true, "classes": ["x", "y"],
+            "image_size": 64, "resize": "stretch", "created": "now", "tool_version": "0.1.0"}"#;
+        let cfg = RunConfig::parse(text).unwrap();
+        assert_eq!(cfg.as_ensemble().unwrap().members.len(), 2);
+        assert!(cfg.model_spec().is_err());
+    }
+}

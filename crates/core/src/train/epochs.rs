@@ -1,0 +1,187 @@
+//! The epoch loop of `train`: shuffled batches through the head (on cached features) or
+//! the backbone and head (pixels, augmented on the fly), validation after every epoch, the
+//! plateau schedule, and early stopping with a snapshot of the best epoch's weights.
+
+use crate::dataset::prepared::SplitData;
+use crate::eval::metrics::MultiLabelMetrics;
+use crate::eval::validation::{monitored, ValidationSet};
+use crate::model::head::Head;
+use crate::task::Task;
+use crate::train::features::{Extractor, FeatureCache};
+use crate::train::history::{EpochRecord, TrainObserver};
+use crate::train::optim::Adam;
+use crate::train::schedule::{Plateau, Scheduler};
+use crate::train::step::{head_step, model_input, ImageSource};
+use crate::train::TrainConfig;
+use anyhow::{bail, Context, Result};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use tch::{nn, Kind, Tensor};
+
+/// The phases of a training run, as named in `history.csv`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Head on a frozen backbone.
+    Frozen,
+    /// A from-scratch model, every layer.
+    Scratch,
+    /// The last backbone blocks with the head.
+    FineTune,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Frozen => "frozen",
+            Phase::Scratch => "train",
+            Phase::FineTune => "fine-tune",
+        }
+    }
+
+    /// Whether the backbone's parameters are trained (and so run with gradients).
+    fn trains_backbone(self) -> bool {
+        self != Phase::Frozen
+    }
+}
+
+/// The best epoch so far: its monitored score, number and a copy of every variable.
+pub struct Best {
+    pub score: f64,
+    pub epoch: usize,
+    snapshot: Vec<(String, Tensor)>,
+}
+
+/// Everything the epochs of one training run share.
+pub struct EpochLoop<'a> {
+    pub cfg: &'a TrainConfig,
+    pub task: &'a Task,
+    pub train: &'a SplitData,
+    pub val: &'a SplitData,
+    /// Validation labels on the device.
+    pub val_labels: Tensor,
+    pub extractor: Extractor<'a>,
+    pub head: &'a Head,
+    pub pos_weight: Option<&'a Tensor>,
+    pub cache: Option<&'a FeatureCache>,
+    pub source: Option<&'a ImageSource<'a>>,
+    /// Feature views per training image in the cache.
+    pub views: usize,
+    /// The head's and the backbone's variables (snapshots and restores cover both).
+    pub variables: [&'a nn::VarStore; 2],
+    pub rng: &'a mut ChaCha8Rng,
+    pub observer: &'a dyn TrainObserver,
+    pub cancel: &'a AtomicBool,
+    pub history: Vec<EpochRecord>,
+    pub best: Option<Best>,
+}
+
+impl EpochLoop<'_> {
+    fn loss(&self, logits: &Tensor, y: &Tensor) -> Tensor {
+        self.task.loss(logits, y, self.pos_weight)
+    }
+
+    /// Validation loss and metrics of the current weights.
+    pub fn validate(&self) -> Result<(f64, MultiLabelMetrics)> {
+        let features = match self.cache {
+            Some(c) => c.val.shallow_clone(),
+            None => self.extractor.split(self.val, 64)?,
+        };
+        let set = ValidationSet { features, labels: self.val_labels.shallow_clone(), y: &self.val.y };
+        set.score(self.task, |f| self.head.forward_t(f, false), |l, y| self.loss(l, y))
+    }
+
+    /// Runs up to `epochs` epochs of `phase` (numbered after `epoch_offset`), stopping early
+    /// after `cfg.patience` epochs without a better monitored score.
+    pub fn run(&mut self, phase: Phase, epochs: usize, opt: &mut Adam, epoch_offset: usize) -> Result<()> {
+        let cfg = self.cfg;
+        let mut since_best = 0;
+        let mut plateau =
+            (cfg.scheduler == Scheduler::Plateau).then(|| Plateau::new(cfg.plateau_factor, cfg.plateau_patience, opt.lr * 1e-3));
+        for e in 0..epochs {
+            let t0 = Instant::now();
+            let train_loss = self.train_epoch(phase, &format!("{} {}/{}", phase.name(), e + 1, epochs), opt)?;
+            let (val_loss, m) = self.validate()?;
+            if !(train_loss.is_finite() && val_loss.is_finite()) {
+                bail!(
+                    "training diverged in epoch {}: loss is {} (train) / {} (val); lower --lr or check the data for bad values",
+                    epoch_offset + e + 1,
+                    train_loss,
+                    val_loss
+                );
+            }
+            let rec = EpochRecord::new(epoch_offset + e + 1, phase.name(), train_loss, val_loss, &m, opt.lr, t0.elapsed().as_secs_f64());
+            self.observer.epoch(&rec);
+            self.history.push(rec.clone());
+            if let Some(p) = plateau.as_mut() {
+                opt.lr = p.step(val_loss, opt.lr);
+            }
+            let score = monitored(self.task, &m);
+            if self.best.as_ref().is_none_or(|b| score > b.score + 1e-9) {
+                let snapshot = self.variables.iter().flat_map(|vs| vs.variables()).map(|(k, v)| (k, v.detach().copy())).collect();
+                self.best = Some(Best { score, epoch: rec.epoch, snapshot });
+                since_best = 0;
+            } else {
+                since_best += 1;
+                if since_best >= cfg.patience {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass over the shuffled training split; the mean training loss.
+    fn train_epoch(&mut self, phase: Phase, label: &str, opt: &mut Adam) -> Result<f64> {
+        let (cfg, device) = (self.cfg, self.extractor.device);
+        let read_loss_every = if device.is_cuda() { 20 } else { 1 };
+        let mut order: Vec<usize> = (0..self.train.len()).collect();
+        order.shuffle(self.rng);
+        self.observer.phase(label, order.len().div_ceil(cfg.batch_size) as u64);
+        let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
+        let mut seen = 0usize;
+        for (step, chunk) in order.chunks(cfg.batch_size).enumerate() {
+            if self.cancel.load(Ordering::SeqCst) {
+                bail!(crate::Interrupted);
+            }
+            let y = crate::tensor::upload(&self.train.labels(chunk), device);
+            let feats = self.batch_features(phase, chunk)?;
+            let loss = head_step(self.head, &feats, &y, |l, y| self.loss(l, y), opt, cfg.speed.bf16, device)?;
+            loss_sum += loss.detach() * chunk.len() as f64;
+            seen += chunk.len();
+            let shown = (step % read_loss_every == 0).then(|| loss.double_value(&[]));
+            self.observer.step(shown, chunk.len());
+        }
+        Ok(loss_sum.double_value(&[]) / seen.max(1) as f64)
+    }
+
+    /// Features of training rows `chunk`: from a random cached view when the backbone is
+    /// frozen and cached, else by running it on (augmented) pixels.
+    fn batch_features(&mut self, phase: Phase, chunk: &[usize]) -> Result<Tensor> {
+        let (cfg, ex) = (self.cfg, self.extractor);
+        if let (Some(cache), false) = (self.cache, phase.trains_backbone()) {
+            let view: Vec<i64> = chunk.iter().map(|_| self.rng.gen_range(0..self.views) as i64).collect();
+            return Ok(cache.gather(chunk, &view, ex.device));
+        }
+        let px = self.source.context("no image source")?.batch(chunk, ex.device)?;
+        let aug = cfg.augment.as_ref().map(|a| (a, &mut *self.rng));
+        let xs = model_input(&px, aug, &ex.kind.normalization(), cfg.speed);
+        crate::train::step::backbone_features(ex.net, &xs, phase.trains_backbone(), cfg.speed.bf16, ex.device)
+    }
+
+    /// Copies the best epoch's weights back into the model (no-op before any epoch).
+    pub fn restore_best(&self) {
+        let Some(best) = &self.best else { return };
+        let [hv, bv] = self.variables.map(|vs| vs.variables());
+        tch::no_grad(|| {
+            for (name, saved) in &best.snapshot {
+                if let Some(v) = hv.get(name).or_else(|| bv.get(name)) {
+                    let mut v = v.shallow_clone();
+                    v.copy_(saved);
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,319 @@
+//! Training: transfer learning (frozen backbone with BatchNorm in eval mode -> GAP -> head,
+//! optional fine-tuning of the last backbone blocks) or a from-scratch model trained whole;
+//! Adam; the task's loss (binary cross-entropy, or softmax cross-entropy summed over label
+//! groups); early stopping on the task's validation metric with best-epoch restore. With a
+//! frozen backbone, features are computed once (a clean view plus a few augmented views per
+//! image) and later epochs train only the head.
+//!
+//! [`train`] reads as its steps: open and check the data, build the model, cache features,
+//! run the frozen (or from-scratch) phase and the fine-tuning phase with [`epochs`], restore
+//! the best epoch, write the run with [`record`].
+
+pub mod augment;
+pub mod epochs;
+pub mod features;
+pub mod history;
+pub mod optim;
+pub mod record;
+pub mod schedule;
+pub mod step;
+
+use crate::dataset::manifest::Manifest;
+use crate::dataset::prepared::SplitData;
+use crate::eval::metrics::MultiLabelMetrics;
+use crate::eval::validation::monitored_name;
+use crate::model::head::Head;
+use crate::model::pretrained::load_backbone;
+use crate::model::BackboneKind;
+use crate::run::config::{HeadSpec, RunConfig, TrainRun, TrainTool};
+use crate::run::RunWriter;
+use crate::task::Task;
+use crate::tensor::upload;
+use crate::train::augment::AugmentConfig;
+use crate::train::epochs::{Best, EpochLoop, Phase};
+use crate::train::features::{Extractor, FeatureCache};
+use crate::train::history::{EpochRecord, TrainObserver};
+use crate::train::optim::Adam;
+use crate::train::schedule::Scheduler;
+use crate::train::step::{ImageSource, SpeedOptions};
+use anyhow::{bail, Context, Result};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use tch::{nn, Device, Tensor};
+
+/// Every training option; recorded in the run's `config.json`. Options added after the first
+/// release default, when absent, to the behaviour runs had before they existed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub data: PathBuf,
+    pub model: BackboneKind,
+    pub weights: Option<PathBuf>,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub patience: usize,
+    pub fine_tune_blocks: usize,
+    pub fine_tune_epochs: usize,
+    pub fine_tune_lr: f64,
+    pub augment: Option<AugmentConfig>,
+    /// Input size a recipe asks for; the data must have been prepared at it.
+    #[serde(default)]
+    pub image_size: Option<u32>,
+    /// Compute frozen-backbone features once instead of every epoch.
+    pub cache_features: bool,
+    /// Augmented feature views cached per training image (besides the clean one).
+    pub aug_views: usize,
+    /// Weight positives by negatives/positives per class in the loss.
+    pub pos_weight: bool,
+    pub seed: u64,
+    pub runs_dir: PathBuf,
+    /// Learning-rate schedule of each phase.
+    #[serde(default)]
+    pub scheduler: Scheduler,
+    /// Plateau schedule: the factor applied to the rate when the validation loss stalls.
+    #[serde(default = "default_plateau_factor")]
+    pub plateau_factor: f64,
+    /// Plateau schedule: epochs in a row without a lower validation loss before a cut.
+    #[serde(default = "default_plateau_patience")]
+    pub plateau_patience: usize,
+    /// Default of `evaluate` and `predict` for this run: average each image with its
+    /// horizontal mirror.
+    #[serde(default)]
+    pub tta: bool,
+    /// Memory format and autocast; they change speed, not the recipe.
+    #[serde(default)]
+    pub speed: SpeedOptions,
+}
+
+fn default_plateau_factor() -> f64 {
+    0.2
+}
+
+fn default_plateau_patience() -> usize {
+    2
+}
+
+impl TrainConfig {
+    /// Checks every numeric option before anything is read or written.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 || self.epochs == 0 {
+            bail!("--batch-size and --epochs must be at least 1");
+        }
+        for (flag, lr) in [("--lr", self.lr), ("--fine-tune-lr", self.fine_tune_lr)] {
+            if !(lr.is_finite() && lr > 0.0 && lr <= 10.0) {
+                bail!("{flag} {lr}: expected a learning rate in (0, 10]");
+            }
+        }
+        if !(self.plateau_factor > 0.0 && self.plateau_factor < 1.0) {
+            bail!("--plateau-factor {}: expected a factor between 0 and 1", self.plateau_factor);
+        }
+        if self.aug_views > MAX_AUG_VIEWS {
+            bail!("--aug-views {}: at most {MAX_AUG_VIEWS} augmented views per image", self.aug_views);
+        }
+        Ok(())
+    }
+}
+
+/// Most augmented feature views cached per image (each costs a backbone pass per image).
+pub const MAX_AUG_VIEWS: usize = 64;
+
+/// What a finished training run produced.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    pub run_dir: PathBuf,
+    pub best_epoch: usize,
+    pub metrics: MultiLabelMetrics,
+    pub history: Vec<EpochRecord>,
+    pub seconds: f64,
+    pub device: String,
+}
+
+/// The prepared data of a training run, checked against the recipe.
+struct TrainingData {
+    manifest: Manifest,
+    task: Task,
+    train: SplitData,
+    val: SplitData,
+}
+
+impl TrainingData {
+    fn open(cfg: &TrainConfig) -> Result<Self> {
+        let manifest = Manifest::load(&cfg.data)?;
+        let train = SplitData::open(&cfg.data, "train", &manifest)?;
+        let val = SplitData::open(&cfg.data, "val", &manifest)?;
+        if train.is_empty() || val.is_empty() {
+            bail!(
+                "{}: training needs non-empty train and val splits (found {} and {}); re-run voc-prep with --split 0.7,0.15,0.15",
+                cfg.data.display(),
+                train.len(),
+                val.len()
+            );
+        }
+        let task = manifest.task()?;
+        let min = cfg.model.min_input_size();
+        if manifest.image.size < min {
+            bail!(
+                "{}: {} px images are too small for {} (at least {min} px); re-run voc-prep with a larger --size",
+                cfg.data.display(),
+                manifest.image.size,
+                cfg.model.name()
+            );
+        }
+        if cfg.model.from_scratch() && cfg.fine_tune_blocks > 0 {
+            bail!(
+                "{} is trained from scratch, every layer at once; --fine-tune-blocks applies to the ImageNet backbones",
+                cfg.model.name()
+            );
+        }
+        if cfg.pos_weight && task.is_grouped() {
+            bail!("--pos-weight weights the binary cross-entropy of multilabel tasks; this data is {}", task.kind.name());
+        }
+        if let Some(size) = cfg.image_size.filter(|&s| s != manifest.image.size) {
+            bail!(
+                "{}: images are {} px but the recipe asks for {size} px; prepare the data with voc-prep --size {size}",
+                cfg.data.display(),
+                manifest.image.size
+            );
+        }
+        Ok(TrainingData { manifest, task, train, val })
+    }
+
+    /// Per-class positive weights of the binary cross-entropy: negatives/positives, in [1, 100].
+    fn pos_weight(&self, device: Device) -> Tensor {
+        let c = self.manifest.classes.len();
+        let n = self.train.len() as f64;
+        let w: Vec<f32> = (0..c)
+            .map(|k| {
+                let p = (0..self.train.len()).filter(|&i| self.train.y[i * c + k] > 0.5).count() as f64;
+                ((n - p) / p.max(1.0)).clamp(1.0, 100.0) as f32
+            })
+            .collect();
+        upload(&Tensor::from_slice(&w), device)
+    }
+}
+
+/// Trains one model and writes its run directory.
+pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, cancel: &AtomicBool) -> Result<TrainOutcome> {
+    let started = Instant::now();
+    cfg.validate()?;
+    if cfg.speed.bf16 && !device.is_cuda() {
+        bail!("--bf16 needs a CUDA device (bf16 autocast runs on the GPU only)");
+    }
+    let data = TrainingData::open(cfg)?;
+    let task = &data.task;
+    tch::manual_seed(cfg.seed as i64);
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let scratch = cfg.model.from_scratch();
+
+    let mut bvs = nn::VarStore::new(device);
+    let (net, weights_path) = load_backbone(cfg.model, cfg.weights.as_deref(), &bvs)?;
+    if !scratch {
+        bvs.freeze();
+    }
+    if cfg.speed.channels_last {
+        crate::model::to_channels_last(&bvs);
+    }
+    crate::model::fold_frozen_batchnorm(net.as_ref());
+    let hvs = nn::VarStore::new(device);
+    let head = Head::new(&(hvs.root() / "head"), cfg.model.feature_dim(), data.manifest.classes.len() as i64, cfg.model.head_hidden());
+    let pos_weight = cfg.pos_weight.then(|| data.pos_weight(device));
+    let ex = Extractor { net: net.as_ref(), kind: cfg.model, device, speed: cfg.speed };
+
+    let views = if cfg.augment.is_some() { 1 + cfg.aug_views } else { 1 };
+    let cache = if cfg.cache_features && !scratch {
+        let batch = if device.is_cuda() { cfg.batch_size.max(32) } else { crate::device::inference_batch(device) };
+        Some(FeatureCache::build(&ex, &data.train, &data.val, cfg.augment.as_ref(), views, batch, &mut rng, observer, cancel)?)
+    } else {
+        None
+    };
+    // Batches of pixels for epochs that run the backbone (no cache, or fine-tuning).
+    let fine_tune = cfg.fine_tune_blocks > 0 && cfg.fine_tune_epochs > 0;
+    let source = if cache.is_none() || fine_tune { Some(ImageSource::new(&data.train, device)?) } else { None };
+    let mut epochs = EpochLoop {
+        cfg,
+        task,
+        train: &data.train,
+        val: &data.val,
+        val_labels: upload(&data.val.labels(&(0..data.val.len()).collect::<Vec<_>>()), device),
+        extractor: ex,
+        head: &head,
+        pos_weight: pos_weight.as_ref(),
+        cache: cache.as_ref(),
+        source: source.as_ref(),
+        views,
+        variables: [&hvs, &bvs],
+        rng: &mut rng,
+        observer,
+        cancel,
+        history: Vec::new(),
+        best: None,
+    };
+
+    let mut params = hvs.trainable_variables();
+    if scratch {
+        params.extend(bvs.trainable_variables());
+    }
+    let phase = if scratch { Phase::Scratch } else { Phase::Frozen };
+    epochs.run(phase, cfg.epochs, &mut Adam::new(params, cfg.lr), 0)?;
+
+    if fine_tune {
+        epochs.restore_best();
+        let prefixes = net.block_prefixes();
+        let chosen = &prefixes[prefixes.len() - cfg.fine_tune_blocks.min(prefixes.len())..];
+        let mut params = hvs.trainable_variables();
+        for (name, var) in bvs.variables() {
+            let is_stat = name.ends_with("running_mean") || name.ends_with("running_var");
+            if !is_stat && chosen.iter().any(|p| name.starts_with(p.as_str())) {
+                params.push(var.set_requires_grad(true));
+            }
+        }
+        crate::model::fold_frozen_batchnorm(net.as_ref());
+        let offset = epochs.history.len();
+        epochs.run(Phase::FineTune, cfg.fine_tune_epochs, &mut Adam::new(params, cfg.fine_tune_lr), offset)?;
+    }
+
+    let Best { epoch: best_epoch, .. } = *epochs.best.as_ref().context("no epoch completed")?;
+    epochs.restore_best();
+    let metrics = epochs.validate()?.1;
+    let history = std::mem::take(&mut epochs.history);
+    drop(epochs);
+    bvs.freeze();
+
+    let run = RunWriter::create(&cfg.runs_dir, cfg.model.name())?;
+    let seconds = started.elapsed().as_secs_f64();
+    let config = RunConfig::Train(Box::new(TrainRun {
+        tool: TrainTool::Train,
+        version: crate::VERSION.to_string(),
+        created: chrono::Local::now().to_rfc3339(),
+        options: cfg.clone(),
+        weights_used: weights_path,
+        device: crate::device::name(device),
+        data_manifest_sha256: Manifest::file_hash(&cfg.data)?,
+        task: Some(task.kind),
+        label_groups: Some(task.groups.clone()),
+        classes: data.manifest.classes.clone(),
+        image_size: data.manifest.image.size,
+        resize: data.manifest.image.resize,
+        normalization: cfg.model.normalization(),
+        head: HeadSpec { hidden: cfg.model.head_hidden(), dropout: cfg.model.head_hidden().map(|_| crate::model::head::DROPOUT) },
+        monitor: Some(monitored_name(task).to_string()),
+        best_epoch,
+        train_seconds: seconds,
+        train_images: data.train.len(),
+        val_images: data.val.len(),
+    }));
+    let metrics_json =
+        serde_json::json!({"split": "val", "task": task.kind, "best_epoch": best_epoch, "threshold": 0.5, "metrics": metrics});
+    record::write_run_files(&run, &config, &metrics_json, &history)?;
+    run.write_model(bvs.variables().into_iter().chain(hvs.variables()))?;
+    if cancel.load(Ordering::SeqCst) {
+        bail!(crate::Interrupted);
+    }
+    let run_dir = run.finish()?;
+    Ok(TrainOutcome { run_dir, best_epoch, metrics, history, seconds, device: crate::device::name(device) })
+}
