@@ -4,7 +4,7 @@ VENV := .venv
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup build demo test bench bench-prep bench-train bench-train-step bench-predict quality quality-tradeoff clean
+.PHONY: all setup build install demo test test-quick bench bench-prep bench-train bench-train-step bench-predict quality quality-tradeoff clean
 
 all: build
 
@@ -16,13 +16,38 @@ setup:
 build: setup
 	cargo build --release
 
+## install: the binaries, shell completions (bash, zsh, fish) and man pages under PREFIX
+## (default /usr/local; DESTDIR for staged installs). The binaries keep their rpath to this
+## checkout's .venv libtorch, so keep the checkout (or its .venv) where it is.
+PREFIX ?= /usr/local
+TOOLS := voc-prep train evaluate predict retrain vocml-bench
+install: build
+	install -d "$(DESTDIR)$(PREFIX)/bin" "$(DESTDIR)$(PREFIX)/share/man/man1" \
+		"$(DESTDIR)$(PREFIX)/share/bash-completion/completions" \
+		"$(DESTDIR)$(PREFIX)/share/zsh/site-functions" \
+		"$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d"
+	@set -e; for t in $(TOOLS); do \
+		install -m 755 "target/release/$$t" "$(DESTDIR)$(PREFIX)/bin/$$t"; \
+		"target/release/$$t" --generate man > "$(DESTDIR)$(PREFIX)/share/man/man1/$$t.1"; \
+		"target/release/$$t" --generate complete-bash > "$(DESTDIR)$(PREFIX)/share/bash-completion/completions/$$t"; \
+		"target/release/$$t" --generate complete-zsh > "$(DESTDIR)$(PREFIX)/share/zsh/site-functions/_$$t"; \
+		"target/release/$$t" --generate complete-fish > "$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/$$t.fish"; \
+	done
+	@echo "installed $(TOOLS) with man pages and completions under $(DESTDIR)$(PREFIX)"
+
 ## demo: the whole pipeline on the embedded synthetic dataset
 demo: build
 	@bash scripts/demo.sh
 
-## test: unit and integration tests (the ../shared tier runs when present)
+## test: unit and integration tests (the ../shared tier runs when present, else it is
+## reported as ignored)
 test: build
 	cargo test --release --workspace
+
+## test-quick: unit tests, data preparation and the command-line contract (a few minutes)
+test-quick: build
+	cargo test --release --workspace --lib --bins
+	cargo test --release --test integration -- voc_prep:: cli::
 
 ## bench: speed and peak memory against the Python peers, one run on this machine
 ## (real photos from ../shared when present, synthetic ones otherwise; DEVICE=cuda for a GPU)

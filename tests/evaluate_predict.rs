@@ -1,9 +1,7 @@
 //! Integration tests of `evaluate` and `predict` on the synthetic dataset.
 
-mod util;
-
+use crate::util::*;
 use std::path::{Path, PathBuf};
-use util::*;
 
 struct Fixture {
     _dir: tempfile::TempDir,

@@ -1,10 +1,8 @@
 //! Parity with Python torchvision: a randomly initialised model saved from torchvision gives
 //! the same eval-mode outputs in Rust (max abs diff < 1e-4), and its keys load exactly.
 
-mod util;
-
+use crate::util::*;
 use std::process::Command;
-use util::*;
 use vocml_core::model::weights::load_into;
 use vocml_core::model::BackboneKind;
 

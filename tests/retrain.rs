@@ -1,10 +1,8 @@
 //! Integration tests of `retrain`: corrections learned, replay against forgetting, the
 //! feedback store, and safe promotion.
 
-mod util;
-
+use crate::util::*;
 use std::path::{Path, PathBuf};
-use util::*;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -12,6 +10,18 @@ struct Fixture {
     data: PathBuf,
     runs: PathBuf,
     parent: PathBuf,
+}
+
+/// Names of the finished runs in `runs` (not hidden, not `best`), sorted.
+fn finished_runs(runs: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(runs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.') && n != "best" && n != "feedback")
+        .collect();
+    names.sort();
+    names
 }
 
 /// A synthetic dataset and a parent run pointed to by runs/best.
@@ -182,18 +192,37 @@ fn killed_retrain_and_concurrent_predict_are_safe() {
     let csv = f.root.join("c.csv");
     std::fs::write(&csv, format!("path,labels\n{},dog\n", img.display())).unwrap();
 
-    // SIGKILL once the new run is being staged: runs/best must still be the parent.
-    let child = bin("retrain")
-        .args(["-q", "--force", "--epochs", "2000", "--runs-dir", f.runs.to_str().unwrap(), "--corrections", csv.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-    let _ = child.wait_with_output();
+    // SIGKILL while the new run is being staged (its hidden directory exists): runs/best must
+    // still point at the run it pointed at, and no half-written run may be visible.
     let best = f.runs.join("best");
-    assert_eq!(std::fs::read_link(&best).unwrap(), PathBuf::from(f.parent.file_name().unwrap()));
+    let mut killed_while_staging = false;
+    for _ in 0..10 {
+        let before = std::fs::read_link(&best).unwrap();
+        let finished_before = finished_runs(&f.runs);
+        let mut child = bin("retrain")
+            .args(["-q", "--force", "--epochs", "1", "--replicate", "2", "--runs-dir", f.runs.to_str().unwrap(), "--corrections"])
+            .arg(&csv)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let staging = wait_for(std::time::Duration::from_secs(60), || {
+            let staged = std::fs::read_dir(&f.runs).unwrap().flatten().any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with('.') && n.contains("_retrain.tmp-")
+            });
+            (staged || child.try_wait().unwrap().is_some()).then_some(staged)
+        });
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let status = child.wait().unwrap();
+        if staging == Some(true) && status.code().is_none() {
+            killed_while_staging = true;
+            assert_eq!(std::fs::read_link(&best).unwrap(), before, "runs/best moved by a killed retrain");
+            assert_eq!(finished_runs(&f.runs), finished_before, "a killed retrain left a visible run");
+            break;
+        }
+    }
+    assert!(killed_while_staging, "never caught a retrain while it staged its run");
     let o = run(bin("predict").args(["-q", "--run", best.to_str().unwrap()]).arg(&img));
     assert!(o.status.success());
 

@@ -1,12 +1,12 @@
-//! Opt-in tier on the real data in ../shared (skipped, with a message, when absent).
+//! Opt-in tier on the real data in ../shared: compiled as ignored tests when it is absent,
+//! so the runner reports them as ignored rather than passed.
 
-mod util;
-
-use util::*;
+use crate::util::*;
 
 #[test]
+#[cfg_attr(not(vocml_shared_data), ignore = "needs ../shared (real VOC photos); absent here")]
 fn voc2007_train_imagesets_counts_match_the_official_lists() {
-    let Some(shared) = shared_dir() else { return };
+    let shared = shared_dir();
     let voc = shared.join("data/voc2007-train/VOCdevkit/VOC2007");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("pd");
@@ -38,7 +38,7 @@ fn voc2007_train_imagesets_counts_match_the_official_lists() {
 fn imagenet_top1(kind: vocml_core::model::BackboneKind, weights: &std::path::Path) -> Vec<(String, i64)> {
     use vocml_core::io::image::{decode_file, ResizeMode, SquareResizer};
     use vocml_core::tensor::{normalize, to_unit_nchw};
-    let shared = shared_dir().unwrap();
+    let shared = shared_dir();
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let net = kind.build(&vs.root(), true);
     let tensors = vocml_core::model::weights::read_checkpoint(weights).unwrap();
@@ -58,8 +58,9 @@ fn imagenet_top1(kind: vocml_core::model::BackboneKind, weights: &std::path::Pat
 }
 
 #[test]
+#[cfg_attr(not(vocml_shared_data), ignore = "needs ../shared (real VOC photos); absent here")]
 fn imagenet_samples_top1_with_real_checkpoints() {
-    let Some(shared) = shared_dir() else { return };
+    let shared = shared_dir();
     let expected = [341, 404, 258];
     let lite0 = repo_root().join(".venv/vocml-weights/efficientnet_lite0.safetensors");
     let mnv2 = shared.join("weights/mobilenet_v2_qnnpack_dequant.safetensors");

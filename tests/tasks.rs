@@ -2,10 +2,8 @@
 //! shapes dataset (3 colours x 3 shapes): import (class folders, folder names, CSV), train
 //! from scratch, evaluate (accuracy, loss, confusion matrices), predict and retrain.
 
-mod util;
-
+use crate::util::*;
 use std::path::{Path, PathBuf};
-use util::*;
 
 /// Writes the shapes dataset (270 images, 30 per colour/shape) into `dir/shapes`.
 fn shapes(dir: &Path) -> PathBuf {

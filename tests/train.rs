@@ -1,9 +1,7 @@
 //! Integration tests of the real `train` binary on the synthetic dataset.
 
-mod util;
-
+use crate::util::*;
 use std::path::Path;
-use util::*;
 
 fn train(data: &Path, runs: &Path, extra: &[&str]) -> std::process::Output {
     run(bin("train").arg("--data").arg(data).arg("--runs-dir").arg(runs).args(["-q", "--threads", "2"]).args(extra))
@@ -52,8 +50,8 @@ fn early_stopping_stops_after_patience() {
     let dir = tempfile::tempdir().unwrap();
     let data = prepared(dir.path(), 60, 64);
     let runs = dir.path().join("runs");
-    // lr 0: the validation F1 never improves after epoch 1, so patience 2 stops at epoch 3.
-    let o = train(&data, &runs, &["--epochs", "10", "--lr", "0", "--patience", "2"]);
+    // lr 1e-12: the validation F1 never improves after epoch 1, so patience 2 stops at epoch 3.
+    let o = train(&data, &runs, &["--epochs", "10", "--lr", "1e-12", "--patience", "2"]);
     assert!(o.status.success());
     let run = only_run(&runs);
     assert_eq!(history_rows(&run).len(), 3);
@@ -102,7 +100,8 @@ fn bad_inputs_fail_cleanly_without_a_run() {
     let o = train(&data, &runs, &["--model", "mobilenet_v2"]);
     assert!(stderr(&o).contains("needs --weights"), "{}", stderr(&o));
     let o = train(&data, &runs, &["--model", "resnet9000"]);
-    assert!(stderr(&o).contains("unknown model"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("invalid value 'resnet9000' for '--model"), "{}", stderr(&o));
     // Images too small for the backbones' strides (libtorch would fail mid-network).
     let tiny_dir = tempfile::tempdir().unwrap();
     let tiny = prepared(tiny_dir.path(), 20, 16);
@@ -272,6 +271,6 @@ fn plateau_scheduler_cuts_the_rate_when_validation_loss_stalls() {
     }
     assert!(cuts > 0, "lr 0.05 on 60 images should stall at least once: {rows:?}");
     let o = train(&data, &dir.path().join("bad"), &["--scheduler", "cosine"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("expected constant or plateau"), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("[possible values: constant, plateau]"), "{}", stderr(&o));
 }

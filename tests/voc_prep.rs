@@ -1,10 +1,8 @@
 //! Integration tests of the real `voc-prep` binary on generated data.
 
-mod util;
-
+use crate::util::*;
 use serde_json::Value;
 use std::path::Path;
-use util::*;
 use vocml_core::io::npy::{DType, NpyArray};
 
 fn prep(voc: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
@@ -254,7 +252,7 @@ fn usage_errors_are_clear() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no such directory"));
     let o = prep(&v.root, &dir.path().join("o"), &["--split", "0.5,0.5"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2));
     let o = run(bin("voc-prep").arg("--no-such-flag"));
     assert_eq!(o.status.code(), Some(2));
     let o = run(bin("voc-prep").arg("--help"));

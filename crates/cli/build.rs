@@ -7,6 +7,7 @@
 use std::path::Path;
 
 fn main() {
+    shared_data_cfg();
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         return;
@@ -27,6 +28,21 @@ fn main() {
     for bin in TORCH_BINS {
         println!("cargo:rustc-link-arg-bin={bin}=-Wl,--no-as-needed");
         println!("cargo:rustc-link-arg-bin={bin}=-ltorch");
+    }
+}
+
+/// Sets `cfg(vocml_shared_data)` when `../shared/data` (the real-data test tier) exists beside
+/// the workspace; the tests that need it are compiled as ignored otherwise.
+fn shared_data_cfg() {
+    println!("cargo:rustc-check-cfg=cfg(vocml_shared_data)");
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+    let Some(root) = Path::new(&manifest_dir).ancestors().find(|p| p.join("Cargo.lock").exists()) else { return };
+    if let Some(parent) = root.parent() {
+        // The parent directory changes when ../shared appears or goes.
+        println!("cargo:rerun-if-changed={}", parent.display());
+        if parent.join("shared/data").is_dir() {
+            println!("cargo:rustc-cfg=vocml_shared_data");
+        }
     }
 }
 

@@ -16,15 +16,13 @@ pub fn python() -> PathBuf {
     p
 }
 
-/// `../shared` beside the checkout, if present (the opt-in real-data tier).
-pub fn shared_dir() -> Option<PathBuf> {
+/// `../shared` beside the checkout: the opt-in real-data tier. Tests that use it carry
+/// `#[cfg_attr(not(vocml_shared_data), ignore = ...)]` (the build script sets the cfg when it
+/// exists), so they only run where it does.
+pub fn shared_dir() -> PathBuf {
     let p = repo_root().join("../shared");
-    if p.join("data").is_dir() {
-        Some(p)
-    } else {
-        eprintln!("skipping: ../shared not found (real-data tier is opt-in)");
-        None
-    }
+    assert!(p.join("data").is_dir(), "{} missing: this test needs the real-data tier", p.display());
+    p
 }
 
 /// A command for one of the project's binaries.
@@ -158,4 +156,16 @@ pub fn quick_run(data: &Path, runs: &Path, extra: &[&str]) -> PathBuf {
         .args(extra));
     assert!(o.status.success());
     std::fs::read_dir(runs).unwrap().map(|e| e.unwrap().path()).find(|p| !before.contains(p) && p.is_dir()).unwrap()
+}
+
+/// Polls `probe` every millisecond until it gives a value or `limit` passes (then `None`).
+pub fn wait_for<T>(limit: std::time::Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    None
 }

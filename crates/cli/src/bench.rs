@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Parser;
 use std::process::ExitCode;
-use vocml::{run_main, ComputeArgs};
+use vocml::ComputeArgs;
 use vocml_core::bench::{train_epoch, EpochCase};
 use vocml_core::model::BackboneKind;
 use vocml_core::train::step::SpeedOptions;
@@ -20,11 +20,18 @@ use vocml_core::train::step::SpeedOptions;
 /// Example:
 ///   vocml-bench --model mobilenet_v2,resnet50 --mode frozen,fine-tune --batch-size 16,64 --images 512 --device cuda --channels-last
 #[derive(Parser, Debug)]
-#[command(name = "vocml-bench", version, about, long_about, verbatim_doc_comment)]
+#[command(name = "vocml-bench", version, long_about, verbatim_doc_comment)]
 struct Cli {
     /// Backbones (comma-separated list: every combination of the lists is run).
-    #[arg(long, default_value = "efficientnet_lite0", value_name = "A,B,..", value_delimiter = ',')]
-    model: Vec<String>,
+    #[arg(
+        long,
+        value_enum,
+        default_value = "efficientnet_lite0",
+        value_name = "A,B,..",
+        value_delimiter = ',',
+        hide_possible_values = true
+    )]
+    model: Vec<BackboneKind>,
     #[arg(long, value_enum, default_value = "frozen", value_delimiter = ',')]
     mode: Vec<Mode>,
     #[arg(long, default_value = "16", value_name = "N,..", value_delimiter = ',')]
@@ -54,14 +61,12 @@ enum Mode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    run_main("vocml-bench", || run(cli))
+    vocml::tool_main("vocml-bench", run)
 }
 
 fn run(cli: Cli) -> Result<()> {
     let device = cli.compute.resolve()?;
-    let models = cli.model.iter().map(|m| BackboneKind::parse(m)).collect::<Result<Vec<_>>>()?;
-    for &model in &models {
+    for &model in &cli.model {
         for &mode in &cli.mode {
             for &batch_size in &cli.batch_size {
                 let case = EpochCase {

@@ -1,15 +1,14 @@
 //! `evaluate`: multi-label metrics of one or more runs on a prepared split, per-class
 //! thresholds tuned on validation, a comparison table, and `runs/best`.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::{run_main, ComputeArgs, TtaArgs};
-use vocml_core::eval::evaluate::{comparison_tables, evaluate_run, metric_value, Evaluation, RANK_METRICS};
+use vocml::{ComputeArgs, TtaArgs};
+use vocml_core::eval::evaluate::{best_index, evaluate_run, write_comparison, Evaluation, RankMetric};
 use vocml_core::run::predictor::create_ensemble;
-use vocml_core::run::{list_runs, point_best, write_atomic};
-use vocml_core::task::TaskKind;
+use vocml_core::run::{list_runs, point_best};
 
 /// Evaluate trained runs on a prepared split and compare them.
 ///
@@ -33,7 +32,7 @@ use vocml_core::task::TaskKind;
 ///   evaluate --data processed_data --runs runs --metric mAP
 ///   evaluate --data processed_data --run runs/A --run runs/B --run runs/C --ensemble --tta
 #[derive(Parser, Debug)]
-#[command(name = "evaluate", version, about, long_about, verbatim_doc_comment, args_override_self = true)]
+#[command(name = "evaluate", version, long_about, verbatim_doc_comment, args_override_self = true)]
 struct Cli {
     /// voc-prep output directory.
     #[arg(long, value_name = "DIR", default_value = "processed_data")]
@@ -50,8 +49,8 @@ struct Cli {
     /// Metric that picks the best run: macro_f1, micro_f1, mAP, accuracy (exact match),
     /// subset_accuracy (the same), label_accuracy; auto: accuracy when every run is
     /// multiclass or multihead, else macro_f1.
-    #[arg(long, default_value = "auto", value_name = "NAME")]
-    metric: String,
+    #[arg(long, value_enum, default_value_t = RankMetric::Auto, value_name = "NAME")]
+    metric: RankMetric,
     /// Point runs/best at the best run even when a single run is evaluated.
     #[arg(long)]
     select: bool,
@@ -83,8 +82,7 @@ enum SplitArg {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    run_main("evaluate", || run(cli))
+    vocml::tool_main("evaluate", run)
 }
 
 /// Per-class metrics, then accuracy and the confusion matrix of every head.
@@ -146,9 +144,6 @@ fn print_table(e: &Evaluation) {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    if cli.metric != "auto" && !RANK_METRICS.contains(&cli.metric.as_str()) {
-        bail!("--metric {:?}: expected auto or one of {}", cli.metric, RANK_METRICS.join(", "));
-    }
     let device = cli.compute.resolve()?;
     let batch_size = cli.batch_size.map_or_else(|| vocml_core::device::inference_batch(device), |b| b as usize);
     let mut runs = cli.runs_list.clone();
@@ -193,22 +188,11 @@ fn run(cli: Cli) -> Result<()> {
     if evals.is_empty() {
         bail!("no run could be evaluated on {}", cli.data.display());
     }
-    let metric = match cli.metric.as_str() {
-        "auto" if evals.iter().all(|e| e.task != TaskKind::Multilabel) => "accuracy",
-        "auto" => "macro_f1",
-        m => m,
-    };
-    let mut best = 0;
-    for (i, e) in evals.iter().enumerate() {
-        if metric_value(e, metric)? > metric_value(&evals[best], metric)? {
-            best = i;
-        }
-    }
+    let metric = cli.metric.resolve(&evals);
+    let best = best_index(&evals, metric).context("no evaluations")?;
     if many {
-        let (csv, md) = comparison_tables(&evals);
         let out_dir = cli.runs_dir.clone().unwrap_or_else(|| runs[0].parent().map(PathBuf::from).unwrap_or_default());
-        write_atomic(&out_dir, "comparison.csv", csv.as_bytes())?;
-        write_atomic(&out_dir, "comparison.md", md.as_bytes())?;
+        let md = write_comparison(&out_dir, &evals)?;
         print!("{md}");
         println!("(also in {}/comparison.csv and comparison.md)", out_dir.display());
     }
@@ -216,9 +200,9 @@ fn run(cli: Cli) -> Result<()> {
     if (many || cli.runs_dir.is_some() || cli.select) && !cli.no_select {
         let parent = e.run.parent().map(PathBuf::from).unwrap_or_default();
         let link = point_best(&parent, &e.run)?;
-        println!("evaluate: best by {} = {:.4}: {} ({} -> {})", metric, metric_value(e, metric)?, e.model, link.display(), e.run.display());
+        println!("evaluate: best by {} = {:.4}: {} ({} -> {})", metric.name(), metric.value(e), e.model, link.display(), e.run.display());
     } else {
-        println!("evaluate: {} {} = {:.4}, mAP {:.4}", e.model, metric, metric_value(e, metric)?, e.map);
+        println!("evaluate: {} {} = {:.4}, mAP {:.4}", e.model, metric.name(), metric.value(e), e.map);
     }
     Ok(())
 }

@@ -36,6 +36,46 @@ pub fn run_main(tool: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCo
     }
 }
 
+/// The whole `main` of a tool: the panic hook, `--generate`, flags from the process's
+/// arguments, then `body` with its result mapped to an exit status by [`run_main`].
+pub fn tool_main<C: clap::Parser>(tool: &'static str, body: impl FnOnce(C) -> anyhow::Result<()>) -> ExitCode {
+    tool_main_with_args(tool, Ok(std::env::args_os().collect()), body)
+}
+
+/// [`tool_main`] with the arguments given (e.g. expanded from a recipe file); an error in
+/// producing them is reported like the tool's own.
+pub fn tool_main_with_args<C: clap::Parser>(
+    tool: &'static str,
+    args: anyhow::Result<Vec<std::ffi::OsString>>,
+    body: impl FnOnce(C) -> anyhow::Result<()>,
+) -> ExitCode {
+    install_panic_hook(tool);
+    if let Some(code) = generate_if_asked(C::command) {
+        return code;
+    }
+    let args = match args {
+        Ok(a) => a,
+        Err(e) => return run_main(tool, || Err(e)),
+    };
+    let cli = C::parse_from(args);
+    run_main(tool, || body(cli))
+}
+
+/// A panic (a bug) prints one line naming it instead of a backtrace dump; the process then
+/// exits with Rust's panic status, 101.
+fn install_panic_hook(tool: &'static str) {
+    std::panic::set_hook(Box::new(move |info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("{tool}: internal error: {}{at}; please report it with the command line", what.replace('\n', " "));
+    }));
+}
+
 /// A closed stdout (e.g. `predict dir | head`) ends the program quietly, like ripgrep.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
@@ -69,6 +109,52 @@ pub fn progress_bar(what: &str, quiet: bool) -> ProgressBar {
     );
     pb.set_prefix(what.to_string());
     pb
+}
+
+/// What `--generate` can print, from the same definitions as the flags (like ripgrep's).
+const GENERATE_KINDS: [&str; 4] = ["complete-bash", "complete-zsh", "complete-fish", "man"];
+
+/// Handles `<tool> --generate KIND` (KIND: complete-bash, complete-zsh, complete-fish or man):
+/// prints the shell completion script or the roff man page of `command` and returns the exit
+/// status; `None` when the first argument is not `--generate`. Checked before the other flags,
+/// so it works without a tool's required ones.
+pub fn generate_if_asked(command: impl FnOnce() -> clap::Command) -> Option<ExitCode> {
+    let args: Vec<String> = std::env::args().skip(1).take(2).collect();
+    if args.first().map(String::as_str) != Some("--generate") {
+        return None;
+    }
+    let mut cmd = command();
+    let name = cmd.get_name().to_string();
+    let mut out = std::io::stdout();
+    let shell = match args.get(1).map(String::as_str) {
+        Some("complete-bash") => clap_complete::Shell::Bash,
+        Some("complete-zsh") => clap_complete::Shell::Zsh,
+        Some("complete-fish") => clap_complete::Shell::Fish,
+        Some("man") => {
+            return Some(match clap_mangen::Man::new(cmd).render(&mut out) {
+                Ok(()) => ExitCode::from(exit::OK),
+                Err(e) => {
+                    eprintln!("{name}: error: {e}");
+                    ExitCode::from(exit::FAILURE)
+                }
+            });
+        }
+        other => {
+            eprintln!("{name}: error: --generate {}: expected one of {}", other.unwrap_or("(nothing)"), GENERATE_KINDS.join(", "));
+            return Some(ExitCode::from(exit::USAGE));
+        }
+    };
+    clap_complete::generate(shell, &mut cmd, name, &mut out);
+    Some(ExitCode::from(exit::OK))
+}
+
+/// Command-line value parser of a probability in [0, 1] (`--threshold`).
+pub fn probability(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        Ok(p) => Err(format!("{p} is not a probability (expected a number from 0 to 1)")),
+        Err(_) => Err(format!("{s:?} is not a number (expected a probability from 0 to 1)")),
+    }
 }
 
 /// The `--device` flag shared by the binaries that run models.

@@ -5,7 +5,7 @@ use clap::{Parser, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::{interrupt_flag, progress_bar, run_main, ComputeArgs, TtaArgs};
+use vocml::{interrupt_flag, progress_bar, ComputeArgs, TtaArgs};
 use vocml_core::io::staging::StagingFile;
 use vocml_core::io::walk::collect_inputs;
 use vocml_core::predict::{score_files, Format, RowWriter, Shard};
@@ -30,7 +30,7 @@ use vocml_core::run::predictor::Predictor;
 ///   predict --run runs/A --run runs/B --tta photos/          # average two runs and mirrors
 ///   predict --shard $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT --output part.csv /data
 #[derive(Parser, Debug)]
-#[command(name = "predict", version, about, long_about, verbatim_doc_comment, args_override_self = true)]
+#[command(name = "predict", version, long_about, verbatim_doc_comment, args_override_self = true)]
 struct Cli {
     /// Image files and folders.
     #[arg(required = true, value_name = "PATH")]
@@ -45,7 +45,7 @@ struct Cli {
     #[arg(long, value_enum, default_value_t = FormatArg::Csv)]
     format: FormatArg,
     /// One threshold for every class instead of the run's tuned thresholds.
-    #[arg(long, value_name = "T")]
+    #[arg(long, value_name = "P", allow_hyphen_values = true, value_parser = vocml::probability)]
     threshold: Option<f32>,
     /// Also output the K most probable classes.
     #[arg(long, default_value_t = 0, value_name = "K")]
@@ -55,8 +55,8 @@ struct Cli {
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Score only shard K of N (a stable hash of each path), for splitting huge folders.
-    #[arg(long, value_name = "K/N")]
-    shard: Option<String>,
+    #[arg(long, value_name = "K/N", value_parser = |s: &str| Shard::parse(s).map_err(|e| e.to_string()))]
+    shard: Option<Shard>,
     /// Exit with status 1 if any input could not be scored.
     #[arg(long)]
     strict: bool,
@@ -78,20 +78,14 @@ enum FormatArg {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    run_main("predict", || run(cli))
+    vocml::tool_main("predict", run)
 }
 
 fn run(cli: Cli) -> Result<()> {
     let device = cli.compute.resolve()?;
     let batch_size = cli.batch_size.map_or_else(|| vocml_core::device::inference_batch(device), |b| b as usize);
-    if let Some(t) = cli.threshold {
-        if !(0.0..=1.0).contains(&t) {
-            bail!("--threshold {t}: expected a probability between 0 and 1");
-        }
-    }
-    let shard = cli.shard.as_deref().map(Shard::parse).transpose()?;
-    if let Some(r) = cli.run.iter().find(|r| !r.join("config.json").is_file()) {
+    let shard = cli.shard;
+    if let Some(r) = cli.run.iter().find(|r| !r.join(vocml_core::run::CONFIG_FILE).is_file()) {
         bail!("{} is not a trained run; train one and select it with `evaluate --runs runs`, or pass --run DIR", r.display());
     }
     let model = match cli.run.as_slice() {

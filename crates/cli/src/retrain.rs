@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::{interrupt_flag, progress_bar, run_main, ComputeArgs};
+use vocml::{interrupt_flag, progress_bar, ComputeArgs};
 use vocml_core::retrain::{default_feedback_dir, retrain, RetrainConfig};
 
 /// Retrain a model from user corrections, as a new versioned run.
@@ -26,7 +26,7 @@ use vocml_core::retrain::{default_feedback_dir, retrain, RetrainConfig};
 ///   retrain --corrections corrections.csv
 ///   retrain --from runs/20261123-101500_efficientnet_lite0 --corrections fixes.csv --force
 #[derive(Parser, Debug)]
-#[command(name = "retrain", version, about, long_about, verbatim_doc_comment, args_override_self = true)]
+#[command(name = "retrain", version, long_about, verbatim_doc_comment, args_override_self = true)]
 struct Cli {
     /// Run to start from (default: <runs-dir>/best).
     #[arg(long, value_name = "DIR")]
@@ -75,15 +75,14 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    run_main("retrain", || run(cli))
+    vocml::tool_main("retrain", run)
 }
 
 fn run(cli: Cli) -> Result<()> {
     let device = cli.compute.resolve()?;
     let cfg = RetrainConfig {
         feedback_dir: cli.feedback_dir.clone().unwrap_or_else(|| default_feedback_dir(&cli.runs_dir)),
-        from: cli.from.unwrap_or_else(|| cli.runs_dir.join("best")),
+        from: cli.from.unwrap_or_else(|| cli.runs_dir.join(vocml_core::run::BEST_LINK)),
         corrections: cli.corrections,
         data: cli.data,
         epochs: cli.epochs,

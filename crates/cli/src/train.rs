@@ -6,7 +6,7 @@ use clap::{CommandFactory, Parser};
 use indicatif::ProgressBar;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::{args_with_config, interrupt_flag, progress_bar, run_main, ComputeArgs};
+use vocml::{args_with_config, interrupt_flag, progress_bar, ComputeArgs};
 use vocml_core::model::BackboneKind;
 use vocml_core::train::augment::AugmentConfig;
 use vocml_core::train::history::{EpochRecord, TrainObserver};
@@ -39,7 +39,7 @@ use vocml_core::train::{train, TrainConfig, TrainOutcome};
 ///   train --data processed_data --model mobilenet_v2 --weights mnv2.safetensors --fine-tune-blocks 3
 ///   train --data processed_shapes --models small_cnn,alexnet_like --epochs 30 --scheduler plateau
 #[derive(Parser, Debug)]
-#[command(name = "train", version, about, long_about, verbatim_doc_comment, args_override_self = true)]
+#[command(name = "train", version, long_about, verbatim_doc_comment, args_override_self = true)]
 struct Cli {
     /// Recipe file (TOML; keys are long flag names); command-line flags override it.
     #[arg(long, value_name = "FILE")]
@@ -50,11 +50,11 @@ struct Cli {
     /// Model: efficientnet_lite0 (embedded ImageNet weights); mobilenet_v2, efficientnet_b0,
     /// resnet50, resnet18, vgg16, googlenet or vit_b_16 (torchvision layouts; pass
     /// --weights); small_cnn, alexnet_like or smaller_vggnet (from scratch, no weights).
-    #[arg(long, value_name = "NAME", default_value = "efficientnet_lite0", conflicts_with = "models")]
-    model: String,
+    #[arg(long, value_enum, value_name = "NAME", default_value_t = BackboneKind::EfficientnetLite0, conflicts_with = "models", hide_possible_values = true)]
+    model: BackboneKind,
     /// Several backbones, trained one after another, with a comparison table.
-    #[arg(long, value_name = "A,B,..")]
-    models: Option<String>,
+    #[arg(long, value_enum, value_name = "A,B,..", value_delimiter = ',', num_args = 1.., hide_possible_values = true)]
+    models: Option<Vec<BackboneKind>>,
     /// Backbone checkpoint (.safetensors, or a .pth libtorch can read); default for
     /// efficientnet_lite0: the one installed by `make setup`.
     #[arg(long, value_name = "FILE")]
@@ -85,8 +85,8 @@ struct Cli {
     /// Learning-rate schedule of each phase: constant, or plateau (multiply the rate by
     /// --plateau-factor after --plateau-patience epochs without a lower validation loss,
     /// down to 1/1000 of the phase's rate), like Keras' ReduceLROnPlateau.
-    #[arg(long, default_value = "constant", value_name = "NAME")]
-    scheduler: String,
+    #[arg(long, value_enum, default_value_t = Scheduler::Constant, value_name = "NAME")]
+    scheduler: Scheduler,
     #[arg(long, default_value_t = 0.2, value_name = "F")]
     plateau_factor: f64,
     #[arg(long, default_value_t = 2, value_name = "N")]
@@ -167,21 +167,12 @@ impl TrainObserver for Observer {
 }
 
 fn main() -> ExitCode {
-    let args = match args_with_config(&Cli::command(), std::env::args_os().collect()) {
-        Ok(a) => a,
-        Err(e) => return run_main("train", || Err(e)),
-    };
-    let cli = Cli::parse_from(args);
-    run_main("train", || run(cli))
+    vocml::tool_main_with_args("train", args_with_config(&Cli::command(), std::env::args_os().collect()), run)
 }
 
 fn run(cli: Cli) -> Result<()> {
     let device = cli.compute.resolve()?;
-    let names: Vec<String> = match &cli.models {
-        Some(list) => list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
-        None => vec![cli.model.clone()],
-    };
-    let kinds = names.iter().map(|n| BackboneKind::parse(n)).collect::<Result<Vec<_>>>()?;
+    let kinds = cli.models.clone().unwrap_or_else(|| vec![cli.model]);
     if !cli.quiet {
         eprintln!("train: device {}", if device == tch::Device::Cpu { "cpu".to_string() } else { format!("{device:?}") });
     }
@@ -209,7 +200,7 @@ fn run(cli: Cli) -> Result<()> {
             cache_features: !cli.no_cache,
             aug_views: cli.aug_views,
             pos_weight: cli.pos_weight,
-            scheduler: Scheduler::parse(&cli.scheduler)?,
+            scheduler: cli.scheduler,
             plateau_factor: cli.plateau_factor,
             plateau_patience: cli.plateau_patience,
             tta: cli.tta,

@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::{interrupt_flag, progress_bar, run_main};
+use vocml::{interrupt_flag, progress_bar};
 use vocml_core::dataset::classes::parse_class_list;
 use vocml_core::dataset::import::{import_csv, import_folders};
 use vocml_core::dataset::manifest::{Manifest, SPLITS};
@@ -36,7 +36,7 @@ use vocml_core::task::TaskKind;
 ///   voc-prep folders --root data/shapes/images --size 64 --out processed_shapes
 ///   voc-prep csv --file data/shapes/labels.csv --task multihead --size 64 --out processed_heads
 #[derive(Parser, Debug)]
-#[command(name = "voc-prep", version, about, long_about, verbatim_doc_comment, args_override_self = true)]
+#[command(name = "voc-prep", version, long_about, verbatim_doc_comment, args_override_self = true)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct Cli {
     #[command(subcommand)]
@@ -91,8 +91,8 @@ struct OutputArgs {
     #[arg(long, value_enum, default_value_t = ResizeArg::Stretch)]
     resize: ResizeArg,
     /// Train,val,test fractions; `0,0,1` puts everything in test.
-    #[arg(long, default_value = "0.7,0.15,0.15", value_name = "T,V,T")]
-    split: String,
+    #[arg(long, default_value = "0.7,0.15,0.15", value_name = "T,V,T", value_parser = |s: &str| SplitFractions::parse(s).map_err(|e| e.to_string()))]
+    split: SplitFractions,
     /// Seed of the split (same seed and inputs, same split).
     #[arg(long, default_value_t = 42, value_name = "S")]
     seed: u64,
@@ -117,7 +117,7 @@ impl OutputArgs {
                 ResizeArg::Letterbox => ResizeMode::Letterbox,
                 ResizeArg::CenterCrop => ResizeMode::CenterCrop,
             },
-            split: SplitFractions::parse(&self.split)?,
+            split: self.split,
             seed: self.seed,
             dtype: match self.dtype {
                 DTypeArg::U8 => DType::U8,
@@ -283,8 +283,7 @@ impl PrepArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    run_main("voc-prep", || match cli.command {
+    vocml::tool_main("voc-prep", |cli: Cli| match cli.command {
         Some(Command::Synth(args)) => run_synth(args),
         Some(Command::Folders(args)) => {
             run_import(&args.output, |spec, pb, cancel| import_folders(&args.root, args.task.kind(), &args.separator, spec, pb, cancel))

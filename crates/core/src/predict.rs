@@ -3,7 +3,7 @@
 //! CSV / JSON-lines rows written as they come.
 
 use crate::io::csv_line;
-use crate::io::image::{decode_file, SquareResizer};
+use crate::io::image::SquareResizer;
 use crate::run::predictor::Predictor;
 use crate::task::{Task, TaskKind};
 use crate::tensor::host_values;
@@ -69,20 +69,7 @@ pub fn score_files(
                 if cancel.load(Ordering::SeqCst) {
                     break;
                 }
-                let decoded: Vec<_> = chunk
-                    .par_iter()
-                    .map_init(
-                        || SquareResizer::new(size, mode),
-                        |r, p| {
-                            let px = decode_file(p).map_err(|e| e.to_string()).and_then(|img| {
-                                let mut buf = vec![0u8; r.output_len()];
-                                r.resize_into(&img, &mut buf)?;
-                                Ok(buf)
-                            });
-                            (p.clone(), px)
-                        },
-                    )
-                    .collect();
+                let decoded: Vec<_> = chunk.par_iter().map_init(|| SquareResizer::new(size, mode), |r, p| (p.clone(), r.load(p))).collect();
                 if tx.send(decoded).is_err() {
                     break;
                 }

@@ -6,7 +6,7 @@ use crate::dataset::split::{stratified_split, SplitFractions};
 use crate::dataset::voc::annotation::read_annotation;
 use crate::dataset::voc::imagesets::{read_class_labels, read_id_list};
 use crate::dataset::voc::VocLayout;
-use crate::io::image::{decode_file, ResizeMode, SquareResizer};
+use crate::io::image::{ResizeMode, SquareResizer};
 use crate::io::npy::{self, DType, NpyWriter};
 use crate::io::staging::StagingDir;
 use crate::task::Task;
@@ -327,17 +327,7 @@ fn write_split(
             }
             let decoded: Decoded = chunk
                 .par_iter()
-                .map_init(
-                    || SquareResizer::new(cfg.size, cfg.resize),
-                    |resizer, cand| {
-                        let result = decode_file(&cand.path).map_err(|e| e.to_string()).and_then(|img| {
-                            let mut buf = vec![0u8; resizer.output_len()];
-                            resizer.resize_into(&img, &mut buf)?;
-                            Ok(buf)
-                        });
-                        (*cand, result)
-                    },
-                )
+                .map_init(|| SquareResizer::new(cfg.size, cfg.resize), |resizer, cand| (*cand, resizer.load(&cand.path)))
                 .collect();
             if tx.send(decoded).is_err() {
                 break;

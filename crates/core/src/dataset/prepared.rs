@@ -1,5 +1,5 @@
-//! Prepared data on disk -> tensors: `X_<split>.npy` read batch by batch, labels,
-//! and the conversion of HWC pixels to normalised NCHW model input.
+//! Prepared data read back: `X_<split>.npy` batch by batch as `[B, H, W, 3]` uint8 tensors
+//! (positioned reads, nothing mapped), and the labels.
 
 use crate::dataset::manifest::Manifest;
 use crate::io::npy::{DType, NpyArray};

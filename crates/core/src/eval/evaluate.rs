@@ -9,7 +9,7 @@ use crate::eval::metrics::{compute, confusion_matrix, mean_ap, per_class_ap, tun
 use crate::run::check_data_compatible;
 use crate::run::predictor::Predictor;
 use crate::run::thresholds::Thresholds;
-use crate::run::{write_atomic, CONFUSION_FILE, EVALUATION_FILE, PR_CURVES_FILE, THRESHOLDS_FILE};
+use crate::run::{write_atomic, COMPARISON_CSV, COMPARISON_MD, CONFUSION_FILE, EVALUATION_FILE, PR_CURVES_FILE, THRESHOLDS_FILE};
 use crate::task::TaskKind;
 use crate::tensor::host_values;
 use anyhow::{bail, Result};
@@ -282,20 +282,72 @@ fn write_plots(e: &Evaluation, probs: &[f32], labels: &[f32], run_dir: &Path) ->
 }
 
 /// Metrics a comparison can rank runs by.
-pub const RANK_METRICS: [&str; 6] = ["macro_f1", "micro_f1", "mAP", "accuracy", "subset_accuracy", "label_accuracy"];
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum), value(rename_all = "snake_case"))]
+pub enum RankMetric {
+    /// Accuracy when every run is multiclass or multihead, else macro-F1.
+    Auto,
+    MacroF1,
+    MicroF1,
+    #[cfg_attr(feature = "clap", value(name = "mAP"))]
+    Map,
+    /// Exact-match accuracy (every label of an image right).
+    Accuracy,
+    /// The same as accuracy.
+    SubsetAccuracy,
+    LabelAccuracy,
+}
 
-/// The value of `metric` for an evaluation (tuned thresholds when available, except mAP).
-pub fn metric_value(e: &Evaluation, metric: &str) -> Result<f64> {
-    let m = e.tuned.as_ref().unwrap_or(&e.at_half);
-    Ok(match metric {
-        "macro_f1" => m.macro_f1,
-        "micro_f1" => m.micro_f1,
-        "mAP" => e.map,
-        "accuracy" => e.accuracy,
-        "subset_accuracy" => m.subset_accuracy,
-        "label_accuracy" => m.label_accuracy,
-        other => bail!("unknown metric {other:?}; expected one of {}", RANK_METRICS.join(", ")),
-    })
+impl RankMetric {
+    /// The name used on the command line and in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            RankMetric::Auto => "auto",
+            RankMetric::MacroF1 => "macro_f1",
+            RankMetric::MicroF1 => "micro_f1",
+            RankMetric::Map => "mAP",
+            RankMetric::Accuracy => "accuracy",
+            RankMetric::SubsetAccuracy => "subset_accuracy",
+            RankMetric::LabelAccuracy => "label_accuracy",
+        }
+    }
+
+    /// `Auto` made concrete for these evaluations.
+    pub fn resolve(self, evals: &[Evaluation]) -> RankMetric {
+        match self {
+            RankMetric::Auto if evals.iter().all(|e| e.task != TaskKind::Multilabel) => RankMetric::Accuracy,
+            RankMetric::Auto => RankMetric::MacroF1,
+            m => m,
+        }
+    }
+
+    /// The value for an evaluation (tuned thresholds when available, except mAP); `Auto`
+    /// ranks by macro-F1.
+    pub fn value(self, e: &Evaluation) -> f64 {
+        let m = e.tuned.as_ref().unwrap_or(&e.at_half);
+        match self {
+            RankMetric::Auto | RankMetric::MacroF1 => m.macro_f1,
+            RankMetric::MicroF1 => m.micro_f1,
+            RankMetric::Map => e.map,
+            RankMetric::Accuracy => e.accuracy,
+            RankMetric::SubsetAccuracy => m.subset_accuracy,
+            RankMetric::LabelAccuracy => m.label_accuracy,
+        }
+    }
+}
+
+/// Index of the best evaluation by `metric` (the first of equals); `None` when empty.
+pub fn best_index(evals: &[Evaluation], metric: RankMetric) -> Option<usize> {
+    (0..evals.len()).reduce(|best, i| if metric.value(&evals[i]) > metric.value(&evals[best]) { i } else { best })
+}
+
+/// Writes the comparison of `evals` into `dir` (`comparison.csv`, `comparison.md`, each
+/// atomically) and returns the Markdown table.
+pub fn write_comparison(dir: &Path, evals: &[Evaluation]) -> Result<String> {
+    let (csv, md) = comparison_tables(evals);
+    write_atomic(dir, COMPARISON_CSV, csv.as_bytes())?;
+    write_atomic(dir, COMPARISON_MD, md.as_bytes())?;
+    Ok(md)
 }
 
 /// The comparison of several evaluations as CSV and as a Markdown table.

@@ -24,6 +24,24 @@ pub enum DecodeError {
     NotAnImage,
     #[error("cannot decode image: {0}")]
     Corrupt(String),
+    #[error("image is {width}x{height} pixels, over the limit of {limit} pixels")]
+    TooLarge { width: u32, height: u32, limit: u64 },
+}
+
+/// Largest image (width x height) decoded by default: 100 megapixels, about 400 MB of RGBA.
+pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
+
+static MAX_PIXELS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(DEFAULT_MAX_PIXELS);
+
+/// Sets the largest image every later decode accepts (width x height, checked from the header
+/// before any pixel memory is allocated).
+pub fn set_max_pixels(limit: u64) {
+    MAX_PIXELS.store(limit, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The current decode limit in pixels.
+pub fn max_pixels() -> u64 {
+    MAX_PIXELS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// How a picture is brought to the square model input.
@@ -77,6 +95,11 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
         return Err(DecodeError::NotAnImage);
     }
     let mut decoder = reader.into_decoder().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    let (width, height) = decoder.dimensions();
+    let limit = max_pixels();
+    if width as u64 * height as u64 > limit {
+        return Err(DecodeError::TooLarge { width, height, limit });
+    }
     let orientation = decoder.orientation().ok();
     let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     if let Some(o) = orientation {
@@ -133,6 +156,15 @@ impl SquareResizer {
         (self.size * self.size * 3) as usize
     }
 
+    /// Decodes the image file at `path` and resizes it: the model input of one file (HWC,
+    /// RGB, `output_len()` bytes), or why the file cannot be used.
+    pub fn load(&mut self, path: &Path) -> Result<Vec<u8>, String> {
+        let img = decode_file(path).map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; self.output_len()];
+        self.resize_into(&img, &mut buf)?;
+        Ok(buf)
+    }
+
     /// Writes the resized image into `out` (HWC, RGB, `output_len()` bytes).
     pub fn resize_into(&mut self, img: &RgbImage, out: &mut [u8]) -> Result<(), String> {
         assert_eq!(out.len(), self.output_len(), "output buffer has the wrong length");
@@ -182,6 +214,45 @@ mod tests {
         let mut buf = Vec::new();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, 90).encode_image(&img).unwrap();
         buf
+    }
+
+    /// A PNG whose header claims `w` x `h` pixels, with a few bytes of image data.
+    fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+        fn crc32(bytes: &[u8]) -> u32 {
+            let mut c = !0u32;
+            for &b in bytes {
+                c ^= b as u32;
+                for _ in 0..8 {
+                    c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                }
+            }
+            !c
+        }
+        let chunk = |kind: &[u8], data: &[u8]| {
+            let mut out = (data.len() as u32).to_be_bytes().to_vec();
+            let body: Vec<u8> = kind.iter().chain(data).copied().collect();
+            out.extend(&body);
+            out.extend(crc32(&body).to_be_bytes());
+            out
+        };
+        let mut ihdr = w.to_be_bytes().to_vec();
+        ihdr.extend(h.to_be_bytes());
+        ihdr.extend([8, 2, 0, 0, 0]);
+        let mut png = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
+        png.extend(chunk(b"IHDR", &ihdr));
+        png.extend(chunk(b"IDAT", &[0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]));
+        png.extend(chunk(b"IEND", &[]));
+        png
+    }
+
+    #[test]
+    fn images_over_the_pixel_limit_are_refused_before_decoding() {
+        let bomb = png_header_only(100_000, 100_000);
+        assert!(bomb.len() < 100);
+        let err = decode_bytes(&bomb).unwrap_err();
+        assert_eq!(err, DecodeError::TooLarge { width: 100_000, height: 100_000, limit: DEFAULT_MAX_PIXELS });
+        assert_eq!(err.to_string(), "image is 100000x100000 pixels, over the limit of 100000000 pixels");
+        assert!(matches!(decode_bytes(&png_header_only(65_535, 65_535)), Err(DecodeError::TooLarge { .. })));
     }
 
     #[test]

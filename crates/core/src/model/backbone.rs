@@ -3,7 +3,6 @@
 
 use super::layers::ConvBn;
 use super::{alexnet_like, efficientnet_b0, efficientnet_lite0, googlenet, mobilenet_v2, resnet, small_cnn, smaller_vggnet, vgg, vit};
-use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
@@ -27,6 +26,7 @@ pub const UNIT: Normalization = Normalization { mean: [0.0; 3], std: [1.0; 3] };
 /// The supported backbone architectures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum), value(rename_all = "snake_case"))]
 pub enum BackboneKind {
     EfficientnetLite0,
     MobilenetV2,
@@ -35,6 +35,7 @@ pub enum BackboneKind {
     Resnet18,
     Vgg16,
     Googlenet,
+    #[cfg_attr(feature = "clap", value(name = "vit_b_16", alias = "vit_b16"))]
     VitB16,
     SmallCnn,
     AlexnetLike,
@@ -93,16 +94,6 @@ impl BackboneKind {
     /// dense layers end their features.
     pub fn head_hidden(self) -> Option<i64> {
         (!self.from_scratch()).then_some(super::head::HIDDEN)
-    }
-
-    pub fn parse(s: &str) -> Result<Self> {
-        for k in Self::ALL {
-            if k.name() == s {
-                return Ok(k);
-            }
-        }
-        let names: Vec<&str> = Self::ALL.iter().map(|k| k.name()).collect();
-        bail!("unknown model {s:?}; expected one of: {}", names.join(", "))
     }
 
     pub fn normalization(self) -> Normalization {

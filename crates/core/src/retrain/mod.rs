@@ -14,12 +14,12 @@ use crate::dataset::manifest::Manifest;
 use crate::dataset::prepared::SplitData;
 use crate::eval::metrics::{tune_thresholds, MultiLabelMetrics};
 use crate::eval::validation::{monitored, monitored_name, score_logits, ValidationSet};
-use crate::io::image::{decode_file, SquareResizer};
+use crate::io::image::SquareResizer;
 use crate::retrain::feedback::{read_corrections_csv, Correction, FeedbackStore};
 use crate::run::config::{CorrectionRecord, InheritedOptions, RetrainRun, RetrainTool, RunConfig};
 use crate::run::loaded::LoadedModel;
 use crate::run::thresholds::Thresholds;
-use crate::run::{point_best, RunWriter, THRESHOLDS_FILE};
+use crate::run::{point_best, write_atomic, RunWriter, RETRAIN_FILE, THRESHOLDS_FILE};
 use crate::task::Task;
 use crate::tensor::{host_values, to_unit_nchw};
 use crate::train::augment::{augment, AugmentConfig};
@@ -150,10 +150,9 @@ fn load_corrected(
             .task
             .check_row(&row)
             .map_err(|e| anyhow::anyhow!("{}: the stored correction of {}: {e}", feedback_dir.display(), corr.source))?;
-        let img = decode_file(&store.image_path(corr))
+        let buf = resizer
+            .load(&store.image_path(corr))
             .map_err(|e| anyhow::anyhow!("feedback image {} ({}): {e}", store.image_path(corr).display(), corr.source))?;
-        let mut buf = vec![0u8; resizer.output_len()];
-        resizer.resize_into(&img, &mut buf).map_err(anyhow::Error::msg)?;
         pixels.extend(buf);
         labels.extend(row);
     }
@@ -394,11 +393,16 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
         reason,
         seconds,
     };
-    run.write_json("retrain.json", &outcome)?;
+    run.write_json(RETRAIN_FILE, &outcome)?;
     if cancel.load(Ordering::SeqCst) {
         bail!(crate::Interrupted);
     }
-    outcome.run_dir = run.finish()?;
+    let finished = run.finish()?;
+    if finished != outcome.run_dir {
+        // Another run took the name first: record where this one went.
+        outcome.run_dir = finished;
+        write_atomic(&outcome.run_dir, RETRAIN_FILE, (serde_json::to_string_pretty(&outcome)? + "\n").as_bytes())?;
+    }
     if promoted {
         point_best(&cfg.runs_dir, &outcome.run_dir)?;
     }

@@ -239,7 +239,7 @@ impl RunConfig {
                 &r.options.data,
                 r.train_seconds,
             ),
-            RunConfig::Ensemble(e) => bail!("an ensemble of {} runs ({:?}), not a single run", e.members.len(), e.members),
+            RunConfig::Ensemble(e) => bail!("is an ensemble of {} runs ({:?}); use one of them here", e.members.len(), e.members),
         };
         let task = match (task, groups) {
             (Some(kind), groups) => Task::new(kind, classes.clone(), groups.clone().unwrap_or_default())?,

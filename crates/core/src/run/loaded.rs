@@ -42,7 +42,7 @@ impl LoadedModel {
         // Resolved once: a `best` link that moves meanwhile cannot mix two runs' files.
         let run_dir = &std::fs::canonicalize(run_dir).with_context(|| format!("cannot open run {}", run_dir.display()))?;
         let cfg = RunConfig::read(run_dir)?;
-        let spec = cfg.model_spec().with_context(|| format!("{}: use one of its member runs here", run_dir.display()))?;
+        let spec = cfg.model_spec().with_context(|| run_dir.display().to_string())?;
         let classes = spec.task.classes.clone();
         let mut vs = nn::VarStore::new(device);
         let kind = spec.model;

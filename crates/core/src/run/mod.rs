@@ -26,6 +26,11 @@ pub const CURVES_FILE: &str = "training_curves.png";
 pub const PR_CURVES_FILE: &str = "pr_curves.png";
 pub const CONFUSION_FILE: &str = "confusion.png";
 pub const EVALUATION_FILE: &str = "evaluation.json";
+/// What a retrain did and decided (retrained runs only).
+pub const RETRAIN_FILE: &str = "retrain.json";
+/// The comparison of runs written into a runs directory by `evaluate`.
+pub const COMPARISON_CSV: &str = "comparison.csv";
+pub const COMPARISON_MD: &str = "comparison.md";
 /// Name of the pointer to the selected run inside a runs directory.
 pub const BEST_LINK: &str = "best";
 

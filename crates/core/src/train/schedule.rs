@@ -5,22 +5,14 @@ use serde::{Deserialize, Serialize};
 /// Which schedule a training phase follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Scheduler {
     /// The phase's learning rate throughout.
     #[default]
+    #[cfg_attr(feature = "clap", value(alias = "none"))]
     Constant,
     /// Multiply the rate by a factor after some epochs without a better validation loss.
     Plateau,
-}
-
-impl Scheduler {
-    pub fn parse(name: &str) -> anyhow::Result<Self> {
-        match name {
-            "constant" | "none" => Ok(Scheduler::Constant),
-            "plateau" => Ok(Scheduler::Plateau),
-            other => anyhow::bail!("--scheduler {other:?}: expected constant or plateau"),
-        }
-    }
 }
 
 /// Reduce-on-plateau as in `torch.optim.lr_scheduler.ReduceLROnPlateau` (mode `min`,
@@ -84,7 +76,5 @@ mod tests {
         assert_eq!(p.step(1.0, 1.0), 1.0);
         assert_eq!(p.step(1.0, 1.0), 0.5);
         assert_eq!(p.step(1.0, 0.5), 0.3);
-        assert_eq!(Scheduler::parse("plateau").unwrap(), Scheduler::Plateau);
-        assert!(Scheduler::parse("cosine").is_err());
     }
 }

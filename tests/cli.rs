@@ -1,0 +1,69 @@
+//! The command-line contract of every binary: bad usage exits 2 with one clear line naming
+//! the flag, `--help` and `--version` work, and `--generate` prints completions and man pages
+//! from the same flag definitions.
+
+use crate::util::*;
+
+const TOOLS: [&str; 6] = ["voc-prep", "train", "evaluate", "predict", "retrain", "vocml-bench"];
+
+/// Runs `tool args` and checks exit 2 with an error line naming `expect`.
+fn usage_error(tool: &str, args: &[&str], expect: &str) {
+    let o = run(bin(tool).args(args));
+    assert_eq!(o.status.code(), Some(2), "{tool} {args:?}: {}", stderr(&o));
+    let err = stderr(&o);
+    let first = err.lines().next().unwrap_or_default();
+    assert!(first.starts_with("error:") && first.contains(expect), "{tool} {args:?}: first line {first:?}");
+    assert!(o.stdout.is_empty(), "{tool} {args:?} wrote to stdout");
+}
+
+#[test]
+fn bad_values_are_usage_errors() {
+    usage_error("train", &["--model", "foo"], "--model");
+    usage_error("train", &["--models", "mobilenet_v2,foo"], "--models");
+    usage_error("train", &["--models", ","], "--models");
+    usage_error("train", &["--scheduler", "cosine"], "--scheduler");
+    usage_error("train", &["--epochs", "-3"], "-3");
+    usage_error("evaluate", &["--metric", "f2"], "--metric");
+    usage_error("evaluate", &["--split", "holdout"], "--split");
+    usage_error("predict", &["--shard", "5/4", "x.jpg"], "--shard");
+    usage_error("predict", &["--shard", "x", "x.jpg"], "--shard");
+    usage_error("predict", &["--threshold", "-0.5", "x.jpg"], "--threshold");
+    usage_error("predict", &["--threshold", "1.5", "x.jpg"], "--threshold");
+    usage_error("predict", &["--format", "xml", "x.jpg"], "--format");
+    usage_error("voc-prep", &["--voc-root", "v", "--split", "0.5,0.6"], "--split");
+    usage_error("voc-prep", &["--voc-root", "v", "--labels", "boxes"], "--labels");
+    usage_error("voc-prep", &["--voc-root", "v", "--image-set", "holdout"], "--image-set");
+    usage_error("vocml-bench", &["--model", "nope"], "--model");
+    usage_error("retrain", &["--no-such-flag"], "--no-such-flag");
+}
+
+#[test]
+fn every_tool_has_help_and_version() {
+    for tool in TOOLS {
+        let o = run(bin(tool).arg("--help"));
+        assert!(o.status.success() && stdout(&o).contains("Usage:"), "{tool} --help");
+        let o = run(bin(tool).arg("--version"));
+        assert_eq!(stdout(&o).trim(), format!("{tool} {}", env!("CARGO_PKG_VERSION")));
+    }
+}
+
+#[test]
+fn generate_prints_completions_and_man_pages() {
+    for tool in TOOLS {
+        let man = run(bin(tool).args(["--generate", "man"]));
+        assert!(man.status.success(), "{tool}: {}", stderr(&man));
+        let text = stdout(&man);
+        assert!(text.contains(&format!(".TH {tool} 1")) && text.contains(".SH OPTIONS"), "{tool} man page");
+        let bash = stdout(&run(bin(tool).args(["--generate", "complete-bash"])));
+        assert!(bash.contains(&format!("complete -F _{}", tool.replace('-', "__"))), "{tool} bash completion");
+        let zsh = stdout(&run(bin(tool).args(["--generate", "complete-zsh"])));
+        assert!(zsh.starts_with(&format!("#compdef {tool}")), "{tool} zsh completion");
+        let fish = stdout(&run(bin(tool).args(["--generate", "complete-fish"])));
+        assert!(fish.contains(&format!("complete -c {tool}")), "{tool} fish completion");
+    }
+    let models = stdout(&run(bin("train").args(["--generate", "complete-bash"])));
+    assert!(models.contains("efficientnet_lite0") && models.contains("smaller_vggnet"), "backbone names complete");
+    let o = run(bin("predict").args(["--generate", "powershell"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("complete-bash"), "{}", stderr(&o));
+}

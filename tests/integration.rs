@@ -1,0 +1,16 @@
+//! The integration tests: one test binary that runs the real binaries on small generated
+//! data through one harness (`util`). Modules by stage; `cli` holds the command-line contract
+//! (usage errors, exit codes, generated completions and man pages). The real-data tier
+//! (`shared_data`, and tests marked so) runs when `../shared` exists and is reported as
+//! ignored otherwise.
+
+mod util;
+
+mod cli;
+mod evaluate_predict;
+mod parity;
+mod retrain;
+mod shared_data;
+mod tasks;
+mod train;
+mod voc_prep;
