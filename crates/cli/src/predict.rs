@@ -81,17 +81,38 @@ fn main() -> ExitCode {
     vocml::tool_main("predict", run)
 }
 
+/// The run (or saved ensemble) of `--run`, or the runs averaged on the fly.
+fn load_model(cli: &Cli, device: tch::Device) -> Result<Predictor> {
+    if let Some(r) = cli.run.iter().find(|r| !r.join(vocml_core::run::CONFIG_FILE).is_file()) {
+        bail!("{} is not a trained run; train one and select it with `evaluate --runs runs`, or pass --run DIR", r.display());
+    }
+    match cli.run.as_slice() {
+        [one] => Predictor::load(one, device, cli.tta.choice()),
+        many => Predictor::from_members(many, device, cli.tta.choice()),
+    }
+}
+
+/// The one-line summary on stderr.
+fn print_summary(cli: &Cli, model: &Predictor, scored: usize, failed: usize, ignored: usize, secs: f64) {
+    eprintln!(
+        "predict: {scored} scored, {failed} failed{} in {secs:.1}s ({:.1} images/s) with {}{}{}",
+        if ignored > 0 { format!(", {ignored} non-image files ignored") } else { String::new() },
+        (scored + failed) as f64 / secs.max(1e-9),
+        if model.len() > 1 && cli.run.len() > 1 {
+            format!("an ensemble of {} runs", model.len())
+        } else {
+            model.run_dir.display().to_string()
+        },
+        if cli.threshold.is_none() && model.thresholds_tuned { " (tuned thresholds)" } else { "" },
+        if model.tta { " + flip TTA" } else { "" }
+    );
+}
+
 fn run(cli: Cli) -> Result<()> {
     let device = cli.compute.resolve()?;
     let batch_size = cli.batch_size.map_or_else(|| vocml_core::device::inference_batch(device), |b| b as usize);
     let shard = cli.shard;
-    if let Some(r) = cli.run.iter().find(|r| !r.join(vocml_core::run::CONFIG_FILE).is_file()) {
-        bail!("{} is not a trained run; train one and select it with `evaluate --runs runs`, or pass --run DIR", r.display());
-    }
-    let model = match cli.run.as_slice() {
-        [one] => Predictor::load(one, device, cli.tta.choice())?,
-        many => Predictor::from_members(many, device, cli.tta.choice())?,
-    };
+    let model = load_model(&cli, device)?;
     let mut inputs = collect_inputs(&cli.inputs)?;
     if let Some(s) = shard {
         inputs.files.retain(|p| s.contains(p));
@@ -140,19 +161,7 @@ fn run(cli: Cli) -> Result<()> {
     }
     pb.finish_and_clear();
     if !cli.quiet {
-        let secs = started.elapsed().as_secs_f64();
-        eprintln!(
-            "predict: {scored} scored, {failed} failed{} in {secs:.1}s ({:.1} images/s) with {}{}{}",
-            if inputs.ignored > 0 { format!(", {} non-image files ignored", inputs.ignored) } else { String::new() },
-            (scored + failed) as f64 / secs.max(1e-9),
-            if model.len() > 1 && cli.run.len() > 1 {
-                format!("an ensemble of {} runs", model.len())
-            } else {
-                model.run_dir.display().to_string()
-            },
-            if cli.threshold.is_none() && model.thresholds_tuned { " (tuned thresholds)" } else { "" },
-            if model.tta { " + flip TTA" } else { "" }
-        );
+        print_summary(&cli, &model, scored, failed, inputs.ignored, started.elapsed().as_secs_f64());
     }
     if scored == 0 && failed > 0 {
         bail!("no input could be scored ({failed} failed)");

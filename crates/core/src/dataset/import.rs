@@ -98,20 +98,12 @@ pub fn import_folders(
     write_dataset(out, &task, &candidates, skipped, source("folders", root, &how), 0, progress, cancel)
 }
 
-/// Imports a CSV `path,<label columns>` (header required). `multilabel`: each column is a
-/// class with values 0/1; `multiclass`: one column of class names; `multihead`: one column
-/// of class names per head (the header names the heads). Relative paths are resolved against
-/// `images_root` (default: the CSV's directory). Classes are sorted by name in each group.
-pub fn import_csv(
-    csv: &Path,
-    kind: TaskKind,
-    images_root: Option<&Path>,
-    out: &OutputSpec,
-    progress: &ProgressBar,
-    cancel: &AtomicBool,
-) -> Result<crate::dataset::manifest::Manifest> {
+/// One row of a label CSV: the resolved path, the path as listed (the id), the label values.
+type LabelRow = (PathBuf, String, Vec<String>);
+
+/// Reads a label CSV: its label column names and rows, each checked against the task kind.
+fn read_label_csv(csv: &Path, kind: TaskKind, base: &Path) -> Result<(Vec<String>, Vec<LabelRow>)> {
     let text = std::fs::read_to_string(csv).with_context(|| format!("cannot read {}", csv.display()))?;
-    let base = images_root.map(Path::to_path_buf).unwrap_or_else(|| csv.parent().unwrap_or(Path::new(".")).to_path_buf());
     let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
     let (h, header_line) = lines.next().with_context(|| format!("{}: empty file", csv.display()))?;
     let at = format!("{}:{}", csv.display(), h + 1);
@@ -130,7 +122,7 @@ pub fn import_csv(
         bail!("{at}: a multiclass CSV has one label column (found {}: {})", columns.len(), columns.join(","));
     }
     // (resolved path, path as listed = id, label values)
-    let mut rows: Vec<(PathBuf, String, Vec<String>)> = Vec::new();
+    let mut rows: Vec<LabelRow> = Vec::new();
     let mut seen = HashSet::new();
     for (i, line) in lines {
         let at = format!("{}:{}", csv.display(), i + 1);
@@ -162,6 +154,24 @@ pub fn import_csv(
     if rows.is_empty() {
         bail!("{}: no images listed", csv.display());
     }
+    Ok((columns.to_vec(), rows))
+}
+
+/// Imports a CSV `path,<label columns>` (header required). `multilabel`: each column is a
+/// class with values 0/1; `multiclass`: one column of class names; `multihead`: one column
+/// of class names per head (the header names the heads). Relative paths are resolved against
+/// `images_root` (default: the CSV's directory). Classes are sorted by name in each group.
+pub fn import_csv(
+    csv: &Path,
+    kind: TaskKind,
+    images_root: Option<&Path>,
+    out: &OutputSpec,
+    progress: &ProgressBar,
+    cancel: &AtomicBool,
+) -> Result<crate::dataset::manifest::Manifest> {
+    let base = images_root.map(Path::to_path_buf).unwrap_or_else(|| csv.parent().unwrap_or(Path::new(".")).to_path_buf());
+    let (columns, rows) = read_label_csv(csv, kind, &base)?;
+    let columns = &columns;
     let task = match kind {
         TaskKind::Multilabel => Task::multilabel(columns.to_vec()),
         _ => {

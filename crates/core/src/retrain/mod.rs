@@ -9,27 +9,23 @@
 //! the head, decide on promotion, write the run.
 
 pub mod feedback;
+pub mod steps;
 
 use crate::dataset::manifest::Manifest;
 use crate::dataset::prepared::SplitData;
 use crate::eval::metrics::{tune_thresholds, MultiLabelMetrics};
 use crate::eval::validation::{monitored, monitored_name, score_logits, ValidationSet};
-use crate::io::image::SquareResizer;
 use crate::retrain::feedback::{read_corrections_csv, Correction, FeedbackStore};
+use crate::retrain::steps::{compute_features, fine_tune_head, load_corrected};
 use crate::run::config::{CorrectionRecord, InheritedOptions, RetrainRun, RetrainTool, RunConfig};
 use crate::run::loaded::LoadedModel;
 use crate::run::thresholds::Thresholds;
 use crate::run::{point_best, write_atomic, RunWriter, RETRAIN_FILE, THRESHOLDS_FILE};
 use crate::task::Task;
-use crate::tensor::{host_values, to_unit_nchw};
-use crate::train::augment::{augment, AugmentConfig};
-use crate::train::features::rows_features;
+use crate::tensor::host_values;
 use crate::train::history::{EpochRecord, TrainObserver};
-use crate::train::optim::Adam;
 use crate::train::record::write_run_files;
-use crate::train::step::head_step;
 use anyhow::{bail, Result};
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -37,7 +33,7 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-use tch::{Device, Tensor};
+use tch::Device;
 
 /// Most copies of each corrected image per epoch (`--replicate`).
 pub const MAX_REPLICATE: usize = 1000;
@@ -116,174 +112,6 @@ fn exact_rows(task: &Task, probs: &[f32], labels: &[f32], th: &[f32]) -> usize {
         .count()
 }
 
-/// The corrected images at the model's input size: `[K, 3, S, S]` in [0, 1] on the device,
-/// and their label rows.
-struct CorrectedImages {
-    pixels: Tensor,
-    labels: Vec<f32>,
-    count: i64,
-}
-
-/// Decodes and resizes every stored correction, checking its labels against the task.
-fn load_corrected(
-    store: &FeedbackStore,
-    all: &[Correction],
-    parent: &LoadedModel,
-    feedback_dir: &Path,
-    device: Device,
-) -> Result<CorrectedImages> {
-    let classes = &parent.classes;
-    let s = parent.image_size as i64;
-    let mut resizer = SquareResizer::new(parent.image_size, parent.resize);
-    let mut pixels = Vec::new();
-    let mut labels = Vec::new();
-    for corr in all {
-        let row: Vec<f32> = classes.iter().map(|cl| corr.labels.contains(cl) as u8 as f32).collect();
-        if let Some(l) = corr.labels.iter().find(|l| !classes.contains(l)) {
-            bail!(
-                "{}: the stored correction of {} has label {l:?}, which this model does not have; keep each model's corrections apart with --feedback-dir",
-                feedback_dir.display(),
-                corr.source
-            );
-        }
-        parent
-            .task
-            .check_row(&row)
-            .map_err(|e| anyhow::anyhow!("{}: the stored correction of {}: {e}", feedback_dir.display(), corr.source))?;
-        let buf = resizer
-            .load(&store.image_path(corr))
-            .map_err(|e| anyhow::anyhow!("feedback image {} ({}): {e}", store.image_path(corr).display(), corr.source))?;
-        pixels.extend(buf);
-        labels.extend(row);
-    }
-    let count = all.len() as i64;
-    let pixels = to_unit_nchw(&Tensor::from_slice(&pixels).view([count, s, s, 3]), device);
-    Ok(CorrectedImages { pixels, labels, count })
-}
-
-/// Cached features of everything the head trains and is judged on.
-struct RetrainFeatures {
-    /// Corrections: the clean view, then `replicate - 1` augmented views, `[K * views, D]`.
-    corrections: Tensor,
-    correction_labels: Tensor,
-    /// The replay sample of the parent's training split, when replay is on.
-    pool: Option<(Tensor, Tensor)>,
-    pool_size: usize,
-    val: Tensor,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn compute_features(
-    cfg: &RetrainConfig,
-    parent: &LoadedModel,
-    corrected: &CorrectedImages,
-    train: &SplitData,
-    val: &SplitData,
-    rng: &mut ChaCha8Rng,
-    observer: &dyn TrainObserver,
-    cancel: &AtomicBool,
-) -> Result<RetrainFeatures> {
-    let device = parent.device;
-    let c = parent.classes.len() as i64;
-    let aug = AugmentConfig::default();
-    let views = cfg.replicate.max(1);
-    let k = corrected.count;
-    let pool_size = if cfg.replay { train.len().min((4 * views * k as usize).max(200)) } else { 0 };
-    let batch = crate::device::inference_batch(device);
-    observer.phase("features", (views + pool_size.div_ceil(batch) + val.len().div_ceil(batch)) as u64);
-    let corrections = tch::no_grad(|| -> Result<Tensor> {
-        let mut parts = vec![parent.features_of_unit(&corrected.pixels)];
-        observer.step(None, k as usize);
-        for _ in 1..views {
-            if cancel.load(Ordering::SeqCst) {
-                bail!(crate::Interrupted);
-            }
-            parts.push(parent.features_of_unit(&augment(&corrected.pixels, &aug, rng)));
-            observer.step(None, k as usize);
-        }
-        Ok(Tensor::cat(&parts, 0))
-    })?;
-    let correction_labels = Tensor::from_slice(&corrected.labels).view([k, c]).to_device(device).repeat([views as i64, 1]);
-    let step = |n: usize| observer.step(None, n);
-    let features_of =
-        |d: &SplitData, idx: &[usize]| -> Result<Tensor> { Ok(parent.features_of_unit(&to_unit_nchw(&d.pixels(idx)?, device))) };
-    let pool = if pool_size > 0 {
-        let mut idx: Vec<usize> = (0..train.len()).collect();
-        idx.shuffle(rng);
-        idx.truncate(pool_size);
-        idx.sort_unstable();
-        let feats = rows_features(&idx, batch, Some(cancel), &step, &mut |idx| features_of(train, idx))?;
-        Some((feats, train.labels(&idx).to_device(device)))
-    } else {
-        None
-    };
-    let val_idx: Vec<usize> = (0..val.len()).collect();
-    let val = rows_features(&val_idx, batch, Some(cancel), &step, &mut |idx| features_of(val, idx))?;
-    Ok(RetrainFeatures { corrections, correction_labels, pool, pool_size, val })
-}
-
-/// Fine-tunes the parent's head in place on the corrections (and replay), one record per
-/// epoch; the parent's files are untouched.
-#[allow(clippy::too_many_arguments)]
-fn fine_tune_head(
-    cfg: &RetrainConfig,
-    parent: &LoadedModel,
-    feats: &RetrainFeatures,
-    validation: &ValidationSet,
-    rng: &mut ChaCha8Rng,
-    observer: &dyn TrainObserver,
-    cancel: &AtomicBool,
-) -> Result<Vec<EpochRecord>> {
-    let task = &parent.task;
-    let device = parent.device;
-    let vars = parent.variables();
-    let mut head: Vec<(String, Tensor)> =
-        vars.iter().filter(|(n, _)| n.starts_with("head.")).map(|(n, v)| (n.clone(), v.shallow_clone())).collect();
-    head.sort_by(|a, b| a.0.cmp(&b.0));
-    let params: Vec<Tensor> = head.iter().map(|(_, v)| v.set_requires_grad(true)).collect();
-    let mut opt = Adam::new(params, cfg.lr);
-    let n_corr = feats.corrections.size()[0];
-    let n_replay = feats.pool.as_ref().map_or(0, |_| ((n_corr as f64) * cfg.replay_ratio).round() as i64).min(feats.pool_size as i64);
-    let loss = |logits: &Tensor, y: &Tensor| task.loss(logits, y, None);
-    let mut records = Vec::new();
-    for epoch in 1..=cfg.epochs {
-        let t0 = Instant::now();
-        let (mut x, mut y) = (feats.corrections.shallow_clone(), feats.correction_labels.shallow_clone());
-        if let Some((pf, pl)) = &feats.pool {
-            let mut pick: Vec<i64> = (0..feats.pool_size as i64).collect();
-            pick.shuffle(rng);
-            let pick = Tensor::from_slice(&pick[..n_replay as usize]).to_device(device);
-            x = Tensor::cat(&[x, pf.index_select(0, &pick)], 0);
-            y = Tensor::cat(&[y, pl.index_select(0, &pick)], 0);
-        }
-        let n = x.size()[0];
-        let mut order: Vec<i64> = (0..n).collect();
-        order.shuffle(rng);
-        observer.phase(&format!("retrain {epoch}/{}", cfg.epochs), (n as usize).div_ceil(cfg.batch_size) as u64);
-        let mut loss_sum = 0.0;
-        for chunk in order.chunks(cfg.batch_size) {
-            if cancel.load(Ordering::SeqCst) {
-                bail!(crate::Interrupted);
-            }
-            let idx = Tensor::from_slice(chunk).to_device(device);
-            let step_loss = head_step(parent.head(), &x.index_select(0, &idx), &y.index_select(0, &idx), loss, &mut opt, false, device)?
-                .double_value(&[]);
-            loss_sum += step_loss * chunk.len() as f64;
-            observer.step(Some(step_loss), chunk.len());
-        }
-        let (val_loss, m) = validation.score(task, |f| parent.head_logits(f, false), loss)?;
-        let train_loss = loss_sum / n as f64;
-        if !(train_loss.is_finite() && val_loss.is_finite()) {
-            bail!("retraining diverged in epoch {epoch}: loss is {train_loss} (train) / {val_loss} (val); lower --lr");
-        }
-        records.push(EpochRecord::new(epoch, "retrain", train_loss, val_loss, &m, cfg.lr, t0.elapsed().as_secs_f64()));
-    }
-    for (_, v) in &head {
-        let _ = v.set_requires_grad(false);
-    }
-    Ok(records)
-}
-
 /// Whether the new head replaces the parent, and why.
 fn promotion(cfg: &RetrainConfig, metric: &str, before: f64, after: f64) -> (bool, String) {
     if cfg.force {
@@ -347,38 +175,10 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
     let (before, after) = (monitored(&task, &parent_val), monitored(&task, &new_val));
     let (promoted, reason) = promotion(cfg, metric, before, after);
 
-    let run = RunWriter::create(&cfg.runs_dir, &format!("{}_retrain", parent.kind.name()))?;
     let seconds = started.elapsed().as_secs_f64();
-    let config = RunConfig::Retrain(Box::new(RetrainRun {
-        tool: RetrainTool::Retrain,
-        version: crate::VERSION.to_string(),
-        created: chrono::Local::now().to_rfc3339(),
-        parent: parent.run_dir.clone(),
-        retrain_options: cfg.clone(),
-        options: InheritedOptions { model: parent.kind, data: data.clone(), tta: parent.tta },
-        task: Some(task.kind),
-        label_groups: Some(task.groups.clone()),
-        corrections_file: cfg.corrections.clone(),
-        corrections_sha256: format!("{:x}", Sha256::digest(std::fs::read(&cfg.corrections)?)),
-        corrections_used: all
-            .iter()
-            .map(|c| CorrectionRecord { source: c.source.clone(), sha256: c.sha256.clone(), labels: c.labels.clone() })
-            .collect(),
-        device: crate::device::name(device),
-        data_manifest_sha256: Manifest::file_hash(&data)?,
-        classes: parent.classes.clone(),
-        image_size: parent.image_size,
-        resize: parent.resize,
-        normalization: parent.kind.normalization(),
-        train_seconds: seconds,
-    }));
-    write_run_files(&run, &config, &serde_json::json!({"split": "val", "threshold": 0.5, "metrics": new_val}), &records)?;
-    if !task.is_grouped() {
-        run.write_json(THRESHOLDS_FILE, &Thresholds { classes: parent.classes.clone(), thresholds, tuned_on: "val".into() })?;
-    }
-    run.write_model(parent.variables())?;
-    let mut outcome = RetrainOutcome {
-        run_dir: run.target().to_path_buf(),
+    let config = run_config(cfg, &parent, &data, &all, seconds)?;
+    let outcome = RetrainOutcome {
+        run_dir: PathBuf::new(),
         parent: parent.run_dir.clone(),
         corrections_new: new.len(),
         corrections_used: all.len(),
@@ -393,6 +193,57 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
         reason,
         seconds,
     };
+    let metrics = serde_json::json!({"split": "val", "threshold": 0.5, "metrics": new_val});
+    let thresholds = (!task.is_grouped()).then(|| Thresholds { classes: parent.classes.clone(), thresholds, tuned_on: "val".into() });
+    write_run(cfg, &parent, &config, &metrics, thresholds.as_ref(), &records, outcome, cancel)
+}
+
+/// The new run's `config.json`.
+fn run_config(cfg: &RetrainConfig, parent: &LoadedModel, data: &Path, used: &[Correction], seconds: f64) -> Result<RunConfig> {
+    Ok(RunConfig::Retrain(Box::new(RetrainRun {
+        tool: RetrainTool::Retrain,
+        version: crate::VERSION.to_string(),
+        created: chrono::Local::now().to_rfc3339(),
+        parent: parent.run_dir.clone(),
+        retrain_options: cfg.clone(),
+        options: InheritedOptions { model: parent.kind, data: data.to_path_buf(), tta: parent.tta },
+        task: Some(parent.task.kind),
+        label_groups: Some(parent.task.groups.clone()),
+        corrections_file: cfg.corrections.clone(),
+        corrections_sha256: format!("{:x}", Sha256::digest(std::fs::read(&cfg.corrections)?)),
+        corrections_used: used
+            .iter()
+            .map(|c| CorrectionRecord { source: c.source.clone(), sha256: c.sha256.clone(), labels: c.labels.clone() })
+            .collect(),
+        device: crate::device::name(parent.device),
+        data_manifest_sha256: Manifest::file_hash(data)?,
+        classes: parent.classes.clone(),
+        image_size: parent.image_size,
+        resize: parent.resize,
+        normalization: parent.kind.normalization(),
+        train_seconds: seconds,
+    })))
+}
+
+/// Writes the new run (staged, renamed into place), then moves `runs/best` to it if promoted.
+#[allow(clippy::too_many_arguments)]
+fn write_run(
+    cfg: &RetrainConfig,
+    parent: &LoadedModel,
+    config: &RunConfig,
+    metrics: &serde_json::Value,
+    thresholds: Option<&Thresholds>,
+    records: &[EpochRecord],
+    mut outcome: RetrainOutcome,
+    cancel: &AtomicBool,
+) -> Result<RetrainOutcome> {
+    let run = RunWriter::create(&cfg.runs_dir, &format!("{}_retrain", parent.kind.name()))?;
+    write_run_files(&run, config, metrics, records)?;
+    if let Some(t) = thresholds {
+        run.write_json(THRESHOLDS_FILE, t)?;
+    }
+    run.write_model(parent.variables())?;
+    outcome.run_dir = run.target().to_path_buf();
     run.write_json(RETRAIN_FILE, &outcome)?;
     if cancel.load(Ordering::SeqCst) {
         bail!(crate::Interrupted);
@@ -403,7 +254,7 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
         outcome.run_dir = finished;
         write_atomic(&outcome.run_dir, RETRAIN_FILE, (serde_json::to_string_pretty(&outcome)? + "\n").as_bytes())?;
     }
-    if promoted {
+    if outcome.promoted {
         point_best(&cfg.runs_dir, &outcome.run_dir)?;
     }
     Ok(outcome)

@@ -24,7 +24,7 @@ use crate::eval::metrics::MultiLabelMetrics;
 use crate::eval::validation::monitored_name;
 use crate::model::head::Head;
 use crate::model::pretrained::load_backbone;
-use crate::model::BackboneKind;
+use crate::model::{BackboneKind, BackboneNet};
 use crate::run::config::{HeadSpec, RunConfig, TrainRun, TrainTool};
 use crate::run::RunWriter;
 use crate::task::Task;
@@ -197,6 +197,60 @@ impl TrainingData {
     }
 }
 
+/// The model being trained: backbone and head in two variable stores, so the head can train
+/// alone on a frozen backbone.
+struct Model {
+    backbone_vs: nn::VarStore,
+    head_vs: nn::VarStore,
+    net: Box<dyn BackboneNet>,
+    head: Head,
+    /// The checkpoint the backbone came from (none for a from-scratch model).
+    weights: Option<PathBuf>,
+}
+
+impl Model {
+    /// Builds the backbone with its weights (frozen unless trained from scratch, BatchNorm
+    /// folded, in the asked memory format) and a fresh head.
+    fn build(cfg: &TrainConfig, classes: usize, device: Device) -> Result<Self> {
+        let mut backbone_vs = nn::VarStore::new(device);
+        let (net, weights) = load_backbone(cfg.model, cfg.weights.as_deref(), &backbone_vs)?;
+        if !cfg.model.from_scratch() {
+            backbone_vs.freeze();
+        }
+        if cfg.speed.channels_last {
+            crate::model::to_channels_last(&backbone_vs);
+        }
+        crate::model::fold_frozen_batchnorm(net.as_ref());
+        let head_vs = nn::VarStore::new(device);
+        let head = Head::new(&(head_vs.root() / "head"), cfg.model.feature_dim(), classes as i64, cfg.model.head_hidden());
+        Ok(Model { backbone_vs, head_vs, net, head, weights })
+    }
+
+    /// Parameters of the first phase: the head, and the whole backbone when from scratch.
+    fn first_phase_parameters(&self, scratch: bool) -> Vec<Tensor> {
+        let mut params = self.head_vs.trainable_variables();
+        if scratch {
+            params.extend(self.backbone_vs.trainable_variables());
+        }
+        params
+    }
+
+    /// Parameters of fine-tuning: the head and the last `blocks` backbone blocks (BatchNorm
+    /// statistics stay frozen), now requiring gradients.
+    fn fine_tune_parameters(&self, blocks: usize) -> Vec<Tensor> {
+        let prefixes = self.net.block_prefixes();
+        let chosen = &prefixes[prefixes.len() - blocks.min(prefixes.len())..];
+        let mut params = self.head_vs.trainable_variables();
+        for (name, var) in self.backbone_vs.variables() {
+            let is_stat = name.ends_with("running_mean") || name.ends_with("running_var");
+            if !is_stat && chosen.iter().any(|p| name.starts_with(p.as_str())) {
+                params.push(var.set_requires_grad(true));
+            }
+        }
+        params
+    }
+}
+
 /// Trains one model and writes its run directory.
 pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, cancel: &AtomicBool) -> Result<TrainOutcome> {
     let started = Instant::now();
@@ -209,20 +263,9 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
     tch::manual_seed(cfg.seed as i64);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let scratch = cfg.model.from_scratch();
-
-    let mut bvs = nn::VarStore::new(device);
-    let (net, weights_path) = load_backbone(cfg.model, cfg.weights.as_deref(), &bvs)?;
-    if !scratch {
-        bvs.freeze();
-    }
-    if cfg.speed.channels_last {
-        crate::model::to_channels_last(&bvs);
-    }
-    crate::model::fold_frozen_batchnorm(net.as_ref());
-    let hvs = nn::VarStore::new(device);
-    let head = Head::new(&(hvs.root() / "head"), cfg.model.feature_dim(), data.manifest.classes.len() as i64, cfg.model.head_hidden());
+    let mut model = Model::build(cfg, data.manifest.classes.len(), device)?;
     let pos_weight = cfg.pos_weight.then(|| data.pos_weight(device));
-    let ex = Extractor { net: net.as_ref(), kind: cfg.model, device, speed: cfg.speed };
+    let ex = Extractor { net: model.net.as_ref(), kind: cfg.model, device, speed: cfg.speed };
 
     let views = if cfg.augment.is_some() { 1 + cfg.aug_views } else { 1 };
     let cache = if cfg.cache_features && !scratch {
@@ -241,12 +284,12 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
         val: &data.val,
         val_labels: upload(&data.val.labels(&(0..data.val.len()).collect::<Vec<_>>()), device),
         extractor: ex,
-        head: &head,
+        head: &model.head,
         pos_weight: pos_weight.as_ref(),
         cache: cache.as_ref(),
         source: source.as_ref(),
         views,
-        variables: [&hvs, &bvs],
+        variables: [&model.head_vs, &model.backbone_vs],
         rng: &mut rng,
         observer,
         cancel,
@@ -254,25 +297,13 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
         best: None,
     };
 
-    let mut params = hvs.trainable_variables();
-    if scratch {
-        params.extend(bvs.trainable_variables());
-    }
     let phase = if scratch { Phase::Scratch } else { Phase::Frozen };
-    epochs.run(phase, cfg.epochs, &mut Adam::new(params, cfg.lr), 0)?;
+    epochs.run(phase, cfg.epochs, &mut Adam::new(model.first_phase_parameters(scratch), cfg.lr), 0)?;
 
     if fine_tune {
         epochs.restore_best();
-        let prefixes = net.block_prefixes();
-        let chosen = &prefixes[prefixes.len() - cfg.fine_tune_blocks.min(prefixes.len())..];
-        let mut params = hvs.trainable_variables();
-        for (name, var) in bvs.variables() {
-            let is_stat = name.ends_with("running_mean") || name.ends_with("running_var");
-            if !is_stat && chosen.iter().any(|p| name.starts_with(p.as_str())) {
-                params.push(var.set_requires_grad(true));
-            }
-        }
-        crate::model::fold_frozen_batchnorm(net.as_ref());
+        let params = model.fine_tune_parameters(cfg.fine_tune_blocks);
+        crate::model::fold_frozen_batchnorm(model.net.as_ref());
         let offset = epochs.history.len();
         epochs.run(Phase::FineTune, cfg.fine_tune_epochs, &mut Adam::new(params, cfg.fine_tune_lr), offset)?;
     }
@@ -282,16 +313,33 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
     let metrics = epochs.validate()?.1;
     let history = std::mem::take(&mut epochs.history);
     drop(epochs);
-    bvs.freeze();
-
-    let run = RunWriter::create(&cfg.runs_dir, cfg.model.name())?;
+    model.backbone_vs.freeze();
     let seconds = started.elapsed().as_secs_f64();
+    let run_dir = write_run(cfg, &data, &model, device, &history, best_epoch, &metrics, seconds, cancel)?;
+    Ok(TrainOutcome { run_dir, best_epoch, metrics, history, seconds, device: crate::device::name(device) })
+}
+
+/// Writes the run directory of a finished training (staged, then renamed into place).
+#[allow(clippy::too_many_arguments)]
+fn write_run(
+    cfg: &TrainConfig,
+    data: &TrainingData,
+    model: &Model,
+    device: Device,
+    history: &[EpochRecord],
+    best_epoch: usize,
+    metrics: &MultiLabelMetrics,
+    seconds: f64,
+    cancel: &AtomicBool,
+) -> Result<PathBuf> {
+    let task = &data.task;
+    let run = RunWriter::create(&cfg.runs_dir, cfg.model.name())?;
     let config = RunConfig::Train(Box::new(TrainRun {
         tool: TrainTool::Train,
         version: crate::VERSION.to_string(),
         created: chrono::Local::now().to_rfc3339(),
         options: cfg.clone(),
-        weights_used: weights_path,
+        weights_used: model.weights.clone(),
         device: crate::device::name(device),
         data_manifest_sha256: Manifest::file_hash(&cfg.data)?,
         task: Some(task.kind),
@@ -309,11 +357,10 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
     }));
     let metrics_json =
         serde_json::json!({"split": "val", "task": task.kind, "best_epoch": best_epoch, "threshold": 0.5, "metrics": metrics});
-    record::write_run_files(&run, &config, &metrics_json, &history)?;
-    run.write_model(bvs.variables().into_iter().chain(hvs.variables()))?;
+    record::write_run_files(&run, &config, &metrics_json, history)?;
+    run.write_model(model.backbone_vs.variables().into_iter().chain(model.head_vs.variables()))?;
     if cancel.load(Ordering::SeqCst) {
         bail!(crate::Interrupted);
     }
-    let run_dir = run.finish()?;
-    Ok(TrainOutcome { run_dir, best_epoch, metrics, history, seconds, device: crate::device::name(device) })
+    run.finish()
 }
