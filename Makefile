@@ -41,13 +41,14 @@ demo: build
 
 ## test: unit and integration tests (the ../shared tier runs when present, else it is
 ## reported as ignored)
-test: build
+## (cargo test builds the binaries it runs; one invocation, so nothing is compiled twice)
+test: setup
 	cargo test --release --workspace
 
-## test-quick: unit tests, data preparation and the command-line contract (a few minutes)
-test-quick: build
-	cargo test --release --workspace --lib --bins
-	cargo test --release --test integration -- voc_prep:: cli::
+## test-quick: unit tests (every `tests::`), data preparation and the command-line contract;
+## seconds once built
+test-quick: setup
+	cargo test --release --workspace -- tests:: voc_prep:: cli::
 
 ## bench: speed and peak memory against the Python peers, one run on this machine
 ## (real photos from ../shared when present, synthetic ones otherwise; DEVICE=cuda for a GPU)

@@ -32,17 +32,18 @@ fn main() {
 }
 
 /// Sets `cfg(vocml_shared_data)` when `../shared/data` (the real-data test tier) exists beside
-/// the workspace; the tests that need it are compiled as ignored otherwise.
+/// the workspace; the tests that need it are compiled as ignored otherwise. Where it exists a
+/// change in it reruns this script; a `../shared` that appears later is seen on the next
+/// build of a fresh checkout (or after `touch crates/cli/build.rs`): watching a missing path
+/// would rebuild everything on every build.
 fn shared_data_cfg() {
     println!("cargo:rustc-check-cfg=cfg(vocml_shared_data)");
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
     let Some(root) = Path::new(&manifest_dir).ancestors().find(|p| p.join("Cargo.lock").exists()) else { return };
-    if let Some(parent) = root.parent() {
-        // The parent directory changes when ../shared appears or goes.
-        println!("cargo:rerun-if-changed={}", parent.display());
-        if parent.join("shared/data").is_dir() {
-            println!("cargo:rustc-cfg=vocml_shared_data");
-        }
+    let shared = root.join("../shared/data");
+    if shared.is_dir() {
+        println!("cargo:rerun-if-changed={}", shared.display());
+        println!("cargo:rustc-cfg=vocml_shared_data");
     }
 }
 
