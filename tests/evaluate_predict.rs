@@ -175,12 +175,10 @@ fn interrupted_predict_leaves_no_output_file() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let staging = f.root.join(format!(".rows.csv.tmp-{}", child.id()));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::fs::metadata(&staging).map(|m| m.len() < 200).unwrap_or(true) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    assert!(staging.exists(), "predict never started writing rows");
+    let written = wait_for(std::time::Duration::from_secs(60), || {
+        staging_of(&f.root, "rows.csv", child.id()).filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() >= 200))
+    });
+    let staging = written.expect("predict never started writing rows");
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));

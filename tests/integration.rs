@@ -8,6 +8,7 @@ mod util;
 
 mod cli;
 mod evaluate_predict;
+mod hostile;
 mod parity;
 mod retrain;
 mod shared_data;

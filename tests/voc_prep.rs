@@ -292,12 +292,7 @@ fn interrupted_run_leaves_no_partial_output() {
         .spawn()
         .unwrap();
     // Wait until the output is being staged, then interrupt.
-    let staging = dir.path().join(format!(".pd.tmp-{}", child.id()));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !staging.exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    assert!(staging.exists(), "voc-prep never started staging");
+    wait_for(std::time::Duration::from_secs(20), || staging_of(dir.path(), "pd", child.id())).expect("voc-prep never started staging");
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out_put = child.wait_with_output().unwrap();
     assert_eq!(out_put.status.code(), Some(130), "{}", stderr(&out_put));

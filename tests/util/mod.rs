@@ -158,6 +158,17 @@ pub fn quick_run(data: &Path, runs: &Path, extra: &[&str]) -> PathBuf {
     std::fs::read_dir(runs).unwrap().map(|e| e.unwrap().path()).find(|p| !before.contains(p) && p.is_dir()).unwrap()
 }
 
+/// The hidden staging entry of output `name` in `dir` written by process `pid`
+/// (`.<name>.tmp-<pid>-<host>`), if it exists.
+pub fn staging_of(dir: &Path, name: &str, pid: u32) -> Option<PathBuf> {
+    let prefix = format!(".{name}.tmp-{pid}-");
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
+}
+
 /// Polls `probe` every millisecond until it gives a value or `limit` passes (then `None`).
 pub fn wait_for<T>(limit: std::time::Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let start = std::time::Instant::now();

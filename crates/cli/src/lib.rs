@@ -173,8 +173,8 @@ pub enum DeviceArg {
 pub struct ComputeArgs {
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
-    /// CPU threads for libtorch (default: all cores).
-    #[arg(long, value_name = "N")]
+    /// CPU threads for libtorch, 1 to 256 (default: all cores).
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = clap::value_parser!(i32).range(1..=256))]
     pub threads: Option<i32>,
     /// Let cuDNN time its algorithms for each new input shape (GPU): pays off in long runs,
     /// costs seconds of tuning in short ones.
@@ -246,12 +246,14 @@ pub fn args_with_config(cmd: &clap::Command, args: Vec<std::ffi::OsString>) -> a
         if flag == "config" || !known.contains(&flag) {
             bail!("{path}: unknown key {key:?}; keys are {}'s long flags (see --help)", cmd.get_name());
         }
+        let is_switch = cmd.get_arguments().find(|a| a.get_long() == Some(flag.as_str())).is_some_and(|a| !a.get_action().takes_values());
         let text = match value {
-            toml::Value::Boolean(true) => {
+            toml::Value::Boolean(true) if is_switch => {
                 flags.push(format!("--{flag}").into());
                 continue;
             }
-            toml::Value::Boolean(false) => continue,
+            toml::Value::Boolean(false) if is_switch => continue,
+            _ if is_switch => bail!("{path}: key {key:?} is a switch: expected true or false, found {value}"),
             toml::Value::String(s) => s.clone(),
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Float(f) => f.to_string(),
@@ -260,8 +262,16 @@ pub fn args_with_config(cmd: &clap::Command, args: Vec<std::ffi::OsString>) -> a
             }
             other => bail!("{path}: key {key:?} has an unsupported value {other}"),
         };
-        flags.push(format!("--{flag}").into());
-        flags.push(text.into());
+        // `--flag=value`, so a negative number is a value rather than a flag.
+        flags.push(format!("--{flag}={text}").into());
+    }
+    // The recipe's values alone must parse: an error names the file, not just the flag.
+    let mut alone = vec![std::ffi::OsString::from(cmd.get_name())];
+    alone.extend(flags.iter().cloned());
+    if let Err(e) = cmd.clone().try_get_matches_from(alone) {
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
+        bail!("{path}: {first}");
     }
     let mut out = Vec::with_capacity(args.len() + flags.len());
     out.extend(args.first().cloned());

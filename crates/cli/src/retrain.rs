@@ -100,6 +100,11 @@ fn run(cli: Cli) -> Result<()> {
     let cancel = interrupt_flag();
     let o = retrain(&cfg, device, &pb, &cancel)?;
     pb.finish_and_clear();
+    if o.store_torn_tail {
+        eprintln!(
+            "retrain: warning: the feedback store's last record was cut short by an earlier crash (never acknowledged); it was dropped"
+        );
+    }
     println!("retrain: {} corrections ({} new), parent {}", o.corrections_used, o.corrections_new, o.parent.display());
     println!(
         "  corrected images predicted right: {}/{} before -> {}/{} after",

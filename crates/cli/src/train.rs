@@ -1,7 +1,7 @@
 //! `train`: transfer learning from ImageNet backbones on a voc-prep output; writes a
 //! versioned run directory per model.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{CommandFactory, Parser};
 use indicatif::ProgressBar;
 use std::path::PathBuf;
@@ -173,6 +173,9 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let device = cli.compute.resolve()?;
     let kinds = cli.models.clone().unwrap_or_else(|| vec![cli.model]);
+    if let Some(dir) = cli.weights_dir.as_ref().filter(|d| !d.is_dir()) {
+        bail!("--weights-dir {}: no such directory", dir.display());
+    }
     if !cli.quiet {
         eprintln!("train: device {}", if device == tch::Device::Cpu { "cpu".to_string() } else { format!("{device:?}") });
     }

@@ -41,6 +41,7 @@ pub fn import_folders(
     progress: &ProgressBar,
     cancel: &AtomicBool,
 ) -> Result<crate::dataset::manifest::Manifest> {
+    crate::io::staging::refuse_output_over_input(&out.out, root, "--root")?;
     if !root.is_dir() {
         bail!("--root {}: no such directory", root.display());
     }
@@ -170,6 +171,8 @@ pub fn import_csv(
     cancel: &AtomicBool,
 ) -> Result<crate::dataset::manifest::Manifest> {
     let base = images_root.map(Path::to_path_buf).unwrap_or_else(|| csv.parent().unwrap_or(Path::new(".")).to_path_buf());
+    crate::io::staging::refuse_output_over_input(&out.out, csv, "--file")?;
+    crate::io::staging::refuse_output_over_input(&out.out, &base, "the images of --file")?;
     let (columns, rows) = read_label_csv(csv, kind, &base)?;
     let columns = &columns;
     let task = match kind {

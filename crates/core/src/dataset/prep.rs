@@ -8,7 +8,7 @@ use crate::dataset::voc::imagesets::{read_class_labels, read_id_list};
 use crate::dataset::voc::VocLayout;
 use crate::io::image::{ResizeMode, SquareResizer};
 use crate::io::npy::{self, DType, NpyWriter};
-use crate::io::staging::StagingDir;
+use crate::io::staging::{refuse_output_over_input, StagingDir};
 use crate::task::Task;
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
@@ -70,6 +70,7 @@ pub fn prepare(cfg: &PrepConfig, progress: &ProgressBar, cancel: &AtomicBool) ->
     if !cfg.voc_root.is_dir() {
         bail!("--voc-root {}: no such directory", cfg.voc_root.display());
     }
+    refuse_output_over_input(&cfg.output.out, &cfg.voc_root, "--voc-root")?;
     if !layout.images_dir().is_dir() {
         bail!(
             "--voc-root {}: no JPEGImages/ inside; expected the directory holding Annotations/, JPEGImages/, ImageSets/",

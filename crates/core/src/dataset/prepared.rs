@@ -36,7 +36,17 @@ impl SplitData {
             );
         }
         let size = s[1];
-        Ok(SplitData { y: y.to_f32_vec()?, x, classes: c, size })
+        if size != manifest.image.size as usize {
+            bail!("{}: {size} px images, but manifest.json says {} px; re-run voc-prep", x.path().display(), manifest.image.size);
+        }
+        if x.dtype().name() != manifest.image.dtype {
+            bail!("{}: {} pixels, but manifest.json says {}; re-run voc-prep", x.path().display(), x.dtype().name(), manifest.image.dtype);
+        }
+        let labels = y.to_f32_vec()?;
+        if let Some(i) = labels.iter().position(|&v| v != 0.0 && v != 1.0) {
+            bail!("{}: row {}, column {}: label {}, expected 0 or 1", y.path().display(), i / c.max(1), i % c.max(1), labels[i]);
+        }
+        Ok(SplitData { y: labels, x, classes: c, size })
     }
 
     pub fn len(&self) -> usize {
@@ -52,10 +62,13 @@ impl SplitData {
         let raw = self.x.gather_rows(idx)?;
         let buf = match self.x.dtype() {
             DType::U8 => raw,
-            DType::F32 => raw
-                .chunks_exact(4)
-                .map(|c| (f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * 255.0).round().clamp(0.0, 255.0) as u8)
-                .collect(),
+            DType::F32 => {
+                let values: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                if let Some(v) = values.iter().find(|v| !(0.0..=1.0).contains(*v)) {
+                    bail!("{}: pixel value {v}, expected float32 pixels in [0, 1]", self.x.path().display());
+                }
+                values.iter().map(|v| (v * 255.0).round() as u8).collect()
+            }
         };
         let s = self.size as i64;
         Ok(Tensor::from_slice(&buf).view([idx.len() as i64, s, s, 3]))

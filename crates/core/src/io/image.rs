@@ -73,6 +73,12 @@ pub const LETTERBOX_FILL: u8 = 114;
 
 /// Reads and decodes an image file to RGB8.
 pub fn decode_file(path: &Path) -> Result<RgbImage, DecodeError> {
+    // A FIFO or device would block or never end: only regular files are read.
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => return Err(DecodeError::Unreadable("not a regular file".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(DecodeError::Missing),
+        _ => {}
+    }
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(DecodeError::Missing),
@@ -160,6 +166,14 @@ impl SquareResizer {
     /// RGB, `output_len()` bytes), or why the file cannot be used.
     pub fn load(&mut self, path: &Path) -> Result<Vec<u8>, String> {
         let img = decode_file(path).map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; self.output_len()];
+        self.resize_into(&img, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// [`SquareResizer::load`] of an encoded image in memory.
+    pub fn load_bytes(&mut self, bytes: &[u8]) -> Result<Vec<u8>, String> {
+        let img = decode_bytes(bytes).map_err(|e| e.to_string())?;
         let mut buf = vec![0u8; self.output_len()];
         self.resize_into(&img, &mut buf)?;
         Ok(buf)

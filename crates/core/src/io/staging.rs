@@ -13,9 +13,13 @@ pub struct StagingDir {
 }
 
 impl StagingDir {
-    /// Creates `<parent>/.<name>.tmp-<pid>` for `target`.
+    /// Creates `<parent>/.<name>.tmp-<pid>-<host>` for `target`, after removing the staging
+    /// directories that dead processes of this host left in `<parent>`.
     pub fn new(target: &Path) -> Result<Self> {
         let path = hidden_sibling(target)?;
+        if let Some(parent) = path.parent() {
+            remove_stale_staging(parent);
+        }
         if path.exists() {
             std::fs::remove_dir_all(&path).ok();
         }
@@ -35,6 +39,8 @@ impl StagingDir {
                 bail!("{} exists and does not look like an output of this tool; pass --force to replace it", self.target.display());
             }
             let old = self.path.with_extension("old");
+            // A leftover of a run killed while it swapped directories.
+            std::fs::remove_dir_all(&old).ok();
             keep_hidden_files(&self.target, &self.path);
             std::fs::rename(&self.target, &old).with_context(|| format!("cannot move old {} aside", self.target.display()))?;
             std::fs::rename(&self.path, &self.target).with_context(|| format!("cannot move output into {}", self.target.display()))?;
@@ -83,6 +89,39 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Refuses an output directory that is, or contains, an input (`flag` names the input's
+/// flag): replacing the output would delete it.
+pub fn refuse_output_over_input(out: &Path, input: &Path, flag: &str) -> Result<()> {
+    let (out_abs, in_abs) = (absolute(out), absolute(input));
+    if in_abs.starts_with(&out_abs) {
+        bail!(
+            "--out {} contains {flag} {}: replacing the output would delete the input; choose another --out",
+            out.display(),
+            input.display()
+        );
+    }
+    Ok(())
+}
+
+/// `p` made absolute with links resolved as far as it exists (the rest appended as given).
+fn absolute(p: &Path) -> PathBuf {
+    let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut existing = p.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let mut out = std::fs::canonicalize(existing).unwrap_or_else(|_| existing.to_path_buf());
+    out.extend(rest.iter().rev());
+    out
+}
+
 /// `<parent>/.<name>.tmp-<pid>` for `target`, creating the parent directory.
 fn hidden_sibling(target: &Path) -> Result<PathBuf> {
     let parent = match target.parent() {
@@ -90,8 +129,48 @@ fn hidden_sibling(target: &Path) -> Result<PathBuf> {
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent).with_context(|| format!("cannot create directory {}", parent.display()))?;
-    let name = target.file_name().with_context(|| format!("{} has no file name", target.display()))?.to_string_lossy().into_owned();
-    Ok(parent.join(format!(".{name}.tmp-{}", std::process::id())))
+    let name = target
+        .file_name()
+        .with_context(|| {
+            format!("{}: an output must be named (such as processed_data or out.csv), not a directory like . or ..", target.display())
+        })?
+        .to_string_lossy()
+        .into_owned();
+    Ok(parent.join(format!(".{name}.tmp-{}-{}", std::process::id(), host_name())))
+}
+
+/// This machine's name, as staging names carry it (several hosts may share a directory).
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name: String = if ok { String::from_utf8_lossy(&buf[..len]).into_owned() } else { String::new() };
+    name.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect()
+}
+
+/// Removes hidden staging directories and files in `dir` (`.<name>.tmp-<pid>-<host>`) whose
+/// process on this host is gone: what a killed run left behind.
+fn remove_stale_staging(dir: &Path) {
+    let host = host_name();
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((_, tail)) = name.strip_prefix('.').and_then(|n| n.rsplit_once(".tmp-")) else { continue };
+        let Some((pid, h)) = tail.split_once('-') else { continue };
+        let Ok(pid) = pid.parse::<i32>() else { continue };
+        let h = h.strip_suffix(".old").unwrap_or(h);
+        // SAFETY: signal 0 only checks whether the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if h == host && !alive && pid != std::process::id() as i32 {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                std::fs::remove_dir_all(&p).ok();
+            } else {
+                std::fs::remove_file(&p).ok();
+            }
+        }
+    }
 }
 
 /// A file written under a hidden sibling name and renamed onto its target when complete,
@@ -151,6 +230,25 @@ impl Drop for StagingDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staging_left_by_dead_processes_is_removed_and_live_ones_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let host = host_name();
+        let stale = d.path().join(format!(".run_a.tmp-{dead}-{host}"));
+        let live = d.path().join(format!(".run_b.tmp-1-{host}"));
+        let other_host = d.path().join(format!(".run_c.tmp-{dead}-elsewhere"));
+        for p in [&stale, &live, &other_host] {
+            std::fs::create_dir(p).unwrap();
+        }
+        let s = StagingDir::new(&d.path().join("run_d")).unwrap();
+        assert!(!stale.exists(), "a dead process's staging directory was kept");
+        assert!(live.exists() && other_host.exists(), "a live or foreign staging directory was removed");
+        assert!(s.path().exists());
+    }
 
     #[test]
     fn commit_replaces_and_drop_cleans_up() {

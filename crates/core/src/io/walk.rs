@@ -24,6 +24,9 @@ pub fn has_image_extension(p: &Path) -> bool {
 /// Regular files under `dir`, recursively, in sorted order; hidden entries are left out.
 pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut walk = Walk::default();
+    if let Ok(root) = std::fs::canonicalize(dir) {
+        walk.above = root.ancestors().map(Path::to_path_buf).collect();
+    }
     walk.dir(dir)?;
     Ok(walk.files)
 }
@@ -38,6 +41,9 @@ fn file_id(meta: &std::fs::Metadata) -> FileId {
 
 #[derive(Default)]
 struct Walk {
+    /// The walk's root and every directory above it, resolved: a link back up to one of them
+    /// would re-walk the tree (or a sibling of the root) and is not followed.
+    above: Vec<PathBuf>,
     dirs_seen: HashSet<FileId>,
     files_seen: HashSet<FileId>,
     files: Vec<PathBuf>,
@@ -62,6 +68,9 @@ impl Walk {
                 continue;
             };
             if meta.is_dir() {
+                if std::fs::canonicalize(&p).is_ok_and(|c| self.above.contains(&c)) {
+                    continue;
+                }
                 self.dir(&p)?;
             } else if meta.is_file() && self.files_seen.insert(file_id(&meta)) {
                 self.files.push(p);

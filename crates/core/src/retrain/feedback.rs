@@ -34,6 +34,7 @@ pub struct Correction {
 pub fn read_corrections_csv(csv: &Path, task: &Task) -> Result<Vec<(PathBuf, Vec<String>)>> {
     let classes = &task.classes;
     let text = std::fs::read_to_string(csv).with_context(|| format!("cannot read corrections file {}", csv.display()))?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
     match lines.next() {
         Some((_, h)) if h.trim().replace(' ', "") == "path,labels" => {}
@@ -79,6 +80,22 @@ pub fn read_corrections_csv(csv: &Path, task: &Task) -> Result<Vec<(PathBuf, Vec
     Ok(out)
 }
 
+/// A correction read and hashed but not stored yet, with its image bytes.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub correction: Correction,
+    pub bytes: Vec<u8>,
+}
+
+/// What the store holds: the corrections (a later one of an image replaces an earlier one),
+/// and whether its last line was cut short by a crash mid-append (it is left out; it was never
+/// acknowledged, and the next commit removes it).
+#[derive(Debug, Default)]
+pub struct Stored {
+    pub corrections: Vec<Correction>,
+    pub torn_tail: bool,
+}
+
 /// The store in `dir`.
 pub struct FeedbackStore {
     dir: PathBuf,
@@ -94,55 +111,165 @@ impl FeedbackStore {
         self.dir.join("images").join(&c.sha256)
     }
 
-    /// Copies each image into the store and appends its correction (one fsync'd line each).
-    pub fn append(&self, items: &[(PathBuf, Vec<String>)]) -> Result<Vec<Correction>> {
-        let mut added = Vec::new();
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(STORE_FILE))
-            .with_context(|| format!("cannot open {}", self.dir.join(STORE_FILE).display()))?;
-        for (path, labels) in items {
-            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let sha = format!("{:x}", Sha256::digest(&bytes));
-            let c = Correction {
-                source: path.display().to_string(),
-                sha256: sha,
-                labels: labels.clone(),
-                added: chrono::Local::now().to_rfc3339(),
-            };
-            let dst = self.image_path(&c);
-            if !dst.exists() {
-                let tmp = dst.with_extension("tmp");
-                std::fs::write(&tmp, &bytes)?;
-                std::fs::rename(&tmp, &dst)?;
-            }
-            writeln!(f, "{}", serde_json::to_string(&c)?)?;
-            added.push(c);
-        }
-        f.sync_all()?;
-        Ok(added)
+    fn store_file(&self) -> PathBuf {
+        self.dir.join(STORE_FILE)
     }
 
-    /// Every correction so far; a later correction of the same image replaces an earlier one.
-    pub fn all(&self) -> Result<Vec<Correction>> {
-        let p = self.dir.join(STORE_FILE);
-        let text = match std::fs::read_to_string(&p) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+    /// Reads and hashes the corrections' images; nothing is written.
+    pub fn prepare(items: &[(PathBuf, Vec<String>)]) -> Result<Vec<Pending>> {
+        let added = chrono::Local::now().to_rfc3339();
+        items
+            .iter()
+            .map(|(path, labels)| {
+                let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+                let sha256 = format!("{:x}", Sha256::digest(&bytes));
+                let correction = Correction { source: path.display().to_string(), sha256, labels: labels.clone(), added: added.clone() };
+                Ok(Pending { correction, bytes })
+            })
+            .collect()
+    }
+
+    /// Stores `pending`: each image under its hash (written, synced, renamed), then all their
+    /// lines appended with one write and synced. A torn last line left by a crash is cut off
+    /// first, so a later record never joins it.
+    pub fn commit(&self, pending: &[Pending]) -> Result<()> {
+        for p in pending {
+            let dst = self.image_path(&p.correction);
+            if !dst.exists() {
+                write_synced(&dst, &p.bytes)?;
+            }
+        }
+        let path = self.store_file();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        cut_torn_tail(&f, &path)?;
+        let mut lines = String::new();
+        for p in pending {
+            lines += &serde_json::to_string(&p.correction)?;
+            lines.push('\n');
+        }
+        f.write_all(lines.as_bytes()).and_then(|()| f.sync_all()).with_context(|| format!("cannot append to {}", path.display()))
+    }
+
+    /// Every stored correction; a later correction of the same image replaces an earlier one.
+    /// A malformed line other than a torn last one is an error naming it.
+    pub fn all(&self) -> Result<Stored> {
+        let p = self.store_file();
+        let text = match std::fs::read(&p) {
+            Ok(t) => String::from_utf8_lossy(&t).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Stored::default()),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", p.display())),
         };
-        let mut out: Vec<Correction> = Vec::new();
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let complete = text.ends_with('\n');
+        let lines: Vec<&str> = text.lines().collect();
+        let mut out = Stored::default();
+        for (i, line) in lines.iter().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
             let c: Correction = match serde_json::from_str(line) {
                 Ok(c) => c,
-                // A line cut short by a crash while appending is the last one: ignore it.
-                Err(_) if i + 1 == text.lines().count() => continue,
-                Err(e) => bail!("{}:{}: {e}", p.display(), i + 1),
+                Err(_) if i + 1 == lines.len() && !complete => {
+                    out.torn_tail = true;
+                    continue;
+                }
+                Err(e) => bail!("{}:{}: damaged record ({e}); remove or fix that line", p.display(), i + 1),
             };
-            out.retain(|o| o.sha256 != c.sha256);
-            out.push(c);
+            out.corrections.retain(|o| o.sha256 != c.sha256);
+            out.corrections.push(c);
         }
         Ok(out)
+    }
+}
+
+/// Stored corrections followed by `pending` ones, a later one of an image replacing an
+/// earlier one.
+pub fn merged(stored: &[Correction], pending: &[Pending]) -> Vec<Correction> {
+    let mut all = stored.to_vec();
+    for p in pending {
+        all.retain(|o| o.sha256 != p.correction.sha256);
+        all.push(p.correction.clone());
+    }
+    all
+}
+
+/// Writes `bytes` to `dst` through a synced temporary file and a rename.
+fn write_synced(dst: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = dst.with_extension(format!("tmp-{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, dst).with_context(|| format!("cannot write {}", dst.display()))
+}
+
+/// Truncates the store file after its last newline (a record cut short by a crash).
+fn cut_torn_tail(f: &std::fs::File, path: &Path) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = f.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut r = f;
+    let tail = len.min(1 << 20);
+    r.seek(SeekFrom::Start(len - tail))?;
+    let mut buf = vec![0u8; tail as usize];
+    r.read_exact(&mut buf)?;
+    if buf.last() == Some(&b'\n') {
+        return Ok(());
+    }
+    let keep = match buf.iter().rposition(|&b| b == b'\n') {
+        Some(i) => len - tail + i as u64 + 1,
+        None if tail == len => 0,
+        None => bail!("{}: the last record is over 1 MiB long and cut short; remove it", path.display()),
+    };
+    f.set_len(keep).with_context(|| format!("cannot repair {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(dir: &Path, name: &str, label: &str) -> Pending {
+        let p = dir.join(name);
+        std::fs::write(&p, name.as_bytes()).unwrap();
+        FeedbackStore::prepare(&[(p, vec![label.to_string()])]).unwrap().remove(0)
+    }
+
+    #[test]
+    fn a_torn_last_line_is_reported_then_cut_off_by_the_next_commit() {
+        let d = tempfile::tempdir().unwrap();
+        let store = FeedbackStore::open(&d.path().join("fb")).unwrap();
+        let a = pending(d.path(), "a.jpg", "dog");
+        store.commit(std::slice::from_ref(&a)).unwrap();
+        // A crash in the middle of the next append.
+        let mut f = std::fs::OpenOptions::new().append(true).open(store.store_file()).unwrap();
+        f.write_all(br#"{"source":"b.jpg","sha2"#).unwrap();
+        let s = store.all().unwrap();
+        assert_eq!((s.corrections.len(), s.torn_tail), (1, true));
+        let c = pending(d.path(), "c.jpg", "cat");
+        store.commit(std::slice::from_ref(&c)).unwrap();
+        let s = store.all().unwrap();
+        assert!(!s.torn_tail);
+        assert_eq!(s.corrections, [a.correction, c.correction]);
+        assert!(store.image_path(&s.corrections[1]).is_file());
+    }
+
+    #[test]
+    fn a_damaged_middle_line_is_an_error_naming_it() {
+        let d = tempfile::tempdir().unwrap();
+        let store = FeedbackStore::open(&d.path().join("fb")).unwrap();
+        std::fs::write(store.store_file(), "garbage\n{\"x\":1}\n").unwrap();
+        let err = format!("{:#}", store.all().unwrap_err());
+        assert!(err.contains("corrections.jsonl:1: damaged record"), "{err}");
+    }
+
+    #[test]
+    fn later_corrections_of_an_image_replace_earlier_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let a = pending(d.path(), "a.jpg", "dog");
+        let mut a2 = a.clone();
+        a2.correction.labels = vec!["cat".into()];
+        let all = merged(std::slice::from_ref(&a.correction), &[a2.clone()]);
+        assert_eq!(all, [a2.correction]);
     }
 }

@@ -15,7 +15,7 @@ use crate::dataset::manifest::Manifest;
 use crate::dataset::prepared::SplitData;
 use crate::eval::metrics::{tune_thresholds, MultiLabelMetrics};
 use crate::eval::validation::{monitored, monitored_name, score_logits, ValidationSet};
-use crate::retrain::feedback::{read_corrections_csv, Correction, FeedbackStore};
+use crate::retrain::feedback::{merged, read_corrections_csv, Correction, FeedbackStore, Pending};
 use crate::retrain::steps::{compute_features, fine_tune_head, load_corrected};
 use crate::run::config::{CorrectionRecord, InheritedOptions, RetrainRun, RetrainTool, RunConfig};
 use crate::run::loaded::LoadedModel;
@@ -67,6 +67,9 @@ pub struct RetrainOutcome {
     pub parent: PathBuf,
     pub corrections_new: usize,
     pub corrections_used: usize,
+    /// The store's last record had been cut short by an earlier crash (never acknowledged);
+    /// it was left out, and removed when the new corrections were stored.
+    pub store_torn_tail: bool,
     /// Corrected images whose whole label set the model predicts, before and after.
     pub corrected_right_before: usize,
     pub corrected_right_after: usize,
@@ -139,10 +142,12 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
     let c = parent.classes.len();
 
     let items = read_corrections_csv(&cfg.corrections, &task)?;
+    // The new corrections are stored only once the new run is written (see `write_run`).
+    let pending = FeedbackStore::prepare(&items)?;
     let store = FeedbackStore::open(&cfg.feedback_dir)?;
-    let new = store.append(&items)?;
-    let all = store.all()?;
-    let corrected = load_corrected(&store, &all, &parent, &cfg.feedback_dir, device)?;
+    let stored = store.all()?;
+    let all = merged(&stored.corrections, &pending);
+    let corrected = load_corrected(&store, &all, &pending, &parent, &cfg.feedback_dir, device)?;
 
     // Both generators seeded: the augmentation and replay draws and the head's dropout repeat.
     tch::manual_seed(cfg.seed as i64);
@@ -180,8 +185,9 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
     let outcome = RetrainOutcome {
         run_dir: PathBuf::new(),
         parent: parent.run_dir.clone(),
-        corrections_new: new.len(),
+        corrections_new: pending.len(),
         corrections_used: all.len(),
+        store_torn_tail: stored.torn_tail,
         corrected_right_before: right_before,
         corrected_right_after: right_after,
         parent_val_macro_f1: parent_val.macro_f1,
@@ -195,7 +201,8 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
     };
     let metrics = serde_json::json!({"split": "val", "threshold": 0.5, "metrics": new_val});
     let thresholds = (!task.is_grouped()).then(|| Thresholds { classes: parent.classes.clone(), thresholds, tuned_on: "val".into() });
-    write_run(cfg, &parent, &config, &metrics, thresholds.as_ref(), &records, outcome, cancel)
+    let new = NewRun { config: &config, metrics: &metrics, thresholds: thresholds.as_ref(), history: &records };
+    write_run(cfg, &parent, new, &store, &pending, outcome, cancel)
 }
 
 /// The new run's `config.json`.
@@ -225,21 +232,30 @@ fn run_config(cfg: &RetrainConfig, parent: &LoadedModel, data: &Path, used: &[Co
     })))
 }
 
-/// Writes the new run (staged, renamed into place), then moves `runs/best` to it if promoted.
+/// The record files of the new run.
+struct NewRun<'a> {
+    config: &'a RunConfig,
+    metrics: &'a serde_json::Value,
+    thresholds: Option<&'a Thresholds>,
+    history: &'a [EpochRecord],
+}
+
+/// Writes the new run (staged), stores the new corrections, renames the run into place, then
+/// moves `runs/best` to it if promoted. A failure or Ctrl-C before the corrections are stored
+/// leaves neither them nor the run.
 #[allow(clippy::too_many_arguments)]
 fn write_run(
     cfg: &RetrainConfig,
     parent: &LoadedModel,
-    config: &RunConfig,
-    metrics: &serde_json::Value,
-    thresholds: Option<&Thresholds>,
-    records: &[EpochRecord],
+    new: NewRun,
+    store: &FeedbackStore,
+    pending: &[Pending],
     mut outcome: RetrainOutcome,
     cancel: &AtomicBool,
 ) -> Result<RetrainOutcome> {
     let run = RunWriter::create(&cfg.runs_dir, &format!("{}_retrain", parent.kind.name()))?;
-    write_run_files(&run, config, metrics, records)?;
-    if let Some(t) = thresholds {
+    write_run_files(&run, new.config, new.metrics, new.history)?;
+    if let Some(t) = new.thresholds {
         run.write_json(THRESHOLDS_FILE, t)?;
     }
     run.write_model(parent.variables())?;
@@ -248,6 +264,7 @@ fn write_run(
     if cancel.load(Ordering::SeqCst) {
         bail!(crate::Interrupted);
     }
+    store.commit(pending)?;
     let finished = run.finish()?;
     if finished != outcome.run_dir {
         // Another run took the name first: record where this one went.

@@ -4,7 +4,7 @@
 use crate::dataset::prepared::SplitData;
 use crate::eval::validation::ValidationSet;
 use crate::io::image::SquareResizer;
-use crate::retrain::feedback::{Correction, FeedbackStore};
+use crate::retrain::feedback::{Correction, FeedbackStore, Pending};
 use crate::retrain::RetrainConfig;
 use crate::run::loaded::LoadedModel;
 use crate::tensor::to_unit_nchw;
@@ -33,6 +33,7 @@ pub struct CorrectedImages {
 pub fn load_corrected(
     store: &FeedbackStore,
     all: &[Correction],
+    pending: &[Pending],
     parent: &LoadedModel,
     feedback_dir: &Path,
     device: Device,
@@ -55,9 +56,12 @@ pub fn load_corrected(
             .task
             .check_row(&row)
             .map_err(|e| anyhow::anyhow!("{}: the stored correction of {}: {e}", feedback_dir.display(), corr.source))?;
-        let buf = resizer
-            .load(&store.image_path(corr))
-            .map_err(|e| anyhow::anyhow!("feedback image {} ({}): {e}", store.image_path(corr).display(), corr.source))?;
+        let buf = match pending.iter().find(|p| p.correction.sha256 == corr.sha256) {
+            Some(p) => resizer.load_bytes(&p.bytes).map_err(|e| anyhow::anyhow!("{}: {e}", corr.source))?,
+            None => resizer
+                .load(&store.image_path(corr))
+                .map_err(|e| anyhow::anyhow!("feedback image {} ({}): {e}", store.image_path(corr).display(), corr.source))?,
+        };
         pixels.extend(buf);
         labels.extend(row);
     }

@@ -166,6 +166,13 @@ pub fn create_ensemble(runs_dir: &Path, members: &[PathBuf], tta: Option<bool>, 
     if members.len() < 2 {
         bail!("an ensemble needs at least two runs (got {})", members.len());
     }
+    let mut seen = std::collections::HashSet::new();
+    for m in members {
+        let abs = std::fs::canonicalize(m).with_context(|| format!("cannot open {}", m.display()))?;
+        if !seen.insert(abs) {
+            bail!("{} is listed twice; an ensemble averages different runs", m.display());
+        }
+    }
     let loaded = Predictor::from_members(members, device, tta)?;
     let tta = loaded.tta;
     let runs_abs = std::fs::canonicalize(runs_dir).with_context(|| format!("cannot open {}", runs_dir.display()))?;

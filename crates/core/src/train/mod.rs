@@ -112,6 +112,9 @@ impl TrainConfig {
         if !(self.plateau_factor > 0.0 && self.plateau_factor < 1.0) {
             bail!("--plateau-factor {}: expected a factor between 0 and 1", self.plateau_factor);
         }
+        if let Some(size) = self.image_size.filter(|s| !(1..=crate::run::config::MAX_IMAGE_SIZE).contains(s)) {
+            bail!("--image-size {size}: expected 1..={} pixels", crate::run::config::MAX_IMAGE_SIZE);
+        }
         if self.aug_views > MAX_AUG_VIEWS {
             bail!("--aug-views {}: at most {MAX_AUG_VIEWS} augmented views per image", self.aug_views);
         }

@@ -1,0 +1,220 @@
+//! Hostile and careless inputs across the tools, generated here (no committed binaries): each
+//! case must end in bounded time with the right exit status and one clear line naming the
+//! problem, never a panic or abort, and must leave no output or store change behind.
+
+use crate::util::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs `cmd` with a 10 s limit; returns (exit code, stderr). Kills and fails on a hang.
+fn bounded(cmd: &mut Command) -> (Option<i32>, String) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    let status = wait_for(Duration::from_secs(10), || child.try_wait().unwrap());
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("{cmd:?} did not finish within 10 s");
+    };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked") && !err.contains("internal error"), "{cmd:?} panicked: {err}");
+    assert!(status.code() != Some(134) && status.code() != Some(101), "{cmd:?} aborted: {err}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    (status.code(), err)
+}
+
+/// Expects exit `code` and an error line containing `expect`.
+fn refused(cmd: &mut Command, code: i32, expect: &str) {
+    let (got, err) = bounded(cmd);
+    assert_eq!(got, Some(code), "{cmd:?}: {err}");
+    assert!(err.contains(expect), "{cmd:?}: expected {expect:?} in {err:?}");
+}
+
+/// A PNG whose header claims `w` x `h` pixels (91 bytes).
+fn png_bomb(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in bytes {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            }
+        }
+        !c
+    }
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let body: Vec<u8> = kind.iter().chain(data).copied().collect();
+        let mut out = (data.len() as u32).to_be_bytes().to_vec();
+        out.extend(&body);
+        out.extend(crc32(&body).to_be_bytes());
+        out
+    };
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    let mut png = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
+    png.extend(chunk(b"IHDR", &ihdr));
+    png.extend(chunk(b"IDAT", &[0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]));
+    png.extend(chunk(b"IEND", &[]));
+    png
+}
+
+/// Every file under `dir` with its bytes, to prove a refused command changed nothing.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                out.extend(snapshot(&p));
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn decoders_and_walks_survive_bombs_loops_and_fifos() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = prepared(root, 40, 64);
+    let runs = root.join("runs");
+    let run_dir = quick_run(&data, &runs, &["--epochs", "1"]);
+    let photos = root.join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    std::fs::copy(root.join("voc/JPEGImages/000001.jpg"), photos.join("good.jpg")).unwrap();
+    std::fs::write(photos.join("bomb.png"), png_bomb(100_000, 100_000)).unwrap();
+    std::os::unix::fs::symlink(".", photos.join("a")).unwrap();
+    std::os::unix::fs::symlink(".", photos.join("b")).unwrap();
+    let fifo = std::ffi::CString::new(root.join("x.jpg").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+
+    let o = run(bin("predict").args(["-q", "--run"]).arg(&run_dir).arg(&photos).arg(root.join("x.jpg")));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let rows = stdout(&o);
+    assert_eq!(rows.lines().count(), 4, "header, good, bomb, fifo once each (links not followed twice): {rows}");
+    assert!(rows.contains("image is 100000x100000 pixels, over the limit of 100000000 pixels"), "{rows}");
+    assert!(rows.contains("not a regular file"), "{rows}");
+
+    // voc-prep skips the bomb with its reason; the folder importer walks the loops once.
+    std::fs::write(root.join("voc/JPEGImages/000002.jpg"), png_bomb(65_535, 65_535)).unwrap();
+    let o = run(bin("voc-prep").arg("--voc-root").arg(root.join("voc")).arg("--out").arg(root.join("pd2")).args(["-q", "--size", "32"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = read_json(&root.join("pd2/manifest.json"));
+    assert!(m["skipped"].to_string().contains("over the limit"), "{}", m["skipped"]);
+    let classes = root.join("classes");
+    for c in ["cat", "dog"] {
+        std::fs::create_dir_all(classes.join(c)).unwrap();
+        for i in 0..6 {
+            std::fs::copy(root.join("voc/JPEGImages/000003.jpg"), classes.join(c).join(format!("{i}.jpg"))).unwrap();
+        }
+        std::os::unix::fs::symlink("..", classes.join(c).join("up")).unwrap();
+    }
+    let o = run(bin("voc-prep").args(["folders", "-q", "--size", "32", "--root"]).arg(&classes).arg("--out").arg(root.join("pd3")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = read_json(&root.join("pd3/manifest.json"));
+    let total: u64 = ["train", "val", "test"].iter().map(|s| m["splits"][s]["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, 12, "each image once");
+}
+
+#[test]
+fn bad_flags_and_run_files_are_clear_errors_without_side_effects() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = prepared(root, 40, 64);
+    let runs = root.join("runs");
+    let run_dir = quick_run(&data, &runs, &["--epochs", "1"]);
+    vocml_core::run::point_best(&runs, &run_dir).unwrap();
+    let img = root.join("voc/JPEGImages/000001.jpg");
+    let csv = root.join("fixes.csv");
+    std::fs::write(&csv, format!("\u{feff}path,labels\n{},dog\n", img.display())).unwrap();
+    let train = |extra: &[&str]| {
+        let mut c = bin("train");
+        c.arg("--data").arg(&data).arg("--runs-dir").arg(root.join("runs_bad")).arg("-q").args(extra);
+        c
+    };
+    let retrain = |extra: &[&str]| {
+        let mut c = bin("retrain");
+        c.arg("--runs-dir").arg(&runs).arg("--corrections").arg(&csv).arg("-q").args(extra);
+        c
+    };
+    let before = snapshot(&runs);
+    for threads in ["0", "2000", "-1"] {
+        refused(&mut train(&["--threads", threads]), 2, "--threads");
+    }
+    refused(&mut train(&["--aug-views", "100000"]), 1, "--aug-views 100000");
+    for lr in ["0", "-1", "NaN", "inf", "1e30"] {
+        refused(&mut train(&[&format!("--lr={lr}")]), 1, "--lr");
+    }
+    refused(&mut retrain(&["--replicate", "100000"]), 1, "--replicate 100000");
+    refused(&mut retrain(&["--replicate", "0"]), 1, "--replicate 0");
+    refused(&mut retrain(&["--batch-size", "0"]), 1, "--epochs and --batch-size");
+    refused(&mut retrain(&["--epochs", "0"]), 1, "--epochs and --batch-size");
+    let ensemble = || {
+        let mut c = bin("evaluate");
+        c.arg("--data").arg(&data).arg("--run").arg(&run_dir).arg("--run").arg(&run_dir).args(["--ensemble", "-q"]);
+        c
+    };
+    refused(&mut ensemble(), 1, "is listed twice");
+    refused(&mut train(&["--image-size", "0"]), 1, "--image-size 0: expected 1..=4096");
+    refused(
+        &mut train(&["--models", "efficientnet_lite0", "--weights-dir", "/no/such/dir"]),
+        1,
+        "--weights-dir /no/such/dir: no such directory",
+    );
+    for (body, expect) in [
+        ("epochs = -3\n", "recipe.toml: invalid value '-3' for '--epochs"),
+        ("no_augment = \"yes\"\n", "recipe.toml: key \"no_augment\" is a switch"),
+        ("epoch = 3\n", "recipe.toml: unknown key \"epoch\""),
+    ] {
+        std::fs::write(root.join("recipe.toml"), body).unwrap();
+        refused(&mut train(&["--config", root.join("recipe.toml").to_str().unwrap()]), 1, expect);
+    }
+    assert!(!root.join("runs_bad").exists(), "a refused train left a runs directory");
+    assert_eq!(snapshot(&runs), before, "a refused command changed the runs directory or the feedback store");
+
+    // Broken run files: short thresholds, a zero image size.
+    let broken = root.join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    for f in ["config.json", "model.safetensors", "classes.json"] {
+        std::fs::copy(run_dir.join(f), broken.join(f)).unwrap();
+    }
+    std::fs::write(broken.join("thresholds.json"), r#"{"classes":["person","chair","dog","sofa"],"thresholds":[0.5],"tuned_on":"val"}"#)
+        .unwrap();
+    refused(bin("predict").arg("--run").arg(&broken).arg(&img), 1, "1 thresholds for 4 classes");
+    std::fs::remove_file(broken.join("thresholds.json")).unwrap();
+    let cfg = std::fs::read_to_string(run_dir.join("config.json")).unwrap().replace("\"image_size\": 64", "\"image_size\": 0");
+    std::fs::write(broken.join("config.json"), cfg).unwrap();
+    refused(bin("predict").arg("--run").arg(&broken).arg(&img), 1, "image_size 0");
+
+    // A corrections CSV with a byte-order mark is read like any other.
+    let o = run(&mut retrain(&["--epochs", "1", "--replicate", "1"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_prepared_data_and_outputs_over_inputs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = prepared(root, 40, 64);
+    let voc = root.join("voc");
+    let before = snapshot(&voc);
+    refused(bin("voc-prep").arg("--voc-root").arg(&voc).arg("--out").arg(&voc).arg("--force"), 1, "would delete the input");
+    refused(bin("voc-prep").arg("--voc-root").arg(&voc).arg("--out").arg(root).arg("--force"), 1, "would delete the input");
+    refused(bin("voc-prep").arg("--voc-root").arg(&voc).arg("--out").arg("."), 1, "must be named");
+    assert_eq!(snapshot(&voc), before, "the source photos changed");
+
+    let y = vocml_core::io::npy::NpyArray::open(&data.join("y_train.npy")).unwrap();
+    let mut labels = y.to_f32_vec().unwrap();
+    let shape = y.shape().to_vec();
+    for (value, expect) in [(f32::NAN, "label NaN, expected 0 or 1"), (2.0, "label 2, expected 0 or 1")] {
+        labels[5] = value;
+        vocml_core::io::npy::write_f32(&data.join("y_train.npy"), &shape, &labels).unwrap();
+        refused(bin("train").arg("--data").arg(&data).arg("--runs-dir").arg(root.join("r")).arg("-q"), 1, expect);
+    }
+    assert!(!root.join("r").exists());
+}
