@@ -62,13 +62,14 @@ impl SplitData {
         let raw = self.x.gather_rows(idx)?;
         let buf = match self.x.dtype() {
             DType::U8 => raw,
-            DType::F32 => {
-                let values: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-                if let Some(v) = values.iter().find(|v| !(0.0..=1.0).contains(*v)) {
-                    bail!("{}: pixel value {v}, expected float32 pixels in [0, 1]", self.x.path().display());
-                }
-                values.iter().map(|v| (v * 255.0).round() as u8).collect()
-            }
+            // One pass: checked and converted without an intermediate float buffer.
+            DType::F32 => raw
+                .chunks_exact(4)
+                .map(|c| match f32::from_le_bytes([c[0], c[1], c[2], c[3]]) {
+                    v if (0.0..=1.0).contains(&v) => Ok((v * 255.0).round() as u8),
+                    v => bail!("{}: pixel value {v}, expected float32 pixels in [0, 1]", self.x.path().display()),
+                })
+                .collect::<Result<Vec<u8>>>()?,
         };
         let s = self.size as i64;
         Ok(Tensor::from_slice(&buf).view([idx.len() as i64, s, s, 3]))
