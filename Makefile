@@ -4,7 +4,7 @@ VENV := .venv
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup build install demo test test-quick bench bench-prep bench-train bench-train-step bench-predict quality quality-tradeoff clean
+.PHONY: all setup build install demo test test-quick fuzz bench bench-prep bench-train bench-train-step bench-predict quality quality-tradeoff clean
 
 all: build
 
@@ -49,6 +49,12 @@ test: setup
 ## seconds once built
 test-quick: setup
 	cargo test --release --workspace -- tests:: voc_prep:: cli::
+
+## fuzz: libFuzzer on the parsers of untrusted bytes (npy header, VOC XML, corrections CSV,
+## run config and manifest JSON, safetensors, image decode), FUZZ_SECONDS each (default 600);
+## crashing inputs are kept in fuzz/artifacts/<target>/
+fuzz: build
+	@bash scripts/fuzz.sh
 
 ## bench: speed and peak memory against the Python peers, one run on this machine
 ## (real photos from ../shared when present, synthetic ones otherwise; DEVICE=cuda for a GPU)

@@ -131,7 +131,10 @@ fn bad_flags_and_run_files_are_clear_errors_without_side_effects() {
     vocml_core::run::point_best(&runs, &run_dir).unwrap();
     let img = root.join("voc/JPEGImages/000001.jpg");
     let csv = root.join("fixes.csv");
-    std::fs::write(&csv, format!("\u{feff}path,labels\n{},dog\n", img.display())).unwrap();
+    let odd = root.join("two\nlines.jpg");
+    std::fs::copy(root.join("voc/JPEGImages/000002.jpg"), &odd).unwrap();
+    let odd_field = vocml_core::io::csv_line::quote(odd.to_str().unwrap());
+    std::fs::write(&csv, format!("\u{feff}path,labels\r\n{},dog\r\n{odd_field},person\r\n", img.display())).unwrap();
     let train = |extra: &[&str]| {
         let mut c = bin("train");
         c.arg("--data").arg(&data).arg("--runs-dir").arg(root.join("runs_bad")).arg("-q").args(extra);
@@ -191,9 +194,11 @@ fn bad_flags_and_run_files_are_clear_errors_without_side_effects() {
     std::fs::write(broken.join("config.json"), cfg).unwrap();
     refused(bin("predict").arg("--run").arg(&broken).arg(&img), 1, "image_size 0");
 
-    // A corrections CSV with a byte-order mark is read like any other.
+    // A corrections CSV with a byte-order mark, CRLF line ends and a quoted path holding a
+    // line break (as predict writes it) is read like any other.
     let o = run(&mut retrain(&["--epochs", "1", "--replicate", "1"]));
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("2 corrections (2 new)"), "{}", stdout(&o));
 }
 
 #[test]
@@ -209,12 +214,171 @@ fn bad_prepared_data_and_outputs_over_inputs_are_refused() {
     assert_eq!(snapshot(&voc), before, "the source photos changed");
 
     let y = vocml_core::io::npy::NpyArray::open(&data.join("y_train.npy")).unwrap();
-    let mut labels = y.to_f32_vec().unwrap();
+    let original = y.to_f32_vec().unwrap();
+    let mut labels = original.clone();
     let shape = y.shape().to_vec();
     for (value, expect) in [(f32::NAN, "label NaN, expected 0 or 1"), (2.0, "label 2, expected 0 or 1")] {
         labels[5] = value;
         vocml_core::io::npy::write_f32(&data.join("y_train.npy"), &shape, &labels).unwrap();
         refused(bin("train").arg("--data").arg(&data).arg("--runs-dir").arg(root.join("r")).arg("-q"), 1, expect);
     }
+    vocml_core::io::npy::write_f32(&data.join("y_train.npy"), &shape, &original).unwrap();
+
+    // Arrays that disagree with each other or with the manifest, each named.
+    let o = run(bin("voc-prep").arg("--voc-root").arg(&voc).arg("--out").arg(root.join("pd32")).args(["-q", "--size", "32"]));
+    assert!(o.status.success());
+    let o = run(bin("voc-prep").arg("--voc-root").arg(&voc).arg("--out").arg(root.join("pdf")).args(["-q", "--size", "64", "--dtype", "f32"]));
+    assert!(o.status.success());
+    let manifest = std::fs::read_to_string(data.join("manifest.json")).unwrap();
+    let swap = |from: &Path, to: &str| std::fs::copy(from, data.join(to)).unwrap();
+    let train = || {
+        let mut c = bin("train");
+        c.arg("--data").arg(&data).arg("--runs-dir").arg(root.join("r")).arg("-q");
+        c
+    };
+    let keep = std::fs::read(data.join("X_val.npy")).unwrap();
+    swap(&root.join("pd32/X_val.npy"), "X_val.npy");
+    refused(&mut train(), 1, "X_val.npy: 32 px images, but manifest.json says 64 px");
+    std::fs::write(data.join("X_val.npy"), &keep).unwrap();
+    let keep = std::fs::read(data.join("y_val.npy")).unwrap();
+    swap(&data.join("y_test.npy"), "y_val.npy");
+    refused(&mut train(), 1, "y_val.npy: shape");
+    std::fs::write(data.join("y_val.npy"), &keep).unwrap();
+    std::fs::write(data.join("manifest.json"), manifest.replace("\"size\": 64", "\"size\": 32")).unwrap();
+    refused(&mut train(), 1, "X_train.npy: 64 px images, but manifest.json says 32 px");
+    std::fs::write(data.join("manifest.json"), manifest.replace("\"dtype\": \"uint8\"", "\"dtype\": \"float32\"")).unwrap();
+    refused(&mut train(), 1, "X_train.npy: uint8 pixels, but manifest.json says float32");
+    std::fs::write(data.join("manifest.json"), "{\"format\": 1,").unwrap();
+    refused(&mut train(), 1, "manifest.json: not a valid manifest");
+    std::fs::write(data.join("manifest.json"), &manifest).unwrap();
+    let x = vocml_core::io::npy::NpyArray::open(&root.join("pdf/X_train.npy")).unwrap();
+    let mut pixels = x.to_f32_vec().unwrap();
+    pixels[100] = 255.0;
+    vocml_core::io::npy::write_f32(&root.join("pdf/X_train.npy"), &x.shape().to_vec(), &pixels).unwrap();
+    refused(bin("train").arg("--data").arg(root.join("pdf")).arg("--runs-dir").arg(root.join("r")).arg("-q"), 1, "pixel value 255, expected float32 pixels in [0, 1]");
     assert!(!root.join("r").exists());
+}
+
+/// One hostile flag value: the tool, its arguments after the valid base ones, the exit
+/// status and a piece of the one error line.
+type FlagCase = (&'static str, &'static [&'static str], i32, &'static str);
+
+/// Every numeric, enumerated and path flag of the five tools with values a careless or
+/// hostile user gives: each is a one-line error naming the flag (or the file) before any
+/// side effect.
+const FLAG_CASES: &[FlagCase] = &[
+    ("train", &["--epochs", "-1"], 2, "invalid value '-1' for '--epochs <N>'"),
+    ("train", &["--epochs", "0"], 1, "--batch-size and --epochs must be at least 1"),
+    ("train", &["--batch-size", "0"], 1, "--batch-size and --epochs must be at least 1"),
+    ("train", &["--batch-size", "abc"], 2, "invalid value 'abc' for '--batch-size <N>'"),
+    ("train", &["--patience", "-2"], 2, "'--patience <N>'"),
+    ("train", &["--fine-tune-epochs", "-1"], 2, "'--fine-tune-epochs <N>'"),
+    ("train", &["--fine-tune-blocks", "x"], 2, "'--fine-tune-blocks <N>'"),
+    ("train", &["--fine-tune-lr", "NaN"], 1, "--fine-tune-lr NaN: expected a learning rate"),
+    ("train", &["--fine-tune-lr", "0"], 1, "--fine-tune-lr 0: expected a learning rate"),
+    ("train", &["--plateau-factor", "0"], 1, "--plateau-factor 0: expected a factor between 0 and 1"),
+    ("train", &["--plateau-factor", "2"], 1, "--plateau-factor 2: expected a factor between 0 and 1"),
+    ("train", &["--plateau-factor", "NaN"], 1, "--plateau-factor NaN"),
+    ("train", &["--plateau-patience", "-1"], 2, "'--plateau-patience <N>'"),
+    ("train", &["--aug-views", "-1"], 2, "'--aug-views <N>'"),
+    ("train", &["--aug-views", "65"], 1, "--aug-views 65: at most 64"),
+    ("train", &["--seed", "-1"], 2, "'--seed <S>'"),
+    ("train", &["--seed", "abc"], 2, "'--seed <S>'"),
+    ("train", &["--image-size", "5000"], 1, "--image-size 5000: expected 1..=4096"),
+    ("train", &["--image-size", "-3"], 2, "'--image-size <PX>'"),
+    ("train", &["--device", "tpu"], 2, "invalid value 'tpu' for '--device <DEVICE>'"),
+    ("train", &["--model", "nosuch"], 2, "invalid value 'nosuch' for '--model <NAME>'"),
+    ("train", &["--models", "small_cnn,nosuch"], 2, "'--models <A,B,..>...'"),
+    ("train", &["--scheduler", "cosine"], 2, "invalid value 'cosine' for '--scheduler <NAME>'"),
+    ("train", &["--weights", "/no/such.safetensors"], 1, "weights file /no/such.safetensors not found"),
+    ("train", &["--config", "/no/such.toml"], 1, "cannot read config /no/such.toml"),
+    ("train", &["--data", "/no/such"], 1, "cannot read /no/such/manifest.json"),
+    ("train", &["--lr"], 2, "a value is required for '--lr <LR>'"),
+    ("train", &["--bogus"], 2, "unexpected argument '--bogus'"),
+    ("predict", &["--top-k", "-1"], 2, "'--top-k <K>'"),
+    ("predict", &["--batch-size", "0"], 2, "invalid value '0' for '--batch-size <N>'"),
+    ("predict", &["--batch-size", "-3"], 2, "invalid value '-3' for '--batch-size <N>'"),
+    ("predict", &["--format", "xml"], 2, "invalid value 'xml' for '--format <FORMAT>'"),
+    ("predict", &["--shard", "0/4"], 2, "need 1 <= K <= N"),
+    ("predict", &["--shard", "1/0"], 2, "need 1 <= K <= N"),
+    ("predict", &["--shard", "a/b"], 2, "K is not a number"),
+    ("predict", &["--threshold", "1.5"], 2, "1.5 is not a probability"),
+    ("predict", &["--threshold", "NaN"], 2, "NaN is not a probability"),
+    ("predict", &["--threads", "0"], 2, "'--threads <N>'"),
+    ("predict", &["--device", "tpu"], 2, "'--device <DEVICE>'"),
+    ("predict", &["--max-image-pixels", "0"], 2, "invalid value '0' for '--max-image-pixels <N>'"),
+    ("predict", &["--max-image-pixels", "-5"], 2, "invalid value '-5' for '--max-image-pixels <N>'"),
+    ("predict", &["--run", "/no/such"], 1, "/no/such is not a trained run"),
+    ("predict", &["--tta", "--no-tta"], 2, "cannot be used with"),
+    ("retrain", &["--lr", "-1"], 1, "--lr -1: expected a learning rate in (0, 10]"),
+    ("retrain", &["--lr", "0"], 1, "--lr 0: expected a learning rate in (0, 10]"),
+    ("retrain", &["--replay-ratio", "-1"], 1, "--replay-ratio -1: expected a number in [0, 100]"),
+    ("retrain", &["--replay-ratio", "NaN"], 1, "--replay-ratio NaN"),
+    ("retrain", &["--replay-ratio", "1e9"], 1, "--replay-ratio 1000000000"),
+    ("retrain", &["--tolerance", "-1"], 1, "--tolerance -1: expected a score difference from 0 to 1"),
+    ("retrain", &["--tolerance", "2"], 1, "--tolerance 2: expected a score difference from 0 to 1"),
+    ("retrain", &["--tolerance", "NaN"], 1, "--tolerance NaN"),
+    ("retrain", &["--seed", "-4"], 2, "'--seed <S>'"),
+    ("retrain", &["--epochs", "-1"], 2, "'--epochs <N>'"),
+    ("retrain", &["--replicate", "-1"], 2, "'--replicate <N>'"),
+    ("retrain", &["--max-image-pixels", "0"], 2, "'--max-image-pixels <N>'"),
+    ("retrain", &["--from", "/no/such"], 1, "cannot open run /no/such"),
+    ("retrain", &["--corrections", "/no/such.csv"], 1, "cannot read corrections file /no/such.csv"),
+    ("retrain", &["--data", "/no/such"], 1, "cannot read /no/such/manifest.json"),
+    ("voc-prep", &["--split", "0.5,0.5"], 2, "expected three fractions"),
+    ("voc-prep", &["--split", "1,1,1"], 2, "fractions sum to 3, expected 1"),
+    ("voc-prep", &["--split", "-1,1,1"], 2, "\"-1\" is not a fraction >= 0"),
+    ("voc-prep", &["--split", "a,b,c"], 2, "\"a\" is not a fraction >= 0"),
+    ("voc-prep", &["--size", "0"], 1, "--size 0 is out of range (1..=4096)"),
+    ("voc-prep", &["--size", "100000"], 1, "--size 100000 is out of range"),
+    ("voc-prep", &["--size", "-1"], 2, "invalid value '-1' for '--size <PX>'"),
+    ("voc-prep", &["--classes", ","], 1, "empty class name in --classes"),
+    ("voc-prep", &["--classes", "person,person"], 1, "class \"person\" is listed twice"),
+    ("voc-prep", &["--classes", "nosuch"], 1, "unknown class \"nosuch\" in --classes"),
+    ("voc-prep", &["--image-set", "nosuch"], 2, "'--image-set <SET>'"),
+    ("voc-prep", &["--dtype", "f64"], 2, "'--dtype <DTYPE>'"),
+    ("voc-prep", &["--resize", "weird"], 2, "'--resize <RESIZE>'"),
+    ("voc-prep", &["--labels", "nosuch"], 2, "'--labels <LABELS>'"),
+    ("voc-prep", &["--seed", "-1"], 2, "'--seed <S>'"),
+    ("voc-prep", &["--max-image-pixels", "0"], 2, "'--max-image-pixels <N>'"),
+    ("voc-prep", &["--max-image-pixels", "100"], 1, "images could be used (e.g. "),
+    ("voc-prep", &["--voc-root", "/no/such"], 1, "--voc-root /no/such: no such directory"),
+    ("evaluate", &["--split", "nosuch"], 2, "'--split <SPLIT>'"),
+    ("evaluate", &["--metric", "f2"], 2, "'--metric <NAME>'"),
+    ("evaluate", &["--batch-size", "0"], 2, "'--batch-size <N>'"),
+    ("evaluate", &["--run", "/no/such"], 1, "--run /no/such: /no/such is not a finished run"),
+    ("evaluate", &["--data", "/no/such"], 1, "cannot read /no/such/manifest.json"),
+    ("evaluate", &["--ensemble"], 1, "--ensemble needs two or more --run directories"),
+];
+
+#[test]
+fn bad_values_of_every_flag_are_one_line_errors_before_any_side_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = prepared(root, 40, 64);
+    let runs = root.join("runs");
+    let run_dir = quick_run(&data, &runs, &["--epochs", "1"]);
+    vocml_core::run::point_best(&runs, &run_dir).unwrap();
+    let img = root.join("voc/JPEGImages/000001.jpg");
+    let csv = root.join("fixes.csv");
+    std::fs::write(&csv, format!("path,labels\n{},dog\n", img.display())).unwrap();
+    let before = snapshot(root);
+    for &(tool, args, code, expect) in FLAG_CASES {
+        let mut cmd = bin(tool);
+        match tool {
+            "train" => cmd.arg("--data").arg(&data).arg("--runs-dir").arg(&runs).arg("-q"),
+            "predict" => cmd.arg("--run").arg(&run_dir).arg(&img),
+            "retrain" => cmd.arg("--runs-dir").arg(&runs).arg("--corrections").arg(&csv).arg("-q"),
+            "voc-prep" => cmd.arg("--voc-root").arg(root.join("voc")).arg("--out").arg(root.join("out")).arg("-q"),
+            "evaluate" => cmd.arg("--data").arg(&data).arg("--run").arg(&run_dir).arg("-q"),
+            other => panic!("no base command for {other}"),
+        };
+        let (got, err) = bounded(cmd.args(args));
+        assert_eq!(got, Some(code), "{tool} {args:?}: {err}");
+        assert!(err.contains(expect), "{tool} {args:?}: expected {expect:?} in {err:?}");
+        let first = err.lines().next().unwrap_or_default();
+        assert!(first.contains(expect) || code == 2, "{tool} {args:?}: the first line does not name the problem: {err:?}");
+        assert_eq!(snapshot(root), before, "{tool} {args:?} changed a file");
+    }
+    assert!(FLAG_CASES.len() >= 80);
 }

@@ -8,6 +8,7 @@ mod util;
 
 mod cli;
 mod evaluate_predict;
+mod faults;
 mod hostile;
 mod parity;
 mod retrain;

@@ -146,6 +146,12 @@ fn print_table(e: &Evaluation) {
 fn run(cli: Cli) -> Result<()> {
     let device = cli.compute.resolve()?;
     let batch_size = cli.batch_size.map_or_else(|| vocml_core::device::inference_batch(device), |b| b as usize);
+    // What was named explicitly must be right; runs found in --runs that cannot be evaluated
+    // are skipped with a warning.
+    vocml_core::dataset::manifest::Manifest::load(&cli.data)?;
+    for r in &cli.runs_list {
+        vocml_core::run::config::RunConfig::read(r).with_context(|| format!("--run {}", r.display()))?;
+    }
     let mut runs = cli.runs_list.clone();
     if let Some(dir) = &cli.runs_dir {
         runs.extend(list_runs(dir)?);

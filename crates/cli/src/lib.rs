@@ -57,8 +57,15 @@ pub fn tool_main_with_args<C: clap::Parser>(
         Ok(a) => a,
         Err(e) => return run_main(tool, || Err(e)),
     };
-    let cli = C::parse_from(args);
+    let matches = with_negative_numbers(C::command()).get_matches_from(args);
+    let cli = C::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut C::command()).exit());
     run_main(tool, || body(cli))
+}
+
+/// Lets `--epochs -3` reach the value parser (and its one-line error naming the flag) instead
+/// of clap reading `-3` as an unknown flag.
+fn with_negative_numbers(cmd: clap::Command) -> clap::Command {
+    cmd.allow_negative_numbers(true).mut_subcommands(with_negative_numbers)
 }
 
 /// A panic (a bug) prints one line naming it instead of a backtrace dump; the process then
@@ -197,6 +204,22 @@ impl ComputeArgs {
             tch::Cuda::cudnn_set_benchmark(self.cudnn_benchmark);
         }
         Ok(device)
+    }
+}
+
+/// The decode limit of every tool that reads images.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct DecodeArgs {
+    /// Largest image decoded, in pixels (width x height, read from the header before any
+    /// pixel memory is allocated); a larger one is a per-file error naming its size.
+    #[arg(long, value_name = "N", default_value_t = vocml_core::io::image::DEFAULT_MAX_PIXELS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_image_pixels: u64,
+}
+
+impl DecodeArgs {
+    /// Sets the limit for every later decode in this process.
+    pub fn apply(&self) {
+        vocml_core::io::image::set_max_pixels(self.max_image_pixels);
     }
 }
 

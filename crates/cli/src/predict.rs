@@ -1,11 +1,11 @@
 //! `predict`: batch scoring of image files and folders with a trained run.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::{interrupt_flag, progress_bar, ComputeArgs, TtaArgs};
+use vocml::{interrupt_flag, progress_bar, ComputeArgs, DecodeArgs, TtaArgs};
 use vocml_core::io::staging::StagingFile;
 use vocml_core::io::walk::collect_inputs;
 use vocml_core::predict::{score_files, Format, RowWriter, Shard};
@@ -66,6 +66,8 @@ struct Cli {
     batch_size: Option<u64>,
     #[command(flatten)]
     compute: ComputeArgs,
+    #[command(flatten)]
+    decode: DecodeArgs,
     /// No progress bar or summary.
     #[arg(long, short)]
     quiet: bool,
@@ -110,6 +112,7 @@ fn print_summary(cli: &Cli, model: &Predictor, scored: usize, failed: usize, ign
 
 fn run(cli: Cli) -> Result<()> {
     let device = cli.compute.resolve()?;
+    cli.decode.apply();
     let batch_size = cli.batch_size.map_or_else(|| vocml_core::device::inference_batch(device), |b| b as usize);
     let shard = cli.shard;
     let model = load_model(&cli, device)?;
@@ -140,7 +143,9 @@ fn run(cli: Cli) -> Result<()> {
         FormatArg::Csv => Format::Csv,
         FormatArg::Jsonl => Format::Jsonl,
     };
-    let mut writer = RowWriter::new(out, format, model.task().clone(), thresholds, cli.top_k)?;
+    let dest = cli.output.as_ref().map_or("standard output".to_string(), |p| p.display().to_string());
+    let written = |r: Result<()>| r.with_context(|| format!("cannot write {dest}"));
+    let mut writer = RowWriter::new(out, format, model.task().clone(), thresholds, cli.top_k).with_context(|| format!("cannot write {dest}"))?;
     let pb = progress_bar("predict", cli.quiet);
     pb.set_length(inputs.files.len() as u64);
     let cancel = interrupt_flag();
@@ -153,9 +158,9 @@ fn run(cli: Cli) -> Result<()> {
             failed += 1;
         }
         pb.inc(1);
-        writer.write(&row)
+        written(writer.write(&row))
     })?;
-    drop(writer);
+    written(writer.finish())?;
     if let Some(staged) = staged {
         staged.commit()?;
     }

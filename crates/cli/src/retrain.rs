@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::{interrupt_flag, progress_bar, ComputeArgs};
+use vocml::{interrupt_flag, progress_bar, ComputeArgs, DecodeArgs};
 use vocml_core::retrain::{default_feedback_dir, retrain, RetrainConfig};
 
 /// Retrain a model from user corrections, as a new versioned run.
@@ -69,6 +69,8 @@ struct Cli {
     seed: u64,
     #[command(flatten)]
     compute: ComputeArgs,
+    #[command(flatten)]
+    decode: DecodeArgs,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let device = cli.compute.resolve()?;
+    cli.decode.apply();
     let cfg = RetrainConfig {
         feedback_dir: cli.feedback_dir.clone().unwrap_or_else(|| default_feedback_dir(&cli.runs_dir)),
         from: cli.from.unwrap_or_else(|| cli.runs_dir.join(vocml_core::run::BEST_LINK)),

@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::{interrupt_flag, progress_bar};
+use vocml::{interrupt_flag, progress_bar, DecodeArgs};
 use vocml_core::dataset::classes::parse_class_list;
 use vocml_core::dataset::import::{import_csv, import_folders};
 use vocml_core::dataset::manifest::{Manifest, SPLITS};
@@ -91,7 +91,7 @@ struct OutputArgs {
     #[arg(long, value_enum, default_value_t = ResizeArg::Stretch)]
     resize: ResizeArg,
     /// Train,val,test fractions; `0,0,1` puts everything in test.
-    #[arg(long, default_value = "0.7,0.15,0.15", value_name = "T,V,T", value_parser = |s: &str| SplitFractions::parse(s).map_err(|e| e.to_string()))]
+    #[arg(long, default_value = "0.7,0.15,0.15", value_name = "T,V,T", allow_hyphen_values = true, value_parser = |s: &str| SplitFractions::parse(s).map_err(|e| e.to_string()))]
     split: SplitFractions,
     /// Seed of the split (same seed and inputs, same split).
     #[arg(long, default_value_t = 42, value_name = "S")]
@@ -102,6 +102,8 @@ struct OutputArgs {
     /// Replace --out even if it does not hold an earlier voc-prep output.
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    decode: DecodeArgs,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -109,6 +111,7 @@ struct OutputArgs {
 
 impl OutputArgs {
     fn spec(&self) -> Result<OutputSpec> {
+        self.decode.apply();
         Ok(OutputSpec {
             out: self.out.clone(),
             size: self.size,

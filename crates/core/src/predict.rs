@@ -142,6 +142,11 @@ impl<W: Write> RowWriter<W> {
     }
 
     /// Writes one row and flushes, so a crash keeps every row written so far.
+    /// Flushes the rows still buffered (an error here is a lost row, never ignored).
+    pub fn finish(mut self) -> Result<()> {
+        Ok(self.out.flush()?)
+    }
+
     pub fn write(&mut self, row: &Scored) -> Result<()> {
         let path = row.path.to_string_lossy();
         match (&row.result, self.format) {

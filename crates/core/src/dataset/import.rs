@@ -105,12 +105,12 @@ type LabelRow = (PathBuf, String, Vec<String>);
 /// Reads a label CSV: its label column names and rows, each checked against the task kind.
 fn read_label_csv(csv: &Path, kind: TaskKind, base: &Path) -> Result<(Vec<String>, Vec<LabelRow>)> {
     let text = std::fs::read_to_string(csv).with_context(|| format!("cannot read {}", csv.display()))?;
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    let (h, header_line) = lines.next().with_context(|| format!("{}: empty file", csv.display()))?;
-    let at = format!("{}:{}", csv.display(), h + 1);
-    let header = csv_line::split(header_line.trim_start_matches('\u{feff}')).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+    let mut records = csv_line::records(&text);
+    let (h, header) = records.next().with_context(|| format!("{}: empty file", csv.display()))?;
+    let at = format!("{}:{h}", csv.display());
+    let header = header.map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
     if header.len() < 2 || header[0] != "path" {
-        bail!("{at}: header {header_line:?}: expected \"path,<label columns...>\"");
+        bail!("{at}: header {:?}: expected \"path,<label columns...>\"", header.join(","));
     }
     let columns = &header[1..];
     if let Some(c) = columns.iter().find(|c| c.is_empty()) {
@@ -125,9 +125,9 @@ fn read_label_csv(csv: &Path, kind: TaskKind, base: &Path) -> Result<(Vec<String
     // (resolved path, path as listed = id, label values)
     let mut rows: Vec<LabelRow> = Vec::new();
     let mut seen = HashSet::new();
-    for (i, line) in lines {
-        let at = format!("{}:{}", csv.display(), i + 1);
-        let f = csv_line::split(line).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+    for (i, fields) in records {
+        let at = format!("{}:{i}", csv.display());
+        let f = fields.map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
         if f.len() != header.len() {
             bail!("{at}: {} fields, expected {} ({})", f.len(), header.len(), header.join(","));
         }

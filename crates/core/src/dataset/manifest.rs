@@ -117,7 +117,12 @@ impl Manifest {
         let path = dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {} (is {} a voc-prep output directory?)", path.display(), dir.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{}: not a valid manifest", path.display()))
+        Self::parse(&text).with_context(|| format!("{}: not a valid manifest", path.display()))
+    }
+
+    /// Parses the text of a `manifest.json`.
+    pub fn parse(text: &str) -> Result<Manifest> {
+        Ok(serde_json::from_str(text)?)
     }
 
     /// The task the labels were prepared for.

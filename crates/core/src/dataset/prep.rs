@@ -148,6 +148,10 @@ pub fn write_dataset(
         let info = write_split(spec, &task.classes, staging.path(), name, &chosen, &mut skipped, progress, cancel)?;
         *splits.get_mut(name).expect("known split") = info;
     }
+    if !candidates.is_empty() && SPLITS.iter().all(|n| splits.get(n).is_some_and(|s| s.count == 0)) {
+        let first = skipped.last().map(|s| format!(" (e.g. {}: {})", s.path, s.reason)).unwrap_or_default();
+        bail!("none of the {} images could be used{first}; nothing was written", candidates.len());
+    }
 
     let manifest = Manifest {
         format: 1,
@@ -165,7 +169,8 @@ pub fn write_dataset(
         incomplete_annotations: incomplete,
     };
     let text = serde_json::to_string_pretty(&manifest)?;
-    std::fs::write(staging.path().join(MANIFEST_FILE), text + "\n")?;
+    let manifest_path = staging.path().join(MANIFEST_FILE);
+    std::fs::write(&manifest_path, text + "\n").with_context(|| format!("cannot write {}", manifest_path.display()))?;
     if cancel.load(Ordering::SeqCst) {
         bail!(crate::Interrupted);
     }

@@ -1,4 +1,4 @@
-//! One line of CSV text, both ways: the quoting `predict` writes and the splitting the
+//! CSV text, both ways: the quoting `predict` writes and the splitting the
 //! importers and `retrain`'s corrections read. A field may be wrapped in double quotes (then
 //! it may hold commas), and `""` inside quotes is one quote.
 
@@ -13,13 +13,46 @@ pub fn quote(s: &str) -> String {
 
 /// Splits one line into trimmed fields.
 pub fn split(line: &str) -> Result<Vec<String>, String> {
+    match records(line).next() {
+        Some((_, fields)) => fields,
+        None => Ok(vec![String::new()]),
+    }
+}
+
+/// The records of a whole CSV text with the 1-based line each starts on, blank lines skipped.
+/// A quoted field may span lines (a path with a line break, as [`quote`] writes it); a leading
+/// byte-order mark is ignored. An unterminated quote is an error on the record it opens, and
+/// ends the text.
+pub fn records(text: &str) -> impl Iterator<Item = (usize, Result<Vec<String>, String>)> + '_ {
+    let mut rest = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut line = 1;
+    std::iter::from_fn(move || loop {
+        if rest.is_empty() {
+            return None;
+        }
+        let start = line;
+        let (fields, used, breaks, blank) = next_record(rest);
+        rest = &rest[used..];
+        line += breaks;
+        if fields.is_err() {
+            rest = "";
+        }
+        if !blank {
+            return Some((start, fields));
+        }
+    })
+}
+
+/// Parses one record at the start of `text`: (fields, bytes used, line breaks used, blank).
+fn next_record(text: &str) -> (Result<Vec<String>, String>, usize, usize, bool) {
     let mut fields = Vec::new();
     let mut cur = String::new();
-    let mut chars = line.chars().peekable();
     let mut quoted = false;
-    while let Some(ch) = chars.next() {
+    let mut breaks = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, ch)) = chars.next() {
         match (ch, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
+            ('"', true) if chars.peek().map(|&(_, c)| c) == Some('"') => {
                 cur.push('"');
                 chars.next();
             }
@@ -28,15 +61,26 @@ pub fn split(line: &str) -> Result<Vec<String>, String> {
                 cur.clear();
                 quoted = true;
             }
+            ('\n', false) => {
+                let blank = fields.is_empty() && cur.trim().is_empty();
+                fields.push(cur.trim().to_string());
+                return (Ok(fields), i + 1, breaks + 1, blank);
+            }
+            ('\n', true) => {
+                breaks += 1;
+                cur.push('\n');
+            }
+            ('\r', false) if chars.peek().map(|&(_, c)| c) == Some('\n') => {}
             (',', false) => fields.push(std::mem::take(&mut cur).trim().to_string()),
             (c, _) => cur.push(c),
         }
     }
     if quoted {
-        return Err("unterminated quoted field".into());
+        return (Err("unterminated quoted field".into()), text.len(), breaks, false);
     }
+    let blank = fields.is_empty() && cur.trim().is_empty();
     fields.push(cur.trim().to_string());
-    Ok(fields)
+    (Ok(fields), text.len(), breaks, blank)
 }
 
 #[cfg(test)]
@@ -53,5 +97,18 @@ mod tests {
         let line = odd.iter().map(|f| quote(f)).collect::<Vec<_>>().join(",");
         assert_eq!(split(&line).unwrap(), odd);
         assert_eq!(quote("plain.jpg"), "plain.jpg");
+    }
+
+    #[test]
+    fn records_span_quoted_line_breaks_and_name_their_first_line() {
+        let text = format!("\u{feff}path,labels\r\n\n{},dog\r\nb.jpg,\n\n\"open,1\nx,y\n", quote("two\nlines.jpg"));
+        let got: Vec<_> = records(&text).collect();
+        assert_eq!(got[0], (1, Ok(vec!["path".to_string(), "labels".into()])));
+        assert_eq!(got[1], (3, Ok(vec!["two\nlines.jpg".to_string(), "dog".into()])));
+        assert_eq!(got[2], (5, Ok(vec!["b.jpg".to_string(), "".into()])));
+        assert_eq!(got[3], (7, Err("unterminated quoted field".to_string())));
+        assert_eq!(got.len(), 4);
+        assert_eq!(records("").count(), 0);
+        assert_eq!(records("\n \n").count(), 0);
     }
 }

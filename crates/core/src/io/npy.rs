@@ -96,7 +96,7 @@ impl NpyWriter {
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let mut shape = vec![0];
         shape.extend_from_slice(tail_shape);
-        out.write_all(&header_text(dtype, &shape, header_len))?;
+        out.write_all(&header_text(dtype, &shape, header_len)).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(NpyWriter {
             out,
             path: path.to_path_buf(),
@@ -111,17 +111,17 @@ impl NpyWriter {
     /// Appends rows given as bytes 0..=255; for a float32 file they are scaled to [0, 1].
     pub fn write_u8_rows(&mut self, data: &[u8]) -> Result<()> {
         self.check_len(data.len())?;
-        match self.dtype {
-            DType::U8 => self.out.write_all(data)?,
+        let written = match self.dtype {
+            DType::U8 => self.out.write_all(data),
             DType::F32 => {
                 let mut buf = Vec::with_capacity(data.len() * 4);
                 for &b in data {
                     buf.extend_from_slice(&(b as f32 / 255.0).to_le_bytes());
                 }
-                self.out.write_all(&buf)?;
+                self.out.write_all(&buf)
             }
-        }
-        Ok(())
+        };
+        written.with_context(|| format!("cannot write {}", self.path.display()))
     }
 
     /// Appends float32 rows (the file must be float32).
@@ -134,8 +134,7 @@ impl NpyWriter {
         for &v in data {
             buf.extend_from_slice(&v.to_le_bytes());
         }
-        self.out.write_all(&buf)?;
-        Ok(())
+        self.out.write_all(&buf).with_context(|| format!("cannot write {}", self.path.display()))
     }
 
     fn check_len(&mut self, n: usize) -> Result<()> {
@@ -150,12 +149,18 @@ impl NpyWriter {
     pub fn finish(mut self) -> Result<usize> {
         let mut shape = vec![self.rows];
         shape.extend_from_slice(&self.tail);
-        self.out.flush()?;
-        let mut file = self.out.into_inner().map_err(|e| e.into_error())?;
-        file.seek(SeekFrom::Start(0))?;
-        file.write_all(&header_text(self.dtype, &shape, self.header_len))?;
-        file.flush().with_context(|| format!("cannot write {}", self.path.display()))?;
-        Ok(self.rows)
+        let path = self.path.clone();
+        let header = header_text(self.dtype, &shape, self.header_len);
+        let rows = self.rows;
+        let finish = move || -> std::io::Result<()> {
+            self.out.flush()?;
+            let mut file = self.out.into_inner().map_err(|e| e.into_error())?;
+            file.seek(SeekFrom::Start(0))?;
+            file.write_all(&header)?;
+            file.flush()
+        };
+        finish().with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(rows)
     }
 }
 
@@ -189,8 +194,8 @@ impl NpyArray {
         let len = file.metadata().with_context(|| format!("cannot read {}", path.display()))?.len();
         let header = read_header(&file, len).with_context(|| format!("cannot read {}", path.display()))?;
         let (dtype, shape, offset) = parse_header(&header).with_context(|| format!("{}: not a valid .npy file", path.display()))?;
-        let expected = shape.iter().product::<usize>() * dtype.size();
         let data_len = len - offset as u64;
+        let expected = data_bytes(dtype, &shape).with_context(|| format!("{}: shape {shape:?} is too large", path.display()))?;
         if data_len != expected as u64 {
             bail!(
                 "{}: data is {data_len} bytes but shape {:?} of {} needs {expected} (truncated file?)",
@@ -275,7 +280,8 @@ fn read_header(file: &File, len: u64) -> std::io::Result<Vec<u8>> {
     Ok(all)
 }
 
-fn parse_header(data: &[u8]) -> Result<(DType, Vec<usize>, usize)> {
+/// Parses a `.npy` header (magic, version, length, dict): dtype, shape and data offset.
+pub fn parse_header(data: &[u8]) -> Result<(DType, Vec<usize>, usize)> {
     if data.len() < 10 || &data[..6] != MAGIC {
         bail!("missing NumPy magic string");
     }
@@ -312,6 +318,11 @@ fn parse_header(data: &[u8]) -> Result<(DType, Vec<usize>, usize)> {
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("bad shape {shape_txt:?}"))?;
     Ok((dtype, shape, end))
+}
+
+/// Bytes of data an array of `shape` holds; `None` when that overflows.
+pub fn data_bytes(dtype: DType, shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(dtype.size(), |n, &d| n.checked_mul(d))
 }
 
 /// The raw text of `key`'s value in a NumPy header dict.

@@ -32,36 +32,64 @@ pub struct Correction {
 /// directory. Unknown classes, label sets the task forbids, unreadable images and duplicate
 /// paths are errors naming the line.
 pub fn read_corrections_csv(csv: &Path, task: &Task) -> Result<Vec<(PathBuf, Vec<String>)>> {
-    let classes = &task.classes;
     let text = std::fs::read_to_string(csv).with_context(|| format!("cannot read corrections file {}", csv.display()))?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    match lines.next() {
-        Some((_, h)) if h.trim().replace(' ', "") == "path,labels" => {}
-        Some((i, h)) => bail!("{}:{}: header is {h:?}, expected \"path,labels\"", csv.display(), i + 1),
-        None => bail!("{}: empty corrections file", csv.display()),
-    }
+    let rows = parse_corrections(&text, task).map_err(|(line, e)| match line {
+        0 => anyhow::anyhow!("{}: {e}", csv.display()),
+        n => anyhow::anyhow!("{}:{n}: {e}", csv.display()),
+    })?;
     let base = csv.parent().unwrap_or(Path::new("."));
     let mut seen = HashSet::new();
     let mut out = Vec::new();
-    for (i, line) in lines {
-        let at = format!("{}:{}", csv.display(), i + 1);
-        let fields = csv_line::split(line).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
-        let [path, labels] = fields.as_slice() else {
-            bail!("{at}: {} fields, expected 2 (\"path,labels\"; quote a path that holds a comma)", fields.len());
-        };
-        let mut p = PathBuf::from(path);
+    for row in rows {
+        let at = format!("{}:{}", csv.display(), row.line);
+        let mut p = PathBuf::from(&row.path);
         if p.is_relative() && !p.exists() && base.join(&p).exists() {
             p = base.join(&p);
         }
         let key = std::fs::canonicalize(&p).unwrap_or(p.clone());
         if !seen.insert(key) {
-            bail!("{at}: {path} is listed twice");
+            bail!("{at}: {} is listed twice", row.path);
+        }
+        decode_file(&p).map_err(|e| anyhow::anyhow!("{at}: cannot use image {}: {e}", p.display()))?;
+        out.push((p, row.labels));
+    }
+    Ok(out)
+}
+
+/// One row of a corrections CSV as written: its first line, the path as listed, and its
+/// labels as the task's column names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorrectionRow {
+    pub line: usize,
+    pub path: String,
+    pub labels: Vec<String>,
+}
+
+/// Parses the text of a corrections CSV against `task` (no file access): the header, the
+/// fields of each row, known classes, label sets the task allows. Errors carry the line they
+/// are on (0 for the whole file).
+pub fn parse_corrections(text: &str, task: &Task) -> Result<Vec<CorrectionRow>, (usize, String)> {
+    let classes = &task.classes;
+    let mut records = csv_line::records(text);
+    match records.next() {
+        Some((_, Ok(h))) if h.iter().map(|f| f.replace(' ', "")).eq(["path", "labels"]) => {}
+        Some((i, Ok(h))) => return Err((i, format!("header is {:?}, expected \"path,labels\"", h.join(",")))),
+        Some((i, Err(e))) => return Err((i, e)),
+        None => return Err((0, "empty corrections file".into())),
+    }
+    let mut out = Vec::new();
+    for (line, fields) in records {
+        let fields = fields.map_err(|e| (line, e))?;
+        let [path, labels] = fields.as_slice() else {
+            return Err((line, format!("{} fields, expected 2 (\"path,labels\"; quote a path that holds a comma)", fields.len())));
+        };
+        if path.is_empty() {
+            return Err((line, "empty path".into()));
         }
         let mut set = Vec::new();
         for l in labels.split(';').map(str::trim).filter(|l| !l.is_empty()) {
             let Some(col) = task.column_of(l) else {
-                bail!("{at}: unknown class {l:?}; the model's classes are {}", classes.join(", "));
+                return Err((line, format!("unknown class {l:?}; the model's classes are {}", classes.join(", "))));
             };
             if !set.contains(&classes[col]) {
                 set.push(classes[col].clone());
@@ -69,13 +97,12 @@ pub fn read_corrections_csv(csv: &Path, task: &Task) -> Result<Vec<(PathBuf, Vec
         }
         if task.is_grouped() {
             let row: Vec<f32> = classes.iter().map(|c| set.contains(c) as u8 as f32).collect();
-            task.check_row(&row).map_err(|e| anyhow::anyhow!("{at}: {e} (a {} correction names one class per head)", task.kind.name()))?;
+            task.check_row(&row).map_err(|e| (line, format!("{e} (a {} correction names one class per head)", task.kind.name())))?;
         }
-        decode_file(&p).map_err(|e| anyhow::anyhow!("{at}: cannot use image {}: {e}", p.display()))?;
-        out.push((p, set));
+        out.push(CorrectionRow { line, path: path.clone(), labels: set });
     }
     if out.is_empty() {
-        bail!("{}: no corrections listed", csv.display());
+        return Err((0, "no corrections listed".into()));
     }
     Ok(out)
 }
@@ -131,7 +158,8 @@ impl FeedbackStore {
 
     /// Stores `pending`: each image under its hash (written, synced, renamed), then all their
     /// lines appended with one write and synced. A torn last line left by a crash is cut off
-    /// first, so a later record never joins it.
+    /// first, so a later record never joins it. Concurrent commits (two retrains) take turns
+    /// on an exclusive lock of the store file.
     pub fn commit(&self, pending: &[Pending]) -> Result<()> {
         for p in pending {
             let dst = self.image_path(&p.correction);
@@ -146,6 +174,8 @@ impl FeedbackStore {
             .append(true)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
+        // Another retrain may be appending: the tail is only judged torn under the lock.
+        f.lock().with_context(|| format!("cannot lock {}", path.display()))?;
         cut_torn_tail(&f, &path)?;
         let mut lines = String::new();
         for p in pending {

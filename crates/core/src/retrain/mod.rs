@@ -90,8 +90,8 @@ impl RetrainConfig {
         if !(self.replay_ratio.is_finite() && self.replay_ratio >= 0.0 && self.replay_ratio <= 100.0) {
             bail!("--replay-ratio {}: expected a number in [0, 100]", self.replay_ratio);
         }
-        if !(self.tolerance.is_finite() && self.tolerance >= 0.0) {
-            bail!("--tolerance {}: expected a number >= 0", self.tolerance);
+        if !(self.tolerance.is_finite() && (0.0..=1.0).contains(&self.tolerance)) {
+            bail!("--tolerance {}: expected a score difference from 0 to 1", self.tolerance);
         }
         if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= 10.0) {
             bail!("--lr {}: expected a learning rate in (0, 10]", self.lr);
