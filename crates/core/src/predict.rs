@@ -79,14 +79,8 @@ pub fn score_files(
             if cancel.load(Ordering::SeqCst) {
                 bail!(crate::Interrupted);
             }
-            let good: Vec<&Vec<u8>> = decoded.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
-            let mut probs: Vec<f32> = Vec::new();
-            if !good.is_empty() {
-                let s = size as i64;
-                let flat: Vec<u8> = good.iter().flat_map(|v| v.iter().copied()).collect();
-                let px = Tensor::from_slice(&flat).view([good.len() as i64, s, s, 3]);
-                probs = host_values(&model.probabilities(&px))?;
-            }
+            let good: Vec<&[u8]> = decoded.iter().filter_map(|(_, r)| r.as_deref().ok()).collect();
+            let probs = score_pixels(model, &good)?;
             let c = model.classes().len();
             let mut next = 0;
             for (path, r) in decoded {
@@ -106,6 +100,21 @@ pub fn score_files(
         }
         Ok(())
     })
+}
+
+/// Probabilities of decoded images (each `image_size`² x 3 bytes, as [`SquareResizer`] gives
+/// them), `classes` values per image in order, in one forward pass.
+pub fn score_pixels(model: &Predictor, images: &[&[u8]]) -> Result<Vec<f32>> {
+    if images.is_empty() {
+        return Ok(Vec::new());
+    }
+    let s = model.image_size() as i64;
+    if let Some(bad) = images.iter().find(|i| i.len() as i64 != s * s * 3) {
+        bail!("an image of {} bytes given to a model of {s}x{s}x3 inputs", bad.len());
+    }
+    let flat: Vec<u8> = images.concat();
+    let px = Tensor::from_slice(&flat).view([images.len() as i64, s, s, 3]);
+    host_values(&model.probabilities(&px))
 }
 
 /// Output format of `predict`.
@@ -141,12 +150,12 @@ impl<W: Write> RowWriter<W> {
         Ok(RowWriter { out, format, task, thresholds, top_k })
     }
 
-    /// Writes one row and flushes, so a crash keeps every row written so far.
     /// Flushes the rows still buffered (an error here is a lost row, never ignored).
     pub fn finish(mut self) -> Result<()> {
         Ok(self.out.flush()?)
     }
 
+    /// Writes one row and flushes, so a crash keeps every row written so far.
     pub fn write(&mut self, row: &Scored) -> Result<()> {
         let path = row.path.to_string_lossy();
         match (&row.result, self.format) {
@@ -166,28 +175,10 @@ impl<W: Write> RowWriter<W> {
                     cells.push(String::new());
                     writeln!(self.out, "{}", cells.join(","))?;
                 } else {
-                    let probs: serde_json::Map<String, serde_json::Value> =
-                        self.task.classes.iter().zip(p).map(|(c, v)| (c.clone(), serde_json::json!(*v))).collect();
-                    let mut obj = serde_json::json!({"path": path, "labels": labels, "probabilities": probs});
-                    match self.task.kind {
-                        TaskKind::Multiclass => obj["label"] = serde_json::json!(labels.first()),
-                        TaskKind::Multihead => {
-                            let heads: serde_json::Map<String, serde_json::Value> = self
-                                .task
-                                .groups
-                                .iter()
-                                .zip(self.task.ranges())
-                                .filter_map(|(g, r)| {
-                                    r.clone().position(|j| decided[j] >= 0.5).map(|k| (g.name.clone(), serde_json::json!(g.classes[k])))
-                                })
-                                .collect();
-                            obj["heads"] = heads.into();
-                        }
-                        TaskKind::Multilabel => {}
-                    }
-                    if self.top_k > 0 {
-                        obj["top"] = top.iter().map(|&k| serde_json::json!({"class": self.task.classes[k], "probability": p[k]})).collect();
-                    }
+                    let mut obj = serde_json::Map::new();
+                    obj.insert("path".into(), path.into());
+                    obj.extend(decision_json(&self.task, &self.thresholds, p, self.top_k));
+                    let obj = serde_json::Value::Object(obj);
                     writeln!(self.out, "{obj}")?;
                 }
             }
@@ -205,6 +196,41 @@ impl<W: Write> RowWriter<W> {
         self.out.flush()?;
         Ok(())
     }
+}
+
+/// What was decided for one image, as `predict`'s JSON lines and the service give it:
+/// `labels` (at or above threshold; per head for grouped tasks), `probabilities` per class,
+/// `label` (multiclass) or `heads` (multihead), and `top` when `top_k` > 0.
+pub fn decision_json(task: &Task, thresholds: &[f32], p: &[f32], top_k: usize) -> serde_json::Map<String, serde_json::Value> {
+    let decided = task.decide(p, thresholds);
+    let labels: Vec<&str> = task.classes.iter().zip(&decided).filter(|(_, d)| **d >= 0.5).map(|(c, _)| c.as_str()).collect();
+    let probs: serde_json::Map<String, serde_json::Value> = task.classes.iter().zip(p).map(|(c, v)| (c.clone(), serde_json::json!(*v))).collect();
+    let mut obj = serde_json::Map::new();
+    obj.insert("labels".into(), serde_json::json!(labels));
+    obj.insert("probabilities".into(), probs.into());
+    match task.kind {
+        TaskKind::Multiclass => {
+            obj.insert("label".into(), serde_json::json!(labels.first()));
+        }
+        TaskKind::Multihead => {
+            let heads: serde_json::Map<String, serde_json::Value> = task
+                .groups
+                .iter()
+                .zip(task.ranges())
+                .filter_map(|(g, r)| r.clone().position(|j| decided[j] >= 0.5).map(|k| (g.name.clone(), serde_json::json!(g.classes[k]))))
+                .collect();
+            obj.insert("heads".into(), heads.into());
+        }
+        TaskKind::Multilabel => {}
+    }
+    if top_k > 0 {
+        let mut order: Vec<usize> = (0..p.len()).collect();
+        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+        let top: Vec<serde_json::Value> =
+            order.into_iter().take(top_k).map(|k| serde_json::json!({"class": task.classes[k], "probability": p[k]})).collect();
+        obj.insert("top".into(), top.into());
+    }
+    obj
 }
 
 #[cfg(test)]

@@ -1,0 +1,109 @@
+//! `serve`: the prediction service and web page.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use vocml::{ComputeArgs, DecodeArgs};
+use vocml_serve::jobs::RetrainDefaults;
+use vocml_serve::ServeConfig;
+
+/// Serve a trained model over HTTP, with a web page to try it, correct it and retrain it.
+///
+/// Serves runs/best (or --run) and follows it: when a retrain promotes a run, or `evaluate`
+/// or `retrain` in a shell moves runs/best, the new model is loaded beside the old one and
+/// swapped in between batches; requests never fail during a swap, and a run that fails to
+/// load is refused (the old one keeps serving). Concurrent requests share forward passes
+/// (--max-batch, --max-wait-ms). SIGTERM or Ctrl-C drains in-flight requests and exits 0.
+///
+/// Endpoints: GET / (the page), GET /health, GET /ready, GET /model, GET /metrics,
+/// POST /predict (multipart `files`), POST /retrain, GET /jobs/{id}, and the Open Inference
+/// Protocol v2 subset under /v2 (model name `vocml`).
+///
+/// Examples:
+///   serve                                   # runs/best on http://127.0.0.1:8000
+///   serve --addr 0.0.0.0:8080 --token-file /run/secrets/vocml-token
+///   curl -F files=@photo.jpg http://127.0.0.1:8000/predict
+#[derive(Parser, Debug)]
+#[command(name = "serve", version, long_about, verbatim_doc_comment, args_override_self = true)]
+struct Cli {
+    /// Runs directory: its `best` is served and followed; retrain jobs write here.
+    #[arg(long, value_name = "DIR", default_value = "runs")]
+    runs: PathBuf,
+    /// Serve this run only (not followed).
+    #[arg(long, value_name = "DIR")]
+    run: Option<PathBuf>,
+    /// Address to listen on (loopback by default; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    addr: SocketAddr,
+    /// File holding the bearer token that /retrain and /jobs require.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Most images in one forward pass.
+    #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    max_batch: u64,
+    /// Longest wait for more requests to fill a batch, in milliseconds.
+    #[arg(long, default_value_t = 5, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    max_wait_ms: u64,
+    /// Largest request body, in MB.
+    #[arg(long, default_value_t = 32, value_name = "MB", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    max_body_mb: u64,
+    /// Most images in one request.
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    max_files: u64,
+    /// Requests waiting for inference; beyond it the answer is 503 with Retry-After.
+    #[arg(long, default_value_t = 256, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    queue: u64,
+    /// How often runs/best is checked for a new model, in milliseconds.
+    #[arg(long, default_value_t = 500, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    poll_ms: u64,
+    /// Retrain jobs: epochs (as `retrain --epochs`).
+    #[arg(long, default_value_t = 30, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    retrain_epochs: u64,
+    /// Retrain jobs: copies of each corrected image per epoch (as `retrain --replicate`).
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1000))]
+    retrain_replicate: u64,
+    #[command(flatten)]
+    decode: DecodeArgs,
+    #[command(flatten)]
+    compute: ComputeArgs,
+}
+
+fn main() -> ExitCode {
+    vocml::tool_main("serve", run)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let device = cli.compute.resolve()?;
+    cli.decode.apply();
+    let token = match &cli.token_file {
+        Some(f) => {
+            let t = std::fs::read_to_string(f).with_context(|| format!("--token-file {}", f.display()))?.trim().to_string();
+            if t.is_empty() {
+                bail!("--token-file {}: the file is empty", f.display());
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    if let Some(r) = &cli.run {
+        vocml_core::run::config::RunConfig::read(r).with_context(|| format!("--run {}", r.display()))?;
+    }
+    let retrain = RetrainDefaults { epochs: cli.retrain_epochs as usize, replicate: cli.retrain_replicate as usize, ..RetrainDefaults::default() };
+    vocml_serve::run(ServeConfig {
+        runs_dir: cli.runs,
+        run: cli.run,
+        addr: cli.addr,
+        token,
+        max_batch: cli.max_batch as usize,
+        max_wait: Duration::from_millis(cli.max_wait_ms),
+        max_body_bytes: (cli.max_body_mb as usize) << 20,
+        max_files: cli.max_files as usize,
+        queue: cli.queue as usize,
+        device,
+        poll: Duration::from_millis(cli.poll_ms),
+        retrain,
+    })
+}

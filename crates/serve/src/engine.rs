@@ -1,0 +1,244 @@
+//! The inference thread: it owns the model, gathers concurrent requests into one forward
+//! pass (up to `max_batch` images or `max_wait`), and swaps in a new model between batches,
+//! so every request is answered whole by one model and none fails during a swap.
+
+use crate::metrics::Metrics;
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use vocml_core::io::image::{ResizeMode, SquareResizer};
+use vocml_core::predict::score_pixels;
+use vocml_core::run::predictor::Predictor;
+use vocml_core::task::Task;
+
+/// What the service says about the model it serves.
+#[derive(Debug)]
+pub struct ModelInfo {
+    /// 1 for the first model loaded, +1 at each swap.
+    pub version: u64,
+    /// The run directory's name.
+    pub run: String,
+    pub run_dir: PathBuf,
+    /// Architecture (or ensemble) name.
+    pub model: String,
+    pub task: Task,
+    pub thresholds: Vec<f32>,
+    pub thresholds_tuned: bool,
+    pub image_size: u32,
+    pub resize: ResizeMode,
+    pub tta: bool,
+    /// The run's `metrics.json` (validation metrics), or null.
+    pub metrics: serde_json::Value,
+    /// The run it was retrained from, if any.
+    pub parent: Option<String>,
+    pub loaded_at: String,
+}
+
+impl ModelInfo {
+    /// Describes `p`, loaded from its run directory, as version `version`.
+    pub fn of(p: &Predictor, version: u64) -> ModelInfo {
+        let dir = &p.run_dir;
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        let parent = read(vocml_core::run::RETRAIN_FILE)
+            .and_then(|v| v.get("parent").and_then(|p| p.as_str()).map(|p| p.rsplit('/').next().unwrap_or(p).to_string()));
+        ModelInfo {
+            version,
+            run: dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            run_dir: dir.clone(),
+            model: p.name.clone(),
+            task: p.task().clone(),
+            thresholds: p.thresholds.clone(),
+            thresholds_tuned: p.thresholds_tuned,
+            image_size: p.image_size(),
+            resize: p.resize(),
+            tta: p.tta,
+            metrics: read("metrics.json").unwrap_or(serde_json::Value::Null),
+            parent,
+            loaded_at: chrono::Local::now().to_rfc3339(),
+        }
+    }
+
+    /// The `/model` answer.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "run": self.run,
+            "run_dir": self.run_dir,
+            "version": self.version,
+            "model": self.model,
+            "task": self.task.kind.name(),
+            "classes": self.task.classes,
+            "heads": self.task.groups.iter().map(|g| serde_json::json!({"name": g.name, "classes": g.classes})).collect::<Vec<_>>(),
+            "thresholds": self.thresholds,
+            "thresholds_tuned": self.thresholds_tuned,
+            "image_size": self.image_size,
+            "resize": self.resize.name(),
+            "tta": self.tta,
+            "metrics": self.metrics,
+            "parent": self.parent,
+            "loaded_at": self.loaded_at,
+        })
+    }
+}
+
+/// A model ready to serve.
+pub struct Served {
+    pub predictor: Predictor,
+    pub info: Arc<ModelInfo>,
+}
+
+/// One image of a request: its encoded bytes and, when decoding succeeded, its pixels at the
+/// size and resize mode it was decoded for.
+pub struct Input {
+    pub bytes: Arc<Vec<u8>>,
+    pub pixels: Vec<u8>,
+    pub size: u32,
+    pub mode: ResizeMode,
+}
+
+/// Probabilities per image of a request and the model that gave them.
+pub struct Answer {
+    pub probabilities: Vec<Vec<f32>>,
+    pub model: Arc<ModelInfo>,
+}
+
+/// A request's images, answered together on `reply`.
+pub struct Job {
+    pub images: Vec<Input>,
+    pub reply: tokio::sync::oneshot::Sender<Result<Answer, String>>,
+}
+
+/// Why a job was not queued.
+pub enum Refused {
+    /// The queue is full (answer 503 and let the client retry).
+    Busy,
+    /// No model is loaded yet.
+    NoModel,
+}
+
+/// The handle the request handlers and the model follower share.
+pub struct Engine {
+    tx: SyncSender<Job>,
+    pending: Mutex<Option<Served>>,
+    current: RwLock<Option<Arc<ModelInfo>>>,
+}
+
+impl Engine {
+    /// Starts the inference thread; `queue` jobs may wait for it.
+    pub fn start(max_batch: usize, max_wait: Duration, queue: usize, metrics: Arc<Metrics>) -> Arc<Engine> {
+        let (tx, rx) = sync_channel(queue);
+        let engine = Arc::new(Engine { tx, pending: Mutex::new(None), current: RwLock::new(None) });
+        let e = engine.clone();
+        std::thread::Builder::new()
+            .name("inference".into())
+            .spawn(move || e.run(rx, max_batch.max(1), max_wait, &metrics))
+            .expect("spawn the inference thread");
+        engine
+    }
+
+    /// The model being served, if one is loaded.
+    pub fn info(&self) -> Option<Arc<ModelInfo>> {
+        self.current.read().unwrap().clone()
+    }
+
+    /// Hands over a new model; the inference thread takes it before its next batch.
+    pub fn install(&self, served: Served) {
+        *self.pending.lock().unwrap() = Some(served);
+    }
+
+    /// Queues a job without waiting.
+    pub fn submit(&self, job: Job) -> Result<(), Refused> {
+        if self.info().is_none() {
+            return Err(Refused::NoModel);
+        }
+        self.tx.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => Refused::Busy,
+            TrySendError::Disconnected(_) => Refused::NoModel,
+        })
+    }
+
+    fn take_pending(&self, served: &mut Option<Served>, metrics: &Metrics) {
+        if let Some(s) = self.pending.lock().unwrap().take() {
+            metrics.model_version.store(s.info.version, Ordering::Relaxed);
+            *self.current.write().unwrap() = Some(s.info.clone());
+            *served = Some(s);
+        }
+    }
+
+    fn run(&self, rx: Receiver<Job>, max_batch: usize, max_wait: Duration, metrics: &Metrics) {
+        let _no_grad = tch::no_grad_guard();
+        let mut served: Option<Served> = None;
+        loop {
+            let first = match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            self.take_pending(&mut served, metrics);
+            let Some(first) = first else { continue };
+            let mut batch = vec![first];
+            let mut images = batch[0].images.len();
+            let deadline = Instant::now() + max_wait;
+            while images < max_batch {
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(job) => {
+                        images += job.images.len();
+                        batch.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            match &served {
+                Some(s) => {
+                    metrics.batch_size.observe(images as f64);
+                    metrics.images.fetch_add(images as u64, Ordering::Relaxed);
+                    answer(s, batch);
+                }
+                None => batch.into_iter().for_each(|j| drop(j.reply.send(Err("no model loaded yet".into())))),
+            }
+        }
+    }
+}
+
+/// Scores every image of `batch` in one forward pass and answers each job.
+fn answer(s: &Served, batch: Vec<Job>) {
+    let info = &s.info;
+    let mut resizer = SquareResizer::new(info.image_size, info.resize);
+    // Images decoded for another model (a swap came between decoding and now) are resized
+    // again from their bytes.
+    let per_job: Vec<Result<Vec<Cow<[u8]>>, String>> = batch
+        .iter()
+        .map(|job| {
+            job.images
+                .iter()
+                .map(|i| match i.size == info.image_size && i.mode == info.resize {
+                    true => Ok(Cow::Borrowed(i.pixels.as_slice())),
+                    false => resizer.load_bytes(&i.bytes).map(Cow::Owned),
+                })
+                .collect()
+        })
+        .collect();
+    let pixels: Vec<&[u8]> = per_job.iter().filter_map(|r| r.as_ref().ok()).flatten().map(|c| c.as_ref()).collect();
+    let scored = score_pixels(&s.predictor, &pixels);
+    let counts: Vec<Result<usize, String>> = per_job.iter().map(|r| r.as_ref().map(Vec::len).map_err(Clone::clone)).collect();
+    drop(pixels);
+    drop(per_job);
+    let probs = match scored {
+        Ok(p) => p,
+        Err(e) => {
+            let msg = format!("inference failed: {e:#}");
+            batch.into_iter().for_each(|j| drop(j.reply.send(Err(msg.clone()))));
+            return;
+        }
+    };
+    let mut rows = probs.chunks(info.task.classes.len().max(1));
+    for (job, count) in batch.into_iter().zip(counts) {
+        let reply = count.map(|n| Answer {
+            probabilities: rows.by_ref().take(n).map(<[f32]>::to_vec).collect(),
+            model: info.clone(),
+        });
+        let _ = job.reply.send(reply);
+    }
+}

@@ -1,0 +1,198 @@
+//! Retrain jobs: the corrections of a request run through the existing `retrain` (feedback
+//! store, replay, tolerance gate, atomic promotion) on a worker thread, one at a time; the
+//! job's state, progress and outcome are kept for `GET /jobs/{id}`.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use vocml_core::io::csv_line::quote;
+use vocml_core::retrain::{default_feedback_dir, retrain, RetrainConfig};
+use vocml_core::train::history::{EpochRecord, TrainObserver};
+
+/// The retrain options the service uses (the `retrain` tool's defaults unless set).
+#[derive(Debug, Clone)]
+pub struct RetrainDefaults {
+    pub epochs: usize,
+    pub replicate: usize,
+    pub lr: f64,
+    pub batch_size: usize,
+    pub replay_ratio: f64,
+    pub tolerance: f64,
+    pub seed: u64,
+}
+
+impl Default for RetrainDefaults {
+    fn default() -> Self {
+        RetrainDefaults { epochs: 30, replicate: 10, lr: 3e-4, batch_size: 16, replay_ratio: 3.0, tolerance: 0.01, seed: 42 }
+    }
+}
+
+/// One correction of a job: the image bytes, a file name for the record, the true labels.
+pub struct Correction {
+    pub filename: String,
+    pub bytes: Arc<Vec<u8>>,
+    pub labels: Vec<String>,
+}
+
+/// What `GET /jobs/{id}` answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStatus {
+    pub id: String,
+    /// queued, running, succeeded or failed.
+    pub state: &'static str,
+    pub corrections: usize,
+    /// Epochs done and planned, once running.
+    pub epoch: usize,
+    pub epochs: usize,
+    pub created: String,
+    pub finished: Option<String>,
+    /// The retrain's outcome: scores before and after, promoted or not and why, the new run.
+    pub outcome: Option<serde_json::Value>,
+    pub error: Option<String>,
+}
+
+/// The jobs of this service.
+pub struct Jobs {
+    map: Mutex<BTreeMap<String, JobStatus>>,
+    busy: AtomicBool,
+    seq: AtomicU64,
+    /// Set at shutdown: a running retrain stops at its next step and writes nothing.
+    pub cancel: Arc<AtomicBool>,
+    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Jobs { map: Mutex::default(), busy: AtomicBool::new(false), seq: AtomicU64::new(1), cancel: Arc::default(), worker: Mutex::new(None) }
+    }
+}
+
+/// Where a job retrains from and writes to.
+pub struct JobTarget {
+    pub from: PathBuf,
+    pub runs_dir: PathBuf,
+    pub device: tch::Device,
+    pub options: RetrainDefaults,
+    pub force: bool,
+}
+
+impl Jobs {
+    pub fn get(&self, id: &str) -> Option<JobStatus> {
+        self.map.lock().unwrap().get(id).cloned()
+    }
+
+    /// Starts a retrain job, or says why not (one runs at a time).
+    pub fn start(self: &Arc<Self>, corrections: Vec<Correction>, target: JobTarget) -> Result<JobStatus, String> {
+        if self.busy.swap(true, Ordering::SeqCst) {
+            let running = self.map.lock().unwrap().values().find(|j| j.state == "running").map(|j| j.id.clone()).unwrap_or_default();
+            return Err(format!("a retrain job is already running ({running}); wait for it (GET /jobs/{running}) and send again"));
+        }
+        let id = format!("job-{}", self.seq.fetch_add(1, Ordering::SeqCst));
+        let status = JobStatus {
+            id: id.clone(),
+            state: "running",
+            corrections: corrections.len(),
+            epoch: 0,
+            epochs: target.options.epochs,
+            created: chrono::Local::now().to_rfc3339(),
+            finished: None,
+            outcome: None,
+            error: None,
+        };
+        self.map.lock().unwrap().insert(id.clone(), status.clone());
+        let jobs = self.clone();
+        let handle = std::thread::Builder::new()
+            .name(id.clone())
+            .spawn(move || {
+                let result = jobs.run(&id, &corrections, &target);
+                let mut map = jobs.map.lock().unwrap();
+                let s = map.get_mut(&id).expect("job recorded");
+                s.finished = Some(chrono::Local::now().to_rfc3339());
+                match result {
+                    Ok(outcome) => {
+                        s.state = "succeeded";
+                        s.outcome = Some(outcome);
+                    }
+                    Err(e) => {
+                        s.state = "failed";
+                        s.error = Some(format!("{e:#}"));
+                    }
+                }
+                eprintln!("serve: {id} {}", s.state);
+                jobs.busy.store(false, Ordering::SeqCst);
+            })
+            .map_err(|e| format!("cannot start a retrain job: {e}"))?;
+        *self.worker.lock().unwrap() = Some(handle);
+        Ok(status)
+    }
+
+    /// Cancels a running job and waits for it (at shutdown).
+    pub fn stop(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+        if let Some(h) = self.worker.lock().unwrap().take() {
+            let _ = h.join();
+        }
+    }
+
+    fn run(&self, id: &str, corrections: &[Correction], target: &JobTarget) -> anyhow::Result<serde_json::Value> {
+        let dir = tempfile::Builder::new().prefix("vocml-serve-").tempdir()?;
+        let mut csv = String::from("path,labels\n");
+        for (i, c) in corrections.iter().enumerate() {
+            let name: String = c.filename.chars().map(|ch| if ch.is_alphanumeric() || ".-_".contains(ch) { ch } else { '_' }).collect();
+            let path = dir.path().join(format!("{i:04}_{name}"));
+            std::fs::write(&path, c.bytes.as_slice())?;
+            csv += &format!("{},{}\n", quote(&path.to_string_lossy()), c.labels.join(";"));
+        }
+        let csv_path = dir.path().join("corrections.csv");
+        std::fs::write(&csv_path, csv)?;
+        let o = &target.options;
+        let cfg = RetrainConfig {
+            from: target.from.clone(),
+            corrections: csv_path,
+            data: None,
+            epochs: o.epochs,
+            replicate: o.replicate,
+            lr: o.lr,
+            batch_size: o.batch_size,
+            replay: true,
+            replay_ratio: o.replay_ratio,
+            tolerance: o.tolerance,
+            force: target.force,
+            runs_dir: target.runs_dir.clone(),
+            feedback_dir: default_feedback_dir(&target.runs_dir),
+            seed: o.seed,
+        };
+        let observer = Progress { jobs: self, id };
+        let outcome = retrain(&cfg, target.device, &observer, &self.cancel)?;
+        Ok(serde_json::json!({
+            "run": outcome.run_dir.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "parent": outcome.parent.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "promoted": outcome.promoted,
+            "reason": outcome.reason,
+            "metric": outcome.monitor,
+            "before": outcome.parent_val_score,
+            "after": outcome.new_val_score,
+            "corrected_right_before": outcome.corrected_right_before,
+            "corrected_right_after": outcome.corrected_right_after,
+            "corrections_used": outcome.corrections_used,
+            "corrections_new": outcome.corrections_new,
+            "seconds": outcome.seconds,
+        }))
+    }
+}
+
+/// Records a running job's epochs.
+struct Progress<'a> {
+    jobs: &'a Jobs,
+    id: &'a str,
+}
+
+impl TrainObserver for Progress<'_> {
+    fn epoch(&self, rec: &EpochRecord) {
+        if let Some(s) = self.jobs.map.lock().unwrap().get_mut(self.id) {
+            s.epoch = rec.epoch;
+        }
+    }
+}

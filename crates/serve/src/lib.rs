@@ -1,0 +1,102 @@
+//! `serve`: the prediction service on the same core as the batch tools. An axum server
+//! (tokio) answers on the async threads; images are decoded on the blocking pool and scored
+//! by one inference thread that batches concurrent requests (`engine`); a follower thread
+//! loads `runs/best` whenever it moves and swaps it in between batches (`follow`); retrain
+//! jobs run the existing `retrain` on a worker thread (`jobs`).
+
+pub mod engine;
+pub mod error;
+pub mod follow;
+pub mod jobs;
+pub mod metrics;
+pub mod routes;
+pub mod uploads;
+
+use anyhow::{Context, Result};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything `serve` is told.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub runs_dir: PathBuf,
+    /// Serve this run only; otherwise `runs_dir/best`, followed as it moves.
+    pub run: Option<PathBuf>,
+    pub addr: SocketAddr,
+    /// Bearer token required by `/retrain` and `/jobs`.
+    pub token: Option<String>,
+    pub max_batch: usize,
+    pub max_wait: Duration,
+    pub max_body_bytes: usize,
+    pub max_files: usize,
+    pub queue: usize,
+    pub device: tch::Device,
+    /// How often `runs/best` is checked.
+    pub poll: Duration,
+    pub retrain: jobs::RetrainDefaults,
+}
+
+/// Runs the service until SIGTERM or Ctrl-C, then drains in-flight requests, stops a running
+/// retrain job (it writes nothing) and returns.
+pub fn run(cfg: ServeConfig) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    rt.block_on(serve(cfg))
+}
+
+async fn serve(cfg: ServeConfig) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(cfg.addr).await.with_context(|| format!("cannot listen on {}", cfg.addr))?;
+    let addr = listener.local_addr()?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let engine = engine::Engine::start(cfg.max_batch, cfg.max_wait, cfg.queue, metrics.clone());
+    let follow_state = Arc::new(follow::FollowState::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let follower = follow::Follower {
+        target: cfg.run.clone().unwrap_or_else(|| cfg.runs_dir.join(vocml_core::run::BEST_LINK)),
+        follow: cfg.run.is_none(),
+        device: cfg.device,
+        poll: cfg.poll,
+    }
+    .spawn(engine.clone(), follow_state.clone(), stop.clone());
+    let state = Arc::new(routes::AppState {
+        engine,
+        follow: follow_state,
+        jobs: Arc::new(jobs::Jobs::default()),
+        uploads: uploads::Uploads::new(1024, 512 << 20),
+        metrics,
+        token: cfg.token.clone(),
+        max_files: cfg.max_files,
+        runs_dir: cfg.runs_dir.clone(),
+        retrain: cfg.retrain.clone(),
+        device: cfg.device,
+    });
+    let app = routes::router(state.clone(), cfg.max_body_bytes);
+    eprintln!("serve: listening on http://{addr}");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("server failed")?;
+    eprintln!("serve: stopping");
+    stop.store(true, Ordering::SeqCst);
+    state.jobs.stop();
+    let _ = follower.join();
+    Ok(())
+}
+
+/// Resolves at the first SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,80 @@
+//! The HTTP surface: one small handler per endpoint over shared state, a bearer-token guard
+//! on the retrain endpoints, and a layer counting every request for `/metrics`.
+
+mod info;
+mod predict;
+mod retrain;
+mod v2;
+
+use crate::engine::Engine;
+use crate::error::ApiError;
+use crate::follow::FollowState;
+use crate::jobs::{Jobs, RetrainDefaults};
+use crate::metrics::Metrics;
+use crate::uploads::Uploads;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub follow: Arc<FollowState>,
+    pub jobs: Arc<Jobs>,
+    pub uploads: Uploads,
+    pub metrics: Arc<Metrics>,
+    pub token: Option<String>,
+    pub max_files: usize,
+    pub runs_dir: PathBuf,
+    pub retrain: RetrainDefaults,
+    pub device: tch::Device,
+}
+
+/// The service's routes.
+pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
+    let guarded = Router::new()
+        .route("/retrain", post(retrain::start))
+        .route("/jobs/{id}", get(retrain::job))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/", get(info::page))
+        .route("/health", get(info::health))
+        .route("/ready", get(info::ready))
+        .route("/model", get(info::model))
+        .route("/metrics", get(info::metrics))
+        .route("/predict", post(predict::predict))
+        .route("/v2/health/live", get(v2::live))
+        .route("/v2/health/ready", get(v2::ready))
+        .route("/v2/models/{name}", get(v2::metadata))
+        .route("/v2/models/{name}/infer", post(v2::infer))
+        .merge(guarded)
+        .fallback(|| async { ApiError::not_found("no such endpoint; see GET / for the page and the README for the API") })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), count))
+        .with_state(state)
+}
+
+/// With `--token-file`, the request must carry `Authorization: Bearer <token>`.
+async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Result<Response, ApiError> {
+    if let Some(token) = &state.token {
+        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "this endpoint needs Authorization: Bearer <token> (see serve --token-file)"));
+        }
+    }
+    Ok(next.run(req).await)
+}
+
+/// Counts the request by route and status, with its latency.
+async fn count(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or("other".to_string(), |p| p.as_str().to_string());
+    let start = std::time::Instant::now();
+    let res = next.run(req).await;
+    state.metrics.request(&route, res.status().as_u16(), start.elapsed().as_secs_f64());
+    res
+}

@@ -1,0 +1,128 @@
+//! `POST /predict`: multipart `files` -> one object per file, as the reference gives them
+//! plus `id`, `model` and `version` (and `top`, `label`, `heads` like predict's JSON lines).
+
+use super::AppState;
+use crate::engine::{Input, Job, ModelInfo, Refused};
+use crate::error::ApiError;
+use crate::uploads::Upload;
+use axum::extract::{Multipart, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use vocml_core::io::image::SquareResizer;
+use vocml_core::predict::decision_json;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictQuery {
+    /// Also give the K most probable classes.
+    top_k: Option<usize>,
+}
+
+/// One file's outcome: its name, id (SHA-256) and probabilities or error.
+pub struct FileScore {
+    pub filename: String,
+    pub id: String,
+    pub result: Result<Vec<f32>, String>,
+}
+
+pub async fn predict(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<PredictQuery>, axum::extract::rejection::QueryRejection>,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+    let mut multipart = multipart.map_err(|e| ApiError::bad_request(format!("expected a multipart/form-data body with `files` fields: {}", e.body_text())))?;
+    let files = read_files(&mut multipart, state.max_files).await?;
+    let (scores, model) = score(&state, files).await?;
+    let top_k = query.top_k.unwrap_or(0).min(model.task.classes.len());
+    Ok(Json(scores.into_iter().map(|s| file_json(s, &model, top_k)).collect()))
+}
+
+/// The `files` fields of a multipart body (any other field is an error naming it).
+pub async fn read_files(multipart: &mut Multipart, max_files: usize) -> Result<Vec<(String, Arc<Vec<u8>>)>, ApiError> {
+    let mut files = Vec::new();
+    while let Some(field) = multipart.next_field().await? {
+        match field.name() {
+            Some("files") | Some("file") => {}
+            other => return Err(ApiError::bad_request(format!("unexpected multipart field {other:?}; send images as `files`"))),
+        }
+        if files.len() == max_files {
+            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("more than {max_files} files in one request (serve --max-files)")));
+        }
+        let name = field.file_name().unwrap_or("upload").to_string();
+        files.push((name, Arc::new(field.bytes().await?.to_vec())));
+    }
+    if files.is_empty() {
+        return Err(ApiError::bad_request("no `files` field in the request"));
+    }
+    Ok(files)
+}
+
+/// Decodes `files` on the blocking pool, scores the decodable ones in one engine job, keeps
+/// every upload for later correction, and returns each file's outcome and the model.
+pub async fn score(state: &AppState, files: Vec<(String, Arc<Vec<u8>>)>) -> Result<(Vec<FileScore>, Arc<ModelInfo>), ApiError> {
+    let info = state.engine.info().ok_or_else(|| ApiError::unavailable("no model loaded yet (see GET /ready)"))?;
+    let (size, mode) = (info.image_size, info.resize);
+    let decoded = tokio::task::spawn_blocking(move || {
+        let mut resizer = SquareResizer::new(size, mode);
+        files
+            .into_iter()
+            .map(|(name, bytes)| {
+                let id = format!("{:x}", Sha256::digest(bytes.as_slice()));
+                let px = resizer.load_bytes(&bytes);
+                (name, id, bytes, px)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("decoding failed: {e}")))?;
+    for (name, id, bytes, px) in &decoded {
+        if px.is_ok() {
+            state.uploads.keep(id, Upload { filename: name.clone(), bytes: bytes.clone() });
+        }
+    }
+    let inputs: Vec<Input> = decoded
+        .iter()
+        .filter_map(|(_, _, bytes, px)| px.as_ref().ok().map(|p| Input { bytes: bytes.clone(), pixels: p.clone(), size, mode }))
+        .collect();
+    let (mut probs, model) = if inputs.is_empty() {
+        (Vec::new().into_iter(), info)
+    } else {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        state.engine.submit(Job { images: inputs, reply: tx }).map_err(|r| match r {
+            Refused::Busy => ApiError::unavailable("the server is busy (its queue is full); retry shortly"),
+            Refused::NoModel => ApiError::unavailable("no model loaded yet (see GET /ready)"),
+        })?;
+        let answer = rx
+            .await
+            .map_err(|_| ApiError::unavailable("the server is shutting down"))?
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        (answer.probabilities.into_iter(), answer.model)
+    };
+    let scores = decoded
+        .into_iter()
+        .map(|(filename, id, _, px)| FileScore { filename, id, result: px.map(|_| probs.next().expect("one row per decoded image")) })
+        .collect();
+    Ok((scores, model))
+}
+
+/// One file's JSON object.
+fn file_json(s: FileScore, model: &ModelInfo, top_k: usize) -> serde_json::Value {
+    let mut obj = serde_json::Map::new();
+    obj.insert("filename".into(), s.filename.into());
+    obj.insert("id".into(), s.id.into());
+    match s.result {
+        Ok(p) => {
+            obj.insert("model".into(), model.run.clone().into());
+            obj.insert("version".into(), model.version.into());
+            obj.extend(decision_json(&model.task, &model.thresholds, &p, top_k));
+        }
+        Err(e) => {
+            obj.insert("error".into(), e.into());
+        }
+    }
+    obj.into()
+}
