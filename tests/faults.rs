@@ -95,7 +95,16 @@ fn train_cmd(data: &Path, runs: &Path) -> Command {
 
 fn retrain_cmd(runs: &Path, csv: &Path) -> Command {
     let mut c = bin("retrain");
-    c.arg("--runs-dir").arg(runs).arg("--corrections").arg(csv).args(["-q", "--threads", "1", "--epochs", "2", "--replicate", "2", "--force"]);
+    c.arg("--runs-dir").arg(runs).arg("--corrections").arg(csv).args([
+        "-q",
+        "--threads",
+        "1",
+        "--epochs",
+        "2",
+        "--replicate",
+        "2",
+        "--force",
+    ]);
     c
 }
 

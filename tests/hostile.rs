@@ -227,7 +227,8 @@ fn bad_prepared_data_and_outputs_over_inputs_are_refused() {
     // Arrays that disagree with each other or with the manifest, each named.
     let o = run(bin("voc-prep").arg("--voc-root").arg(&voc).arg("--out").arg(root.join("pd32")).args(["-q", "--size", "32"]));
     assert!(o.status.success());
-    let o = run(bin("voc-prep").arg("--voc-root").arg(&voc).arg("--out").arg(root.join("pdf")).args(["-q", "--size", "64", "--dtype", "f32"]));
+    let o =
+        run(bin("voc-prep").arg("--voc-root").arg(&voc).arg("--out").arg(root.join("pdf")).args(["-q", "--size", "64", "--dtype", "f32"]));
     assert!(o.status.success());
     let manifest = std::fs::read_to_string(data.join("manifest.json")).unwrap();
     let swap = |from: &Path, to: &str| std::fs::copy(from, data.join(to)).unwrap();
@@ -255,7 +256,11 @@ fn bad_prepared_data_and_outputs_over_inputs_are_refused() {
     let mut pixels = x.to_f32_vec().unwrap();
     pixels[100] = 255.0;
     vocml_core::io::npy::write_f32(&root.join("pdf/X_train.npy"), &x.shape().to_vec(), &pixels).unwrap();
-    refused(bin("train").arg("--data").arg(root.join("pdf")).arg("--runs-dir").arg(root.join("r")).arg("-q"), 1, "pixel value 255, expected float32 pixels in [0, 1]");
+    refused(
+        bin("train").arg("--data").arg(root.join("pdf")).arg("--runs-dir").arg(root.join("r")).arg("-q"),
+        1,
+        "pixel value 255, expected float32 pixels in [0, 1]",
+    );
     assert!(!root.join("r").exists());
 }
 

@@ -12,6 +12,7 @@ mod faults;
 mod hostile;
 mod parity;
 mod retrain;
+mod serve;
 mod shared_data;
 mod tasks;
 mod train;

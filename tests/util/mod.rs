@@ -1,6 +1,8 @@
 //! Test harness: temp directories, the real binaries, and small hand-built VOC trees.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -34,6 +36,7 @@ pub fn bin(name: &str) -> Command {
         "predict" => env!("CARGO_BIN_EXE_predict"),
         "retrain" => env!("CARGO_BIN_EXE_retrain"),
         "vocml-bench" => env!("CARGO_BIN_EXE_vocml-bench"),
+        "serve" => env!("CARGO_BIN_EXE_serve"),
         other => panic!("unknown binary {other}"),
     };
     let mut c = Command::new(path);

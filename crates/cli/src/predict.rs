@@ -145,7 +145,8 @@ fn run(cli: Cli) -> Result<()> {
     };
     let dest = cli.output.as_ref().map_or("standard output".to_string(), |p| p.display().to_string());
     let written = |r: Result<()>| r.with_context(|| format!("cannot write {dest}"));
-    let mut writer = RowWriter::new(out, format, model.task().clone(), thresholds, cli.top_k).with_context(|| format!("cannot write {dest}"))?;
+    let mut writer =
+        RowWriter::new(out, format, model.task().clone(), thresholds, cli.top_k).with_context(|| format!("cannot write {dest}"))?;
     let pb = progress_bar("predict", cli.quiet);
     pb.set_length(inputs.files.len() as u64);
     let cancel = interrupt_flag();

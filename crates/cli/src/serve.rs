@@ -91,7 +91,8 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(r) = &cli.run {
         vocml_core::run::config::RunConfig::read(r).with_context(|| format!("--run {}", r.display()))?;
     }
-    let retrain = RetrainDefaults { epochs: cli.retrain_epochs as usize, replicate: cli.retrain_replicate as usize, ..RetrainDefaults::default() };
+    let retrain =
+        RetrainDefaults { epochs: cli.retrain_epochs as usize, replicate: cli.retrain_replicate as usize, ..RetrainDefaults::default() };
     vocml_serve::run(ServeConfig {
         runs_dir: cli.runs,
         run: cli.run,

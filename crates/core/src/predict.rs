@@ -204,7 +204,8 @@ impl<W: Write> RowWriter<W> {
 pub fn decision_json(task: &Task, thresholds: &[f32], p: &[f32], top_k: usize) -> serde_json::Map<String, serde_json::Value> {
     let decided = task.decide(p, thresholds);
     let labels: Vec<&str> = task.classes.iter().zip(&decided).filter(|(_, d)| **d >= 0.5).map(|(c, _)| c.as_str()).collect();
-    let probs: serde_json::Map<String, serde_json::Value> = task.classes.iter().zip(p).map(|(c, v)| (c.clone(), serde_json::json!(*v))).collect();
+    let probs: serde_json::Map<String, serde_json::Value> =
+        task.classes.iter().zip(p).map(|(c, v)| (c.clone(), serde_json::json!(*v))).collect();
     let mut obj = serde_json::Map::new();
     obj.insert("labels".into(), serde_json::json!(labels));
     obj.insert("probabilities".into(), probs.into());

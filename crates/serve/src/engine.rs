@@ -235,10 +235,7 @@ fn answer(s: &Served, batch: Vec<Job>) {
     };
     let mut rows = probs.chunks(info.task.classes.len().max(1));
     for (job, count) in batch.into_iter().zip(counts) {
-        let reply = count.map(|n| Answer {
-            probabilities: rows.by_ref().take(n).map(<[f32]>::to_vec).collect(),
-            model: info.clone(),
-        });
+        let reply = count.map(|n| Answer { probabilities: rows.by_ref().take(n).map(<[f32]>::to_vec).collect(), model: info.clone() });
         let _ = job.reply.send(reply);
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use vocml_core::io::csv_line::quote;
 use vocml_core::retrain::{default_feedback_dir, retrain, RetrainConfig};
-use vocml_core::train::history::{EpochRecord, TrainObserver};
+use vocml_core::train::history::TrainObserver;
 
 /// The retrain options the service uses (the `retrain` tool's defaults unless set).
 #[derive(Debug, Clone)]
@@ -43,7 +43,9 @@ pub struct JobStatus {
     /// queued, running, succeeded or failed.
     pub state: &'static str,
     pub corrections: usize,
-    /// Epochs done and planned, once running.
+    /// What the retrain is doing (features, retrain E/N), once running.
+    pub phase: String,
+    /// The epoch running and the epochs planned.
     pub epoch: usize,
     pub epochs: usize,
     pub created: String,
@@ -65,7 +67,13 @@ pub struct Jobs {
 
 impl Default for Jobs {
     fn default() -> Self {
-        Jobs { map: Mutex::default(), busy: AtomicBool::new(false), seq: AtomicU64::new(1), cancel: Arc::default(), worker: Mutex::new(None) }
+        Jobs {
+            map: Mutex::default(),
+            busy: AtomicBool::new(false),
+            seq: AtomicU64::new(1),
+            cancel: Arc::default(),
+            worker: Mutex::new(None),
+        }
     }
 }
 
@@ -94,6 +102,7 @@ impl Jobs {
             id: id.clone(),
             state: "running",
             corrections: corrections.len(),
+            phase: "starting".into(),
             epoch: 0,
             epochs: target.options.epochs,
             created: chrono::Local::now().to_rfc3339(),
@@ -190,9 +199,12 @@ struct Progress<'a> {
 }
 
 impl TrainObserver for Progress<'_> {
-    fn epoch(&self, rec: &EpochRecord) {
+    fn phase(&self, what: &str, _steps: u64) {
         if let Some(s) = self.jobs.map.lock().unwrap().get_mut(self.id) {
-            s.epoch = rec.epoch;
+            s.phase = what.to_string();
+            if let Some(epoch) = what.strip_prefix("retrain ").and_then(|r| r.split('/').next()).and_then(|e| e.parse().ok()) {
+                s.epoch = epoch;
+            }
         }
     }
 }

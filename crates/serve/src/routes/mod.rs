@@ -64,7 +64,10 @@ async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: N
     if let Some(token) = &state.token {
         let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         if given != Some(token.as_str()) {
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "this endpoint needs Authorization: Bearer <token> (see serve --token-file)"));
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "this endpoint needs Authorization: Bearer <token> (see serve --token-file)",
+            ));
         }
     }
     Ok(next.run(req).await)

@@ -34,7 +34,8 @@ pub async fn predict(
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
-    let mut multipart = multipart.map_err(|e| ApiError::bad_request(format!("expected a multipart/form-data body with `files` fields: {}", e.body_text())))?;
+    let mut multipart = multipart
+        .map_err(|e| ApiError::bad_request(format!("expected a multipart/form-data body with `files` fields: {}", e.body_text())))?;
     let files = read_files(&mut multipart, state.max_files).await?;
     let (scores, model) = score(&state, files).await?;
     let top_k = query.top_k.unwrap_or(0).min(model.task.classes.len());
@@ -50,7 +51,10 @@ pub async fn read_files(multipart: &mut Multipart, max_files: usize) -> Result<V
             other => return Err(ApiError::bad_request(format!("unexpected multipart field {other:?}; send images as `files`"))),
         }
         if files.len() == max_files {
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("more than {max_files} files in one request (serve --max-files)")));
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("more than {max_files} files in one request (serve --max-files)"),
+            ));
         }
         let name = field.file_name().unwrap_or("upload").to_string();
         files.push((name, Arc::new(field.bytes().await?.to_vec())));

@@ -36,7 +36,10 @@ pub async fn start(State(state): State<Arc<AppState>>, req: Request) -> Result<(
     } else if kind.starts_with("application/json") {
         from_json(&state, req).await?
     } else {
-        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send multipart/form-data (files + labels) or application/json (corrections by id)"));
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send multipart/form-data (files + labels) or application/json (corrections by id)",
+        ));
     };
     for (i, c) in corrections.iter().enumerate() {
         check_labels(&info.task, &c.labels).map_err(|e| ApiError::bad_request(format!("correction {} ({}): {e}", i + 1, c.filename)))?;
@@ -48,7 +51,13 @@ pub async fn start(State(state): State<Arc<AppState>>, req: Request) -> Result<(
     if let Some(i) = undecodable {
         return Err(ApiError::bad_request(format!("correction {} ({}): not a decodable image", i + 1, corrections[i].filename)));
     }
-    let target = JobTarget { from: info.run_dir.clone(), runs_dir: state.runs_dir.clone(), device: state.device, options: state.retrain.clone(), force };
+    let target = JobTarget {
+        from: info.run_dir.clone(),
+        runs_dir: state.runs_dir.clone(),
+        device: state.device,
+        options: state.retrain.clone(),
+        force,
+    };
     let status = state.jobs.start(corrections, target).map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
     Ok((StatusCode::ACCEPTED, Json(status)))
 }
@@ -67,7 +76,10 @@ async fn from_multipart(state: &Arc<AppState>, req: Request) -> Result<(Vec<Corr
         match field.name().unwrap_or("") {
             "files" | "file" => {
                 if files.len() == state.max_files {
-                    return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("more than {} files in one request", state.max_files)));
+                    return Err(ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("more than {} files in one request", state.max_files),
+                    ));
                 }
                 let name = field.file_name().unwrap_or("upload").to_string();
                 files.push((name, Arc::new(field.bytes().await?.to_vec())));
@@ -105,7 +117,10 @@ async fn from_json(state: &Arc<AppState>, req: Request) -> Result<(Vec<Correctio
     let mut out = Vec::new();
     for c in body.corrections {
         let up = state.uploads.get(&c.id).ok_or_else(|| {
-            ApiError::bad_request(format!("no recent upload with id {:?}: predict the image first (or send it with the multipart form)", c.id))
+            ApiError::bad_request(format!(
+                "no recent upload with id {:?}: predict the image first (or send it with the multipart form)",
+                c.id
+            ))
         })?;
         out.push(Correction { filename: up.filename, bytes: up.bytes, labels: c.labels });
     }

@@ -71,10 +71,18 @@ pub async fn infer(State(state): State<Arc<AppState>>, Path(name): Path<String>,
         return Err(ApiError::bad_request(format!("expected one input (images), got {}", req.inputs.len())));
     };
     if input.datatype != "BYTES" {
-        return Err(ApiError::bad_request(format!("input {}: datatype {}, expected BYTES (base64-encoded images)", input.name, input.datatype)));
+        return Err(ApiError::bad_request(format!(
+            "input {}: datatype {}, expected BYTES (base64-encoded images)",
+            input.name, input.datatype
+        )));
     }
     if input.shape != [input.data.len() as i64] {
-        return Err(ApiError::bad_request(format!("input {}: shape {:?} does not match its {} data elements", input.name, input.shape, input.data.len())));
+        return Err(ApiError::bad_request(format!(
+            "input {}: shape {:?} does not match its {} data elements",
+            input.name,
+            input.shape,
+            input.data.len()
+        )));
     }
     if input.data.is_empty() || input.data.len() > state.max_files {
         return Err(ApiError::bad_request(format!("input {}: 1 to {} images per request", input.name, state.max_files)));

@@ -1,0 +1,380 @@
+//! Integration tests of `serve`: the real binary on a free loopback port. Parity with
+//! `predict`, retrain jobs end to end with auth, swaps under load with zero failures, a
+//! broken run refused, 25+ bad requests answered with the right 4xx, graceful shutdown.
+
+use crate::util::server::{multipart, Server};
+use crate::util::*;
+use base64::Engine as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A prepared dataset and a run promoted to `runs/best`.
+fn fixture(root: &Path, images: usize, size: u32, epochs: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let data = prepared(root, images, size);
+    let runs = root.join("runs");
+    let first = quick_run(&data, &runs, &["--epochs", epochs]);
+    vocml_core::run::point_best(&runs, &first).unwrap();
+    (data, runs, first)
+}
+
+fn image(root: &Path, i: usize) -> (String, Vec<u8>) {
+    let name = format!("{:06}.jpg", i);
+    let bytes = std::fs::read(root.join("voc/JPEGImages").join(&name)).unwrap();
+    (name, bytes)
+}
+
+fn labels_of(v: &serde_json::Value) -> Vec<String> {
+    let mut l: Vec<String> = v["labels"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect();
+    l.sort();
+    l
+}
+
+#[test]
+fn predictions_equal_the_predict_tools_and_bad_requests_get_a_clear_4xx() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (_, runs, run_dir) = fixture(root, 60, 64, "1");
+    let server = Server::start(&runs, &["--max-files", "4", "--max-body-mb", "1"]);
+    let files: Vec<(String, Vec<u8>)> = (1..=3).map(|i| image(root, i)).collect();
+    let mut parts: Vec<(&str, Option<&str>, &[u8])> = files.iter().map(|(n, b)| ("files", Some(n.as_str()), b.as_slice())).collect();
+    parts.push(("files", Some("notes.txt"), b"not an image"));
+    let r = server.post_form("/predict?top_k=2", &parts, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let got = r.json();
+    assert_eq!(got.as_array().unwrap().len(), 4);
+    assert!(got[3]["error"].as_str().unwrap().contains("not an image"), "{}", got[3]);
+
+    let paths: Vec<PathBuf> = files.iter().map(|(n, _)| root.join("voc/JPEGImages").join(n)).collect();
+    let o = run(bin("predict").args(["-q", "--format", "jsonl", "--top-k", "2", "--run"]).arg(&run_dir).args(&paths));
+    let run_name = run_dir.file_name().unwrap().to_str().unwrap();
+    for (line, g) in stdout(&o).lines().zip(got.as_array().unwrap()) {
+        let want: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(g["labels"], want["labels"]);
+        assert_eq!(g["model"], run_name);
+        assert_eq!(g["top"].as_array().unwrap().len(), 2);
+        for c in ["person", "chair", "dog", "sofa"] {
+            let (a, b) = (g["probabilities"][c].as_f64().unwrap(), want["probabilities"][c].as_f64().unwrap());
+            assert!((a - b).abs() < 1e-5, "{c}: serve {a} vs predict {b}");
+        }
+    }
+    // The v2 protocol gives the same probabilities.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&files[0].1);
+    let body = serde_json::json!({"inputs": [{"name": "images", "shape": [1], "datatype": "BYTES", "data": [b64]}]});
+    let r = server.post("/v2/models/vocml/infer", "application/json", body.to_string().as_bytes(), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v2 = r.json();
+    assert_eq!(v2["outputs"][0]["shape"], serde_json::json!([1, 4]));
+    assert!((v2["outputs"][0]["data"][0].as_f64().unwrap() - got[0]["probabilities"]["person"].as_f64().unwrap()).abs() < 1e-6);
+
+    let jpeg = files[0].1.as_slice();
+    let big = vec![0u8; 2 << 20];
+    let bad_requests: Vec<(&str, &str, String, Vec<u8>, u16, &str)> = vec![
+        ("POST", "/predict", "text/plain".into(), b"hello".to_vec(), 400, "multipart/form-data"),
+        ("POST", "/predict", "multipart/form-data".into(), b"x".to_vec(), 400, "boundary"),
+        ("POST", "/predict", multipart(&[]).0, multipart(&[]).1, 400, "no `files` field"),
+        (
+            "POST",
+            "/predict",
+            multipart(&[("photo", Some("a.jpg"), jpeg)]).0,
+            multipart(&[("photo", Some("a.jpg"), jpeg)]).1,
+            400,
+            "unexpected multipart field",
+        ),
+        (
+            "POST",
+            "/predict?top_k=abc",
+            multipart(&[("files", Some("a.jpg"), jpeg)]).0,
+            multipart(&[("files", Some("a.jpg"), jpeg)]).1,
+            400,
+            "bad query",
+        ),
+        (
+            "POST",
+            "/predict?bogus=1",
+            multipart(&[("files", Some("a.jpg"), jpeg)]).0,
+            multipart(&[("files", Some("a.jpg"), jpeg)]).1,
+            400,
+            "bad query",
+        ),
+        (
+            "POST",
+            "/predict",
+            multipart(&[("files", Some("a.jpg"), &big)]).0,
+            multipart(&[("files", Some("a.jpg"), &big)]).1,
+            413,
+            "multipart",
+        ),
+        (
+            "POST",
+            "/predict",
+            "multipart/form-data; boundary=zz".into(),
+            b"--zz\r\nContent-Disposition: form-data; name=\"files\"\r\n\r\nabc".to_vec(),
+            400,
+            "malformed multipart",
+        ),
+        ("GET", "/predict", String::new(), vec![], 405, ""),
+        ("GET", "/nowhere", String::new(), vec![], 404, "no such endpoint"),
+        ("GET", "/jobs/job-999", String::new(), vec![], 404, "no job"),
+        ("POST", "/retrain", "text/plain".into(), b"x".to_vec(), 415, "multipart/form-data"),
+        ("POST", "/retrain", "application/json".into(), b"{".to_vec(), 400, "bad JSON body"),
+        ("POST", "/retrain", "application/json".into(), b"{}".to_vec(), 400, "missing field `corrections`"),
+        ("POST", "/retrain", "application/json".into(), br#"{"corrections":[]}"#.to_vec(), 400, "no corrections given"),
+        (
+            "POST",
+            "/retrain",
+            "application/json".into(),
+            br#"{"corrections":[{"id":"nope","labels":["dog"]}]}"#.to_vec(),
+            400,
+            "no recent upload with id",
+        ),
+        (
+            "POST",
+            "/retrain",
+            "application/json".into(),
+            br#"{"corrections":[{"id":"x","labels":["dog"]}],"extra":1}"#.to_vec(),
+            400,
+            "unknown field `extra`",
+        ),
+        ("POST", "/retrain", "application/json".into(), br#"{"corrections":[{"id":"x","labels":"dog"}]}"#.to_vec(), 400, "bad JSON body"),
+        (
+            "POST",
+            "/retrain",
+            multipart(&[("files", Some("a.jpg"), jpeg)]).0,
+            multipart(&[("files", Some("a.jpg"), jpeg)]).1,
+            400,
+            "no `labels` field",
+        ),
+        (
+            "POST",
+            "/retrain",
+            multipart(&[("files", Some("a.jpg"), jpeg), ("labels", None, b"[[\"cat\"]]")]).0,
+            multipart(&[("files", Some("a.jpg"), jpeg), ("labels", None, b"[[\"cat\"]]")]).1,
+            400,
+            "unknown class \"cat\"",
+        ),
+        (
+            "POST",
+            "/retrain",
+            multipart(&[("files", Some("a.jpg"), jpeg), ("labels", None, b"dog")]).0,
+            multipart(&[("files", Some("a.jpg"), jpeg), ("labels", None, b"dog")]).1,
+            400,
+            "expected a JSON list of label lists",
+        ),
+        (
+            "POST",
+            "/retrain",
+            multipart(&[("files", Some("a.jpg"), jpeg), ("labels", None, b"[[],[]]")]).0,
+            multipart(&[("files", Some("a.jpg"), jpeg), ("labels", None, b"[[],[]]")]).1,
+            400,
+            "1 files but 2 label lists",
+        ),
+        (
+            "POST",
+            "/retrain",
+            multipart(&[("files", Some("a.txt"), b"text"), ("labels", None, b"[[]]")]).0,
+            multipart(&[("files", Some("a.txt"), b"text"), ("labels", None, b"[[]]")]).1,
+            400,
+            "not a decodable image",
+        ),
+        ("POST", "/v2/models/other/infer", "application/json".into(), body.to_string().into_bytes(), 404, "unknown model"),
+        ("GET", "/v2/models/other", String::new(), vec![], 404, "unknown model"),
+        ("POST", "/v2/models/vocml/infer", "application/json".into(), b"[]".to_vec(), 400, "bad inference request"),
+        (
+            "POST",
+            "/v2/models/vocml/infer",
+            "application/json".into(),
+            br#"{"inputs":[{"name":"images","shape":[1],"datatype":"FP32","data":["x"]}]}"#.to_vec(),
+            400,
+            "expected BYTES",
+        ),
+        (
+            "POST",
+            "/v2/models/vocml/infer",
+            "application/json".into(),
+            br#"{"inputs":[{"name":"images","shape":[2],"datatype":"BYTES","data":["x"]}]}"#.to_vec(),
+            400,
+            "does not match",
+        ),
+        (
+            "POST",
+            "/v2/models/vocml/infer",
+            "application/json".into(),
+            br#"{"inputs":[{"name":"images","shape":[1],"datatype":"BYTES","data":["***"]}]}"#.to_vec(),
+            400,
+            "not base64",
+        ),
+        (
+            "POST",
+            "/v2/models/vocml/infer",
+            "application/json".into(),
+            br#"{"inputs":[{"name":"images","shape":[1],"datatype":"BYTES","data":["aGVsbG8="]}]}"#.to_vec(),
+            400,
+            "element 0",
+        ),
+    ];
+    let five: Vec<(&str, Option<&str>, &[u8])> = (0..5).map(|_| ("files", Some("a.jpg"), jpeg)).collect();
+    let r = server.post_form("/predict", &five, &[]);
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(r.json()["error"].as_str().unwrap().contains("more than 4 files"), "{}", r.body);
+    for (method, path, ct, body, status, expect) in &bad_requests {
+        let r = match *method {
+            "GET" => server.get(path),
+            _ => server.post(path, ct, body, &[]),
+        };
+        assert_eq!(r.status, *status, "{method} {path} ({ct}): {}", r.body);
+        if !expect.is_empty() {
+            let e = r.json();
+            assert!(e["error"].as_str().unwrap().contains(expect), "{method} {path}: expected {expect:?} in {}", r.body);
+        }
+    }
+    assert!(bad_requests.len() >= 25);
+    assert_eq!(server.get("/health").json()["status"], "ok");
+    assert_eq!(server.post_form("/predict", &parts[..1], &[]).status, 200, "the server stopped serving");
+    let metrics = server.get("/metrics").body;
+    assert!(metrics.contains("vocml_requests_total{route=\"/predict\",status=\"200\"}"), "{metrics}");
+    assert!(metrics.contains("vocml_batch_size_bucket"), "{metrics}");
+}
+
+#[test]
+fn a_retrain_job_learns_a_correction_and_the_new_run_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (data, runs, first) = fixture(root, 200, 96, "10");
+    std::fs::write(root.join("token"), "s3cret\n").unwrap();
+    let server = Server::start(&runs, &["--token-file", root.join("token").to_str().unwrap(), "--retrain-epochs", "30"]);
+    // An image the model gets wrong, corrected to its true labels.
+    let m = read_json(&data.join("manifest.json"));
+    let test_ids: Vec<usize> = m["splits"]["test"]["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().parse().unwrap()).collect();
+    let (name, bytes) = test_ids
+        .into_iter()
+        .map(|i| image(root, i))
+        .find(|(n, b)| {
+            let r = server.post_form("/predict", &[("files", Some(n), b)], &[]).json();
+            let truth = truth(root, n.trim_end_matches(".jpg"));
+            labels_of(&r[0]) != truth
+        })
+        .expect("an image the first model gets wrong");
+    let truth = truth(root, name.trim_end_matches(".jpg"));
+    let before = server.post_form("/predict", &[("files", Some(&name), &bytes)], &[]).json();
+    let body = serde_json::json!({"corrections": [{"id": before[0]["id"], "labels": truth}], "force": true}).to_string();
+    let r = server.post("/retrain", "application/json", body.as_bytes(), &[]);
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = server.post("/retrain", "application/json", body.as_bytes(), &[("Authorization", "Bearer wrong")]);
+    assert_eq!(r.status, 401, "{}", r.body);
+    let auth = ("Authorization", "Bearer s3cret");
+    let r = server.post("/retrain", "application/json", body.as_bytes(), &[auth]);
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let r2 = server.post("/retrain", "application/json", body.as_bytes(), &[auth]);
+    assert!(r2.status == 409 || r2.status == 202, "{}", r2.body);
+    server.wait_until(Duration::from_secs(120), |s| {
+        let j = s.get_with(&format!("/jobs/{id}"), auth).json();
+        j["state"] != "running"
+    });
+    let job = server.get_with(&format!("/jobs/{id}"), auth).json();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["outcome"]["promoted"], true, "{job}");
+    let new_run = job["outcome"]["run"].as_str().unwrap().to_string();
+    server.wait_until(Duration::from_secs(30), |s| s.get("/model").json()["run"] == new_run.as_str());
+    let model = server.get("/model").json();
+    assert_eq!(model["version"], 2);
+    assert_eq!(model["parent"], first.file_name().unwrap().to_str().unwrap());
+    let after = server.post_form("/predict", &[("files", Some(&name), &bytes)], &[]).json();
+    assert_eq!(labels_of(&after[0]), truth, "the corrected image is predicted right afterwards");
+    assert_eq!(after[0]["model"], new_run.as_str());
+    let store = vocml_core::retrain::feedback::FeedbackStore::open(&runs.join("feedback")).unwrap();
+    assert!(store.all().unwrap().corrections.iter().any(|c| c.sha256 == before[0]["id"].as_str().unwrap()));
+}
+
+fn truth(root: &Path, id: &str) -> Vec<String> {
+    let xml = std::fs::read_to_string(root.join(format!("voc/Annotations/{id}.xml"))).unwrap();
+    let mut t: Vec<String> =
+        ["person", "chair", "dog", "sofa"].into_iter().filter(|c| xml.contains(&format!("<name>{c}</name>"))).map(String::from).collect();
+    t.sort();
+    t
+}
+
+#[test]
+fn swaps_under_load_fail_no_request_and_a_broken_run_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (data, runs, first) = fixture(root, 60, 64, "1");
+    let second = quick_run(&data, &runs, &["--epochs", "1", "--seed", "2"]);
+    let third = quick_run(&data, &runs, &["--epochs", "1", "--seed", "3"]);
+    let server = Server::start(&runs, &[]);
+    let (name, bytes) = image(root, 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let (base, name, bytes, stop) = (server.base.clone(), name.clone(), bytes.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (ct, body) = multipart(&[("files", Some(&name), &bytes)]);
+                let (mut ok, mut failed, mut models) = (0, Vec::new(), std::collections::BTreeSet::new());
+                while !stop.load(Ordering::SeqCst) {
+                    match ureq::post(&format!("{base}/predict")).set("Content-Type", &ct).send_bytes(&body) {
+                        Ok(r) => {
+                            let v: serde_json::Value = serde_json::from_str(&r.into_string().unwrap()).unwrap();
+                            models.insert(v[0]["model"].as_str().unwrap().to_string());
+                            ok += 1;
+                        }
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (ok, failed, models)
+            })
+        })
+        .collect();
+    for (run, version) in [(&second, 2), (&third, 3)] {
+        std::thread::sleep(Duration::from_millis(300));
+        vocml_core::run::point_best(&runs, run).unwrap();
+        server.wait_until(Duration::from_secs(30), |s| s.get("/model").json()["version"] == version);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    let mut seen = std::collections::BTreeSet::new();
+    for c in clients {
+        let (ok, failed, models) = c.join().unwrap();
+        assert!(failed.is_empty(), "requests failed during the swaps: {failed:?}");
+        assert!(ok > 0);
+        seen.extend(models);
+    }
+    let names: std::collections::BTreeSet<String> =
+        [&first, &second, &third].iter().map(|p| p.file_name().unwrap().to_str().unwrap().to_string()).collect();
+    assert_eq!(seen, names, "the clients saw every version");
+
+    // A run whose weights are damaged is not swapped in; the old model keeps serving.
+    let broken = runs.join("broken_run");
+    std::fs::create_dir(&broken).unwrap();
+    for f in std::fs::read_dir(&third).unwrap().flatten() {
+        std::fs::copy(f.path(), broken.join(f.file_name())).unwrap();
+    }
+    std::fs::write(broken.join("model.safetensors"), b"garbage").unwrap();
+    vocml_core::run::point_best(&runs, &broken).unwrap();
+    server.wait_until(Duration::from_secs(30), |s| !s.get("/model").json()["load_error"].is_null());
+    let model = server.get("/model").json();
+    assert!(model["load_error"].as_str().unwrap().contains("broken_run"), "{model}");
+    assert_eq!(model["run"], third.file_name().unwrap().to_str().unwrap());
+    let r = server.post_form("/predict", &[("files", Some(&name), &bytes)], &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()[0]["version"], 3);
+}
+
+#[test]
+fn sigterm_drains_requests_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (_, runs, _) = fixture(root, 60, 64, "1");
+    let mut server = Server::start(&runs, &["--max-wait-ms", "200"]);
+    let (name, bytes) = image(root, 1);
+    let base = server.base.clone();
+    let inflight = std::thread::spawn(move || {
+        let (ct, body) = multipart(&[("files", Some(&name), &bytes)]);
+        ureq::post(&format!("{base}/predict")).set("Content-Type", &ct).send_bytes(&body).map(|r| r.status())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(server.terminate(), Some(0), "{}", server.log.lock().unwrap());
+    assert_eq!(inflight.join().unwrap().map_err(|e| e.to_string()), Ok(200), "the request in flight was answered");
+    assert!(server.log.lock().unwrap().contains("serve: stopping"));
+}
