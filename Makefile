@@ -4,7 +4,7 @@ VENV := .venv
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup build install demo test test-quick fuzz bench bench-prep bench-train bench-train-step bench-predict quality quality-tradeoff clean
+.PHONY: all setup test-tools build install demo serve test test-quick fuzz bench bench-prep bench-train bench-train-step bench-predict quality quality-tradeoff clean
 
 all: build
 
@@ -20,7 +20,7 @@ build: setup
 ## (default /usr/local; DESTDIR for staged installs). The binaries keep their rpath to this
 ## checkout's .venv libtorch, so keep the checkout (or its .venv) where it is.
 PREFIX ?= /usr/local
-TOOLS := voc-prep train evaluate predict retrain vocml-bench
+TOOLS := voc-prep train evaluate predict retrain serve vocml-bench
 install: build
 	install -d "$(DESTDIR)$(PREFIX)/bin" "$(DESTDIR)$(PREFIX)/share/man/man1" \
 		"$(DESTDIR)$(PREFIX)/share/bash-completion/completions" \
@@ -39,11 +39,22 @@ install: build
 demo: build
 	@bash scripts/demo.sh
 
+## serve: the prediction service and web page on the demo's runs/best (after `make demo`):
+## http://127.0.0.1:8000 (ADDR=host:port to change)
+ADDR ?= 127.0.0.1:8000
+serve: build
+	@test -e runs/best || { echo "serve: no runs/best yet; run 'make demo' first" >&2; exit 1; }
+	target/release/serve --runs runs --addr $(ADDR)
+
 ## test: unit and integration tests (the ../shared tier runs when present, else it is
 ## reported as ignored)
 ## (cargo test builds the binaries it runs; one invocation, so nothing is compiled twice)
-test: setup
+test: setup test-tools
 	cargo test --release --workspace
+
+## test-tools: chromium and chromedriver for the browser test of the serve page
+test-tools:
+	@bash scripts/test_tools.sh
 
 ## test-quick: unit tests (every `tests::`), data preparation and the command-line contract;
 ## seconds once built

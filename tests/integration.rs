@@ -6,6 +6,7 @@
 
 mod util;
 
+mod browser;
 mod cli;
 mod evaluate_predict;
 mod faults;

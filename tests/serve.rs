@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A prepared dataset and a run promoted to `runs/best`.
-fn fixture(root: &Path, images: usize, size: u32, epochs: &str) -> (PathBuf, PathBuf, PathBuf) {
+pub fn fixture(root: &Path, images: usize, size: u32, epochs: &str) -> (PathBuf, PathBuf, PathBuf) {
     let data = prepared(root, images, size);
     let runs = root.join("runs");
     let first = quick_run(&data, &runs, &["--epochs", epochs]);
@@ -244,19 +244,7 @@ fn a_retrain_job_learns_a_correction_and_the_new_run_is_served() {
     let (data, runs, first) = fixture(root, 200, 96, "10");
     std::fs::write(root.join("token"), "s3cret\n").unwrap();
     let server = Server::start(&runs, &["--token-file", root.join("token").to_str().unwrap(), "--retrain-epochs", "30"]);
-    // An image the model gets wrong, corrected to its true labels.
-    let m = read_json(&data.join("manifest.json"));
-    let test_ids: Vec<usize> = m["splits"]["test"]["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().parse().unwrap()).collect();
-    let (name, bytes) = test_ids
-        .into_iter()
-        .map(|i| image(root, i))
-        .find(|(n, b)| {
-            let r = server.post_form("/predict", &[("files", Some(n), b)], &[]).json();
-            let truth = truth(root, n.trim_end_matches(".jpg"));
-            labels_of(&r[0]) != truth
-        })
-        .expect("an image the first model gets wrong");
-    let truth = truth(root, name.trim_end_matches(".jpg"));
+    let (name, bytes, truth) = wrong_test_image(&server, root, &data);
     let before = server.post_form("/predict", &[("files", Some(&name), &bytes)], &[]).json();
     let body = serde_json::json!({"corrections": [{"id": before[0]["id"], "labels": truth}], "force": true}).to_string();
     let r = server.post("/retrain", "application/json", body.as_bytes(), &[]);
@@ -288,7 +276,22 @@ fn a_retrain_job_learns_a_correction_and_the_new_run_is_served() {
     assert!(store.all().unwrap().corrections.iter().any(|c| c.sha256 == before[0]["id"].as_str().unwrap()));
 }
 
-fn truth(root: &Path, id: &str) -> Vec<String> {
+/// A test-split image the served model gets wrong: its file name, bytes and true labels.
+pub fn wrong_test_image(server: &Server, root: &Path, data: &Path) -> (String, Vec<u8>, Vec<String>) {
+    let m = read_json(&data.join("manifest.json"));
+    let ids: Vec<usize> = m["splits"]["test"]["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().parse().unwrap()).collect();
+    ids.into_iter()
+        .map(|i| image(root, i))
+        .find_map(|(n, b)| {
+            let r = server.post_form("/predict", &[("files", Some(&n), &b)], &[]).json();
+            let t = truth(root, n.trim_end_matches(".jpg"));
+            (labels_of(&r[0]) != t).then_some((n, b, t))
+        })
+        .expect("a test image the first model gets wrong")
+}
+
+/// The labels of synthetic image `id` among the default classes, sorted.
+pub fn truth(root: &Path, id: &str) -> Vec<String> {
     let xml = std::fs::read_to_string(root.join(format!("voc/Annotations/{id}.xml"))).unwrap();
     let mut t: Vec<String> =
         ["person", "chair", "dog", "sofa"].into_iter().filter(|c| xml.contains(&format!("<name>{c}</name>"))).map(String::from).collect();

@@ -65,6 +65,10 @@ struct Cli {
     /// Retrain jobs: copies of each corrected image per epoch (as `retrain --replicate`).
     #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1000))]
     retrain_replicate: u64,
+    /// Retrain jobs: promote the new run unless its validation score falls by more than this
+    /// (as `retrain --tolerance`).
+    #[arg(long, default_value_t = 0.01, value_name = "F1")]
+    retrain_tolerance: f64,
     #[command(flatten)]
     decode: DecodeArgs,
     #[command(flatten)]
@@ -91,8 +95,15 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(r) = &cli.run {
         vocml_core::run::config::RunConfig::read(r).with_context(|| format!("--run {}", r.display()))?;
     }
-    let retrain =
-        RetrainDefaults { epochs: cli.retrain_epochs as usize, replicate: cli.retrain_replicate as usize, ..RetrainDefaults::default() };
+    if !(cli.retrain_tolerance.is_finite() && (0.0..=1.0).contains(&cli.retrain_tolerance)) {
+        bail!("--retrain-tolerance {}: expected a score difference from 0 to 1", cli.retrain_tolerance);
+    }
+    let retrain = RetrainDefaults {
+        epochs: cli.retrain_epochs as usize,
+        replicate: cli.retrain_replicate as usize,
+        tolerance: cli.retrain_tolerance,
+        ..RetrainDefaults::default()
+    };
     vocml_serve::run(ServeConfig {
         runs_dir: cli.runs,
         run: cli.run,
