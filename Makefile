@@ -4,7 +4,7 @@ VENV := .venv
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup test-tools build install demo serve test test-quick fuzz bench bench-prep bench-train bench-train-step bench-predict quality quality-tradeoff clean
+.PHONY: all setup test-tools build install demo serve test test-quick fuzz bench bench-prep bench-train bench-train-step bench-predict bench-serve quality quality-tradeoff clean
 
 all: build
 
@@ -70,6 +70,11 @@ fuzz: build
 ## bench: speed and peak memory against the Python peers, one run on this machine
 ## (real photos from ../shared when present, synthetic ones otherwise; DEVICE=cuda for a GPU)
 bench: bench-prep bench-train-step bench-train bench-predict
+
+## bench-serve: serve vs FastAPI + uvicorn + PyTorch (the reference stack) under oha load at
+## concurrency 1, 8, 32, and the batch ceiling of predict
+bench-serve: build
+	@bash scripts/bench_serve.sh
 
 bench-prep: build
 	@bash scripts/bench_prep.sh

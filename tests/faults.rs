@@ -118,10 +118,7 @@ fn correction_csv(root: &Path, i: usize) -> (PathBuf, PathBuf) {
 
 /// A prepared dataset and a first run promoted to `runs/best`.
 fn fixture(root: &Path) -> (PathBuf, PathBuf) {
-    let data = prepared(root, 60, 64);
-    let runs = root.join("runs");
-    let first = quick_run(&data, &runs, &["--epochs", "1"]);
-    vocml_core::run::point_best(&runs, &first).unwrap();
+    let (data, runs, _) = best_run(root, 60, 64, &["--epochs", "1"]);
     (data, runs)
 }
 

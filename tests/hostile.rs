@@ -125,10 +125,7 @@ fn decoders_and_walks_survive_bombs_loops_and_fifos() {
 fn bad_flags_and_run_files_are_clear_errors_without_side_effects() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let data = prepared(root, 40, 64);
-    let runs = root.join("runs");
-    let run_dir = quick_run(&data, &runs, &["--epochs", "1"]);
-    vocml_core::run::point_best(&runs, &run_dir).unwrap();
+    let (data, runs, run_dir) = best_run(root, 40, 64, &["--epochs", "1"]);
     let img = root.join("voc/JPEGImages/000001.jpg");
     let csv = root.join("fixes.csv");
     let odd = root.join("two\nlines.jpg");
@@ -360,10 +357,7 @@ const FLAG_CASES: &[FlagCase] = &[
 fn bad_values_of_every_flag_are_one_line_errors_before_any_side_effect() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let data = prepared(root, 40, 64);
-    let runs = root.join("runs");
-    let run_dir = quick_run(&data, &runs, &["--epochs", "1"]);
-    vocml_core::run::point_best(&runs, &run_dir).unwrap();
+    let (data, runs, run_dir) = best_run(root, 40, 64, &["--epochs", "1"]);
     let img = root.join("voc/JPEGImages/000001.jpg");
     let csv = root.join("fixes.csv");
     std::fs::write(&csv, format!("path,labels\n{},dog\n", img.display())).unwrap();

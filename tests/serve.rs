@@ -10,13 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A prepared dataset and a run promoted to `runs/best`.
+/// A prepared dataset and a run of `epochs` promoted to `runs/best`: (data, runs, run).
 pub fn fixture(root: &Path, images: usize, size: u32, epochs: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let data = prepared(root, images, size);
-    let runs = root.join("runs");
-    let first = quick_run(&data, &runs, &["--epochs", epochs]);
-    vocml_core::run::point_best(&runs, &first).unwrap();
-    (data, runs, first)
+    best_run(root, images, size, &["--epochs", epochs])
 }
 
 fn image(root: &Path, i: usize) -> (String, Vec<u8>) {
@@ -69,147 +65,68 @@ fn predictions_equal_the_predict_tools_and_bad_requests_get_a_clear_4xx() {
     assert!((v2["outputs"][0]["data"][0].as_f64().unwrap() - got[0]["probabilities"]["person"].as_f64().unwrap()).abs() < 1e-6);
 
     let jpeg = files[0].1.as_slice();
+    let form = multipart;
+    let json = |b: Vec<u8>| ("application/json".to_string(), b);
+    let raw = |ct: &str, b: Vec<u8>| (ct.to_string(), b);
     let big = vec![0u8; 2 << 20];
-    let bad_requests: Vec<(&str, &str, String, Vec<u8>, u16, &str)> = vec![
-        ("POST", "/predict", "text/plain".into(), b"hello".to_vec(), 400, "multipart/form-data"),
-        ("POST", "/predict", "multipart/form-data".into(), b"x".to_vec(), 400, "boundary"),
-        ("POST", "/predict", multipart(&[]).0, multipart(&[]).1, 400, "no `files` field"),
+    let bad_requests: Vec<(&str, &str, (String, Vec<u8>), u16, &str)> = vec![
+        ("POST", "/predict", raw("text/plain", b"hello".to_vec()), 400, "multipart/form-data"),
+        ("POST", "/predict", raw("multipart/form-data", b"x".to_vec()), 400, "boundary"),
+        ("POST", "/predict", form(&[]), 400, "no `files` field"),
+        ("POST", "/predict", form(&[("photo", Some("a.jpg"), jpeg)]), 400, "unexpected multipart field"),
+        ("POST", "/predict?top_k=abc", form(&[("files", Some("a.jpg"), jpeg)]), 400, "bad query"),
+        ("POST", "/predict?bogus=1", form(&[("files", Some("a.jpg"), jpeg)]), 400, "bad query"),
+        ("POST", "/predict", form(&[("files", Some("a.jpg"), &big)]), 413, "multipart"),
         (
             "POST",
             "/predict",
-            multipart(&[("photo", Some("a.jpg"), jpeg)]).0,
-            multipart(&[("photo", Some("a.jpg"), jpeg)]).1,
-            400,
-            "unexpected multipart field",
-        ),
-        (
-            "POST",
-            "/predict?top_k=abc",
-            multipart(&[("files", Some("a.jpg"), jpeg)]).0,
-            multipart(&[("files", Some("a.jpg"), jpeg)]).1,
-            400,
-            "bad query",
-        ),
-        (
-            "POST",
-            "/predict?bogus=1",
-            multipart(&[("files", Some("a.jpg"), jpeg)]).0,
-            multipart(&[("files", Some("a.jpg"), jpeg)]).1,
-            400,
-            "bad query",
-        ),
-        (
-            "POST",
-            "/predict",
-            multipart(&[("files", Some("a.jpg"), &big)]).0,
-            multipart(&[("files", Some("a.jpg"), &big)]).1,
-            413,
-            "multipart",
-        ),
-        (
-            "POST",
-            "/predict",
-            "multipart/form-data; boundary=zz".into(),
-            b"--zz\r\nContent-Disposition: form-data; name=\"files\"\r\n\r\nabc".to_vec(),
+            raw("multipart/form-data; boundary=zz", b"--zz\r\nContent-Disposition: form-data; name=\"files\"\r\n\r\nabc".to_vec()),
             400,
             "malformed multipart",
         ),
-        ("GET", "/predict", String::new(), vec![], 405, ""),
-        ("GET", "/nowhere", String::new(), vec![], 404, "no such endpoint"),
-        ("GET", "/jobs/job-999", String::new(), vec![], 404, "no job"),
-        ("POST", "/retrain", "text/plain".into(), b"x".to_vec(), 415, "multipart/form-data"),
-        ("POST", "/retrain", "application/json".into(), b"{".to_vec(), 400, "bad JSON body"),
-        ("POST", "/retrain", "application/json".into(), b"{}".to_vec(), 400, "missing field `corrections`"),
-        ("POST", "/retrain", "application/json".into(), br#"{"corrections":[]}"#.to_vec(), 400, "no corrections given"),
-        (
-            "POST",
-            "/retrain",
-            "application/json".into(),
-            br#"{"corrections":[{"id":"nope","labels":["dog"]}]}"#.to_vec(),
-            400,
-            "no recent upload with id",
-        ),
-        (
-            "POST",
-            "/retrain",
-            "application/json".into(),
-            br#"{"corrections":[{"id":"x","labels":["dog"]}],"extra":1}"#.to_vec(),
-            400,
-            "unknown field `extra`",
-        ),
-        ("POST", "/retrain", "application/json".into(), br#"{"corrections":[{"id":"x","labels":"dog"}]}"#.to_vec(), 400, "bad JSON body"),
-        (
-            "POST",
-            "/retrain",
-            multipart(&[("files", Some("a.jpg"), jpeg)]).0,
-            multipart(&[("files", Some("a.jpg"), jpeg)]).1,
-            400,
-            "no `labels` field",
-        ),
-        (
-            "POST",
-            "/retrain",
-            multipart(&[("files", Some("a.jpg"), jpeg), ("labels", None, b"[[\"cat\"]]")]).0,
-            multipart(&[("files", Some("a.jpg"), jpeg), ("labels", None, b"[[\"cat\"]]")]).1,
-            400,
-            "unknown class \"cat\"",
-        ),
-        (
-            "POST",
-            "/retrain",
-            multipart(&[("files", Some("a.jpg"), jpeg), ("labels", None, b"dog")]).0,
-            multipart(&[("files", Some("a.jpg"), jpeg), ("labels", None, b"dog")]).1,
-            400,
-            "expected a JSON list of label lists",
-        ),
-        (
-            "POST",
-            "/retrain",
-            multipart(&[("files", Some("a.jpg"), jpeg), ("labels", None, b"[[],[]]")]).0,
-            multipart(&[("files", Some("a.jpg"), jpeg), ("labels", None, b"[[],[]]")]).1,
-            400,
-            "1 files but 2 label lists",
-        ),
-        (
-            "POST",
-            "/retrain",
-            multipart(&[("files", Some("a.txt"), b"text"), ("labels", None, b"[[]]")]).0,
-            multipart(&[("files", Some("a.txt"), b"text"), ("labels", None, b"[[]]")]).1,
-            400,
-            "not a decodable image",
-        ),
-        ("POST", "/v2/models/other/infer", "application/json".into(), body.to_string().into_bytes(), 404, "unknown model"),
-        ("GET", "/v2/models/other", String::new(), vec![], 404, "unknown model"),
-        ("POST", "/v2/models/vocml/infer", "application/json".into(), b"[]".to_vec(), 400, "bad inference request"),
+        ("GET", "/predict", raw("", vec![]), 405, ""),
+        ("GET", "/nowhere", raw("", vec![]), 404, "no such endpoint"),
+        ("GET", "/jobs/job-999", raw("", vec![]), 404, "no job"),
+        ("POST", "/retrain", raw("text/plain", b"x".to_vec()), 415, "multipart/form-data"),
+        ("POST", "/retrain", json(b"{".to_vec()), 400, "bad JSON body"),
+        ("POST", "/retrain", json(b"{}".to_vec()), 400, "missing field `corrections`"),
+        ("POST", "/retrain", json(br#"{"corrections":[]}"#.to_vec()), 400, "no corrections given"),
+        ("POST", "/retrain", json(br#"{"corrections":[{"id":"nope","labels":["dog"]}]}"#.to_vec()), 400, "no recent upload with id"),
+        ("POST", "/retrain", json(br#"{"corrections":[{"id":"x","labels":["dog"]}],"extra":1}"#.to_vec()), 400, "unknown field `extra`"),
+        ("POST", "/retrain", json(br#"{"corrections":[{"id":"x","labels":"dog"}]}"#.to_vec()), 400, "bad JSON body"),
+        ("POST", "/retrain", form(&[("files", Some("a.jpg"), jpeg)]), 400, "no `labels` field"),
+        ("POST", "/retrain", form(&[("files", Some("a.jpg"), jpeg), ("labels", None, b"[[\"cat\"]]")]), 400, "unknown class \"cat\""),
+        ("POST", "/retrain", form(&[("files", Some("a.jpg"), jpeg), ("labels", None, b"dog")]), 400, "expected a JSON list of label lists"),
+        ("POST", "/retrain", form(&[("files", Some("a.jpg"), jpeg), ("labels", None, b"[[],[]]")]), 400, "1 files but 2 label lists"),
+        ("POST", "/retrain", form(&[("files", Some("a.txt"), b"text"), ("labels", None, b"[[]]")]), 400, "not a decodable image"),
+        ("POST", "/v2/models/other/infer", json(body.to_string().into_bytes()), 404, "unknown model"),
+        ("GET", "/v2/models/other", raw("", vec![]), 404, "unknown model"),
+        ("POST", "/v2/models/vocml/infer", json(b"[]".to_vec()), 400, "bad inference request"),
         (
             "POST",
             "/v2/models/vocml/infer",
-            "application/json".into(),
-            br#"{"inputs":[{"name":"images","shape":[1],"datatype":"FP32","data":["x"]}]}"#.to_vec(),
+            json(br#"{"inputs":[{"name":"images","shape":[1],"datatype":"FP32","data":["x"]}]}"#.to_vec()),
             400,
             "expected BYTES",
         ),
         (
             "POST",
             "/v2/models/vocml/infer",
-            "application/json".into(),
-            br#"{"inputs":[{"name":"images","shape":[2],"datatype":"BYTES","data":["x"]}]}"#.to_vec(),
+            json(br#"{"inputs":[{"name":"images","shape":[2],"datatype":"BYTES","data":["x"]}]}"#.to_vec()),
             400,
             "does not match",
         ),
         (
             "POST",
             "/v2/models/vocml/infer",
-            "application/json".into(),
-            br#"{"inputs":[{"name":"images","shape":[1],"datatype":"BYTES","data":["***"]}]}"#.to_vec(),
+            json(br#"{"inputs":[{"name":"images","shape":[1],"datatype":"BYTES","data":["***"]}]}"#.to_vec()),
             400,
             "not base64",
         ),
         (
             "POST",
             "/v2/models/vocml/infer",
-            "application/json".into(),
-            br#"{"inputs":[{"name":"images","shape":[1],"datatype":"BYTES","data":["aGVsbG8="]}]}"#.to_vec(),
+            json(br#"{"inputs":[{"name":"images","shape":[1],"datatype":"BYTES","data":["aGVsbG8="]}]}"#.to_vec()),
             400,
             "element 0",
         ),
@@ -218,7 +135,7 @@ fn predictions_equal_the_predict_tools_and_bad_requests_get_a_clear_4xx() {
     let r = server.post_form("/predict", &five, &[]);
     assert_eq!(r.status, 413, "{}", r.body);
     assert!(r.json()["error"].as_str().unwrap().contains("more than 4 files"), "{}", r.body);
-    for (method, path, ct, body, status, expect) in &bad_requests {
+    for (method, path, (ct, body), status, expect) in &bad_requests {
         let r = match *method {
             "GET" => server.get(path),
             _ => server.post(path, ct, body, &[]),

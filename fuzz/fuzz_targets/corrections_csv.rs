@@ -3,7 +3,7 @@
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 use vocml_core::retrain::feedback::parse_corrections;
-use vocml_core::task::{LabelGroup, Task, TaskKind};
+use vocml_core::task::{LabelGroup, Task};
 
 fn tasks() -> &'static [Task; 2] {
     static TASKS: OnceLock<[Task; 2]> = OnceLock::new();
@@ -14,7 +14,7 @@ fn tasks() -> &'static [Task; 2] {
             LabelGroup { name: "color".into(), classes: names(&["red", "blue"]) },
             LabelGroup { name: "shape".into(), classes: names(&["circle", "square"]) },
         ];
-        let multihead = Task::new(TaskKind::Multihead, names(&["red", "blue", "circle", "square"]), groups).unwrap();
+        let multihead = Task::multihead(groups).expect("a valid two-head task");
         [multilabel, multihead]
     })
 }

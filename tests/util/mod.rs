@@ -161,6 +161,16 @@ pub fn quick_run(data: &Path, runs: &Path, extra: &[&str]) -> PathBuf {
     std::fs::read_dir(runs).unwrap().map(|e| e.unwrap().path()).find(|p| !before.contains(p) && p.is_dir()).unwrap()
 }
 
+/// A prepared synthetic dataset (`images` at `size` px) and a quick run trained on it with
+/// `extra` flags and promoted to `runs/best`: (data, runs, run).
+pub fn best_run(root: &Path, images: usize, size: u32, extra: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
+    let data = prepared(root, images, size);
+    let runs = root.join("runs");
+    let run_dir = quick_run(&data, &runs, extra);
+    vocml_core::run::point_best(&runs, &run_dir).unwrap();
+    (data, runs, run_dir)
+}
+
 /// The hidden staging entry of output `name` in `dir` written by process `pid`
 /// (`.<name>.tmp-<pid>-<host>`), if it exists.
 pub fn staging_of(dir: &Path, name: &str, pid: u32) -> Option<PathBuf> {

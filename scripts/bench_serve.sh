@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# serve vs the reference system's stack (FastAPI + uvicorn + PyTorch, benches/peer/) serving
+# the same EfficientNet-Lite0 run: oha (HTTP load generator) POSTs one photo per request
+# (multipart `files`) at concurrency 1, 8 and 32; images/s and p50/p99 latency side by side,
+# plus the batch ceiling of this machine: `predict` on the same photo in one process (decode +
+# model, no HTTP; start-up removed by timing two folder sizes). Same machine, one run.
+source "$(dirname "$0")/bench_common.sh"
+DEVICE=${DEVICE:-cpu}
+CONCURRENCY=${CONCURRENCY:-"1 8 32"}
+REQUESTS=${REQUESTS:-"150 400 800"}
+export PATH="$HOME/.cargo/bin:$PATH"
+command -v oha > /dev/null || cargo install oha --locked
+"$PY" -c "import fastapi, uvicorn, multipart" 2> /dev/null || "$PY" -m pip install -q fastapi uvicorn python-multipart
+
+# A Lite0 run at 224 px (a short training on synthetic data is enough for speed).
+target/release/voc-prep synth --out "$TMP/voc" --images 60 -q > /dev/null
+target/release/voc-prep --voc-root "$TMP/voc" --out "$TMP/data" -q > /dev/null
+target/release/train -q --data "$TMP/data" --runs-dir "$TMP/runs" --epochs 1 > /dev/null
+run=$(ls -d "$TMP"/runs/*_efficientnet_lite0 | tail -1)
+photo=$(ls "$VOC_ROOT"/JPEGImages/*.jpg | head -1)
+boundary=vocml-bench-boundary
+{ printf -- '--%s\r\nContent-Disposition: form-data; name="files"; filename="%s"\r\nContent-Type: image/jpeg\r\n\r\n' "$boundary" "$(basename "$photo")"
+  cat "$photo"; printf -- '\r\n--%s--\r\n' "$boundary"; } > "$TMP/body"
+port_ours=$(( 20000 + RANDOM % 10000 )); port_peer=$(( port_ours + 1 ))
+
+wait_up() { for _ in $(seq 200); do curl -sf "http://127.0.0.1:$1/health" > /dev/null && return 0; sleep 0.1; done; echo "bench-serve: server on port $1 did not start" >&2; return 1; }
+# load NAME PORT: one table row per concurrency level; also keeps "c rps p50 p99" in $TMP/NAME.
+load() {
+  : > "$TMP/$1"
+  set -- "$1" "$2" $REQUESTS
+  local name=$1 port=$2; shift 2
+  for c in $CONCURRENCY; do
+    local n=$1; shift
+    oha -n 20 -c 1 --no-tui -m POST -T "multipart/form-data; boundary=$boundary" -D "$TMP/body" "http://127.0.0.1:$port/predict" > /dev/null
+    oha -n "$n" -c "$c" --no-tui --output-format json -m POST -T "multipart/form-data; boundary=$boundary" -D "$TMP/body" \
+      "http://127.0.0.1:$port/predict" > "$TMP/oha.json"
+    "$PY" - "$TMP/oha.json" "$c" "$name" >> "$TMP/$name" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+codes = s.get("statusCodeDistribution", {})
+bad = sum(v for k, v in codes.items() if k != "200")
+lat = s["latencyPercentiles"]
+print(sys.argv[2], round(s["summary"]["requestsPerSec"], 1), round(lat["p50"] * 1000, 1), round(lat["p99"] * 1000, 1), bad)
+PY
+  done
+}
+
+target/release/serve --runs "$TMP/runs" --run "$run" --addr "127.0.0.1:$port_ours" --device "$DEVICE" 2> "$TMP/serve.log" &
+ours_pid=$!
+wait_up "$port_ours"
+load vocml "$port_ours"
+kill -TERM "$ours_pid"; wait "$ours_pid" || true
+"$PY" benches/peer/serve_fastapi.py "$run" "$port_peer" 2> "$TMP/peer.log" &
+peer_pid=$!
+wait_up "$port_peer"
+load peer "$port_peer"
+kill -TERM "$peer_pid"; wait "$peer_pid" || true
+
+# Ceiling: predict on copies of the photo, two sizes, start-up removed.
+mkdir -p "$TMP/few" "$TMP/many"
+for i in $(seq 40); do cp "$photo" "$TMP/few/$i.jpg"; done
+for i in $(seq 400); do cp "$photo" "$TMP/many/$i.jpg"; done
+read -r t_few _ < <(measure target/release/predict -q --run "$run" --device "$DEVICE" --output "$TMP/few.csv" "$TMP/few")
+read -r t_many _ < <(measure target/release/predict -q --run "$run" --device "$DEVICE" --output "$TMP/many.csv" "$TMP/many")
+ceiling=$(awk "BEGIN{printf \"%.1f\", 360 / ($t_many - $t_few)}")
+
+echo "bench-serve: one $DATA_NAME photo per request, EfficientNet-Lite0 224px, $DEVICE, $(nproc) cores, $(date -u +%F)"
+printf '%-5s %-28s %10s %9s %9s %7s %11s\n' conc server "images/s" "p50 ms" "p99 ms" errors "vs peer"
+paste -d' ' "$TMP/vocml" "$TMP/peer" | while read -r c r50 p50 p99 bad _ pr pp50 pp99 pbad; do
+  printf '%-5s %-28s %10s %9s %9s %7s %10.2fx\n' "$c" "vocml serve" "$r50" "$p50" "$p99" "$bad" "$(awk "BEGIN{print $r50 / $pr}")"
+  printf '%-5s %-28s %10s %9s %9s %7s %11s\n' "$c" "FastAPI+uvicorn+PyTorch" "$pr" "$pp50" "$pp99" "$pbad" "1.00x"
+done
+last=$(tail -1 "$TMP/vocml" | cut -d' ' -f2)
+echo "ceiling (predict in one process, no HTTP): $ceiling images/s; vocml serve at concurrency $(tail -1 "$TMP/vocml" | cut -d' ' -f1): $(awk "BEGIN{printf \"%.0f\", 100 * $last / $ceiling}")% of it"
