@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::{ComputeArgs, TtaArgs};
+use vocml::{ComputeArgs, TrackingArgs, TtaArgs};
 use vocml_core::eval::evaluate::{best_index, evaluate_run, write_comparison, Evaluation, RankMetric};
 use vocml_core::run::predictor::create_ensemble;
 use vocml_core::run::{list_runs, point_best};
@@ -65,6 +65,8 @@ struct Cli {
     tta: TtaArgs,
     #[command(flatten)]
     compute: ComputeArgs,
+    #[command(flatten)]
+    tracking: TrackingArgs,
     /// Images per forward pass [default: 8 on a CPU (as fast as larger batches, with less
     /// memory), 32 on a GPU].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -196,19 +198,41 @@ fn run(cli: Cli) -> Result<()> {
     }
     let metric = cli.metric.resolve(&evals);
     let best = best_index(&evals, metric).context("no evaluations")?;
+    let mut comparison = Vec::new();
     if many {
         let out_dir = cli.runs_dir.clone().unwrap_or_else(|| runs[0].parent().map(PathBuf::from).unwrap_or_default());
         let md = write_comparison(&out_dir, &evals)?;
         print!("{md}");
         println!("(also in {}/comparison.csv and comparison.md)", out_dir.display());
+        comparison = vec![out_dir.join(vocml_core::run::COMPARISON_CSV), out_dir.join(vocml_core::run::COMPARISON_MD)];
     }
     let e = &evals[best];
-    if (many || cli.runs_dir.is_some() || cli.select) && !cli.no_select {
+    let selected = (many || cli.runs_dir.is_some() || cli.select) && !cli.no_select;
+    if selected {
         let parent = e.run.parent().map(PathBuf::from).unwrap_or_default();
         let link = point_best(&parent, &e.run)?;
         println!("evaluate: best by {} = {:.4}: {} ({} -> {})", metric.name(), metric.value(e), e.model, link.display(), e.run.display());
     } else {
         println!("evaluate: {} {} = {:.4}, mAP {:.4}", e.model, metric.name(), metric.value(e), e.map);
+    }
+    if let Some(t) = cli.tracking.tracker("evaluate")? {
+        log_to_mlflow(&t, &evals, best, selected, &comparison)?;
+    }
+    Ok(())
+}
+
+/// Logs each evaluation to the MLflow run of its model (ensembles are not logged), the
+/// comparison to the best one's, and moves the `champion` alias when a best was selected.
+fn log_to_mlflow(t: &vocml_track::Tracker, evals: &[Evaluation], best: usize, selected: bool, comparison: &[PathBuf]) -> Result<()> {
+    let is_ensemble = |run: &std::path::Path| vocml_core::run::config::RunConfig::read(run).is_ok_and(|c| c.as_ensemble().is_some());
+    for (i, e) in evals.iter().enumerate().filter(|(_, e)| !is_ensemble(&e.run)) {
+        let files = if i == best { comparison } else { &[] };
+        t.settle(&format!("the evaluation of {}", e.run.display()), t.log_evaluation(&e.run, files))?;
+    }
+    if selected && !is_ensemble(&evals[best].run) {
+        if let Some(alias) = t.settle("the champion alias", t.promote(&evals[best].run))? {
+            println!("evaluate: {alias}");
+        }
     }
     Ok(())
 }

@@ -207,6 +207,48 @@ impl ComputeArgs {
     }
 }
 
+/// MLflow tracking flags of `train`, `evaluate` and `retrain`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TrackingArgs {
+    /// Log this run to the MLflow tracking server at URI (http://host:port): options, per-epoch
+    /// metrics, files, a registered model version; the local run is complete either way.
+    #[arg(long = "mlflow", value_name = "URI", env = "MLFLOW_TRACKING_URI")]
+    pub mlflow: Option<String>,
+    /// MLflow experiment to log to.
+    #[arg(long, value_name = "NAME", env = "MLFLOW_EXPERIMENT_NAME", default_value = "vocml")]
+    pub experiment: String,
+    /// Registered model the run's weights become a version of (default: vocml-<task>-<classes>).
+    #[arg(long, value_name = "NAME")]
+    pub registered_model: Option<String>,
+    /// Fail (exit 1) when the run cannot be logged, instead of warning (for pipelines that need
+    /// the record).
+    #[arg(long)]
+    pub mlflow_required: bool,
+}
+
+impl TrackingArgs {
+    /// The tracker, when a server is named.
+    pub fn tracker(&self, tool: &'static str) -> anyhow::Result<Option<vocml_track::Tracker>> {
+        let Some(uri) = &self.mlflow else { return Ok(None) };
+        let cfg = vocml_track::TrackingConfig {
+            uri: uri.clone(),
+            experiment: self.experiment.clone(),
+            registered_model: self.registered_model.clone(),
+            required: self.mlflow_required,
+        };
+        vocml_track::Tracker::new(cfg, tool).map(Some)
+    }
+}
+
+/// A run directory, or a registered model version (`models:/NAME@ALIAS`, `models:/NAME/N`)
+/// fetched from the MLflow server into the local cache.
+pub fn resolve_run(run: &std::path::Path, mlflow: Option<&str>) -> anyhow::Result<std::path::PathBuf> {
+    let text = run.to_string_lossy();
+    let Some(uri) = vocml_track::registry::ModelUri::parse(&text)? else { return Ok(run.to_path_buf()) };
+    let server = mlflow.ok_or_else(|| anyhow::anyhow!("{text}: name the MLflow server with --mlflow URI (or MLFLOW_TRACKING_URI)"))?;
+    Ok(vocml_track::registry::fetch(server, &uri, &vocml_track::registry::cache_dir())?.0)
+}
+
 /// The decode limit of every tool that reads images.
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct DecodeArgs {

@@ -36,10 +36,14 @@ struct Cli {
     #[arg(required = true, value_name = "PATH")]
     inputs: Vec<PathBuf>,
     /// Run directory to use (default: runs/best, set by evaluate and retrain); an ensemble
-    /// saved by `evaluate --ensemble` is a run too. Repeat it to average several runs on the
-    /// fly (thresholds 0.5 unless --threshold; `evaluate --ensemble` tunes them).
+    /// saved by `evaluate --ensemble` is a run too; or a registered model version in MLflow,
+    /// `models:/NAME@ALIAS` or `models:/NAME/N` (with --mlflow). Repeat it to average several
+    /// runs on the fly (thresholds 0.5 unless --threshold; `evaluate --ensemble` tunes them).
     #[arg(long, value_name = "DIR", default_value = "runs/best")]
     run: Vec<PathBuf>,
+    /// MLflow tracking server that resolves `--run models:/...`.
+    #[arg(long = "mlflow", value_name = "URI", env = "MLFLOW_TRACKING_URI")]
+    mlflow: Option<String>,
     #[command(flatten)]
     tta: TtaArgs,
     #[arg(long, value_enum, default_value_t = FormatArg::Csv)]
@@ -85,10 +89,11 @@ fn main() -> ExitCode {
 
 /// The run (or saved ensemble) of `--run`, or the runs averaged on the fly.
 fn load_model(cli: &Cli, device: tch::Device) -> Result<Predictor> {
-    if let Some(r) = cli.run.iter().find(|r| !r.join(vocml_core::run::CONFIG_FILE).is_file()) {
+    let runs = cli.run.iter().map(|r| vocml::resolve_run(r, cli.mlflow.as_deref())).collect::<Result<Vec<_>>>()?;
+    if let Some(r) = runs.iter().find(|r| !r.join(vocml_core::run::CONFIG_FILE).is_file()) {
         bail!("{} is not a trained run; train one and select it with `evaluate --runs runs`, or pass --run DIR", r.display());
     }
-    match cli.run.as_slice() {
+    match runs.as_slice() {
         [one] => Predictor::load(one, device, cli.tta.choice()),
         many => Predictor::from_members(many, device, cli.tta.choice()),
     }

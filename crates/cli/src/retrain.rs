@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::{interrupt_flag, progress_bar, ComputeArgs, DecodeArgs};
+use vocml::{interrupt_flag, progress_bar, ComputeArgs, DecodeArgs, TrackingArgs};
 use vocml_core::retrain::{default_feedback_dir, retrain, RetrainConfig};
 
 /// Retrain a model from user corrections, as a new versioned run.
@@ -70,6 +70,8 @@ struct Cli {
     #[command(flatten)]
     compute: ComputeArgs,
     #[command(flatten)]
+    tracking: TrackingArgs,
+    #[command(flatten)]
     decode: DecodeArgs,
     /// No progress bar.
     #[arg(long, short)]
@@ -121,5 +123,20 @@ fn run(cli: Cli) -> Result<()> {
         o.reason,
         o.seconds
     );
+    if let Some(t) = cli.tracking.tracker("retrain")? {
+        if let Some(r) = t.settle("the run", t.log_run(&o.run_dir))? {
+            println!(
+                "  logged to MLflow run {} (model {} version {})",
+                r.run_id,
+                r.registered_model.unwrap_or_default(),
+                r.model_version.unwrap_or_default()
+            );
+        }
+        if o.promoted {
+            if let Some(alias) = t.settle("the champion alias", t.promote(&o.run_dir))? {
+                println!("  {alias}");
+            }
+        }
+    }
     Ok(())
 }

@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use vocml::{ComputeArgs, DecodeArgs};
+use vocml_serve::follow::Target;
 use vocml_serve::jobs::RetrainDefaults;
 use vocml_serve::ServeConfig;
+use vocml_track::registry::ModelUri;
 
 /// Serve a trained model over HTTP, with a web page to try it, correct it and retrain it.
 ///
@@ -32,9 +34,13 @@ struct Cli {
     /// Runs directory: its `best` is served and followed; retrain jobs write here.
     #[arg(long, value_name = "DIR", default_value = "runs")]
     runs: PathBuf,
-    /// Serve this run only (not followed).
+    /// Serve this run only (not followed); or a registered model version in MLflow:
+    /// `models:/NAME@ALIAS` (followed: a moved alias is swapped in) or `models:/NAME/N`.
     #[arg(long, value_name = "DIR")]
     run: Option<PathBuf>,
+    /// MLflow tracking server that resolves `--run models:/...`.
+    #[arg(long = "mlflow", value_name = "URI", env = "MLFLOW_TRACKING_URI")]
+    mlflow: Option<String>,
     /// Address to listen on (loopback by default; port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:8000")]
     addr: SocketAddr,
@@ -92,9 +98,20 @@ fn run(cli: Cli) -> Result<()> {
         }
         None => None,
     };
-    if let Some(r) = &cli.run {
-        vocml_core::run::config::RunConfig::read(r).with_context(|| format!("--run {}", r.display()))?;
-    }
+    let target = match &cli.run {
+        None => Target::Local { path: cli.runs.join(vocml_core::run::BEST_LINK), follow: true },
+        Some(r) => match ModelUri::parse(&r.to_string_lossy())? {
+            Some(model) => {
+                let tracking_uri =
+                    cli.mlflow.clone().with_context(|| format!("--run {}: name the MLflow server with --mlflow URI", r.display()))?;
+                Target::Registry { tracking_uri, model }
+            }
+            None => {
+                vocml_core::run::config::RunConfig::read(r).with_context(|| format!("--run {}", r.display()))?;
+                Target::Local { path: r.clone(), follow: false }
+            }
+        },
+    };
     if !(cli.retrain_tolerance.is_finite() && (0.0..=1.0).contains(&cli.retrain_tolerance)) {
         bail!("--retrain-tolerance {}: expected a score difference from 0 to 1", cli.retrain_tolerance);
     }
@@ -106,7 +123,7 @@ fn run(cli: Cli) -> Result<()> {
     };
     vocml_serve::run(ServeConfig {
         runs_dir: cli.runs,
-        run: cli.run,
+        target,
         addr: cli.addr,
         token,
         max_batch: cli.max_batch as usize,

@@ -6,7 +6,7 @@ use clap::{CommandFactory, Parser};
 use indicatif::ProgressBar;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::{args_with_config, interrupt_flag, progress_bar, ComputeArgs};
+use vocml::{args_with_config, interrupt_flag, progress_bar, ComputeArgs, TrackingArgs};
 use vocml_core::model::BackboneKind;
 use vocml_core::train::augment::AugmentConfig;
 use vocml_core::train::history::{EpochRecord, TrainObserver};
@@ -115,6 +115,8 @@ struct Cli {
     tta: bool,
     #[command(flatten)]
     compute: ComputeArgs,
+    #[command(flatten)]
+    tracking: TrackingArgs,
     /// Channels-last (NHWC) memory for convolutions. The default on the CPU, where it
     /// measured 10-90% faster for every backbone; on a GPU it pays off in long runs with
     /// tensor cores, so there it is this opt-in.
@@ -179,6 +181,7 @@ fn run(cli: Cli) -> Result<()> {
     if !cli.quiet {
         eprintln!("train: device {}", if device == tch::Device::Cpu { "cpu".to_string() } else { format!("{device:?}") });
     }
+    let tracker = cli.tracking.tracker("train")?;
     let cancel = interrupt_flag();
     let mut outcomes: Vec<(BackboneKind, TrainOutcome)> = Vec::new();
     for kind in kinds {
@@ -228,6 +231,16 @@ fn run(cli: Cli) -> Result<()> {
             out.device,
             out.seconds
         );
+        if let Some(t) = &tracker {
+            if let Some(r) = t.settle("the run", t.log_run(&out.run_dir))? {
+                println!(
+                    "train: logged to MLflow run {} (model {} version {})",
+                    r.run_id,
+                    r.registered_model.unwrap_or_default(),
+                    r.model_version.unwrap_or_default()
+                );
+            }
+        }
         outcomes.push((kind, out));
     }
     if outcomes.len() > 1 {

@@ -1,5 +1,5 @@
-//! Follows the served run: loads `runs/best` (or the fixed `--run`) at start-up and, when
-//! `best` moves (a promotion by a retrain job, or `evaluate`/`retrain` in a shell), loads the
+//! Follows the served run: loads `runs/best` (or the fixed `--run`, or a registered model
+//! version in MLflow) at start-up and, when `best` (or the alias) moves (a promotion by a retrain job, or `evaluate`/`retrain` in a shell), loads the
 //! new run beside the old one and hands it to the engine. A run that fails to load is refused:
 //! the old model keeps serving and `/model` says why.
 
@@ -17,11 +17,39 @@ pub struct FollowState {
     pub last_error: Mutex<Option<String>>,
 }
 
+/// What is served.
+pub enum Target {
+    /// A run directory or link; `follow` re-resolves it at every poll (`runs/best`), else it
+    /// is loaded once (a fixed `--run`).
+    Local { path: PathBuf, follow: bool },
+    /// A registered model version in MLflow (`models:/NAME@ALIAS` follows the alias).
+    Registry { tracking_uri: String, model: vocml_track::registry::ModelUri },
+}
+
+impl Target {
+    fn follows(&self) -> bool {
+        match self {
+            Target::Local { follow, .. } => *follow,
+            Target::Registry { model, .. } => matches!(model.version, vocml_track::client::VersionRef::Alias(_)),
+        }
+    }
+
+    /// The local run directory it points at now.
+    fn resolve(&self) -> anyhow::Result<PathBuf> {
+        match self {
+            Target::Local { path, .. } => {
+                std::fs::canonicalize(path).map_err(|_| anyhow::anyhow!("{} does not exist: train and select a run first", path.display()))
+            }
+            Target::Registry { tracking_uri, model } => {
+                Ok(vocml_track::registry::fetch(tracking_uri, model, &vocml_track::registry::cache_dir())?.0)
+            }
+        }
+    }
+}
+
 /// What the follower watches and how it loads.
 pub struct Follower {
-    pub target: PathBuf,
-    /// A fixed `--run` is loaded once; `runs/best` is watched.
-    pub follow: bool,
+    pub target: Target,
     pub device: tch::Device,
     pub poll: Duration,
 }
@@ -35,7 +63,7 @@ impl Follower {
                 let mut tried: Option<PathBuf> = None;
                 let mut version = 0;
                 while !stop.load(Ordering::SeqCst) {
-                    if self.follow || version == 0 {
+                    if self.target.follows() || version == 0 {
                         self.check(&engine, &state, &mut tried, &mut version);
                     }
                     std::thread::sleep(self.poll);
@@ -45,11 +73,12 @@ impl Follower {
     }
 
     fn check(&self, engine: &Engine, state: &FollowState, tried: &mut Option<PathBuf>, version: &mut u64) {
-        let Ok(dir) = std::fs::canonicalize(&self.target) else {
-            if engine.info().is_none() {
-                *state.last_error.lock().unwrap() = Some(format!("{} does not exist: train and select a run first", self.target.display()));
+        let dir = match self.target.resolve() {
+            Ok(d) => d,
+            Err(e) => {
+                *state.last_error.lock().unwrap() = Some(format!("{e:#}"));
+                return;
             }
-            return;
         };
         if tried.as_deref() == Some(dir.as_path()) {
             return;

@@ -20,11 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Everything `serve` is told.
-#[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub runs_dir: PathBuf,
-    /// Serve this run only; otherwise `runs_dir/best`, followed as it moves.
-    pub run: Option<PathBuf>,
+    /// What to serve: `runs_dir/best` (followed), a fixed run, or a registry version.
+    pub target: follow::Target,
     pub addr: SocketAddr,
     /// Bearer token required by `/retrain` and `/jobs`.
     pub token: Option<String>,
@@ -53,13 +52,11 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
     let engine = engine::Engine::start(cfg.max_batch, cfg.max_wait, cfg.queue, metrics.clone());
     let follow_state = Arc::new(follow::FollowState::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let follower = follow::Follower {
-        target: cfg.run.clone().unwrap_or_else(|| cfg.runs_dir.join(vocml_core::run::BEST_LINK)),
-        follow: cfg.run.is_none(),
-        device: cfg.device,
-        poll: cfg.poll,
-    }
-    .spawn(engine.clone(), follow_state.clone(), stop.clone());
+    let follower = follow::Follower { target: cfg.target, device: cfg.device, poll: cfg.poll }.spawn(
+        engine.clone(),
+        follow_state.clone(),
+        stop.clone(),
+    );
     let state = Arc::new(routes::AppState {
         engine,
         follow: follow_state,

@@ -229,6 +229,7 @@ fn run_config(cfg: &RetrainConfig, parent: &LoadedModel, data: &Path, used: &[Co
         resize: parent.resize,
         normalization: parent.kind.normalization(),
         train_seconds: seconds,
+        mlflow: None,
     })))
 }
 

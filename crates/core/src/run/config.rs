@@ -85,6 +85,23 @@ pub struct TrainRun {
     pub train_seconds: f64,
     pub train_images: usize,
     pub val_images: usize,
+    /// Where the run was logged in MLflow (added once it was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow: Option<MlflowRef>,
+}
+
+/// A run's record in an MLflow tracking server: the experiment and run it was logged to and the
+/// registered model version its weights became. The URI carries no credentials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlflowRef {
+    pub tracking_uri: String,
+    pub experiment_id: String,
+    pub run_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<String>,
 }
 
 /// The parent's options recorded by a retrain.
@@ -131,6 +148,9 @@ pub struct RetrainRun {
     pub resize: ResizeMode,
     pub normalization: Normalization,
     pub train_seconds: f64,
+    /// Where the run was logged in MLflow (added once it was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow: Option<MlflowRef>,
 }
 
 /// A saved ensemble (`evaluate --ensemble`): the mean of its members' probabilities.
@@ -172,6 +192,13 @@ impl RunConfig {
         Self::parse(&text).with_context(|| format!("{}: not a valid run config", path.display()))
     }
 
+    /// Rewrites `dir/config.json` with this config (atomically: a reader sees the old file or
+    /// the new one).
+    pub fn rewrite(&self, dir: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)? + "\n";
+        crate::run::write_atomic(dir, CONFIG_FILE, text.as_bytes())
+    }
+
     /// Parses and validates the text of a `config.json`.
     pub fn parse(text: &str) -> Result<RunConfig> {
         let value: serde_json::Value = serde_json::from_str(text)?;
@@ -186,6 +213,24 @@ impl RunConfig {
         };
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The run's MLflow record, if it was logged.
+    pub fn mlflow(&self) -> Option<&MlflowRef> {
+        match self {
+            RunConfig::Train(t) => t.mlflow.as_ref(),
+            RunConfig::Retrain(r) => r.mlflow.as_ref(),
+            RunConfig::Ensemble(_) => None,
+        }
+    }
+
+    /// Records where the run was logged (ensembles are not logged).
+    pub fn set_mlflow(&mut self, m: MlflowRef) {
+        match self {
+            RunConfig::Train(t) => t.mlflow = Some(m),
+            RunConfig::Retrain(r) => r.mlflow = Some(m),
+            RunConfig::Ensemble(_) => {}
+        }
     }
 
     /// The class names, in output column order.

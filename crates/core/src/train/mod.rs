@@ -357,6 +357,7 @@ fn write_run(
         train_seconds: seconds,
         train_images: data.train.len(),
         val_images: data.val.len(),
+        mlflow: None,
     }));
     let metrics_json =
         serde_json::json!({"split": "val", "task": task.kind, "best_epoch": best_epoch, "threshold": 0.5, "metrics": metrics});
