@@ -52,7 +52,7 @@ serve: build
 test: setup test-tools
 	cargo test --release --workspace
 
-## test-tools: chromium and chromedriver for the browser test of the serve page
+## test-tools: chromium and chromedriver (browser test of the serve page), mlflow (tracking tests)
 test-tools:
 	@bash scripts/test_tools.sh
 

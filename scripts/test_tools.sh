@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Tools the tests drive, installed when missing: Debian's chromium and chromium-driver for the
-# browser test of the serve page (needs apt-get; as root, or sudo without a password).
+# browser test of the serve page (apt-get: as root, or sudo without a password), and MLflow in
+# the project venv for the tracking tests (a real `mlflow server` is started by the tests).
 set -euo pipefail
-if [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]]; then
-  exit 0
+cd "$(dirname "$0")/.."
+if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
+  SUDO=
+  if [[ $(id -u) -ne 0 ]]; then
+    SUDO="sudo -n"
+  fi
+  echo "test-tools: installing chromium and chromium-driver (Debian packages) for the browser test" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium chromium-driver >/dev/null; }
 fi
-SUDO=
-if [[ $(id -u) -ne 0 ]]; then
-  SUDO="sudo -n"
+if [[ ! -x .venv/bin/mlflow ]]; then
+  echo "test-tools: installing mlflow into .venv for the tracking tests" >&2
+  .venv/bin/python -m pip install -q --disable-pip-version-check mlflow
 fi
-echo "test-tools: installing chromium and chromium-driver (Debian packages) for the browser test" >&2
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
-  || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium chromium-driver >/dev/null; }

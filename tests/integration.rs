@@ -11,6 +11,7 @@ mod cli;
 mod evaluate_predict;
 mod faults;
 mod hostile;
+mod mlflow;
 mod parity;
 mod retrain;
 mod serve;

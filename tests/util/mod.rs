@@ -1,6 +1,7 @@
 //! Test harness: temp directories, the real binaries, and small hand-built VOC trees.
 #![allow(dead_code)]
 
+pub mod mlflow;
 pub mod server;
 
 use std::path::{Path, PathBuf};

@@ -136,6 +136,11 @@ impl MlflowClient {
         Ok((string(&v["run"]["info"]["run_id"])?, string(&v["run"]["info"]["artifact_uri"])?))
     }
 
+    /// The name of a run.
+    pub fn run_name(&self, run_id: &str) -> Result<String> {
+        string(&self.call("GET", &format!("/api/2.0/mlflow/runs/get?run_id={run_id}"), None)?["run"]["info"]["run_name"])
+    }
+
     /// The artifact root of a run.
     pub fn artifact_root(&self, run_id: &str) -> Result<String> {
         string(&self.call("GET", &format!("/api/2.0/mlflow/runs/get?run_id={run_id}"), None)?["run"]["info"]["artifact_uri"])

@@ -1,5 +1,5 @@
 //! `models:/NAME@ALIAS` and `models:/NAME/VERSION`: a registered model version fetched from
-//! the tracking server into a local cache (`$VOCML_CACHE_DIR`, else `$XDG_CACHE_HOME/vocml`,
+//! the tracking server into a local cache (`<cache>/models/<name>/<version>/<run name>/`) (`$VOCML_CACHE_DIR`, else `$XDG_CACHE_HOME/vocml`,
 //! else `~/.cache/vocml`), as a run directory the tools load like any other. A version never
 //! changes, so a cached one is used as it is; the download is staged and renamed into place.
 
@@ -53,14 +53,16 @@ pub fn fetch(tracking_uri: &str, uri: &ModelUri, cache: &Path) -> Result<(PathBu
     let client = MlflowClient::new(tracking_uri)?;
     let (version, run_id, source) =
         client.model_version(&uri.name, &uri.version).with_context(|| format!("cannot resolve {}", display(uri)))?;
-    let safe: String = uri.name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
-    let dest = cache.join("models").join(safe).join(&version);
+    let safe = |s: &str| -> String { s.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect() };
+    // Named like the run it came from, so the service and `predict` report that name.
+    let run_name = client.run_name(&run_id).unwrap_or_else(|_| format!("v{version}"));
+    let dest = cache.join("models").join(safe(&uri.name)).join(&version).join(safe(&run_name));
     if dest.join(vocml_core::run::CONFIG_FILE).is_file() {
         return Ok((dest, version));
     }
     let parent = dest.parent().expect("under the cache");
     std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let staging = parent.join(format!(".{version}.tmp-{}", std::process::id()));
+    let staging = parent.join(format!(".{}.tmp-{}", safe(&run_name), std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
     let result = (|| -> Result<()> {
