@@ -35,9 +35,10 @@ install: build
 	done
 	@echo "installed $(TOOLS) with man pages and completions under $(DESTDIR)$(PREFIX)"
 
-## demo: the whole pipeline on the embedded synthetic dataset
+## demo: the whole pipeline on the embedded synthetic dataset (MLFLOW=http://host:port also
+## logs every run to that MLflow tracking server)
 demo: build
-	@bash scripts/demo.sh
+	@$(if $(MLFLOW),MLFLOW_TRACKING_URI=$(MLFLOW)) bash scripts/demo.sh
 
 ## serve: the prediction service and web page on the demo's runs/best (after `make demo`):
 ## http://127.0.0.1:8000 (ADDR=host:port to change)

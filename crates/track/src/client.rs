@@ -125,13 +125,14 @@ impl MlflowClient {
         }
     }
 
-    /// Creates a run; returns its id and artifact root (`mlflow-artifacts:/...`).
-    pub fn create_run(&self, experiment_id: &str, name: &str, tags: &[(String, String)]) -> Result<(String, String)> {
+    /// Creates a run that started at `start_ms` (Unix milliseconds); returns its id and
+    /// artifact root (`mlflow-artifacts:/...`).
+    pub fn create_run(&self, experiment_id: &str, name: &str, start_ms: i64, tags: &[(String, String)]) -> Result<(String, String)> {
         let tags: Vec<Value> = tags.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
         let v = self.call(
             "POST",
             "/api/2.0/mlflow/runs/create",
-            Some(json!({"experiment_id": experiment_id, "run_name": name, "start_time": now_ms(), "tags": tags})),
+            Some(json!({"experiment_id": experiment_id, "run_name": name, "start_time": start_ms, "tags": tags})),
         )?;
         Ok((string(&v["run"]["info"]["run_id"])?, string(&v["run"]["info"]["artifact_uri"])?))
     }
@@ -163,10 +164,10 @@ impl MlflowClient {
         }
     }
 
-    /// Marks a run finished (or failed).
-    pub fn finish_run(&self, run_id: &str, ok: bool) -> Result<()> {
+    /// Marks a run finished (or failed) at `end_ms`.
+    pub fn finish_run(&self, run_id: &str, ok: bool, end_ms: i64) -> Result<()> {
         let status = if ok { "FINISHED" } else { "FAILED" };
-        self.call("POST", "/api/2.0/mlflow/runs/update", Some(json!({"run_id": run_id, "status": status, "end_time": now_ms()}))).map(drop)
+        self.call("POST", "/api/2.0/mlflow/runs/update", Some(json!({"run_id": run_id, "status": status, "end_time": end_ms}))).map(drop)
     }
 
     /// Uploads `file` as `path` under a run's artifact root, through the server's proxy.
@@ -280,7 +281,8 @@ fn is_code(e: &anyhow::Error, code: &str) -> bool {
     e.downcast_ref::<ApiError>().is_some_and(|a| a.code == code)
 }
 
-fn now_ms() -> i64 {
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 

@@ -64,7 +64,13 @@ impl Tracker {
         let value = serde_json::to_value(&cfg)?;
         let exp = self.client.experiment_id(&self.cfg.experiment)?;
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let (run_id, artifact_uri) = self.client.create_run(&exp, &name, &run_tags(&dir, &value))?;
+        // The MLflow run spans the training: it ended when the run was written (`created`).
+        let end = value["created"]
+            .as_str()
+            .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+            .map_or_else(client::now_ms, |t| t.timestamp_millis());
+        let start = end - (value["train_seconds"].as_f64().unwrap_or(0.0) * 1000.0) as i64;
+        let (run_id, artifact_uri) = self.client.create_run(&exp, &name, start, &run_tags(&dir, &value))?;
         self.client.log_batch(&run_id, &run_metrics(&dir)?, &flatten_params(&value), &[])?;
         let model = self.cfg.registered_model.clone().unwrap_or_else(|| default_model_name(&cfg));
         let mut mref = MlflowRef {
@@ -85,7 +91,7 @@ impl Tracker {
         mref.model_version = Some(version);
         cfg.set_mlflow(mref.clone());
         cfg.rewrite(&dir)?;
-        self.client.finish_run(&run_id, true)?;
+        self.client.finish_run(&run_id, true, end)?;
         Ok(mref)
     }
 
