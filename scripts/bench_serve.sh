@@ -17,13 +17,18 @@ target/release/voc-prep synth --out "$TMP/voc" --images 60 -q > /dev/null
 target/release/voc-prep --voc-root "$TMP/voc" --out "$TMP/data" -q > /dev/null
 target/release/train -q --data "$TMP/data" --runs-dir "$TMP/runs" --epochs 1 > /dev/null
 run=$(ls -d "$TMP"/runs/*_efficientnet_lite0 | tail -1)
-photo=$(ls "$VOC_ROOT"/JPEGImages/*.jpg | head -1)
+photos=("$VOC_ROOT"/JPEGImages/*.jpg)
+photo=${photos[0]}
 boundary=vocml-bench-boundary
 { printf -- '--%s\r\nContent-Disposition: form-data; name="files"; filename="%s"\r\nContent-Type: image/jpeg\r\n\r\n' "$boundary" "$(basename "$photo")"
   cat "$photo"; printf -- '\r\n--%s--\r\n' "$boundary"; } > "$TMP/body"
 port_ours=$(( 20000 + RANDOM % 10000 )); port_peer=$(( port_ours + 1 ))
 
-wait_up() { for _ in $(seq 200); do curl -sf "http://127.0.0.1:$1/health" > /dev/null && return 0; sleep 0.1; done; echo "bench-serve: server on port $1 did not start" >&2; return 1; }
+# wait_up PORT LOG: until the server answers /health (60 s at most).
+wait_up() {
+  for _ in $(seq 600); do curl -sf "http://127.0.0.1:$1/health" > /dev/null && return 0; sleep 0.1; done
+  echo "bench-serve: server on port $1 did not start:" >&2; tail -5 "$2" >&2; return 1
+}
 # load NAME PORT: one table row per concurrency level; also keeps "c rps p50 p99" in $TMP/NAME.
 load() {
   : > "$TMP/$1"
@@ -45,14 +50,14 @@ PY
   done
 }
 
-target/release/serve --runs "$TMP/runs" --run "$run" --addr "127.0.0.1:$port_ours" --device "$DEVICE" 2> "$TMP/serve.log" &
+target/release/serve --runs "$TMP/runs" --run "$run" --addr "127.0.0.1:$port_ours" --device "$DEVICE" ${SERVE_ARGS:-} 2> "$TMP/serve.log" &
 ours_pid=$!
-wait_up "$port_ours"
+wait_up "$port_ours" "$TMP/serve.log"
 load vocml "$port_ours"
 kill -TERM "$ours_pid"; wait "$ours_pid" || true
 "$PY" benches/peer/serve_fastapi.py "$run" "$port_peer" 2> "$TMP/peer.log" &
 peer_pid=$!
-wait_up "$port_peer"
+wait_up "$port_peer" "$TMP/peer.log"
 load peer "$port_peer"
 kill -TERM "$peer_pid"; wait "$peer_pid" || true
 

@@ -25,7 +25,8 @@ from train_torch import Lite0Features  # noqa: E402
 run, port = sys.argv[1], int(sys.argv[2])
 cfg = json.load(open(os.path.join(run, "config.json")))
 classes, size = cfg["classes"], cfg["image_size"]
-thresholds = json.load(open(os.path.join(run, "thresholds.json")))["thresholds"]
+tpath = os.path.join(run, "thresholds.json")
+thresholds = json.load(open(tpath))["thresholds"] if os.path.exists(tpath) else [0.5] * len(classes)
 sd = load_file(os.path.join(run, "model.safetensors"))
 net = Lite0Features()
 net.load_state_dict({k: v for k, v in sd.items() if not k.startswith("head.")}, strict=False)

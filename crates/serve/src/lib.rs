@@ -68,6 +68,7 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
         runs_dir: cfg.runs_dir.clone(),
         retrain: cfg.retrain.clone(),
         device: cfg.device,
+        decoders: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
     });
     let app = routes::router(state.clone(), cfg.max_body_bytes);
     eprintln!("serve: listening on http://{addr}");

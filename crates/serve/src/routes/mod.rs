@@ -33,6 +33,8 @@ pub struct AppState {
     pub runs_dir: PathBuf,
     pub retrain: RetrainDefaults,
     pub device: tch::Device,
+    /// Requests decoding at once: one per core, so decoding never starves inference.
+    pub decoders: tokio::sync::Semaphore,
 }
 
 /// The service's routes.

@@ -70,6 +70,7 @@ pub async fn read_files(multipart: &mut Multipart, max_files: usize) -> Result<V
 pub async fn score(state: &AppState, files: Vec<(String, Arc<Vec<u8>>)>) -> Result<(Vec<FileScore>, Arc<ModelInfo>), ApiError> {
     let info = state.engine.info().ok_or_else(|| ApiError::unavailable("no model loaded yet (see GET /ready)"))?;
     let (size, mode) = (info.image_size, info.resize);
+    let permit = state.decoders.acquire().await.map_err(|_| ApiError::unavailable("the server is shutting down"))?;
     let decoded = tokio::task::spawn_blocking(move || {
         let mut resizer = SquareResizer::new(size, mode);
         files
@@ -83,6 +84,7 @@ pub async fn score(state: &AppState, files: Vec<(String, Arc<Vec<u8>>)>) -> Resu
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("decoding failed: {e}")))?;
+    drop(permit);
     for (name, id, bytes, px) in &decoded {
         if px.is_ok() {
             state.uploads.keep(id, Upload { filename: name.clone(), bytes: bytes.clone() });
