@@ -64,3 +64,48 @@ fn googlenet_matches_torchvision() {
 fn vit_b_16_matches_torchvision() {
     parity(BackboneKind::VitB16);
 }
+
+/// Grad-CAM maps of a randomly initialised torchvision backbone and a random head equal the
+/// Python reference computed with autograd (scripts/export_gradcam.py) within 1e-4.
+fn grad_cam_parity(kind: BackboneKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gradcam.safetensors");
+    let st = Command::new(python()).arg(repo_root().join("scripts/export_gradcam.py")).arg(kind.name()).arg(&file).status().unwrap();
+    assert!(st.success(), "export_gradcam.py failed");
+    let (mut model, mut head) = (Vec::new(), Vec::new());
+    let (mut input, mut cams) = (None, None);
+    for (k, v) in tch::Tensor::read_safetensors(&file).unwrap() {
+        match k.as_str() {
+            "input" => input = Some(v),
+            "cams" => cams = Some(v),
+            h if h.starts_with("head.") => head.push((h.to_string(), v)),
+            m => model.push((m.trim_start_matches("model.").to_string(), v)),
+        }
+    }
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let net = kind.build(&vs.root(), true);
+    load_into(&vs, model, &file, &[], &[]).unwrap();
+    let hvs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let h = vocml_core::model::head::Head::new(&(hvs.root() / "head"), kind.feature_dim(), 4, Some(128));
+    load_into(&hvs, head, &file, &[], &[]).unwrap();
+    let got = vocml_core::explain::grad_cam(net.as_ref(), &h, &input.unwrap(), &[0, 1, 2, 3]).unwrap();
+    let want = cams.unwrap();
+    assert_eq!(got.size(), want.size());
+    let diff = (got - want).abs().max().double_value(&[]);
+    assert!(diff < 1e-4, "{}: Grad-CAM max abs diff {diff}", kind.name());
+}
+
+#[test]
+fn grad_cam_of_mobilenet_v2_matches_autograd() {
+    grad_cam_parity(BackboneKind::MobilenetV2);
+}
+
+#[test]
+fn grad_cam_of_efficientnet_b0_matches_autograd() {
+    grad_cam_parity(BackboneKind::EfficientnetB0);
+}
+
+#[test]
+fn grad_cam_of_resnet18_matches_autograd() {
+    grad_cam_parity(BackboneKind::Resnet18);
+}

@@ -64,6 +64,16 @@ struct Cli {
     /// Exit with status 1 if any input could not be scored.
     #[arg(long)]
     strict: bool,
+    /// Write Grad-CAM heat maps into DIR: for each scored image, one PNG overlay per decided
+    /// label (or the most probable class), listed in DIR/explanations.csv.
+    #[arg(long, value_name = "DIR")]
+    explain: Option<PathBuf>,
+    /// With --explain: explain these classes instead of the decided labels.
+    #[arg(long, value_name = "A,B", value_delimiter = ',', requires = "explain")]
+    explain_classes: Option<Vec<String>>,
+    /// With --explain: also write each raw map as float32 .npy (model input size).
+    #[arg(long, requires = "explain")]
+    explain_npy: bool,
     /// Images per forward pass [default: 8 on a CPU (as fast as larger batches, with less
     /// memory), 32 on a GPU].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -97,6 +107,25 @@ fn load_model(cli: &Cli, device: tch::Device) -> Result<Predictor> {
         [one] => Predictor::load(one, device, cli.tta.choice()),
         many => Predictor::from_members(many, device, cli.tta.choice()),
     }
+}
+
+/// The --explain options, with --explain-classes checked against the model's classes.
+fn explain_options(cli: &Cli, model: &Predictor) -> Result<Option<vocml_core::explain::ExplainOptions>> {
+    let Some(dir) = &cli.explain else { return Ok(None) };
+    let classes = match &cli.explain_classes {
+        Some(names) => Some(
+            names
+                .iter()
+                .map(|n| {
+                    model.task().column_of(n).with_context(|| {
+                        format!("--explain-classes: unknown class {n:?}; the model's classes are {}", model.classes().join(", "))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        None => None,
+    };
+    Ok(Some(vocml_core::explain::ExplainOptions { dir: dir.clone(), classes, npy: cli.explain_npy, alpha: 0.5 }))
 }
 
 /// The one-line summary on stderr.
@@ -135,6 +164,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(t) => vec![t; model.classes().len()],
         None => model.thresholds.clone(),
     };
+    let explain = explain_options(&cli, &model)?;
     // A file output is staged and renamed into place once every row is written; standard
     // output streams row by row.
     let (staged, out): (Option<StagingFile>, Box<dyn Write>) = match &cli.output {
@@ -156,10 +186,14 @@ fn run(cli: Cli) -> Result<()> {
     pb.set_length(inputs.files.len() as u64);
     let cancel = interrupt_flag();
     let started = std::time::Instant::now();
+    let mut to_explain = Vec::new();
     let (mut scored, mut failed) = (0usize, 0usize);
     score_files(&model, &inputs.files, batch_size, &cancel, |row| {
-        if row.result.is_ok() {
+        if let Ok(p) = &row.result {
             scored += 1;
+            if explain.is_some() {
+                to_explain.push((row.path.clone(), p.clone()));
+            }
         } else {
             failed += 1;
         }
@@ -171,6 +205,12 @@ fn run(cli: Cli) -> Result<()> {
         staged.commit()?;
     }
     pb.finish_and_clear();
+    if let Some(opts) = &explain {
+        let written = vocml_core::explain::explain_files(&model, &to_explain, opts)?;
+        if !cli.quiet {
+            eprintln!("predict: {} heat maps in {} (listed in explanations.csv)", written.len(), opts.dir.display());
+        }
+    }
     if !cli.quiet {
         print_summary(&cli, &model, scored, failed, inputs.ignored, started.elapsed().as_secs_f64());
     }

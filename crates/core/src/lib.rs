@@ -8,6 +8,7 @@ pub mod bench;
 pub mod dataset;
 pub mod device;
 pub mod eval;
+pub mod explain;
 pub mod io;
 pub mod model;
 pub mod predict;

@@ -166,6 +166,12 @@ pub trait BackboneNet: Send + std::fmt::Debug {
         let _ = train;
         self.features(xs)
     }
+    /// The last convolutional feature map `[N, C, h, w]`, the map `features` pools (what
+    /// Grad-CAM explains); `None` for backbones without one here.
+    fn feature_map(&self, xs: &Tensor) -> Option<Tensor> {
+        let _ = xs;
+        None
+    }
     /// ImageNet logits `[N, 1000]`; panics if built without the classifier.
     fn imagenet_logits(&self, xs: &Tensor) -> Tensor;
     /// Variable-name prefixes of the backbone's blocks, input to output; fine-tuning

@@ -109,13 +109,24 @@ impl EfficientNetB0 {
     }
 }
 
-impl BackboneNet for EfficientNetB0 {
-    fn features(&self, xs: &Tensor) -> Tensor {
+impl EfficientNetB0 {
+    /// The output of the last 1x1 convolution (`features[8]`), `[N, 1280, h, w]`.
+    fn map(&self, xs: &Tensor) -> Tensor {
         let mut h = self.stem.forward(xs);
         for (_, b) in &self.blocks {
             h = b.forward(&h);
         }
-        self.last.forward(&h).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+        self.last.forward(&h)
+    }
+}
+
+impl BackboneNet for EfficientNetB0 {
+    fn features(&self, xs: &Tensor) -> Tensor {
+        self.map(xs).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+    }
+
+    fn feature_map(&self, xs: &Tensor) -> Option<Tensor> {
+        Some(self.map(xs))
     }
 
     fn imagenet_logits(&self, xs: &Tensor) -> Tensor {

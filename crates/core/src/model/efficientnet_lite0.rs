@@ -98,13 +98,24 @@ impl EfficientNetLite0 {
     }
 }
 
-impl BackboneNet for EfficientNetLite0 {
-    fn features(&self, xs: &Tensor) -> Tensor {
+impl EfficientNetLite0 {
+    /// The output of the 1x1 head convolution, `[N, 1280, h, w]`.
+    fn map(&self, xs: &Tensor) -> Tensor {
         let mut h = self.stem.forward(xs);
         for b in &self.blocks {
             h = b.forward(&h);
         }
-        self.head.forward(&h).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+        self.head.forward(&h)
+    }
+}
+
+impl BackboneNet for EfficientNetLite0 {
+    fn features(&self, xs: &Tensor) -> Tensor {
+        self.map(xs).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+    }
+
+    fn feature_map(&self, xs: &Tensor) -> Option<Tensor> {
+        Some(self.map(xs))
     }
 
     fn imagenet_logits(&self, xs: &Tensor) -> Tensor {

@@ -79,13 +79,24 @@ impl MobileNetV2 {
     }
 }
 
-impl BackboneNet for MobileNetV2 {
-    fn features(&self, xs: &Tensor) -> Tensor {
+impl MobileNetV2 {
+    /// The output of the last 1x1 convolution (`features[-1]`), `[N, 1280, h, w]`.
+    fn map(&self, xs: &Tensor) -> Tensor {
         let mut h = self.stem.forward(xs);
         for b in &self.blocks {
             h = b.forward(&h);
         }
-        self.last.forward(&h).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+        self.last.forward(&h)
+    }
+}
+
+impl BackboneNet for MobileNetV2 {
+    fn features(&self, xs: &Tensor) -> Tensor {
+        self.map(xs).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+    }
+
+    fn feature_map(&self, xs: &Tensor) -> Option<Tensor> {
+        Some(self.map(xs))
     }
 
     fn imagenet_logits(&self, xs: &Tensor) -> Tensor {

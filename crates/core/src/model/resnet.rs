@@ -102,13 +102,24 @@ impl ResNet {
     }
 }
 
-impl BackboneNet for ResNet {
-    fn features(&self, xs: &Tensor) -> Tensor {
+impl ResNet {
+    /// The output of `layer4`, `[N, C, h, w]`.
+    fn map(&self, xs: &Tensor) -> Tensor {
         let mut h = self.stem.forward(xs).max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         for (_, b) in &self.blocks {
             h = b.forward(&h);
         }
-        h.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+        h
+    }
+}
+
+impl BackboneNet for ResNet {
+    fn features(&self, xs: &Tensor) -> Tensor {
+        self.map(xs).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+    }
+
+    fn feature_map(&self, xs: &Tensor) -> Option<Tensor> {
+        Some(self.map(xs))
     }
 
     fn imagenet_logits(&self, xs: &Tensor) -> Tensor {

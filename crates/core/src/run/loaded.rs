@@ -101,6 +101,15 @@ impl LoadedModel {
         &self.data
     }
 
+    /// Grad-CAM maps `[K, H, W]` (on the CPU, in [0, 1]) of one `[1, H, W, 3]` uint8 image at
+    /// the run's size, for head outputs `classes`.
+    pub fn grad_cam(&self, pixels: &Tensor, classes: &[i64]) -> Result<Tensor> {
+        let xs = normalize(&to_unit_nchw(pixels, self.device), &self.kind.normalization());
+        let cams = crate::explain::grad_cam(self.net.as_ref(), &self.head, &xs, classes)
+            .with_context(|| format!("{}: no Grad-CAM", self.kind.name()))?;
+        Ok(cams.to_device(Device::Cpu))
+    }
+
     /// Probabilities `[B, C]` (on the CPU) for `[B, H, W, 3]` uint8 pixels at the run's size:
     /// sigmoid per class, or softmax per label group.
     pub fn probabilities(&self, pixels: &Tensor) -> Tensor {

@@ -159,6 +159,30 @@ impl Predictor {
     }
 }
 
+impl Predictor {
+    /// Grad-CAM maps `[K, H, W]` in [0, 1] of one `[1, H, W, 3]` uint8 image for outputs
+    /// `classes`: the mean over members, and with TTA over the mirrored view (its maps flipped
+    /// back).
+    pub fn grad_cam(&self, pixels: &Tensor, classes: &[i64]) -> Result<Tensor> {
+        let mut sum: Option<Tensor> = None;
+        let mut views = 0.0;
+        for m in &self.members {
+            let mut cams = vec![m.grad_cam(pixels, classes)?];
+            if self.tta {
+                cams.push(m.grad_cam(&pixels.flip([2]), classes)?.flip([2]));
+            }
+            for c in cams {
+                sum = Some(match sum {
+                    Some(s) => s + c,
+                    None => c,
+                });
+                views += 1.0;
+            }
+        }
+        Ok(sum.expect("at least one member") / views)
+    }
+}
+
 /// Saves an ensemble of `members` as a new run directory in `runs_dir` and returns it.
 /// Members inside `runs_dir` are recorded by name, so the directory can be moved whole.
 /// `tta` defaults to on when every member records it.

@@ -1,0 +1,186 @@
+//! Grad-CAM (Selvaraju et al.): where the model looked for a class. The gradient of the
+//! class logit (before sigmoid or softmax) with respect to the backbone's last convolutional
+//! feature map gives one weight per channel (its spatial mean); the map is the ReLU of the
+//! weighted sum of the channels, upsampled bilinearly to the input and min-max scaled to
+//! [0, 1]. The frozen backbone runs once without gradient; only the head is differentiated,
+//! from the feature map taken as a leaf. Layers: EfficientNet-Lite0/B0 and MobileNetV2 the
+//! last 1x1 convolution, ResNet `layer4`; the other backbones have no map here yet.
+
+use crate::model::backbone::BackboneNet;
+use crate::model::head::Head;
+use anyhow::{bail, Result};
+use tch::{Kind, Tensor};
+
+/// Grad-CAM maps `[K, H, W]` in [0, 1] of normalised input `xs` `[1, 3, H, W]` for the
+/// logits `classes` (column indices of the head's output).
+pub fn grad_cam(net: &dyn BackboneNet, head: &Head, xs: &Tensor, classes: &[i64]) -> Result<Tensor> {
+    let (h, w) = match xs.size().as_slice() {
+        [1, 3, h, w] => (*h, *w),
+        other => bail!("Grad-CAM takes one image [1, 3, H, W], got {other:?}"),
+    };
+    let Some(map) = tch::no_grad(|| net.feature_map(xs)) else {
+        bail!("this backbone has no convolutional feature map to explain");
+    };
+    let map = map.detach().set_requires_grad(true);
+    let logits = head.forward_t(&map.adaptive_avg_pool2d([1, 1]).flatten(1, -1), false);
+    let mut cams = Vec::with_capacity(classes.len());
+    for &c in classes {
+        let grads = Tensor::run_backward(&[logits.get(0).get(c)], &[&map], true, false);
+        let weights = grads[0].mean_dim([2i64, 3].as_slice(), true, Kind::Float);
+        let cam = (weights * &map).sum_dim_intlist([1i64].as_slice(), true, Kind::Float).relu().detach();
+        let up = cam.upsample_bilinear2d([h, w], false, None, None).view([h, w]);
+        cams.push(min_max(&up));
+    }
+    Ok(Tensor::stack(&cams, 0))
+}
+
+/// Scales `t` to [0, 1]; a constant map becomes zeros.
+fn min_max(t: &Tensor) -> Tensor {
+    let (lo, hi) = (t.min(), t.max());
+    let span = (&hi - &lo).double_value(&[]);
+    if span <= 1e-12 {
+        return t.zeros_like();
+    }
+    (t - lo) / span
+}
+
+/// A jet colour map of `cam` (`h*w` values in [0, 1]) blended over RGB `pixels` with `alpha`.
+pub fn overlay(pixels: &[u8], cam: &[f32], alpha: f32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(pixels.len());
+    for (px, &v) in pixels.chunks_exact(3).zip(cam) {
+        let jet = |x: f32| (1.5 - (4.0 * v - x).abs()).clamp(0.0, 1.0) * 255.0;
+        let colour = [jet(3.0), jet(2.0), jet(1.0)];
+        for k in 0..3 {
+            out.push(((1.0 - alpha) * px[k] as f32 + alpha * colour[k]).round() as u8);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_blends_the_jet_colour_map() {
+        let px = [100u8, 100, 100, 100, 100, 100];
+        let out = overlay(&px, &[0.0, 1.0], 0.5);
+        // 0 is dark blue (0, 0, 127.5), 1 is dark red (127.5, 0, 0).
+        assert_eq!(&out[..3], &[50, 50, 114]);
+        assert_eq!(&out[3..], &[114, 50, 50]);
+        let flat = min_max(&Tensor::from_slice(&[2.0f32, 2.0]));
+        assert_eq!(Vec::<f32>::try_from(flat).unwrap(), vec![0.0, 0.0]);
+    }
+}
+
+/// What `predict --explain` writes.
+#[derive(Debug, Clone)]
+pub struct ExplainOptions {
+    pub dir: std::path::PathBuf,
+    /// Output columns to explain; `None`: the decided labels, or the most probable class.
+    pub classes: Option<Vec<usize>>,
+    /// Also write each raw map as `.npy` (float32 `[H, W]` at the model's input size).
+    pub npy: bool,
+    /// Opacity of the colour map over the photo.
+    pub alpha: f32,
+}
+
+/// One written explanation: the image, the class, the overlay (and raw map) paths.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    pub image: std::path::PathBuf,
+    pub class: String,
+    pub overlay: std::path::PathBuf,
+    pub map: Option<std::path::PathBuf>,
+}
+
+/// Writes a Grad-CAM overlay PNG per explained class of each scored image (`probabilities`
+/// as `predict` gave them), and `explanations.csv` listing them, into `opts.dir`.
+pub fn explain_files(
+    model: &crate::run::predictor::Predictor,
+    scored: &[(std::path::PathBuf, Vec<f32>)],
+    opts: &ExplainOptions,
+) -> Result<Vec<Explanation>> {
+    use anyhow::Context;
+    std::fs::create_dir_all(&opts.dir).with_context(|| format!("cannot create {}", opts.dir.display()))?;
+    let task = model.task();
+    let side = model.image_size();
+    let mut resizer = crate::io::image::SquareResizer::new(side, model.resize());
+    let mut out = Vec::new();
+    for (i, (path, p)) in scored.iter().enumerate() {
+        let cols = match &opts.classes {
+            Some(c) => c.clone(),
+            None => explained_columns(task, p, &model.thresholds),
+        };
+        let px = resizer.load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let cams = model.grad_cam(
+            &Tensor::from_slice(&px).view([1, side as i64, side as i64, 3]),
+            &cols.iter().map(|&c| c as i64).collect::<Vec<_>>(),
+        )?;
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        for (k, &col) in cols.iter().enumerate() {
+            let cam: Vec<f32> = Vec::try_from(cams.get(k as i64).flatten(0, -1))?;
+            let class = &task.classes[col];
+            let name = format!("{i:05}_{}_{}", safe(&stem), safe(class));
+            let overlay_path = opts.dir.join(format!("{name}.png"));
+            overlay_image(path, &px, side, &cam, model.resize(), opts.alpha)?
+                .save(&overlay_path)
+                .with_context(|| format!("cannot write {}", overlay_path.display()))?;
+            let map = if opts.npy {
+                let m = opts.dir.join(format!("{name}.npy"));
+                crate::io::npy::write_f32(&m, &[side as usize, side as usize], &cam)?;
+                Some(m)
+            } else {
+                None
+            };
+            out.push(Explanation { image: path.clone(), class: class.clone(), overlay: overlay_path, map });
+        }
+    }
+    let mut csv = String::from("path,class,overlay,map\n");
+    for e in &out {
+        let map = e.map.as_ref().map(|m| m.display().to_string()).unwrap_or_default();
+        let q = crate::io::csv_line::quote;
+        csv += &format!("{},{},{},{}\n", q(&e.image.display().to_string()), q(&e.class), q(&e.overlay.display().to_string()), q(&map));
+    }
+    let index = opts.dir.join("explanations.csv");
+    std::fs::write(&index, csv).with_context(|| format!("cannot write {}", index.display()))?;
+    Ok(out)
+}
+
+/// The decided labels' columns, or the most probable one when none is decided.
+fn explained_columns(task: &crate::task::Task, p: &[f32], thresholds: &[f32]) -> Vec<usize> {
+    let decided: Vec<usize> = task.decide(p, thresholds).iter().enumerate().filter(|(_, d)| **d >= 0.5).map(|(i, _)| i).collect();
+    if decided.is_empty() {
+        vec![(0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0)]
+    } else {
+        decided
+    }
+}
+
+/// The overlay at the photo's own size for a stretched input (the map stretched back), or
+/// over the square model input for letterbox and centre-crop.
+fn overlay_image(
+    path: &std::path::Path,
+    square: &[u8],
+    side: u32,
+    cam: &[f32],
+    mode: crate::io::image::ResizeMode,
+    alpha: f32,
+) -> Result<image::RgbImage> {
+    use image::{imageops, ImageBuffer, Luma};
+    let map: ImageBuffer<Luma<f32>, Vec<f32>> = ImageBuffer::from_raw(side, side, cam.to_vec()).expect("side x side values");
+    let (base, map) = match mode {
+        crate::io::image::ResizeMode::Stretch => {
+            let photo = crate::io::image::decode_file(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let m = imageops::resize(&map, photo.width(), photo.height(), imageops::FilterType::Triangle);
+            (photo, m)
+        }
+        _ => (image::RgbImage::from_raw(side, side, square.to_vec()).expect("square input"), map),
+    };
+    let blended = overlay(base.as_raw(), map.as_raw(), alpha);
+    Ok(image::RgbImage::from_raw(base.width(), base.height(), blended).expect("same size"))
+}
+
+fn safe(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+}
