@@ -9,6 +9,7 @@ mod util;
 mod browser;
 mod cli;
 mod evaluate_predict;
+mod explain;
 mod faults;
 mod hostile;
 mod mlflow;
