@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use vocml::{interrupt_flag, progress_bar, ComputeArgs, DecodeArgs, TtaArgs};
 use vocml_core::io::staging::StagingFile;
 use vocml_core::io::walk::collect_inputs;
-use vocml_core::predict::{score_files, Format, RowWriter, Shard};
+use vocml_core::predict::{score_files, Format, RowWriter, Scored, Shard};
 use vocml_core::run::predictor::Predictor;
+use vocml_core::select::{informativeness, Informativeness};
 
 /// Score images with a trained run: labels plus a probability for every class.
 ///
@@ -64,6 +65,14 @@ struct Cli {
     /// Exit with status 1 if any input could not be scored.
     #[arg(long)]
     strict: bool,
+    /// Order the rows by how unsure the model is, most informative first, with the score as a
+    /// column (active learning: label these first). uncertainty: closest probability to its
+    /// threshold (closest top-2 margin for grouped tasks); entropy; margin.
+    #[arg(long, value_enum, value_name = "HOW")]
+    rank: Option<Informativeness>,
+    /// With --rank: keep only the K most informative images.
+    #[arg(long, value_name = "K", requires = "rank", value_parser = clap::value_parser!(u64).range(1..))]
+    select: Option<u64>,
     /// Write Grad-CAM heat maps into DIR: for each scored image, one PNG overlay per decided
     /// label (or the most probable class), listed in DIR/explanations.csv.
     #[arg(long, value_name = "DIR")]
@@ -107,6 +116,32 @@ fn load_model(cli: &Cli, device: tch::Device) -> Result<Predictor> {
         [one] => Predictor::load(one, device, cli.tta.choice()),
         many => Predictor::from_members(many, device, cli.tta.choice()),
     }
+}
+
+/// The rows by informativeness, most informative first (unscored failures last), the first
+/// `select` of them when given.
+fn ranked(
+    rows: Vec<Scored>,
+    task: &vocml_core::task::Task,
+    thresholds: &[f32],
+    how: Informativeness,
+    select: Option<u64>,
+) -> Vec<(Scored, Option<f32>)> {
+    let mut scored: Vec<(Scored, Option<f32>)> = rows
+        .into_iter()
+        .map(|r| {
+            let s = r.result.as_ref().ok().map(|p| informativeness(task, p, thresholds, how));
+            (r, s)
+        })
+        .collect();
+    scored.sort_by(|a, b| match (a.1, b.1) {
+        (Some(x), Some(y)) => y.total_cmp(&x),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+    scored.truncate(select.map_or(usize::MAX, |k| k as usize));
+    scored
 }
 
 /// The --explain options, with --explain-classes checked against the model's classes.
@@ -180,8 +215,9 @@ fn run(cli: Cli) -> Result<()> {
     };
     let dest = cli.output.as_ref().map_or("standard output".to_string(), |p| p.display().to_string());
     let written = |r: Result<()>| r.with_context(|| format!("cannot write {dest}"));
-    let mut writer =
-        RowWriter::new(out, format, model.task().clone(), thresholds, cli.top_k).with_context(|| format!("cannot write {dest}"))?;
+    let mut writer = RowWriter::with_score(out, format, model.task().clone(), thresholds.clone(), cli.top_k, cli.rank.is_some())
+        .with_context(|| format!("cannot write {dest}"))?;
+    let mut held = Vec::new();
     let pb = progress_bar("predict", cli.quiet);
     pb.set_length(inputs.files.len() as u64);
     let cancel = interrupt_flag();
@@ -198,8 +234,17 @@ fn run(cli: Cli) -> Result<()> {
             failed += 1;
         }
         pb.inc(1);
+        if cli.rank.is_some() {
+            held.push(row);
+            return Ok(());
+        }
         written(writer.write(&row))
     })?;
+    if let Some(how) = cli.rank {
+        for (row, score) in ranked(held, model.task(), &thresholds, how, cli.select) {
+            written(writer.write_scored(&row, score))?;
+        }
+    }
     written(writer.finish())?;
     if let Some(staged) = staged {
         staged.commit()?;

@@ -14,6 +14,7 @@ pub mod model;
 pub mod predict;
 pub mod retrain;
 pub mod run;
+pub mod select;
 pub mod task;
 pub mod tensor;
 pub mod train;

@@ -133,21 +133,37 @@ pub struct RowWriter<W: Write> {
     task: Task,
     thresholds: Vec<f32>,
     top_k: usize,
+    /// Rows carry a `score` (informativeness, with `predict --rank`).
+    score: bool,
 }
 
 impl<W: Write> RowWriter<W> {
     /// Creates the writer and writes the CSV header.
-    pub fn new(mut out: W, format: Format, task: Task, thresholds: Vec<f32>, top_k: usize) -> Result<Self> {
+    pub fn new(out: W, format: Format, task: Task, thresholds: Vec<f32>, top_k: usize) -> Result<Self> {
+        Self::with_score(out, format, task, thresholds, top_k, false)
+    }
+
+    /// [`RowWriter::new`], with a `score` column when `score` (rows given by
+    /// [`RowWriter::write_scored`]).
+    pub fn with_score(mut out: W, format: Format, task: Task, thresholds: Vec<f32>, top_k: usize, score: bool) -> Result<Self> {
         if format == Format::Csv {
             let mut cols = vec!["path".to_string(), "labels".to_string()];
             cols.extend(task.classes.iter().map(|c| format!("p_{c}")));
             if top_k > 0 {
                 cols.push("top".into());
             }
+            if score {
+                cols.push("score".into());
+            }
             cols.push("error".into());
             writeln!(out, "{}", cols.join(","))?;
         }
-        Ok(RowWriter { out, format, task, thresholds, top_k })
+        Ok(RowWriter { out, format, task, thresholds, top_k, score })
+    }
+
+    /// Writes one row with its informativeness score.
+    pub fn write_scored(&mut self, row: &Scored, score: Option<f32>) -> Result<()> {
+        self.write_row(row, score)
     }
 
     /// Flushes the rows still buffered (an error here is a lost row, never ignored).
@@ -157,6 +173,10 @@ impl<W: Write> RowWriter<W> {
 
     /// Writes one row and flushes, so a crash keeps every row written so far.
     pub fn write(&mut self, row: &Scored) -> Result<()> {
+        self.write_row(row, None)
+    }
+
+    fn write_row(&mut self, row: &Scored, score: Option<f32>) -> Result<()> {
         let path = row.path.to_string_lossy();
         match (&row.result, self.format) {
             (Ok(p), fmt) => {
@@ -172,12 +192,18 @@ impl<W: Write> RowWriter<W> {
                     if self.top_k > 0 {
                         cells.push(top.iter().map(|&k| format!("{}:{:.4}", self.task.classes[k], p[k])).collect::<Vec<_>>().join(";"));
                     }
+                    if self.score {
+                        cells.push(score.map(|s| format!("{s:.6}")).unwrap_or_default());
+                    }
                     cells.push(String::new());
                     writeln!(self.out, "{}", cells.join(","))?;
                 } else {
                     let mut obj = serde_json::Map::new();
                     obj.insert("path".into(), path.into());
                     obj.extend(decision_json(&self.task, &self.thresholds, p, self.top_k));
+                    if let (true, Some(s)) = (self.score, score) {
+                        obj.insert("score".into(), serde_json::json!(s));
+                    }
                     let obj = serde_json::Value::Object(obj);
                     writeln!(self.out, "{obj}")?;
                 }
@@ -186,6 +212,9 @@ impl<W: Write> RowWriter<W> {
                 let mut cells = vec![csv_line::quote(&path), String::new()];
                 cells.extend(self.task.classes.iter().map(|_| String::new()));
                 if self.top_k > 0 {
+                    cells.push(String::new());
+                }
+                if self.score {
                     cells.push(String::new());
                 }
                 cells.push(csv_line::quote(e));
