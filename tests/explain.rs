@@ -81,3 +81,48 @@ fn heat_maps_of_a_trained_model_sit_on_the_objects() {
     assert!(stderr(&o).contains("--explain-classes: unknown class \"cat\""), "{}", stderr(&o));
     assert!(stdout(&o).is_empty(), "nothing is written before the refusal: {}", stdout(&o));
 }
+
+#[test]
+fn rank_orders_rows_by_informativeness_and_selects_the_top_k() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (_, _, run_dir) = best_run(root, 40, 64, &["--epochs", "3"]);
+    let photos = root.join("voc/JPEGImages");
+    let all = run(bin("predict").args(["-q", "--format", "jsonl", "--run"]).arg(&run_dir).arg(&photos));
+    // A run not evaluated yet has no tuned thresholds: 0.5.
+    assert!(!run_dir.join("thresholds.json").exists());
+    let t = [0.5; 4];
+    // uncertainty: minus the smallest distance of a probability to its threshold.
+    let mut want: Vec<(f64, String)> = stdout(&all)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let p = &v["probabilities"];
+            let d = ["person", "chair", "dog", "sofa"]
+                .iter()
+                .zip(&t)
+                .map(|(c, t)| (p[c].as_f64().unwrap() - t).abs())
+                .fold(f64::INFINITY, f64::min);
+            (-d, v["path"].as_str().unwrap().to_string())
+        })
+        .collect();
+    want.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let o = run(bin("predict").args(["-q", "--rank", "uncertainty", "--select", "5", "--run"]).arg(&run_dir).arg(&photos));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let mut lines = text.lines();
+    assert!(lines.next().unwrap().ends_with(",score,error"));
+    let got: Vec<(f64, String)> = lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[f.len() - 2].parse().unwrap(), f[0].to_string())
+        })
+        .collect();
+    assert_eq!(got.len(), 5);
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.1, w.1);
+        assert!((g.0 - w.0).abs() < 1e-5, "{} vs {}", g.0, w.0);
+    }
+    let o = run(bin("predict").args(["-q", "--select", "5", "--run"]).arg(&run_dir).arg(&photos));
+    assert_eq!(o.status.code(), Some(2), "--select needs --rank");
+}
