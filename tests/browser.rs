@@ -118,6 +118,13 @@ fn the_page_predicts_takes_a_correction_retrains_and_shows_the_new_version() {
     b.wait("a card with its bars", Duration::from_secs(20), |b| b.find_all(".card .bar-row").len() == 4);
     let predicted = b.pressed();
     assert_ne!(predicted, truth, "the model got this image wrong");
+    // "Why?" swaps the thumbnail for a Grad-CAM overlay, and back after the last label.
+    let why = b.find_all(".card .why")[0].clone();
+    b.call("POST", &format!("/element/{why}/click"), json!({}));
+    b.wait("a heat map", Duration::from_secs(30), |b| {
+        b.eval("return document.querySelector('.card img').src").as_str().unwrap_or("").starts_with("data:image/png;base64,")
+    });
+    assert!(b.text(".card .why").starts_with("Heat map: "));
     assert!(b.text("#retrain").starts_with("Retrain with my corrections"));
 
     // Correct the labels with clicks on the label buttons.

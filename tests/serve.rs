@@ -147,6 +147,23 @@ fn predictions_equal_the_predict_tools_and_bad_requests_get_a_clear_4xx() {
         }
     }
     assert!(bad_requests.len() >= 25);
+
+    // Grad-CAM over HTTP: one overlay per decided label, a PNG at the photo's size.
+    let r = server.post_form("/explain", &parts[..1], &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let e = r.json();
+    assert_eq!(e[0]["labels"], got[0]["labels"]);
+    let maps = e[0]["explanations"].as_array().unwrap();
+    assert_eq!(maps.len(), got[0]["labels"].as_array().unwrap().len().max(1));
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(maps[0]["overlay"].as_str().unwrap().trim_start_matches("data:image/png;base64,"))
+        .unwrap();
+    let photo = image::load_from_memory(&files[0].1).unwrap();
+    let overlay = image::load_from_memory(&png).unwrap();
+    assert_eq!((overlay.width(), overlay.height()), (photo.width(), photo.height()));
+    let r = server.post_form("/explain?classes=cat", &parts[..1], &[]);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.json()["error"].as_str().unwrap().contains("unknown class \"cat\""));
     assert_eq!(server.get("/health").json()["status"], "ok");
     assert_eq!(server.post_form("/predict", &parts[..1], &[]).status, 200, "the server stopped serving");
     let metrics = server.get("/metrics").body;

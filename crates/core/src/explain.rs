@@ -21,17 +21,21 @@ pub fn grad_cam(net: &dyn BackboneNet, head: &Head, xs: &Tensor, classes: &[i64]
     let Some(map) = tch::no_grad(|| net.feature_map(xs)) else {
         bail!("this backbone has no convolutional feature map to explain");
     };
-    let map = map.detach().set_requires_grad(true);
-    let logits = head.forward_t(&map.adaptive_avg_pool2d([1, 1]).flatten(1, -1), false);
-    let mut cams = Vec::with_capacity(classes.len());
-    for &c in classes {
-        let grads = Tensor::run_backward(&[logits.get(0).get(c)], &[&map], true, false);
-        let weights = grads[0].mean_dim([2i64, 3].as_slice(), true, Kind::Float);
-        let cam = (weights * &map).sum_dim_intlist([1i64].as_slice(), true, Kind::Float).relu().detach();
-        let up = cam.upsample_bilinear2d([h, w], false, None, None).view([h, w]);
-        cams.push(min_max(&up));
-    }
-    Ok(Tensor::stack(&cams, 0))
+    // Gradients are on here even where the caller turned them off (the service's inference
+    // thread does).
+    tch::with_grad(|| {
+        let map = map.detach().set_requires_grad(true);
+        let logits = head.forward_t(&map.adaptive_avg_pool2d([1, 1]).flatten(1, -1), false);
+        let mut cams = Vec::with_capacity(classes.len());
+        for &c in classes {
+            let grads = Tensor::run_backward(&[logits.get(0).get(c)], &[&map], true, false);
+            let weights = grads[0].mean_dim([2i64, 3].as_slice(), true, Kind::Float);
+            let cam = (weights * &map).sum_dim_intlist([1i64].as_slice(), true, Kind::Float).relu().detach();
+            let up = cam.upsample_bilinear2d([h, w], false, None, None).view([h, w]);
+            cams.push(min_max(&up));
+        }
+        Ok(Tensor::stack(&cams, 0))
+    })
 }
 
 /// Scales `t` to [0, 1]; a constant map becomes zeros.
@@ -147,16 +151,6 @@ pub fn explain_files(
     Ok(out)
 }
 
-/// The decided labels' columns, or the most probable one when none is decided.
-fn explained_columns(task: &crate::task::Task, p: &[f32], thresholds: &[f32]) -> Vec<usize> {
-    let decided: Vec<usize> = task.decide(p, thresholds).iter().enumerate().filter(|(_, d)| **d >= 0.5).map(|(i, _)| i).collect();
-    if decided.is_empty() {
-        vec![(0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0)]
-    } else {
-        decided
-    }
-}
-
 /// The overlay at the photo's own size for a stretched input (the map stretched back), or
 /// over the square model input for letterbox and centre-crop.
 fn overlay_image(
@@ -167,18 +161,36 @@ fn overlay_image(
     mode: crate::io::image::ResizeMode,
     alpha: f32,
 ) -> Result<image::RgbImage> {
+    let photo = match mode {
+        crate::io::image::ResizeMode::Stretch => {
+            Some(crate::io::image::decode_file(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
+        }
+        _ => None,
+    };
+    Ok(overlay_on(photo.as_ref(), square, side, cam, alpha))
+}
+
+/// The heat map `cam` (`side` x `side`) over `photo` (stretched back to its size), or over the
+/// square model input when there is no photo.
+pub fn overlay_on(photo: Option<&image::RgbImage>, square: &[u8], side: u32, cam: &[f32], alpha: f32) -> image::RgbImage {
     use image::{imageops, ImageBuffer, Luma};
     let map: ImageBuffer<Luma<f32>, Vec<f32>> = ImageBuffer::from_raw(side, side, cam.to_vec()).expect("side x side values");
-    let (base, map) = match mode {
-        crate::io::image::ResizeMode::Stretch => {
-            let photo = crate::io::image::decode_file(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            let m = imageops::resize(&map, photo.width(), photo.height(), imageops::FilterType::Triangle);
-            (photo, m)
-        }
-        _ => (image::RgbImage::from_raw(side, side, square.to_vec()).expect("square input"), map),
+    let (base, map) = match photo {
+        Some(p) => (p.clone(), imageops::resize(&map, p.width(), p.height(), imageops::FilterType::Triangle)),
+        None => (image::RgbImage::from_raw(side, side, square.to_vec()).expect("square input"), map),
     };
     let blended = overlay(base.as_raw(), map.as_raw(), alpha);
-    Ok(image::RgbImage::from_raw(base.width(), base.height(), blended).expect("same size"))
+    image::RgbImage::from_raw(base.width(), base.height(), blended).expect("same size")
+}
+
+/// The decided labels' columns, or the most probable one when none is decided.
+pub fn explained_columns(task: &crate::task::Task, p: &[f32], thresholds: &[f32]) -> Vec<usize> {
+    let decided: Vec<usize> = task.decide(p, thresholds).iter().enumerate().filter(|(_, d)| **d >= 0.5).map(|(i, _)| i).collect();
+    if decided.is_empty() {
+        vec![(0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0)]
+    } else {
+        decided
+    }
 }
 
 fn safe(s: &str) -> String {

@@ -110,6 +110,27 @@ pub struct Job {
     pub reply: tokio::sync::oneshot::Sender<Result<Answer, String>>,
 }
 
+/// One image to explain with Grad-CAM: the columns to explain (`None`: the decided labels, or
+/// the most probable class).
+pub struct ExplainJob {
+    pub input: Input,
+    pub classes: Option<Vec<usize>>,
+    pub reply: tokio::sync::oneshot::Sender<Result<Explained, String>>,
+}
+
+/// An explained image: its probabilities, a `size`² heat map per explained column, the model.
+pub struct Explained {
+    pub probabilities: Vec<f32>,
+    pub maps: Vec<(usize, Vec<f32>)>,
+    pub model: Arc<ModelInfo>,
+}
+
+/// What the inference thread is asked to do.
+enum Work {
+    Score(Job),
+    Explain(ExplainJob),
+}
+
 /// Why a job was not queued.
 pub enum Refused {
     /// The queue is full (answer 503 and let the client retry).
@@ -120,7 +141,7 @@ pub enum Refused {
 
 /// The handle the request handlers and the model follower share.
 pub struct Engine {
-    tx: SyncSender<Job>,
+    tx: SyncSender<Work>,
     pending: Mutex<Option<Served>>,
     current: RwLock<Option<Arc<ModelInfo>>>,
 }
@@ -150,10 +171,19 @@ impl Engine {
 
     /// Queues a job without waiting.
     pub fn submit(&self, job: Job) -> Result<(), Refused> {
+        self.send(Work::Score(job))
+    }
+
+    /// Queues an explanation without waiting.
+    pub fn submit_explain(&self, job: ExplainJob) -> Result<(), Refused> {
+        self.send(Work::Explain(job))
+    }
+
+    fn send(&self, work: Work) -> Result<(), Refused> {
         if self.info().is_none() {
             return Err(Refused::NoModel);
         }
-        self.tx.try_send(job).map_err(|e| match e {
+        self.tx.try_send(work).map_err(|e| match e {
             TrySendError::Full(_) => Refused::Busy,
             TrySendError::Disconnected(_) => Refused::NoModel,
         })
@@ -167,39 +197,72 @@ impl Engine {
         }
     }
 
-    fn run(&self, rx: Receiver<Job>, max_batch: usize, max_wait: Duration, metrics: &Metrics) {
+    fn run(&self, rx: Receiver<Work>, max_batch: usize, max_wait: Duration, metrics: &Metrics) {
         let _no_grad = tch::no_grad_guard();
         let mut served: Option<Served> = None;
         loop {
             let first = match rx.recv_timeout(Duration::from_millis(20)) {
-                Ok(job) => Some(job),
+                Ok(work) => Some(work),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
             self.take_pending(&mut served, metrics);
-            let Some(first) = first else { continue };
-            let mut batch = vec![first];
-            let mut images = batch[0].images.len();
+            let mut explains = Vec::new();
+            let mut batch = Vec::new();
+            match first {
+                None => continue,
+                Some(Work::Explain(e)) => explains.push(e),
+                Some(Work::Score(job)) => batch.push(job),
+            }
+            let mut images: usize = batch.iter().map(|j| j.images.len()).sum();
             let deadline = Instant::now() + max_wait;
-            while images < max_batch {
+            while !batch.is_empty() && images < max_batch {
                 match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(job) => {
+                    Ok(Work::Score(job)) => {
                         images += job.images.len();
                         batch.push(job);
                     }
+                    Ok(Work::Explain(e)) => explains.push(e),
                     Err(_) => break,
                 }
             }
-            match &served {
-                Some(s) => {
-                    metrics.batch_size.observe(images as f64);
-                    metrics.images.fetch_add(images as u64, Ordering::Relaxed);
-                    answer(s, batch);
-                }
-                None => batch.into_iter().for_each(|j| drop(j.reply.send(Err("no model loaded yet".into())))),
+            let Some(s) = &served else {
+                batch.into_iter().for_each(|j| drop(j.reply.send(Err("no model loaded yet".into()))));
+                explains.into_iter().for_each(|e| drop(e.reply.send(Err("no model loaded yet".into()))));
+                continue;
+            };
+            if !batch.is_empty() {
+                metrics.batch_size.observe(images as f64);
+                metrics.images.fetch_add(images as u64, Ordering::Relaxed);
+                answer(s, batch);
+            }
+            for e in explains {
+                let reply = explain(s, &e);
+                let _ = e.reply.send(reply);
             }
         }
     }
+}
+
+/// Grad-CAM maps of one image by the served model.
+fn explain(s: &Served, job: &ExplainJob) -> Result<Explained, String> {
+    let info = &s.info;
+    let i = &job.input;
+    let pixels = match i.size == info.image_size && i.mode == info.resize {
+        true => i.pixels.clone(),
+        false => SquareResizer::new(info.image_size, info.resize).load_bytes(&i.bytes)?,
+    };
+    let p = score_pixels(&s.predictor, &[&pixels]).map_err(|e| format!("inference failed: {e:#}"))?;
+    let cols = job.classes.clone().unwrap_or_else(|| vocml_core::explain::explained_columns(&info.task, &p, &info.thresholds));
+    let side = info.image_size as i64;
+    let t = tch::Tensor::from_slice(&pixels).view([1, side, side, 3]);
+    let cams = s.predictor.grad_cam(&t, &cols.iter().map(|&c| c as i64).collect::<Vec<_>>()).map_err(|e| format!("{e:#}"))?;
+    let maps = cols
+        .iter()
+        .enumerate()
+        .map(|(k, &c)| Ok((c, Vec::<f32>::try_from(cams.get(k as i64).flatten(0, -1)).map_err(|e| e.to_string())?)))
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Explained { probabilities: p, maps, model: info.clone() })
 }
 
 /// Scores every image of `batch` in one forward pass and answers each job.

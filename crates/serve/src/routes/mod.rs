@@ -1,6 +1,7 @@
 //! The HTTP surface: one small handler per endpoint over shared state, a bearer-token guard
 //! on the retrain endpoints, and a layer counting every request for `/metrics`.
 
+mod explain;
 mod info;
 mod predict;
 mod retrain;
@@ -50,6 +51,7 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .route("/model", get(info::model))
         .route("/metrics", get(info::metrics))
         .route("/predict", post(predict::predict))
+        .route("/explain", post(explain::explain))
         .route("/v2/health/live", get(v2::live))
         .route("/v2/health/ready", get(v2::ready))
         .route("/v2/models/{name}", get(v2::metadata))

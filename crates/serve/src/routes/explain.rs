@@ -1,0 +1,103 @@
+//! `POST /explain[?classes=a,b]`: multipart `files` -> per file the prediction and a Grad-CAM
+//! heat map per decided label (or the named classes) as a PNG overlay at the photo's size
+//! (a `data:` URL), as `predict --explain` writes them.
+
+use super::predict::read_files;
+use super::AppState;
+use crate::engine::{ExplainJob, Input, Refused};
+use crate::error::ApiError;
+use axum::extract::{Multipart, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use base64::Engine as _;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use vocml_core::io::image::{decode_bytes, ResizeMode, SquareResizer};
+use vocml_core::predict::decision_json;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainQuery {
+    /// Comma-separated classes to explain instead of the decided labels.
+    classes: Option<String>,
+}
+
+pub async fn explain(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<ExplainQuery>, axum::extract::rejection::QueryRejection>,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+    let mut multipart = multipart
+        .map_err(|e| ApiError::bad_request(format!("expected a multipart/form-data body with `files` fields: {}", e.body_text())))?;
+    let info = state.engine.info().ok_or_else(|| ApiError::unavailable("no model loaded yet (see GET /ready)"))?;
+    let classes = match &query.classes {
+        Some(list) => Some(
+            list.split(',')
+                .map(|c| {
+                    info.task.column_of(c.trim()).ok_or_else(|| {
+                        ApiError::bad_request(format!("unknown class {c:?}; the model's classes are {}", info.task.classes.join(", ")))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        None => None,
+    };
+    let files = read_files(&mut multipart, state.max_files).await?;
+    let mut out = Vec::new();
+    for (filename, bytes) in files {
+        let id = format!("{:x}", Sha256::digest(bytes.as_slice()));
+        let (size, mode) = (info.image_size, info.resize);
+        let b = bytes.clone();
+        let decoded = tokio::task::spawn_blocking(move || SquareResizer::new(size, mode).load_bytes(&b))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let pixels = match decoded {
+            Ok(p) => p,
+            Err(e) => {
+                out.push(serde_json::json!({"filename": filename, "id": id, "error": e}));
+                continue;
+            }
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let input = Input { bytes: bytes.clone(), pixels: pixels.clone(), size, mode };
+        state.engine.submit_explain(ExplainJob { input, classes: classes.clone(), reply: tx }).map_err(|r| match r {
+            Refused::Busy => ApiError::unavailable("the server is busy (its queue is full); retry shortly"),
+            Refused::NoModel => ApiError::unavailable("no model loaded yet (see GET /ready)"),
+        })?;
+        let explained = rx
+            .await
+            .map_err(|_| ApiError::unavailable("the server is shutting down"))?
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+        let (model, probs) = (explained.model.clone(), explained.probabilities.clone());
+        let m = model.clone();
+        let maps = tokio::task::spawn_blocking(move || -> Vec<serde_json::Value> {
+            let photo = if m.resize == ResizeMode::Stretch { decode_bytes(&bytes).ok() } else { None };
+            explained
+                .maps
+                .iter()
+                .map(|(c, cam)| {
+                    let img = vocml_core::explain::overlay_on(photo.as_ref(), &pixels, m.image_size, cam, 0.5);
+                    let mut png = Vec::new();
+                    let _ = img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png);
+                    serde_json::json!({
+                        "class": m.task.classes[*c],
+                        "overlay": format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&png)),
+                    })
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let mut obj = serde_json::Map::new();
+        obj.insert("filename".into(), filename.into());
+        obj.insert("id".into(), id.into());
+        obj.insert("model".into(), model.run.clone().into());
+        obj.insert("version".into(), model.version.into());
+        obj.extend(decision_json(&model.task, &model.thresholds, &probs, 0));
+        obj.insert("explanations".into(), maps.into());
+        out.push(obj.into());
+    }
+    Ok(Json(out))
+}
