@@ -74,13 +74,38 @@ impl Server {
         reply(ureq::get(&format!("{}{path}", self.base)).set(header.0, header.1).call())
     }
 
-    /// POSTs `body` with `content_type` and optional extra headers.
+    /// POSTs `body` with `content_type` and optional extra headers. A server may answer (413)
+    /// and close before the whole body is sent; then the answer is read over a raw socket.
     pub fn post(&self, path: &str, content_type: &str, body: &[u8], headers: &[(&str, &str)]) -> Reply {
         let mut req = ureq::post(&format!("{}{path}", self.base)).set("Content-Type", content_type);
         for (k, v) in headers {
             req = req.set(k, v);
         }
-        reply(req.send_bytes(body))
+        match req.send_bytes(body) {
+            Err(ureq::Error::Transport(_)) => self.raw_post(path, content_type, body, headers),
+            r => reply(r),
+        }
+    }
+
+    /// A POST over a plain socket that ignores a failed write and reads the answer.
+    fn raw_post(&self, path: &str, content_type: &str, body: &[u8], headers: &[(&str, &str)]) -> Reply {
+        use std::io::{Read, Write};
+        let addr = self.base.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let mut head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            head += &format!("{k}: {v}\r\n");
+        }
+        let _ = s.write_all(format!("{head}\r\n").as_bytes()).and_then(|()| s.write_all(body));
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw);
+        let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        Reply { status, body }
     }
 
     /// POSTs a multipart form of (field, file name, bytes) parts; a part without a file name

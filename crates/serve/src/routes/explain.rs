@@ -28,9 +28,10 @@ pub async fn explain(
     query: Result<Query<ExplainQuery>, axum::extract::rejection::QueryRejection>,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
     let mut multipart = multipart
         .map_err(|e| ApiError::bad_request(format!("expected a multipart/form-data body with `files` fields: {}", e.body_text())))?;
+    let files = read_files(&mut multipart, state.max_files).await?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
     let info = state.engine.info().ok_or_else(|| ApiError::unavailable("no model loaded yet (see GET /ready)"))?;
     let classes = match &query.classes {
         Some(list) => Some(
@@ -44,7 +45,6 @@ pub async fn explain(
         ),
         None => None,
     };
-    let files = read_files(&mut multipart, state.max_files).await?;
     let mut out = Vec::new();
     for (filename, bytes) in files {
         let id = format!("{:x}", Sha256::digest(bytes.as_slice()));

@@ -33,31 +33,40 @@ pub async fn predict(
     query: Result<Query<PredictQuery>, axum::extract::rejection::QueryRejection>,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
     let mut multipart = multipart
         .map_err(|e| ApiError::bad_request(format!("expected a multipart/form-data body with `files` fields: {}", e.body_text())))?;
     let files = read_files(&mut multipart, state.max_files).await?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
     let (scores, model) = score(&state, files).await?;
     let top_k = query.top_k.unwrap_or(0).min(model.task.classes.len());
     Ok(Json(scores.into_iter().map(|s| file_json(s, &model, top_k)).collect()))
 }
 
-/// The `files` fields of a multipart body (any other field is an error naming it).
+/// The `files` fields of a multipart body (any other field is an error naming it). The whole
+/// body is read even when it is refused, so a client still sending gets the answer rather than
+/// a reset connection.
 pub async fn read_files(multipart: &mut Multipart, max_files: usize) -> Result<Vec<(String, Arc<Vec<u8>>)>, ApiError> {
     let mut files = Vec::new();
+    let mut refused = None;
     while let Some(field) = multipart.next_field().await? {
-        match field.name() {
-            Some("files") | Some("file") => {}
-            other => return Err(ApiError::bad_request(format!("unexpected multipart field {other:?}; send images as `files`"))),
+        if refused.is_none() {
+            match field.name() {
+                Some("files") | Some("file") if files.len() == max_files => {
+                    let msg = format!("more than {max_files} files in one request (serve --max-files)");
+                    refused = Some(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, msg));
+                }
+                Some("files") | Some("file") => {}
+                other => refused = Some(ApiError::bad_request(format!("unexpected multipart field {other:?}; send images as `files`"))),
+            }
         }
-        if files.len() == max_files {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("more than {max_files} files in one request (serve --max-files)"),
-            ));
+        let file_name = field.file_name().unwrap_or("upload").to_string();
+        let bytes = field.bytes().await?;
+        if refused.is_none() {
+            files.push((file_name, Arc::new(bytes.to_vec())));
         }
-        let name = field.file_name().unwrap_or("upload").to_string();
-        files.push((name, Arc::new(field.bytes().await?.to_vec())));
+    }
+    if let Some(e) = refused {
+        return Err(e);
     }
     if files.is_empty() {
         return Err(ApiError::bad_request("no `files` field in the request"));
