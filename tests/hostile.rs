@@ -265,7 +265,7 @@ fn bad_prepared_data_and_outputs_over_inputs_are_refused() {
 /// status and a piece of the one error line.
 type FlagCase = (&'static str, &'static [&'static str], i32, &'static str);
 
-/// Every numeric, enumerated and path flag of the five tools with values a careless or
+/// Every numeric, enumerated and path flag of the six tools with values a careless or
 /// hostile user gives: each is a one-line error naming the flag (or the file) before any
 /// side effect.
 const FLAG_CASES: &[FlagCase] = &[
@@ -351,6 +351,25 @@ const FLAG_CASES: &[FlagCase] = &[
     ("evaluate", &["--run", "/no/such"], 1, "--run /no/such: /no/such is not a finished run"),
     ("evaluate", &["--data", "/no/such"], 1, "cannot read /no/such/manifest.json"),
     ("evaluate", &["--ensemble"], 1, "--ensemble needs two or more --run directories"),
+    ("predict", &["--rank", "loudest"], 2, "invalid value 'loudest' for '--rank <HOW>'"),
+    ("predict", &["--rank", "entropy", "--select", "0"], 2, "invalid value '0' for '--select <K>'"),
+    ("predict", &["--explain-npy"], 2, "--explain <DIR>"),
+    ("predict", &["--run", "models:/m"], 1, "models:/m: expected models:/NAME@ALIAS or models:/NAME/VERSION"),
+    ("predict", &["--run", "models:/m/x"], 1, "expected models:/NAME@ALIAS or models:/NAME/VERSION (a number)"),
+    ("predict", &["--run", "models:/m@champion"], 1, "name the MLflow server with --mlflow URI"),
+    ("train", &["--mlflow", "localhost:5000"], 1, "--mlflow \"localhost:5000\": expected http://host:port"),
+    ("train", &["--mlflow", "file:///tmp/mlruns"], 1, "only http(s) tracking servers are supported"),
+    ("evaluate", &["--mlflow", "ftp://x"], 1, "only http(s) tracking servers are supported"),
+    ("retrain", &["--mlflow", "nonsense"], 1, "expected http://host:port"),
+    ("serve", &["--max-batch", "0"], 2, "invalid value '0' for '--max-batch <N>'"),
+    ("serve", &["--max-wait-ms", "-1"], 2, "invalid value '-1' for '--max-wait-ms <MS>'"),
+    ("serve", &["--max-body-mb", "0"], 2, "'--max-body-mb <MB>'"),
+    ("serve", &["--queue", "0"], 2, "'--queue <N>'"),
+    ("serve", &["--addr", "nowhere"], 2, "invalid value 'nowhere' for '--addr <ADDR>'"),
+    ("serve", &["--token-file", "/no/such"], 1, "--token-file /no/such"),
+    ("serve", &["--retrain-tolerance", "2"], 1, "--retrain-tolerance 2: expected a score difference from 0 to 1"),
+    ("serve", &["--run", "/no/such"], 1, "--run /no/such"),
+    ("serve", &["--run", "models:/m@champion"], 1, "name the MLflow server with --mlflow URI"),
 ];
 
 #[test]
@@ -370,6 +389,7 @@ fn bad_values_of_every_flag_are_one_line_errors_before_any_side_effect() {
             "retrain" => cmd.arg("--runs-dir").arg(&runs).arg("--corrections").arg(&csv).arg("-q"),
             "voc-prep" => cmd.arg("--voc-root").arg(root.join("voc")).arg("--out").arg(root.join("out")).arg("-q"),
             "evaluate" => cmd.arg("--data").arg(&data).arg("--run").arg(&run_dir).arg("-q"),
+            "serve" => cmd.arg("--runs").arg(&runs).args(["--addr", "127.0.0.1:0"]),
             other => panic!("no base command for {other}"),
         };
         let (got, err) = bounded(cmd.args(args));
@@ -379,5 +399,5 @@ fn bad_values_of_every_flag_are_one_line_errors_before_any_side_effect() {
         assert!(first.contains(expect) || code == 2, "{tool} {args:?}: the first line does not name the problem: {err:?}");
         assert_eq!(snapshot(root), before, "{tool} {args:?} changed a file");
     }
-    assert!(FLAG_CASES.len() >= 80);
+    assert!(FLAG_CASES.len() >= 100);
 }

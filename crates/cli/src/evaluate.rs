@@ -151,6 +151,7 @@ fn run(cli: Cli) -> Result<()> {
     // What was named explicitly must be right; runs found in --runs that cannot be evaluated
     // are skipped with a warning.
     vocml_core::dataset::manifest::Manifest::load(&cli.data)?;
+    let tracker = cli.tracking.tracker("evaluate")?;
     for r in &cli.runs_list {
         vocml_core::run::config::RunConfig::read(r).with_context(|| format!("--run {}", r.display()))?;
     }
@@ -215,8 +216,8 @@ fn run(cli: Cli) -> Result<()> {
     } else {
         println!("evaluate: {} {} = {:.4}, mAP {:.4}", e.model, metric.name(), metric.value(e), e.map);
     }
-    if let Some(t) = cli.tracking.tracker("evaluate")? {
-        log_to_mlflow(&t, &evals, best, selected, &comparison)?;
+    if let Some(t) = &tracker {
+        log_to_mlflow(t, &evals, best, selected, &comparison)?;
     }
     Ok(())
 }

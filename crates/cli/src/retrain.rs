@@ -101,6 +101,7 @@ fn run(cli: Cli) -> Result<()> {
         runs_dir: cli.runs_dir,
         seed: cli.seed,
     };
+    let tracker = cli.tracking.tracker("retrain")?;
     let pb = progress_bar("retrain", cli.quiet);
     let cancel = interrupt_flag();
     let o = retrain(&cfg, device, &pb, &cancel)?;
@@ -123,7 +124,7 @@ fn run(cli: Cli) -> Result<()> {
         o.reason,
         o.seconds
     );
-    if let Some(t) = cli.tracking.tracker("retrain")? {
+    if let Some(t) = &tracker {
         if let Some(r) = t.settle("the run", t.log_run(&o.run_dir))? {
             println!(
                 "  logged to MLflow run {} (model {} version {})",
