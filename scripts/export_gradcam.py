@@ -8,6 +8,7 @@ feature map, channel weights = spatial mean, ReLU of the weighted sum, bilinear 
 Usage: export_gradcam.py MODEL OUT.safetensors   (MODEL: mobilenet_v2, efficientnet_b0, resnet18)
 Keys: 'model.<key>', 'head.<key>', 'input' [1,3,224,224], 'cams' [4,224,224].
 """
+import os
 import sys
 
 import torch
@@ -15,6 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 from safetensors.torch import save_file
+
+sys.path.insert(0, os.path.dirname(__file__))
+from export_parity import randomize_batchnorm  # noqa: E402
 
 
 def feature_map(name, model, x):
@@ -29,14 +33,7 @@ def main() -> int:
     name, out = sys.argv[1], sys.argv[2]
     torch.manual_seed(0)
     model = getattr(torchvision.models, name)(weights=None)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    model.eval()
+    randomize_batchnorm(model)
     x = torch.rand(1, 3, 224, 224)
     with torch.no_grad():
         a = feature_map(name, model, x)

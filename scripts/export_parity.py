@@ -12,12 +12,9 @@ import torchvision
 from safetensors.torch import save_file
 
 
-def main() -> int:
-    name, out = sys.argv[1], sys.argv[2]
-    torch.manual_seed(0)
-    # GoogLeNet: no auxiliary classifiers (eval mode ignores them) and no transform_input.
-    extra = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
-    model = getattr(torchvision.models, name)(weights=None, **extra)
+def randomize_batchnorm(model):
+    """Random BatchNorm statistics and affine parameters, so eval-mode BatchNorm is not an
+    identity; leaves the model in eval mode."""
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -26,6 +23,15 @@ def main() -> int:
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
     model.eval()
+
+
+def main() -> int:
+    name, out = sys.argv[1], sys.argv[2]
+    torch.manual_seed(0)
+    # GoogLeNet: no auxiliary classifiers (eval mode ignores them) and no transform_input.
+    extra = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
+    model = getattr(torchvision.models, name)(weights=None, **extra)
+    randomize_batchnorm(model)
     x = torch.rand(2, 3, 224, 224)
     with torch.no_grad():
         y = model(x)

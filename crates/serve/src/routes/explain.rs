@@ -2,7 +2,7 @@
 //! heat map per decided label (or the named classes) as a PNG overlay at the photo's size
 //! (a `data:` URL), as `predict --explain` writes them.
 
-use super::predict::read_files;
+use super::predict::upload;
 use super::AppState;
 use crate::engine::{ExplainJob, Input, Refused};
 use crate::error::ApiError;
@@ -28,10 +28,7 @@ pub async fn explain(
     query: Result<Query<ExplainQuery>, axum::extract::rejection::QueryRejection>,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
-    let mut multipart = multipart
-        .map_err(|e| ApiError::bad_request(format!("expected a multipart/form-data body with `files` fields: {}", e.body_text())))?;
-    let files = read_files(&mut multipart, state.max_files).await?;
-    let Query(query) = query.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+    let (files, query) = upload(&state, multipart, query).await?;
     let info = state.engine.info().ok_or_else(|| ApiError::unavailable("no model loaded yet (see GET /ready)"))?;
     let classes = match &query.classes {
         Some(list) => Some(

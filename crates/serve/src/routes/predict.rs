@@ -33,13 +33,24 @@ pub async fn predict(
     query: Result<Query<PredictQuery>, axum::extract::rejection::QueryRejection>,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    let (files, query) = upload(&state, multipart, query).await?;
+    let (scores, model) = score(&state, files).await?;
+    let top_k = query.top_k.unwrap_or(0).min(model.task.classes.len());
+    Ok(Json(scores.into_iter().map(|s| file_json(s, &model, top_k)).collect()))
+}
+
+/// The files of an upload (`POST /predict`, `/explain`) and its query, the query checked once
+/// the body is read.
+pub async fn upload<Q>(
+    state: &AppState,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+    query: Result<Query<Q>, axum::extract::rejection::QueryRejection>,
+) -> Result<(Vec<(String, Arc<Vec<u8>>)>, Q), ApiError> {
     let mut multipart = multipart
         .map_err(|e| ApiError::bad_request(format!("expected a multipart/form-data body with `files` fields: {}", e.body_text())))?;
     let files = read_files(&mut multipart, state.max_files).await?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
-    let (scores, model) = score(&state, files).await?;
-    let top_k = query.top_k.unwrap_or(0).min(model.task.classes.len());
-    Ok(Json(scores.into_iter().map(|s| file_json(s, &model, top_k)).collect()))
+    Ok((files, query))
 }
 
 /// The `files` fields of a multipart body (any other field is an error naming it). The whole
