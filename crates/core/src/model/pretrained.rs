@@ -7,18 +7,19 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use tch::nn;
 
-/// Where the embedded default backbone (EfficientNet-Lite0) is installed by `make setup`.
+/// Where `make setup` installs the embedded ImageNet weights of `kind` (the EfficientNet-Lite
+/// checkpoints), if it has them and they are there.
 pub fn default_weights(kind: BackboneKind) -> Option<PathBuf> {
-    if kind != BackboneKind::EfficientnetLite0 {
+    if !kind.embedded_weights() {
         return None;
     }
-    let rel = ".venv/vocml-weights/efficientnet_lite0.safetensors";
+    let rel = format!(".venv/vocml-weights/{}.safetensors", kind.name());
     let mut candidates = Vec::new();
     if let Ok(exe) = std::env::current_exe() {
         // target/release/<bin> -> project root
-        candidates.extend(exe.ancestors().skip(1).take(4).map(|d| d.join(rel)));
+        candidates.extend(exe.ancestors().skip(1).take(4).map(|d| d.join(&rel)));
     }
-    candidates.push(PathBuf::from(rel));
+    candidates.push(PathBuf::from(&rel));
     candidates.into_iter().find(|p| p.is_file())
 }
 
@@ -34,11 +35,9 @@ pub fn load_backbone(kind: BackboneKind, weights: Option<&Path>, vs: &nn::VarSto
     }
     let path = match weights {
         Some(p) => p.to_path_buf(),
-        None => default_weights(kind).with_context(|| match kind {
-            BackboneKind::EfficientnetLite0 => {
-                "EfficientNet-Lite0 weights not found in .venv/vocml-weights; run `make setup`".to_string()
-            }
-            _ => format!(
+        None => default_weights(kind).with_context(|| match kind.embedded_weights() {
+            true => format!("{} weights not found in .venv/vocml-weights; run `make setup`", kind.name()),
+            false => format!(
                 "{} needs --weights: download torchvision's ImageNet checkpoint with scripts/fetch_torchvision_weights.sh {} (needs internet), or pass your own .safetensors",
                 kind.name(),
                 kind.name()

