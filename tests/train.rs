@@ -3,6 +3,10 @@
 use crate::util::*;
 use std::path::Path;
 
+fn run_tool(cmd: &mut std::process::Command) -> std::process::Output {
+    run(cmd)
+}
+
 fn train(data: &Path, runs: &Path, extra: &[&str]) -> std::process::Output {
     run(bin("train").arg("--data").arg(data).arg("--runs-dir").arg(runs).args(["-q", "--threads", "2"]).args(extra))
 }
@@ -76,6 +80,86 @@ fn cached_and_uncached_training_reach_similar_quality_and_fine_tuning_runs() {
     let phases: Vec<String> = history_rows(&only_run(&r3)).iter().map(|r| r[1].clone()).collect();
     assert!(phases.contains(&"fine-tune".to_string()), "{phases:?}");
     assert!(c >= a - 1e-9 || c > 0.6, "fine-tuned {c}");
+}
+
+/// The column `name` of a run's history.csv.
+fn history_column(run: &Path, name: &str) -> Vec<f64> {
+    let text = std::fs::read_to_string(run.join("history.csv")).unwrap();
+    let k = text.lines().next().unwrap().split(',').position(|c| c == name).unwrap();
+    history_rows(run).iter().map(|r| r[k].parse().unwrap()).collect()
+}
+
+fn head_shapes(run: &Path) -> String {
+    python_eval(&format!(
+        "from safetensors import safe_open; f=safe_open(r'{}','pt'); print(sorted((k, tuple(f.get_tensor(k).shape)) for k in f.keys() if k.startswith('head.') and k.endswith('weight')))",
+        run.join("model.safetensors").display()
+    ))
+}
+
+#[test]
+fn head_weight_decay_monitor_schedule_and_augmentation_are_recorded_and_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared(dir.path(), 80, 64);
+    let runs = dir.path().join("runs");
+    let o = train(
+        &data,
+        &runs,
+        &[
+            "--model", "efficientnet_lite2", "--epochs", "4", "--patience", "4", "--lr", "3e-3", "--head", "64,32",
+            "--head-dropout", "0.3,0.1", "--weight-decay", "0,0.01", "--monitor", "map", "--scheduler", "cosine",
+            "--rotation", "20", "--width-shift", "0.1", "--height-shift", "0.1", "--zoom", "0.2", "--shear", "5",
+            "--contrast", "0.2", "--saturation", "0.2", "--aug-views", "1",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = only_run(&runs);
+    assert!(run.to_string_lossy().ends_with("_efficientnet_lite2"));
+    let cfg = read_json(&run.join("config.json"));
+    assert_eq!(cfg["head"], serde_json::json!({"hidden": [64, 32], "dropout": [0.3, 0.1]}));
+    let wd = cfg["weight_decay"].as_f64().unwrap();
+    assert!(wd == 0.0 || wd == 0.01, "{wd}");
+    assert_eq!(cfg["monitor"], "mAP");
+    let aug = &cfg["options"]["augment"];
+    assert_eq!((aug["rotation_degrees"].as_f64(), aug["zoom"].as_f64(), aug["shear_degrees"].as_f64()), (Some(20.0), Some(0.2), Some(5.0)));
+    assert_eq!(cfg["options"]["scheduler"], "cosine");
+    // Cosine decay: 3e-3 in epoch 1, half of it in epoch 3 (of 4).
+    let lr = history_column(&run, "lr");
+    assert!((lr[0] - 3e-3).abs() < 1e-9 && (lr[2] - 1.5e-3).abs() < 1e-9, "{lr:?}");
+    assert_eq!(head_shapes(&run), "[('head.0.weight', (64, 1280)), ('head.3.weight', (32, 64)), ('head.6.weight', (4, 32))]");
+    // evaluate and predict build the recorded head.
+    let o = run_tool(bin("evaluate").arg("--data").arg(&data).arg("--run").arg(&run).arg("-q"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = std::fs::read_dir(dir.path().join("voc/JPEGImages")).unwrap().next().unwrap().unwrap().path();
+    let o = run_tool(bin("predict").arg("--run").arg(&run).arg("--format").arg("jsonl").arg(&img));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let row: serde_json::Value = serde_json::from_str(stdout(&o).lines().next().unwrap()).unwrap();
+    assert_eq!(row["probabilities"].as_object().map(|m| m.len()), Some(4), "{row}");
+    // A retrain of it keeps (and records) the head.
+    std::fs::write(dir.path().join("fix.csv"), format!("path,labels\n{},dog\n", img.display())).unwrap();
+    let o = run_tool(
+        bin("retrain")
+            .arg("--from")
+            .arg(&run)
+            .arg("--corrections")
+            .arg(dir.path().join("fix.csv"))
+            .arg("--runs-dir")
+            .arg(&runs)
+            .arg("--feedback-dir")
+            .arg(dir.path().join("feedback"))
+            .args(["--epochs", "1", "--replicate", "1", "--force", "-q"]),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let retrained = std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().path()).find(|p| p.is_dir() && *p != run).unwrap();
+    assert_eq!(read_json(&retrained.join("config.json"))["head"], cfg["head"]);
+    assert_eq!(head_shapes(&retrained), head_shapes(&run));
+
+    // A linear head: the output layer alone.
+    let linear = dir.path().join("linear");
+    assert!(train(&data, &linear, &["--epochs", "2", "--head", "linear"]).status.success());
+    let run = only_run(&linear);
+    assert_eq!(read_json(&run.join("config.json"))["head"], serde_json::json!({"hidden": null, "dropout": null}));
+    assert_eq!(head_shapes(&run), "[('head.0.weight', (4, 1280))]");
+    assert!(run_tool(bin("evaluate").arg("--data").arg(&data).arg("--run").arg(&run).arg("-q")).status.success());
 }
 
 #[test]

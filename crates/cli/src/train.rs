@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use vocml::{args_with_config, interrupt_flag, progress_bar, ComputeArgs, TrackingArgs};
 use vocml_core::model::BackboneKind;
+use vocml_core::eval::validation::Monitor;
 use vocml_core::train::augment::AugmentConfig;
 use vocml_core::train::history::{EpochRecord, TrainObserver};
 use vocml_core::train::schedule::Scheduler;
@@ -47,16 +48,17 @@ struct Cli {
     /// voc-prep output directory (X_*.npy, y_*.npy, manifest.json).
     #[arg(long, value_name = "DIR", default_value = "processed_data")]
     data: PathBuf,
-    /// Model: efficientnet_lite0 (embedded ImageNet weights); mobilenet_v2, efficientnet_b0,
-    /// resnet50, resnet18, vgg16, googlenet or vit_b_16 (torchvision layouts; pass
+    /// Model: efficientnet_lite0, efficientnet_lite1 or efficientnet_lite2 (embedded ImageNet
+    /// weights); mobilenet_v2, efficientnet_b0,
+    /// resnet50, resnet18, vgg16, googlenet, vit_b_16 or convnext_tiny (torchvision layouts; pass
     /// --weights); small_cnn, alexnet_like or smaller_vggnet (from scratch, no weights).
     #[arg(long, value_enum, value_name = "NAME", default_value_t = BackboneKind::EfficientnetLite0, conflicts_with = "models", hide_possible_values = true)]
     model: BackboneKind,
     /// Several backbones, trained one after another, with a comparison table.
     #[arg(long, value_enum, value_name = "A,B,..", value_delimiter = ',', num_args = 1.., hide_possible_values = true)]
     models: Option<Vec<BackboneKind>>,
-    /// Backbone checkpoint (.safetensors, or a .pth libtorch can read); default for
-    /// efficientnet_lite0: the one installed by `make setup`.
+    /// Backbone checkpoint (.safetensors, or a .pth libtorch can read); default for the
+    /// efficientnet_lite models: the ones installed by `make setup`.
     #[arg(long, value_name = "FILE")]
     weights: Option<PathBuf>,
     /// With --models: a directory holding <model>.safetensors for each model.
@@ -82,18 +84,64 @@ struct Cli {
     /// Learning rate of the fine-tuning phase.
     #[arg(long, default_value_t = 1e-5, value_name = "LR")]
     fine_tune_lr: f64,
-    /// Learning-rate schedule of each phase: constant, or plateau (multiply the rate by
+    /// Fine-tuning with discriminative rates: the k-th unfrozen block from the top learns at
+    /// --fine-tune-lr times F^k (e.g. 0.7); the head keeps --fine-tune-lr.
+    #[arg(long, default_value_t = 1.0, value_name = "F")]
+    fine_tune_lr_decay: f64,
+    /// Learning-rate schedule of each phase: constant, plateau (multiply the rate by
     /// --plateau-factor after --plateau-patience epochs without a lower validation loss,
-    /// down to 1/1000 of the phase's rate), like Keras' ReduceLROnPlateau.
+    /// down to 1/1000 of the phase's rate, like Keras' ReduceLROnPlateau), or cosine (decay
+    /// towards 0 over the phase's epochs).
     #[arg(long, value_enum, default_value_t = Scheduler::Constant, value_name = "NAME")]
     scheduler: Scheduler,
     #[arg(long, default_value_t = 0.2, value_name = "F")]
     plateau_factor: f64,
     #[arg(long, default_value_t = 2, value_name = "N")]
     plateau_patience: usize,
-    /// No augmentation (rotation +-15 degrees, horizontal flip, brightness +-0.2).
+    /// No augmentation at all (the ranges below are ignored).
     #[arg(long)]
     no_augment: bool,
+    /// Augmentation: rotation drawn from +-DEG degrees.
+    #[arg(long, default_value_t = 15.0, value_name = "DEG")]
+    rotation: f64,
+    /// Augmentation: no random horizontal flip.
+    #[arg(long)]
+    no_flip: bool,
+    /// Augmentation: brightness factor drawn from 1 +- F.
+    #[arg(long, default_value_t = 0.2, value_name = "F")]
+    brightness: f64,
+    /// Augmentation: horizontal shift drawn from +-F of the width (Keras' width_shift_range).
+    #[arg(long, default_value_t = 0.0, value_name = "F")]
+    width_shift: f64,
+    /// Augmentation: vertical shift drawn from +-F of the height.
+    #[arg(long, default_value_t = 0.0, value_name = "F")]
+    height_shift: f64,
+    /// Augmentation: zoom factor drawn from 1 +- F (above 1 magnifies).
+    #[arg(long, default_value_t = 0.0, value_name = "F")]
+    zoom: f64,
+    /// Augmentation: shear angle drawn from +-DEG degrees.
+    #[arg(long, default_value_t = 0.0, value_name = "DEG")]
+    shear: f64,
+    /// Augmentation: contrast factor drawn from 1 +- F.
+    #[arg(long, default_value_t = 0.0, value_name = "F")]
+    contrast: f64,
+    /// Augmentation: saturation factor drawn from 1 +- F.
+    #[arg(long, default_value_t = 0.0, value_name = "F")]
+    saturation: f64,
+    /// Head between the features and the outputs: hidden widths, each followed by ReLU and
+    /// dropout (e.g. 512,256), or `linear` (logistic regression on the features). Default:
+    /// 128 for the ImageNet backbones, linear for the from-scratch models.
+    #[arg(long, value_name = "W,W.. | linear", value_parser = parse_head)]
+    head: Option<HeadWidths>,
+    /// Dropout after each hidden layer of --head: one value for all, or one per layer
+    /// (default 0.2).
+    #[arg(long, value_name = "P,P..", value_delimiter = ',', requires = "head")]
+    head_dropout: Vec<f64>,
+    /// L2 weight decay of the head's optimizer (PyTorch Adam's weight_decay). Several values
+    /// (e.g. 1e-4,1e-3,1e-2): the head is trained once per value and the best on validation
+    /// is kept (cheap on cached features). Default: none.
+    #[arg(long, value_name = "WD,WD..", value_delimiter = ',')]
+    weight_decay: Vec<f64>,
     /// Input size the run must have: the data must have been prepared at it (voc-prep
     /// --size); recipes name their size this way. The run records it, and evaluate and
     /// predict use it.
@@ -105,6 +153,11 @@ struct Cli {
     /// Augmented feature views cached per training image (besides the clean one).
     #[arg(long, default_value_t = 2, value_name = "N")]
     aug_views: usize,
+    /// Validation score that early stopping follows (and that picks among --weight-decay
+    /// values): f1 (macro-F1 at 0.5; accuracy for multiclass/multihead), map (mean average
+    /// precision, threshold-free) or loss.
+    #[arg(long, value_enum, default_value_t = Monitor::F1, value_name = "NAME")]
+    monitor: Monitor,
     /// Weight positive labels by negatives/positives per class in the binary cross-entropy
     /// (class imbalance; multilabel data).
     #[arg(long)]
@@ -153,19 +206,38 @@ impl TrainObserver for Observer {
         self.pb.step(loss, images);
     }
     fn epoch(&self, r: &EpochRecord) {
+        self.note(&format!(
+            "epoch {:>2} {:<9} train_loss {:.4}  val_loss {:.4}  val_macro_f1 {:.4}  val_micro_f1 {:.4}  val_acc {:.4}  {:.1}s",
+            r.epoch, r.phase, r.train_loss, r.val_loss, r.val_macro_f1, r.val_micro_f1, r.val_accuracy, r.seconds
+        ));
+    }
+    fn note(&self, line: &str) {
         if self.quiet {
             return;
         }
-        let line = format!(
-            "epoch {:>2} {:<9} train_loss {:.4}  val_loss {:.4}  val_macro_f1 {:.4}  val_micro_f1 {:.4}  val_acc {:.4}  {:.1}s",
-            r.epoch, r.phase, r.train_loss, r.val_loss, r.val_macro_f1, r.val_micro_f1, r.val_accuracy, r.seconds
-        );
         if self.pb.is_hidden() {
             eprintln!("{line}");
         } else {
             self.pb.println(line);
         }
     }
+}
+
+/// The widths of `--head` (empty: linear).
+#[derive(Debug, Clone)]
+struct HeadWidths(Vec<i64>);
+
+fn parse_head(s: &str) -> Result<HeadWidths, String> {
+    if s == "linear" {
+        return Ok(HeadWidths(Vec::new()));
+    }
+    s.split(',')
+        .map(|w| match w.trim().parse::<i64>() {
+            Ok(n) if (1..=vocml_core::model::head::MAX_WIDTH).contains(&n) => Ok(n),
+            _ => Err(format!("{w:?}: expected `linear` or hidden widths 1..={} separated by commas, e.g. 512,256", vocml_core::model::head::MAX_WIDTH)),
+        })
+        .collect::<Result<_, _>>()
+        .map(HeadWidths)
 }
 
 fn main() -> ExitCode {
@@ -201,11 +273,26 @@ fn run(cli: Cli) -> Result<()> {
             fine_tune_blocks: cli.fine_tune_blocks,
             fine_tune_epochs: cli.fine_tune_epochs,
             fine_tune_lr: cli.fine_tune_lr,
-            augment: (!cli.no_augment).then(AugmentConfig::default),
+            fine_tune_lr_decay: cli.fine_tune_lr_decay,
+            augment: (!cli.no_augment).then_some(AugmentConfig {
+                rotation_degrees: cli.rotation,
+                hflip: !cli.no_flip,
+                brightness: cli.brightness,
+                width_shift: cli.width_shift,
+                height_shift: cli.height_shift,
+                zoom: cli.zoom,
+                shear_degrees: cli.shear,
+                contrast: cli.contrast,
+                saturation: cli.saturation,
+            }),
             image_size: cli.image_size,
             cache_features: !cli.no_cache,
             aug_views: cli.aug_views,
             pos_weight: cli.pos_weight,
+            monitor: cli.monitor,
+            head: cli.head.clone().map(|h| h.0),
+            head_dropout: cli.head_dropout.clone(),
+            weight_decay: cli.weight_decay.clone(),
             scheduler: cli.scheduler,
             plateau_factor: cli.plateau_factor,
             plateau_patience: cli.plateau_patience,

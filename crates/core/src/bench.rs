@@ -60,7 +60,7 @@ pub fn train_epoch(case: &EpochCase, device: Device) -> Result<EpochTiming> {
     let mut bvs = nn::VarStore::new(device);
     let net = case.model.build(&bvs.root(), false);
     let hvs = nn::VarStore::new(device);
-    let head = Head::new(&(hvs.root() / "head"), case.model.feature_dim(), case.classes, case.model.head_hidden());
+    let head = Head::new(&(hvs.root() / "head"), case.model.feature_dim(), case.classes, &case.model.default_head());
     bvs.freeze();
     if case.speed.channels_last {
         crate::model::to_channels_last(&bvs);

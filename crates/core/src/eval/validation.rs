@@ -1,11 +1,54 @@
 //! Validation scoring shared by `train` and `retrain`: metrics of a head's logits against
 //! the validation labels, and the metric that early stopping and promotion follow.
 
-use crate::eval::metrics::{compute, MultiLabelMetrics};
+use crate::eval::metrics::{compute, mean_ap, per_class_ap, MultiLabelMetrics};
 use crate::task::Task;
 use crate::tensor::host_values;
 use anyhow::Result;
+use serde::{Deserialize, Serialize};
 use tch::Tensor;
+
+/// What `train`'s early stopping (and its choice between weight decays) follows on validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum), value(rename_all = "snake_case"))]
+pub enum Monitor {
+    /// The task's decision metric ([`monitored`]): macro-F1 at 0.5, or accuracy.
+    #[default]
+    F1,
+    /// Mean average precision (threshold-free, steadier on small validation splits).
+    Map,
+    /// The validation loss (lower is better).
+    Loss,
+}
+
+impl Monitor {
+    /// The score to maximise.
+    pub fn score(self, task: &Task, v: &Validation) -> f64 {
+        match self {
+            Monitor::F1 => monitored(task, &v.metrics),
+            Monitor::Map => v.map,
+            Monitor::Loss => -v.loss,
+        }
+    }
+
+    /// The name recorded in the run.
+    pub fn name(self, task: &Task) -> &'static str {
+        match self {
+            Monitor::F1 => monitored_name(task),
+            Monitor::Map => "mAP",
+            Monitor::Loss => "loss",
+        }
+    }
+}
+
+/// One validation pass: loss, metrics at 0.5 (or arg-max), and mean average precision.
+#[derive(Debug, Clone)]
+pub struct Validation {
+    pub loss: f64,
+    pub metrics: MultiLabelMetrics,
+    pub map: f64,
+}
 
 /// The validation metric that early stopping and run selection follow: macro-F1 for
 /// multilabel, exact-match accuracy for the grouped tasks.
@@ -50,11 +93,19 @@ impl ValidationSet<'_> {
         head: impl Fn(&Tensor) -> Tensor,
         loss: impl Fn(&Tensor, &Tensor) -> Tensor,
     ) -> Result<(f64, MultiLabelMetrics)> {
+        let v = self.validate(task, head, loss)?;
+        Ok((v.loss, v.metrics))
+    }
+
+    /// [`Self::score`] with the mean average precision of the probabilities.
+    pub fn validate(&self, task: &Task, head: impl Fn(&Tensor) -> Tensor, loss: impl Fn(&Tensor, &Tensor) -> Tensor) -> Result<Validation> {
         tch::no_grad(|| {
             let logits = head(&self.features);
             let val_loss = loss(&logits, &self.labels).double_value(&[]);
             let half = vec![0.5f32; task.classes.len()];
-            Ok((val_loss, score_logits(task, &logits, self.y, &half)?.0))
+            let (metrics, probs) = score_logits(task, &logits, self.y, &half)?;
+            let map = mean_ap(&per_class_ap(&probs, self.y, task.classes.len()));
+            Ok(Validation { loss: val_loss, metrics, map })
         })
     }
 }

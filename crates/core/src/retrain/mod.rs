@@ -17,7 +17,7 @@ use crate::eval::metrics::{tune_thresholds, MultiLabelMetrics};
 use crate::eval::validation::{monitored, monitored_name, score_logits, ValidationSet};
 use crate::retrain::feedback::{merged, read_corrections_csv, Correction, FeedbackStore, Pending};
 use crate::retrain::steps::{compute_features, fine_tune_head, load_corrected};
-use crate::run::config::{CorrectionRecord, InheritedOptions, RetrainRun, RetrainTool, RunConfig};
+use crate::run::config::{CorrectionRecord, HeadSpec, InheritedOptions, RetrainRun, RetrainTool, RunConfig};
 use crate::run::loaded::LoadedModel;
 use crate::run::thresholds::Thresholds;
 use crate::run::{point_best, write_atomic, RunWriter, RETRAIN_FILE, THRESHOLDS_FILE};
@@ -228,6 +228,7 @@ fn run_config(cfg: &RetrainConfig, parent: &LoadedModel, data: &Path, used: &[Co
         image_size: parent.image_size,
         resize: parent.resize,
         normalization: parent.kind.normalization(),
+        head: Some(HeadSpec::of(&parent.head_layout)),
         train_seconds: seconds,
         mlflow: None,
     })))

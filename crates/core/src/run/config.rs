@@ -7,6 +7,7 @@
 //! "train"`, `"tool": "retrain"`, or `"kind": "ensemble"`.
 
 use crate::io::image::ResizeMode;
+use crate::model::head::HeadLayout;
 use crate::model::{BackboneKind, Normalization};
 use crate::retrain::RetrainConfig;
 use crate::run::CONFIG_FILE;
@@ -49,12 +50,53 @@ pub enum EnsembleKind {
     Ensemble,
 }
 
-/// The head recorded with a trained run.
+/// The head recorded with a run: its hidden widths and their dropouts, each `null` (a linear
+/// head), one number (one hidden layer, the format of every release) or a list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeadSpec {
-    pub hidden: Option<i64>,
-    pub dropout: Option<f64>,
+    pub hidden: Option<OneOrMany<i64>>,
+    pub dropout: Option<OneOrMany<f64>>,
+}
+
+/// A value written as itself when alone, else as a list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T: Clone> OneOrMany<T> {
+    fn of(values: &[T]) -> Option<Self> {
+        match values {
+            [] => None,
+            [one] => Some(OneOrMany::One(one.clone())),
+            many => Some(OneOrMany::Many(many.to_vec())),
+        }
+    }
+
+    fn to_vec(v: &Option<Self>) -> Vec<T> {
+        match v {
+            None => Vec::new(),
+            Some(OneOrMany::One(x)) => vec![x.clone()],
+            Some(OneOrMany::Many(xs)) => xs.clone(),
+        }
+    }
+}
+
+impl HeadSpec {
+    /// The record of `layout`.
+    pub fn of(layout: &HeadLayout) -> Self {
+        HeadSpec { hidden: OneOrMany::of(&layout.hidden), dropout: OneOrMany::of(&layout.dropout) }
+    }
+
+    /// The layout to build, checked.
+    pub fn layout(&self) -> Result<HeadLayout> {
+        let layout = HeadLayout { hidden: OneOrMany::to_vec(&self.hidden), dropout: OneOrMany::to_vec(&self.dropout) };
+        layout.validate().context("head")?;
+        Ok(layout)
+    }
 }
 
 /// A run written by `train`.
@@ -78,6 +120,10 @@ pub struct TrainRun {
     pub resize: ResizeMode,
     pub normalization: Normalization,
     pub head: HeadSpec,
+    /// The L2 weight decay the head was trained with, when one was asked for (the value
+    /// chosen on validation when several were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
     /// The validation metric early stopping followed (absent in the oldest runs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monitor: Option<String>,
@@ -147,6 +193,10 @@ pub struct RetrainRun {
     pub image_size: u32,
     pub resize: ResizeMode,
     pub normalization: Normalization,
+    /// The head, as the parent's (absent in retrains written before heads were configurable:
+    /// the backbone's default head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<HeadSpec>,
     pub train_seconds: f64,
     /// Where the run was logged in MLflow (added once it was).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -181,6 +231,7 @@ pub struct ModelSpec {
     /// The prepared data the run was trained on.
     pub data: PathBuf,
     pub train_seconds: f64,
+    pub head: HeadLayout,
 }
 
 impl RunConfig {
@@ -261,7 +312,7 @@ impl RunConfig {
 
     /// What building and scoring a single run needs; an error for an ensemble.
     pub fn model_spec(&self) -> Result<ModelSpec> {
-        let (model, task, groups, classes, image_size, resize, tta, data, train_seconds) = match self {
+        let (model, task, groups, classes, image_size, resize, tta, data, train_seconds, head) = match self {
             RunConfig::Train(r) => (
                 r.options.model,
                 r.task,
@@ -272,6 +323,7 @@ impl RunConfig {
                 r.options.tta,
                 &r.options.data,
                 r.train_seconds,
+                Some(&r.head),
             ),
             RunConfig::Retrain(r) => (
                 r.options.model,
@@ -283,6 +335,7 @@ impl RunConfig {
                 r.options.tta,
                 &r.options.data,
                 r.train_seconds,
+                r.head.as_ref(),
             ),
             RunConfig::Ensemble(e) => bail!("is an ensemble of {} runs ({:?}); use one of them here", e.members.len(), e.members),
         };
@@ -291,7 +344,11 @@ impl RunConfig {
             (None, None) => Task::multilabel(classes.clone()),
             (None, Some(_)) => bail!("label_groups without a task"),
         };
-        Ok(ModelSpec { model, task, image_size, resize, tta, data: data.clone(), train_seconds })
+        let head = match head {
+            Some(h) => h.layout()?,
+            None => model.default_head(),
+        };
+        Ok(ModelSpec { model, task, image_size, resize, tta, data: data.clone(), train_seconds, head })
     }
 
     fn validate(&self) -> Result<()> {

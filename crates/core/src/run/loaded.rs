@@ -2,7 +2,7 @@
 //! run's task and classes, input size, resize mode, normalisation and decision thresholds.
 
 use crate::io::image::ResizeMode;
-use crate::model::head::Head;
+use crate::model::head::{Head, HeadLayout};
 use crate::model::weights::{load_into, read_checkpoint};
 use crate::model::{BackboneKind, BackboneNet};
 use crate::run::config::RunConfig;
@@ -30,6 +30,8 @@ pub struct LoadedModel {
     pub parameters: i64,
     pub train_seconds: f64,
     pub device: Device,
+    /// The head's layout (what a retrain of this run builds again).
+    pub head_layout: HeadLayout,
     data: PathBuf,
     net: Box<dyn BackboneNet>,
     head: Head,
@@ -47,7 +49,7 @@ impl LoadedModel {
         let mut vs = nn::VarStore::new(device);
         let kind = spec.model;
         let net = kind.build(&vs.root(), false);
-        let head = Head::new(&(vs.root() / "head"), kind.feature_dim(), classes.len() as i64, kind.head_hidden());
+        let head = Head::new(&(vs.root() / "head"), kind.feature_dim(), classes.len() as i64, &spec.head);
         let model_path = run_dir.join(MODEL_FILE);
         let tensors = read_checkpoint(&model_path)?;
         load_into(&vs, tensors, &model_path, &[], &[])?;
@@ -68,6 +70,7 @@ impl LoadedModel {
             parameters,
             train_seconds: spec.train_seconds,
             device,
+            head_layout: spec.head.clone(),
             data: spec.data,
             net,
             head,

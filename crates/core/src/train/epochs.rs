@@ -3,14 +3,13 @@
 //! plateau schedule, and early stopping with a snapshot of the best epoch's weights.
 
 use crate::dataset::prepared::SplitData;
-use crate::eval::metrics::MultiLabelMetrics;
-use crate::eval::validation::{monitored, ValidationSet};
+use crate::eval::validation::{Validation, ValidationSet};
 use crate::model::head::Head;
 use crate::task::Task;
 use crate::train::features::{Extractor, FeatureCache};
 use crate::train::history::{EpochRecord, TrainObserver};
 use crate::train::optim::Adam;
-use crate::train::schedule::{Plateau, Scheduler};
+use crate::train::schedule::{cosine, Plateau, Scheduler};
 use crate::train::step::{head_step, model_input, ImageSource};
 use crate::train::TrainConfig;
 use anyhow::{bail, Context, Result};
@@ -83,14 +82,14 @@ impl EpochLoop<'_> {
         self.task.loss(logits, y, self.pos_weight)
     }
 
-    /// Validation loss and metrics of the current weights.
-    pub fn validate(&self) -> Result<(f64, MultiLabelMetrics)> {
+    /// Validation loss, metrics and mAP of the current weights.
+    pub fn validate(&self) -> Result<Validation> {
         let features = match self.cache {
             Some(c) => c.val.shallow_clone(),
             None => self.extractor.split(self.val, 64)?,
         };
         let set = ValidationSet { features, labels: self.val_labels.shallow_clone(), y: &self.val.y };
-        set.score(self.task, |f| self.head.forward_t(f, false), |l, y| self.loss(l, y))
+        set.validate(self.task, |f| self.head.forward_t(f, false), |l, y| self.loss(l, y))
     }
 
     /// Runs up to `epochs` epochs of `phase` (numbered after `epoch_offset`), stopping early
@@ -100,10 +99,15 @@ impl EpochLoop<'_> {
         let mut since_best = 0;
         let mut plateau =
             (cfg.scheduler == Scheduler::Plateau).then(|| Plateau::new(cfg.plateau_factor, cfg.plateau_patience, opt.lr * 1e-3));
+        let base_lr = opt.lr;
         for e in 0..epochs {
+            if cfg.scheduler == Scheduler::Cosine {
+                opt.lr = cosine(base_lr, e, epochs);
+            }
             let t0 = Instant::now();
             let train_loss = self.train_epoch(phase, &format!("{} {}/{}", phase.name(), e + 1, epochs), opt)?;
-            let (val_loss, m) = self.validate()?;
+            let v = self.validate()?;
+            let (val_loss, m) = (v.loss, &v.metrics);
             if !(train_loss.is_finite() && val_loss.is_finite()) {
                 bail!(
                     "training diverged in epoch {}: loss is {} (train) / {} (val); lower --lr or check the data for bad values",
@@ -112,13 +116,13 @@ impl EpochLoop<'_> {
                     val_loss
                 );
             }
-            let rec = EpochRecord::new(epoch_offset + e + 1, phase.name(), train_loss, val_loss, &m, opt.lr, t0.elapsed().as_secs_f64());
+            let rec = EpochRecord::new(epoch_offset + e + 1, phase.name(), train_loss, val_loss, m, opt.lr, t0.elapsed().as_secs_f64());
             self.observer.epoch(&rec);
             self.history.push(rec.clone());
             if let Some(p) = plateau.as_mut() {
                 opt.lr = p.step(val_loss, opt.lr);
             }
-            let score = monitored(self.task, &m);
+            let score = cfg.monitor.score(self.task, &v);
             if self.best.as_ref().is_none_or(|b| score > b.score + 1e-9) {
                 let snapshot = self.variables.iter().flat_map(|vs| vs.variables()).map(|(k, v)| (k, v.detach().copy())).collect();
                 self.best = Some(Best { score, epoch: rec.epoch, snapshot });
@@ -131,6 +135,34 @@ impl EpochLoop<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Trains `phase` once per L2 weight decay in `candidates`, each from the same starting
+    /// weights and batch order, and keeps the one whose best epoch scores highest on
+    /// validation (its best epoch and history become the loop's). Returns the chosen value.
+    pub fn run_per_weight_decay(&mut self, phase: Phase, epochs: usize, lr: f64, params: &[Tensor], candidates: &[f64]) -> Result<f64> {
+        let start: Vec<(String, Tensor)> =
+            self.variables.iter().flat_map(|vs| vs.variables()).map(|(k, v)| (k, v.detach().copy())).collect();
+        let rng = self.rng.clone();
+        let mut winner: Option<(f64, Best, Vec<EpochRecord>)> = None;
+        for &wd in candidates {
+            self.load(&start);
+            self.best = None;
+            self.history.clear();
+            *self.rng = rng.clone();
+            tch::manual_seed(self.cfg.seed as i64);
+            self.observer.note(&format!("weight decay {wd}"));
+            self.run(phase, epochs, &mut Adam::new(params.iter().map(Tensor::shallow_clone).collect(), lr).with_weight_decay(wd), 0)?;
+            let best = self.best.take().context("no epoch completed")?;
+            self.observer.note(&format!("weight decay {wd}: best validation score {:.4} (epoch {})", best.score, best.epoch));
+            if winner.as_ref().is_none_or(|w| best.score > w.1.score + 1e-9) {
+                winner = Some((wd, best, std::mem::take(&mut self.history)));
+            }
+        }
+        let (wd, best, history) = winner.context("no weight decay to try")?;
+        self.best = Some(best);
+        self.history = history;
+        Ok(wd)
     }
 
     /// One pass over the shuffled training split; the mean training loss.
@@ -173,10 +205,16 @@ impl EpochLoop<'_> {
 
     /// Copies the best epoch's weights back into the model (no-op before any epoch).
     pub fn restore_best(&self) {
-        let Some(best) = &self.best else { return };
+        if let Some(best) = &self.best {
+            self.load(&best.snapshot);
+        }
+    }
+
+    /// Copies saved values into the variables of the same names.
+    fn load(&self, snapshot: &[(String, Tensor)]) {
         let [hv, bv] = self.variables.map(|vs| vs.variables());
         tch::no_grad(|| {
-            for (name, saved) in &best.snapshot {
+            for (name, saved) in snapshot {
                 if let Some(v) = hv.get(name).or_else(|| bv.get(name)) {
                     let mut v = v.shallow_clone();
                     v.copy_(saved);

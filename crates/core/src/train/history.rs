@@ -89,6 +89,8 @@ pub trait TrainObserver {
     /// A step finished; `loss` is given when it was read back (not every step on a GPU).
     fn step(&self, _loss: Option<f64>, _images: usize) {}
     fn epoch(&self, _rec: &EpochRecord) {}
+    /// A line worth showing beside the epochs (e.g. which candidate setting is trained).
+    fn note(&self, _line: &str) {}
 }
 
 /// A progress bar is an observer.

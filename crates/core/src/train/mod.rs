@@ -21,8 +21,8 @@ pub mod step;
 use crate::dataset::manifest::Manifest;
 use crate::dataset::prepared::SplitData;
 use crate::eval::metrics::MultiLabelMetrics;
-use crate::eval::validation::monitored_name;
-use crate::model::head::Head;
+use crate::eval::validation::Monitor;
+use crate::model::head::{Head, HeadLayout};
 use crate::model::pretrained::load_backbone;
 use crate::model::{BackboneKind, BackboneNet};
 use crate::run::config::{HeadSpec, RunConfig, TrainRun, TrainTool};
@@ -60,6 +60,10 @@ pub struct TrainConfig {
     pub fine_tune_blocks: usize,
     pub fine_tune_epochs: usize,
     pub fine_tune_lr: f64,
+    /// Fine-tuning: the k-th unfrozen block from the top learns at fine_tune_lr * decay^k
+    /// (discriminative rates; 1: one rate).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub fine_tune_lr_decay: f64,
     pub augment: Option<AugmentConfig>,
     /// Input size a recipe asks for; the data must have been prepared at it.
     #[serde(default)]
@@ -70,6 +74,19 @@ pub struct TrainConfig {
     pub aug_views: usize,
     /// Weight positives by negatives/positives per class in the loss.
     pub pos_weight: bool,
+    /// The validation score early stopping follows.
+    #[serde(default, skip_serializing_if = "is_default_monitor")]
+    pub monitor: Monitor,
+    /// Hidden widths of the head (empty: a linear head); absent: the backbone's default head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<Vec<i64>>,
+    /// Dropout after each hidden layer of `head` (one value for all, or one per layer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub head_dropout: Vec<f64>,
+    /// L2 weight decay of the first phase's optimizer; several values are each tried and the
+    /// best on validation kept. Empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weight_decay: Vec<f64>,
     pub seed: u64,
     pub runs_dir: PathBuf,
     /// Learning-rate schedule of each phase.
@@ -88,6 +105,18 @@ pub struct TrainConfig {
     /// Memory format and autocast; they change speed, not the recipe.
     #[serde(default)]
     pub speed: SpeedOptions,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
+}
+
+fn is_default_monitor(m: &Monitor) -> bool {
+    *m == Monitor::default()
 }
 
 fn default_plateau_factor() -> f64 {
@@ -118,7 +147,28 @@ impl TrainConfig {
         if self.aug_views > MAX_AUG_VIEWS {
             bail!("--aug-views {}: at most {MAX_AUG_VIEWS} augmented views per image", self.aug_views);
         }
+        if let Some(a) = &self.augment {
+            a.validate()?;
+        }
+        if !(self.fine_tune_lr_decay > 0.0 && self.fine_tune_lr_decay <= 1.0) {
+            bail!("--fine-tune-lr-decay {}: expected a factor in (0, 1]", self.fine_tune_lr_decay);
+        }
+        if let Some(wd) = self.weight_decay.iter().find(|wd| !(wd.is_finite() && (0.0..=1.0).contains(*wd))) {
+            bail!("--weight-decay {wd}: expected values in [0, 1]");
+        }
+        if self.head.is_none() && !self.head_dropout.is_empty() {
+            bail!("--head-dropout needs --head (the default head's dropout is {})", crate::model::head::DROPOUT);
+        }
+        self.head_layout().context("--head / --head-dropout")?;
         Ok(())
+    }
+
+    /// The head to train: `head` with its dropouts, or the backbone's default.
+    pub fn head_layout(&self) -> Result<HeadLayout> {
+        match &self.head {
+            Some(hidden) => HeadLayout::new(hidden.clone(), self.head_dropout.clone()),
+            None => Ok(self.model.default_head()),
+        }
     }
 }
 
@@ -225,7 +275,7 @@ impl Model {
         }
         crate::model::fold_frozen_batchnorm(net.as_ref());
         let head_vs = nn::VarStore::new(device);
-        let head = Head::new(&(head_vs.root() / "head"), cfg.model.feature_dim(), classes as i64, cfg.model.head_hidden());
+        let head = Head::new(&(head_vs.root() / "head"), cfg.model.feature_dim(), classes as i64, &cfg.head_layout()?);
         Ok(Model { backbone_vs, head_vs, net, head, weights })
     }
 
@@ -239,18 +289,21 @@ impl Model {
     }
 
     /// Parameters of fine-tuning: the head and the last `blocks` backbone blocks (BatchNorm
-    /// statistics stay frozen), now requiring gradients.
-    fn fine_tune_parameters(&self, blocks: usize) -> Vec<Tensor> {
+    /// statistics stay frozen), now requiring gradients, with their rate multipliers: 1 for
+    /// the head, `decay^k` for the k-th block from the top (discriminative rates).
+    fn fine_tune_parameters(&self, blocks: usize, decay: f64) -> (Vec<Tensor>, Vec<f64>) {
         let prefixes = self.net.block_prefixes();
         let chosen = &prefixes[prefixes.len() - blocks.min(prefixes.len())..];
         let mut params = self.head_vs.trainable_variables();
+        let mut scales = vec![1.0; params.len()];
         for (name, var) in self.backbone_vs.variables() {
             let is_stat = name.ends_with("running_mean") || name.ends_with("running_var");
-            if !is_stat && chosen.iter().any(|p| name.starts_with(p.as_str())) {
+            if let Some(i) = chosen.iter().position(|p| name.starts_with(p.as_str())).filter(|_| !is_stat) {
                 params.push(var.set_requires_grad(true));
+                scales.push(decay.powi((chosen.len() - i) as i32));
             }
         }
-        params
+        (params, scales)
     }
 }
 
@@ -301,24 +354,36 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
     };
 
     let phase = if scratch { Phase::Scratch } else { Phase::Frozen };
-    epochs.run(phase, cfg.epochs, &mut Adam::new(model.first_phase_parameters(scratch), cfg.lr), 0)?;
+    let params = model.first_phase_parameters(scratch);
+    let weight_decay = match cfg.weight_decay.as_slice() {
+        [] => None,
+        [wd] => Some(*wd),
+        candidates => Some(epochs.run_per_weight_decay(phase, cfg.epochs, cfg.lr, &params, candidates)?),
+    };
+    if cfg.weight_decay.len() <= 1 {
+        epochs.run(phase, cfg.epochs, &mut Adam::new(params, cfg.lr).with_weight_decay(weight_decay.unwrap_or(0.0)), 0)?;
+    }
 
     if fine_tune {
         epochs.restore_best();
-        let params = model.fine_tune_parameters(cfg.fine_tune_blocks);
+        let (params, scales) = model.fine_tune_parameters(cfg.fine_tune_blocks, cfg.fine_tune_lr_decay);
         crate::model::fold_frozen_batchnorm(model.net.as_ref());
         let offset = epochs.history.len();
-        epochs.run(Phase::FineTune, cfg.fine_tune_epochs, &mut Adam::new(params, cfg.fine_tune_lr), offset)?;
+        let mut opt = Adam::new(params, cfg.fine_tune_lr);
+        if cfg.fine_tune_lr_decay != 1.0 {
+            opt = opt.with_lr_scales(&scales);
+        }
+        epochs.run(Phase::FineTune, cfg.fine_tune_epochs, &mut opt, offset)?;
     }
 
     let Best { epoch: best_epoch, .. } = *epochs.best.as_ref().context("no epoch completed")?;
     epochs.restore_best();
-    let metrics = epochs.validate()?.1;
+    let metrics = epochs.validate()?.metrics;
     let history = std::mem::take(&mut epochs.history);
     drop(epochs);
     model.backbone_vs.freeze();
     let seconds = started.elapsed().as_secs_f64();
-    let run_dir = write_run(cfg, &data, &model, device, &history, best_epoch, &metrics, seconds, cancel)?;
+    let run_dir = write_run(cfg, &data, &model, device, &history, best_epoch, &metrics, weight_decay, seconds, cancel)?;
     Ok(TrainOutcome { run_dir, best_epoch, metrics, history, seconds, device: crate::device::name(device) })
 }
 
@@ -332,6 +397,7 @@ fn write_run(
     history: &[EpochRecord],
     best_epoch: usize,
     metrics: &MultiLabelMetrics,
+    weight_decay: Option<f64>,
     seconds: f64,
     cancel: &AtomicBool,
 ) -> Result<PathBuf> {
@@ -351,8 +417,9 @@ fn write_run(
         image_size: data.manifest.image.size,
         resize: data.manifest.image.resize,
         normalization: cfg.model.normalization(),
-        head: HeadSpec { hidden: cfg.model.head_hidden(), dropout: cfg.model.head_hidden().map(|_| crate::model::head::DROPOUT) },
-        monitor: Some(monitored_name(task).to_string()),
+        head: HeadSpec::of(&cfg.head_layout()?),
+        weight_decay,
+        monitor: Some(cfg.monitor.name(task).to_string()),
         best_epoch,
         train_seconds: seconds,
         train_images: data.train.len(),

@@ -1,4 +1,5 @@
-//! Learning-rate schedules: constant, or reduced on a plateau of the validation loss.
+//! Learning-rate schedules: constant, reduced on a plateau of the validation loss, or cosine
+//! decay over the phase's epochs.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +14,14 @@ pub enum Scheduler {
     Constant,
     /// Multiply the rate by a factor after some epochs without a better validation loss.
     Plateau,
+    /// Cosine decay from the phase's rate towards 0 over its epochs, per epoch
+    /// (`torch.optim.lr_scheduler.CosineAnnealingLR` with T_max = the phase's epochs).
+    Cosine,
+}
+
+/// The rate of epoch `epoch` (0-based) of `epochs` under cosine decay from `lr`.
+pub fn cosine(lr: f64, epoch: usize, epochs: usize) -> f64 {
+    lr * 0.5 * (1.0 + (std::f64::consts::PI * epoch as f64 / epochs.max(1) as f64).cos())
 }
 
 /// Reduce-on-plateau as in `torch.optim.lr_scheduler.ReduceLROnPlateau` (mode `min`,
@@ -76,5 +85,12 @@ mod tests {
         assert_eq!(p.step(1.0, 1.0), 1.0);
         assert_eq!(p.step(1.0, 1.0), 0.5);
         assert_eq!(p.step(1.0, 0.5), 0.3);
+    }
+
+    #[test]
+    fn cosine_starts_at_the_rate_and_halves_midway() {
+        assert_eq!(cosine(0.1, 0, 10), 0.1);
+        assert!((cosine(0.1, 5, 10) - 0.05).abs() < 1e-12);
+        assert!(cosine(0.1, 9, 10) < 0.003 && cosine(0.1, 9, 10) > 0.0);
     }
 }
