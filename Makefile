@@ -4,7 +4,7 @@ VENV := .venv
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup test-tools build install demo serve test test-quick fuzz bench bench-prep bench-train bench-train-step bench-predict bench-serve quality quality-tradeoff clean
+.PHONY: all setup test-tools build install demo serve test test-quick fuzz bench bench-prep bench-train bench-train-step bench-predict bench-serve quality quality-tradeoff quality-levers quality-voc20 clean
 
 all: build
 
@@ -97,6 +97,22 @@ quality: build
 ## quality-tradeoff: training time against accuracy over input sizes and fine-tuning
 quality-tradeoff: build
 	@CASES="$(TRADEOFF_CASES)" bash scripts/quality.sh
+
+## quality-levers: the levers of accuracy round two (heads, weight decay, monitor,
+## augmentation, Lite1/Lite2, a cross-backbone ensemble) against voc4-best
+quality-levers: build
+	@CASES="$(LEVER_CASES)" OUT=target/quality-levers bash scripts/quality.sh
+
+## quality-voc20: the 20-class recipe (configs/voc20-best.toml), per-class AP for all 20
+quality-voc20: build
+	@CASES="voc20=voc20-best" OUT=target/quality-voc20 bash scripts/quality.sh
+
+LINEAR := --head,linear,--weight-decay,0+1e-3+1e-2+3e-2,--monitor,map
+LEVER_CASES := best=voc4-best map=voc4-best:--monitor,map linear=voc4-best:$(LINEAR) \
+	head-512-256=voc4-best:--head,512+256,--head-dropout,0.4+0.3 \
+	aug=voc4-best:--rotation,20,--width-shift,0.1,--height-shift,0.1,--zoom,0.2,--shear,10,--contrast,0.2,--saturation,0.2 \
+	lite1=voc4-best:--model,efficientnet_lite1 lite2=voc4-best:--model,efficientnet_lite2 \
+	lite2-linear=voc4-best:--model,efficientnet_lite2,$(LINEAR) lite0+lite2=+linear+lite2-linear
 
 TRADEOFF_CASES := reference=voc4-reference best-224=voc4-best:--image-size,224 \
 	best-288=voc4-best:--image-size,288 best-384=voc4-best:--image-size,384 \
