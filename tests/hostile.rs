@@ -374,6 +374,7 @@ const FLAG_CASES: &[FlagCase] = &[
     ("train", &["--mlflow", "file:///tmp/mlruns"], 1, "only http(s) tracking servers are supported"),
     ("evaluate", &["--mlflow", "ftp://x"], 1, "only http(s) tracking servers are supported"),
     ("retrain", &["--mlflow", "nonsense"], 1, "expected http://host:port"),
+    ("serve", &["--inbox", "/no/such"], 1, "--inbox /no/such: no such directory"),
     ("serve", &["--max-batch", "0"], 2, "invalid value '0' for '--max-batch <N>'"),
     ("serve", &["--max-wait-ms", "-1"], 2, "invalid value '-1' for '--max-wait-ms <MS>'"),
     ("serve", &["--max-body-mb", "0"], 2, "'--max-body-mb <MB>'"),

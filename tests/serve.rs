@@ -315,3 +315,73 @@ fn sigterm_drains_requests_and_exits_0() {
     assert_eq!(inflight.join().unwrap().map_err(|e| e.to_string()), Ok(200), "the request in flight was answered");
     assert!(server.log.lock().unwrap().contains("serve: stopping"));
 }
+
+#[test]
+fn the_queue_ranks_uncorrected_inbox_images_by_uncertainty() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (_, runs, _) = fixture(root, 60, 64, "1");
+    let inbox = root.join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    for i in 1..=6 {
+        let (name, bytes) = image(root, i);
+        std::fs::write(inbox.join(name), bytes).unwrap();
+    }
+    std::fs::write(inbox.join("notes.txt"), "not an image").unwrap();
+    // One inbox image was corrected already: it is not asked for again.
+    let store = vocml_core::retrain::feedback::FeedbackStore::open(&runs.join("feedback")).unwrap();
+    let done = vocml_core::retrain::feedback::FeedbackStore::prepare(&[(inbox.join("000002.jpg"), vec!["dog".to_string()])]).unwrap();
+    store.commit(&done).unwrap();
+    let done_id = done[0].correction.sha256.clone();
+
+    let server = Server::start(&runs, &["--inbox", inbox.to_str().unwrap()]);
+    assert_eq!(server.get("/model").json()["inbox"], true);
+    let r = server.get("/queue?k=3");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let q = r.json();
+    assert_eq!((q["candidates"].as_u64(), q["corrected"].as_u64(), q["skipped"].as_u64()), (Some(5), Some(1), Some(1)), "{q}");
+    assert_eq!(q["rank"], "uncertainty");
+    let images = q["images"].as_array().unwrap();
+    assert_eq!(images.len(), 3);
+    let thresholds: Vec<f64> = server.get("/model").json()["thresholds"].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).collect();
+    let mut last = f64::INFINITY;
+    for im in images {
+        assert_ne!(im["id"], done_id.as_str());
+        // uncertainty = -(smallest distance of a class's probability to its threshold)
+        let p = &im["probabilities"];
+        let want = -["person", "chair", "dog", "sofa"]
+            .iter()
+            .zip(&thresholds)
+            .map(|(c, t)| (p[*c].as_f64().unwrap() - t).abs())
+            .fold(f64::INFINITY, f64::min);
+        let got = im["score"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-5, "{im}: score {got}, expected {want}");
+        assert!(got <= last + 1e-9, "not in descending order: {q}");
+        last = got;
+    }
+    // The picked images are kept: the page loads them from /uploads/{id} and corrects them by id.
+    let first = &images[0];
+    let resp = ureq::get(&format!("{}/uploads/{}", server.base, first["id"].as_str().unwrap())).call().unwrap();
+    assert_eq!(resp.header("content-type"), Some("image/jpeg"));
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut resp.into_reader(), &mut got).unwrap();
+    assert_eq!(got, std::fs::read(inbox.join(first["filename"].as_str().unwrap())).unwrap());
+    // The same ranking again (from the cache), and the other rankings and bad queries.
+    assert_eq!(server.get("/queue?k=3").json()["images"], q["images"]);
+    assert_eq!(server.get("/queue?k=100&rank=entropy").json()["images"].as_array().unwrap().len(), 5);
+    for (path, expect) in [
+        ("/queue?k=0", "k=0: expected 1..=100"),
+        ("/queue?k=101", "k=101"),
+        ("/queue?rank=random", "rank=\"random\": expected uncertainty, entropy or margin"),
+        ("/queue?folder=/etc", "unknown field `folder`"),
+        ("/uploads/nope", "no kept image"),
+    ] {
+        let r = server.get(path);
+        assert!(r.status == 400 || r.status == 404, "{path}: {} {}", r.status, r.body);
+        assert!(r.json()["error"].as_str().unwrap().contains(expect), "{path}: {}", r.body);
+    }
+    let plain = Server::start(&runs, &[]);
+    let r = plain.get("/queue");
+    assert_eq!(r.status, 404);
+    assert!(r.json()["error"].as_str().unwrap().contains("--inbox DIR"), "{}", r.body);
+}

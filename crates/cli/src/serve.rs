@@ -75,6 +75,10 @@ struct Cli {
     /// (as `retrain --tolerance`).
     #[arg(long, default_value_t = 0.01, value_name = "F1")]
     retrain_tolerance: f64,
+    /// A folder of images to label: GET /queue (and the page's "Review these") lists the ones
+    /// the served model is least sure about and nobody has corrected yet.
+    #[arg(long, value_name = "DIR")]
+    inbox: Option<PathBuf>,
     #[command(flatten)]
     decode: DecodeArgs,
     #[command(flatten)]
@@ -112,6 +116,9 @@ fn run(cli: Cli) -> Result<()> {
             }
         },
     };
+    if let Some(dir) = cli.inbox.as_ref().filter(|d| !d.is_dir()) {
+        bail!("--inbox {}: no such directory", dir.display());
+    }
     if !(cli.retrain_tolerance.is_finite() && (0.0..=1.0).contains(&cli.retrain_tolerance)) {
         bail!("--retrain-tolerance {}: expected a score difference from 0 to 1", cli.retrain_tolerance);
     }
@@ -134,5 +141,6 @@ fn run(cli: Cli) -> Result<()> {
         device,
         poll: Duration::from_millis(cli.poll_ms),
         retrain,
+        inbox: cli.inbox,
     })
 }

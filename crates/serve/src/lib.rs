@@ -36,6 +36,8 @@ pub struct ServeConfig {
     /// How often `runs/best` is checked.
     pub poll: Duration,
     pub retrain: jobs::RetrainDefaults,
+    /// A folder whose images `GET /queue` ranks for review.
+    pub inbox: Option<PathBuf>,
 }
 
 /// Runs the service until SIGTERM or Ctrl-C, then drains in-flight requests, stops a running
@@ -69,6 +71,7 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
         retrain: cfg.retrain.clone(),
         device: cfg.device,
         decoders: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
+        inbox: cfg.inbox.clone().map(routes::Inbox::new),
     });
     let app = routes::router(state.clone(), cfg.max_body_bytes);
     eprintln!("serve: listening on http://{addr}");

@@ -34,12 +34,13 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<serde_json
     }
 }
 
-/// The served run: name, model, task, classes, thresholds, validation metrics, parent, and
-/// why the last candidate was not swapped in, if it was not.
+/// The served run: name, model, task, classes, thresholds, validation metrics, parent, why
+/// the last candidate was not swapped in (if it was not), and whether `/queue` has an inbox.
 pub async fn model(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
     let info = state.engine.info().ok_or_else(|| ApiError::unavailable("no model loaded yet (see GET /ready)"))?;
     let mut v = info.json();
     v["load_error"] = state.follow.last_error.lock().unwrap().clone().into();
+    v["inbox"] = state.inbox.is_some().into();
     Ok(Json(v))
 }
 

@@ -4,6 +4,7 @@
 mod explain;
 mod info;
 mod predict;
+mod queue;
 mod retrain;
 mod v2;
 
@@ -19,6 +20,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
+pub use queue::Inbox;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -36,6 +38,8 @@ pub struct AppState {
     pub device: tch::Device,
     /// Requests decoding at once: one per core, so decoding never starves inference.
     pub decoders: tokio::sync::Semaphore,
+    /// `--inbox`: the folder `GET /queue` ranks.
+    pub inbox: Option<Inbox>,
 }
 
 /// The service's routes.
@@ -52,6 +56,8 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .route("/metrics", get(info::metrics))
         .route("/predict", post(predict::predict))
         .route("/explain", post(explain::explain))
+        .route("/queue", get(queue::queue))
+        .route("/uploads/{id}", get(queue::upload))
         .route("/v2/health/live", get(v2::live))
         .route("/v2/health/ready", get(v2::ready))
         .route("/v2/models/{name}", get(v2::metadata))

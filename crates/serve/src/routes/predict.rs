@@ -34,7 +34,7 @@ pub async fn predict(
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
     let (files, query) = upload(&state, multipart, query).await?;
-    let (scores, model) = score(&state, files).await?;
+    let (scores, model) = score(&state, files, true).await?;
     let top_k = query.top_k.unwrap_or(0).min(model.task.classes.len());
     Ok(Json(scores.into_iter().map(|s| file_json(s, &model, top_k)).collect()))
 }
@@ -86,8 +86,9 @@ pub async fn read_files(multipart: &mut Multipart, max_files: usize) -> Result<V
 }
 
 /// Decodes `files` on the blocking pool, scores the decodable ones in one engine job, keeps
-/// every upload for later correction, and returns each file's outcome and the model.
-pub async fn score(state: &AppState, files: Vec<(String, Arc<Vec<u8>>)>) -> Result<(Vec<FileScore>, Arc<ModelInfo>), ApiError> {
+/// every decodable upload for later correction when `keep`, and returns each file's outcome
+/// and the model.
+pub async fn score(state: &AppState, files: Vec<(String, Arc<Vec<u8>>)>, keep: bool) -> Result<(Vec<FileScore>, Arc<ModelInfo>), ApiError> {
     let info = state.engine.info().ok_or_else(|| ApiError::unavailable("no model loaded yet (see GET /ready)"))?;
     let (size, mode) = (info.image_size, info.resize);
     let permit = state.decoders.acquire().await.map_err(|_| ApiError::unavailable("the server is shutting down"))?;
@@ -105,7 +106,7 @@ pub async fn score(state: &AppState, files: Vec<(String, Arc<Vec<u8>>)>) -> Resu
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("decoding failed: {e}")))?;
     drop(permit);
-    for (name, id, bytes, px) in &decoded {
+    for (name, id, bytes, px) in decoded.iter().filter(|_| keep) {
         if px.is_ok() {
             state.uploads.keep(id, Upload { filename: name.clone(), bytes: bytes.clone() });
         }

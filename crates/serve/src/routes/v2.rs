@@ -94,7 +94,7 @@ pub async fn infer(State(state): State<Arc<AppState>>, Path(name): Path<String>,
             .map_err(|e| ApiError::bad_request(format!("input {} element {i}: not base64: {e}", input.name)))?;
         files.push((format!("{}[{i}]", input.name), Arc::new(bytes)));
     }
-    let (scores, model) = score(&state, files).await?;
+    let (scores, model) = score(&state, files, true).await?;
     let mut data = Vec::new();
     for (i, s) in scores.into_iter().enumerate() {
         data.extend(s.result.map_err(|e| ApiError::bad_request(format!("input {} element {i}: {e}", input.name)))?);

@@ -1,0 +1,194 @@
+//! `GET /queue?k=&rank=`: the K images of the `--inbox` folder the served model is least sure
+//! about and nobody has corrected yet (active learning), each with its decision and score;
+//! they are kept like uploads, so the page can show them (`GET /uploads/{id}`) and correct
+//! them by id. Scores are cached per file and model version, so only new or changed files
+//! and a new model cost inference.
+
+use super::predict::score;
+use super::AppState;
+use crate::error::ApiError;
+use crate::uploads::Upload;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+use vocml_core::predict::decision_json;
+use vocml_core::select::{informativeness, Informativeness};
+
+/// Most images `k` may ask for.
+pub const MAX_K: usize = 100;
+/// Most files of the inbox considered (the first, by name).
+pub const MAX_INBOX_FILES: usize = 20_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueQuery {
+    /// How many images (default 10, at most 100).
+    k: Option<usize>,
+    /// uncertainty (default), entropy or margin.
+    rank: Option<String>,
+}
+
+/// A scored inbox file, valid while its size, mtime and the model version are unchanged.
+#[derive(Clone)]
+struct Scored {
+    len: u64,
+    modified: Option<SystemTime>,
+    version: u64,
+    id: String,
+    result: Result<Vec<f32>, String>,
+}
+
+/// The inbox folder and its score cache.
+pub struct Inbox {
+    pub dir: PathBuf,
+    cache: Mutex<HashMap<PathBuf, Scored>>,
+}
+
+impl Inbox {
+    pub fn new(dir: PathBuf) -> Self {
+        Inbox { dir, cache: Mutex::default() }
+    }
+}
+
+fn parse_rank(s: Option<&str>) -> Result<Informativeness, ApiError> {
+    match s.unwrap_or("uncertainty") {
+        "uncertainty" => Ok(Informativeness::Uncertainty),
+        "entropy" => Ok(Informativeness::Entropy),
+        "margin" => Ok(Informativeness::Margin),
+        other => Err(ApiError::bad_request(format!("rank={other:?}: expected uncertainty, entropy or margin"))),
+    }
+}
+
+/// The inbox's regular files (sorted, at most [`MAX_INBOX_FILES`]) with size and mtime.
+fn list(dir: &Path) -> std::io::Result<Vec<(PathBuf, u64, Option<SystemTime>)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Ok(meta) = entry.metadata() else { continue };
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if meta.is_file() && !hidden {
+            files.push((entry.path(), meta.len(), meta.modified().ok()));
+        }
+    }
+    files.sort();
+    files.truncate(MAX_INBOX_FILES);
+    Ok(files)
+}
+
+/// SHA-256s of the images in the serve's feedback store (none when it does not exist yet).
+fn corrected(runs_dir: &Path) -> Result<HashSet<String>, ApiError> {
+    let dir = vocml_core::retrain::default_feedback_dir(runs_dir);
+    if !dir.is_dir() {
+        return Ok(HashSet::new());
+    }
+    let store = vocml_core::retrain::feedback::FeedbackStore::open(&dir)
+        .and_then(|s| s.all())
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+    Ok(store.corrections.into_iter().map(|c| c.sha256).collect())
+}
+
+pub async fn queue(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<QueueQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+    let inbox = state.inbox.as_ref().ok_or_else(|| ApiError::not_found("no inbox: start serve with --inbox DIR to rank its images"))?;
+    let k = query.k.unwrap_or(10);
+    if !(1..=MAX_K).contains(&k) {
+        return Err(ApiError::bad_request(format!("k={k}: expected 1..={MAX_K}")));
+    }
+    let how = parse_rank(query.rank.as_deref())?;
+    let info = state.engine.info().ok_or_else(|| ApiError::unavailable("no model loaded yet (see GET /ready)"))?;
+    let (dir, runs_dir) = (inbox.dir.clone(), state.runs_dir.clone());
+    let (files, done) = tokio::task::spawn_blocking(move || Ok::<_, ApiError>((list(&dir), corrected(&runs_dir)?)))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let files = files.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot list the inbox {}: {e}", inbox.dir.display())))?;
+
+    // Score what the cache lacks for this model version, a request's worth at a time.
+    let stale: Vec<(PathBuf, u64, Option<SystemTime>)> = {
+        let cache = inbox.cache.lock().unwrap();
+        files
+            .iter()
+            .filter(|(p, len, m)| !cache.get(p).is_some_and(|s| s.len == *len && s.modified == *m && s.version == info.version))
+            .cloned()
+            .collect()
+    };
+    for chunk in stale.chunks(state.max_files.max(1)) {
+        let owned = chunk.to_vec();
+        let read = tokio::task::spawn_blocking(move || owned.into_iter().map(|f| (std::fs::read(&f.0).map(Arc::new), f)).collect::<Vec<_>>())
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let readable: Vec<(String, Arc<Vec<u8>>)> =
+            read.iter().filter_map(|(b, f)| b.as_ref().ok().map(|b| (f.0.display().to_string(), b.clone()))).collect();
+        let (scores, model) = if readable.is_empty() { (Vec::new(), info.clone()) } else { score(&state, readable, false).await? };
+        let mut scores = scores.into_iter();
+        let mut cache = inbox.cache.lock().unwrap();
+        for (bytes, (path, len, modified)) in read {
+            let (id, result) = match bytes {
+                Ok(_) => {
+                    let s = scores.next().expect("one score per readable file");
+                    (s.id, s.result)
+                }
+                Err(e) => (String::new(), Err(format!("cannot read: {e}"))),
+            };
+            cache.insert(path, Scored { len, modified, version: model.version, id, result });
+        }
+    }
+
+    let cache = inbox.cache.lock().unwrap().clone();
+    let mut skipped = 0;
+    let mut ranked: Vec<(f32, &PathBuf, &Scored, &Vec<f32>)> = Vec::new();
+    for (path, ..) in &files {
+        match cache.get(path) {
+            Some(s) => match &s.result {
+                Ok(p) if !done.contains(&s.id) => ranked.push((informativeness(&info.task, p, &info.thresholds, how), path, s, p)),
+                Ok(_) => {}
+                Err(_) => skipped += 1,
+            },
+            None => skipped += 1,
+        }
+    }
+    let candidates = ranked.len();
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    let mut images = Vec::new();
+    for (informative, path, s, p) in ranked.into_iter().take(k) {
+        let filename = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Ok(bytes) = std::fs::read(path) {
+            state.uploads.keep(&s.id, Upload { filename: filename.clone(), bytes: Arc::new(bytes) });
+        }
+        let mut obj = serde_json::Map::new();
+        obj.insert("filename".into(), filename.into());
+        obj.insert("id".into(), s.id.clone().into());
+        obj.insert("score".into(), serde_json::json!(informative));
+        obj.extend(decision_json(&info.task, &info.thresholds, p, 0));
+        images.push(serde_json::Value::Object(obj));
+    }
+    Ok(Json(serde_json::json!({
+        "model": info.run,
+        "version": info.version,
+        "rank": format!("{how:?}").to_lowercase(),
+        "candidates": candidates,
+        "corrected": files.len() - candidates - skipped,
+        "skipped": skipped,
+        "images": images,
+    })))
+}
+
+/// `GET /uploads/{id}`: the bytes of an image kept by a prediction or the queue.
+pub async fn upload(State(state): State<Arc<AppState>>, UrlPath(id): UrlPath<String>) -> Result<impl IntoResponse, ApiError> {
+    let u = state.uploads.get(&id).ok_or_else(|| ApiError::not_found(format!("no kept image {id:?} (uploads are kept for a while only)")))?;
+    let kind = match u.bytes.get(..4) {
+        Some([0xff, 0xd8, ..]) => "image/jpeg",
+        Some([0x89, b'P', b'N', b'G']) => "image/png",
+        Some([b'G', b'I', b'F', _]) => "image/gif",
+        _ => "application/octet-stream",
+    };
+    Ok(([(header::CONTENT_TYPE, kind)], u.bytes.as_ref().clone()))
+}
