@@ -21,7 +21,7 @@ fn bad_values_are_usage_errors() {
     usage_error("train", &["--model", "foo"], "--model");
     usage_error("train", &["--models", "mobilenet_v2,foo"], "--models");
     usage_error("train", &["--models", ","], "--models");
-    usage_error("train", &["--scheduler", "cosine"], "--scheduler");
+    usage_error("train", &["--scheduler", "linear"], "--scheduler");
     usage_error("train", &["--epochs", "-3"], "-3");
     usage_error("evaluate", &["--metric", "f2"], "--metric");
     usage_error("evaluate", &["--split", "holdout"], "--split");

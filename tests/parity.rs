@@ -49,7 +49,7 @@ fn lite_parity(kind: BackboneKind, n: u32) {
     let net = kind.build(&vs.root(), true);
     let tensors = vocml_core::model::weights::read_checkpoint(&weights).unwrap();
     let report = load_into(&vs, tensors, &weights, &[], &[]).unwrap();
-    assert!(report.ignored.is_empty(), "{:?}", report.ignored);
+    assert!(report.ignored.iter().all(|k| k.ends_with("num_batches_tracked")), "{:?}", report.ignored);
     let x = &want["input"];
     for folded in [false, true] {
         if folded {

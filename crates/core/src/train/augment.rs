@@ -212,7 +212,7 @@ mod tests {
     fn default_draws_are_unchanged_by_the_new_knobs() {
         // The reference's three draws per image, nothing more: the sequence after one image.
         let mut rng = ChaCha8Rng::seed_from_u64(9);
-        augment(&Tensor::rand([1, 3, 4, 4], (Kind::Float, tch::Device::Cpu)), &AugmentConfig::default(), &mut rng);
+        let _ = augment(&Tensor::rand([1, 3, 4, 4], (Kind::Float, tch::Device::Cpu)), &AugmentConfig::default(), &mut rng);
         let mut expected = ChaCha8Rng::seed_from_u64(9);
         let _ = (expected.gen_range(-15.0..=15.0f64), expected.gen_bool(0.5), expected.gen_range(0.8..=1.2f64));
         assert_eq!(rng.gen::<u64>(), expected.gen::<u64>());
