@@ -99,7 +99,8 @@ quality-tradeoff: build
 	@CASES="$(TRADEOFF_CASES)" bash scripts/quality.sh
 
 ## quality-levers: the levers of accuracy round two (heads, weight decay, monitor,
-## augmentation, Lite1/Lite2, a cross-backbone ensemble) against voc4-best
+## augmentation, Lite1/Lite2, fine-tuning every block, a cross-backbone ensemble) against
+## voc4-round1 (round one's recipe)
 quality-levers: build
 	@CASES="$(LEVER_CASES)" OUT=target/quality-levers bash scripts/quality.sh
 
@@ -108,15 +109,18 @@ quality-voc20: build
 	@CASES="voc20=voc20-best" OUT=target/quality-voc20 bash scripts/quality.sh
 
 LINEAR := --head,linear,--weight-decay,0+1e-3+1e-2+3e-2,--monitor,map
-LEVER_CASES := best=voc4-best map=voc4-best:--monitor,map linear=voc4-best:$(LINEAR) \
-	head-512-256=voc4-best:--head,512+256,--head-dropout,0.4+0.3 \
-	aug=voc4-best:--rotation,20,--width-shift,0.1,--height-shift,0.1,--zoom,0.2,--shear,10,--contrast,0.2,--saturation,0.2 \
-	lite1=voc4-best:--model,efficientnet_lite1 lite2=voc4-best:--model,efficientnet_lite2 \
-	lite2-linear=voc4-best:--model,efficientnet_lite2,$(LINEAR) lite0+lite2=+linear+lite2-linear
+LEVER_CASES := best=voc4-round1 map=voc4-round1:--monitor,map linear=voc4-round1:$(LINEAR) \
+	head-512-256=voc4-round1:--head,512+256,--head-dropout,0.4+0.3 \
+	aug=voc4-round1:--rotation,20,--width-shift,0.1,--height-shift,0.1,--zoom,0.2,--shear,10,--contrast,0.2,--saturation,0.2 \
+	lite1=voc4-round1:--model,efficientnet_lite1 lite2=voc4-round1:--model,efficientnet_lite2 \
+	lite2-linear=voc4-round1:--model,efficientnet_lite2,$(LINEAR) \
+	lite2-512-256=voc4-round1:--model,efficientnet_lite2,--head,512+256,--head-dropout,0.4+0.3 \
+	lite0+lite2=+linear+lite2-linear lite0+lite2-512-256=+head-512-256+lite2-512-256 \
+	fine-tune-all=voc4-round1:--monitor,map,--fine-tune-blocks,17,--fine-tune-epochs,5,--fine-tune-lr,3e-4,--fine-tune-lr-decay,0.9,--scheduler,cosine
 
-TRADEOFF_CASES := reference=voc4-reference best-224=voc4-best:--image-size,224 \
-	best-288=voc4-best:--image-size,288 best-384=voc4-best:--image-size,384 \
-	best-ft2=voc4-best:--fine-tune-blocks,2,--fine-tune-lr,3e-5 best=voc4-best
+TRADEOFF_CASES := reference=voc4-reference best-224=voc4-round1:--image-size,224 \
+	best-288=voc4-round1:--image-size,288 best-384=voc4-round1:--image-size,384 \
+	best-ft2=voc4-round1:--fine-tune-blocks,2,--fine-tune-lr,3e-5 best=voc4-round1
 
 clean:
 	cargo clean
