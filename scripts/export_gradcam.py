@@ -5,7 +5,8 @@ its four outputs computed with autograd: gradient of each logit w.r.t. the last 
 feature map, channel weights = spatial mean, ReLU of the weighted sum, bilinear upsampling
 (align_corners=False), min-max scaling.
 
-Usage: export_gradcam.py MODEL OUT.safetensors   (MODEL: mobilenet_v2, efficientnet_b0, resnet18)
+Usage: export_gradcam.py MODEL OUT.safetensors   (MODEL: mobilenet_v2, efficientnet_b0, resnet18,
+vgg16, googlenet)
 Keys: 'model.<key>', 'head.<key>', 'input' [1,3,224,224], 'cams' [4,224,224].
 """
 import os
@@ -22,9 +23,15 @@ from export_parity import randomize_batchnorm  # noqa: E402
 
 
 def feature_map(name, model, x):
-    if name in ("mobilenet_v2", "efficientnet_b0"):
+    if name in ("mobilenet_v2", "efficientnet_b0", "vgg16"):
         return model.features(x)
     m = model
+    if name == "googlenet":
+        h = m.maxpool2(m.conv3(m.conv2(m.maxpool1(m.conv1(x)))))
+        h = m.maxpool3(m.inception3b(m.inception3a(h)))
+        for block in (m.inception4a, m.inception4b, m.inception4c, m.inception4d, m.inception4e):
+            h = block(h)
+        return m.inception5b(m.inception5a(m.maxpool4(h)))
     h = m.maxpool(m.relu(m.bn1(m.conv1(x))))
     return m.layer4(m.layer3(m.layer2(m.layer1(h))))
 
@@ -32,7 +39,9 @@ def feature_map(name, model, x):
 def main() -> int:
     name, out = sys.argv[1], sys.argv[2]
     torch.manual_seed(0)
-    model = getattr(torchvision.models, name)(weights=None)
+    # GoogLeNet: no auxiliary classifiers and no transform_input (as export_parity.py).
+    extra = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
+    model = getattr(torchvision.models, name)(weights=None, **extra)
     randomize_batchnorm(model)
     x = torch.rand(1, 3, 224, 224)
     with torch.no_grad():

@@ -157,3 +157,13 @@ fn grad_cam_of_efficientnet_b0_matches_autograd() {
 fn grad_cam_of_resnet18_matches_autograd() {
     grad_cam_parity(BackboneKind::Resnet18);
 }
+
+#[test]
+fn grad_cam_of_vgg16_matches_autograd() {
+    grad_cam_parity(BackboneKind::Vgg16);
+}
+
+#[test]
+fn grad_cam_of_googlenet_matches_autograd() {
+    grad_cam_parity(BackboneKind::Googlenet);
+}

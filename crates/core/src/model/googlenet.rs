@@ -90,8 +90,9 @@ impl GoogLeNet {
     }
 }
 
-impl BackboneNet for GoogLeNet {
-    fn features(&self, xs: &Tensor) -> Tensor {
+impl GoogLeNet {
+    /// The output of `inception5b`, `[N, 1024, h, w]`.
+    fn map(&self, xs: &Tensor) -> Tensor {
         let h = max_pool(&self.stem[0].forward(xs), 3, 2, 0);
         let mut h = max_pool(&self.stem[2].forward(&self.stem[1].forward(&h)), 3, 2, 0);
         for (name, module) in &self.modules {
@@ -101,7 +102,17 @@ impl BackboneNet for GoogLeNet {
                 None => max_pool(&h, 3, 2, 0),
             };
         }
-        h.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+        h
+    }
+}
+
+impl BackboneNet for GoogLeNet {
+    fn features(&self, xs: &Tensor) -> Tensor {
+        self.map(xs).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+    }
+
+    fn feature_map(&self, xs: &Tensor) -> Option<Tensor> {
+        Some(self.map(xs))
     }
 
     fn imagenet_logits(&self, xs: &Tensor) -> Tensor {

@@ -59,6 +59,12 @@ impl Vgg16 {
 }
 
 impl BackboneNet for Vgg16 {
+    /// The output of `features` (the last convolution block, after its pooling), the layer
+    /// pytorch-grad-cam takes for VGG.
+    fn feature_map(&self, xs: &Tensor) -> Option<Tensor> {
+        Some(Vgg16::feature_map(self, xs))
+    }
+
     fn features(&self, xs: &Tensor) -> Tensor {
         self.feature_map(xs).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
     }
