@@ -15,11 +15,10 @@ import sys
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(__file__))
-from export_parity import randomize_batchnorm  # noqa: E402
+from export_parity import random_model, randomize_batchnorm  # noqa: E402
 
 
 def feature_map(name, model, x):
@@ -39,9 +38,7 @@ def feature_map(name, model, x):
 def main() -> int:
     name, out = sys.argv[1], sys.argv[2]
     torch.manual_seed(0)
-    # GoogLeNet: no auxiliary classifiers and no transform_input (as export_parity.py).
-    extra = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
-    model = getattr(torchvision.models, name)(weights=None, **extra)
+    model = random_model(name)
     randomize_batchnorm(model)
     x = torch.rand(1, 3, 224, 224)
     with torch.no_grad():

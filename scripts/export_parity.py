@@ -37,12 +37,17 @@ def randomize_layer_scales(model):
                 m.layer_scale.uniform_(0.1, 0.5)
 
 
+def random_model(name):
+    """A randomly initialised torchvision model as vocml builds it. GoogLeNet: no auxiliary
+    classifiers (eval mode ignores them) and no transform_input."""
+    extra = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
+    return getattr(torchvision.models, name)(weights=None, **extra)
+
+
 def main() -> int:
     name, out = sys.argv[1], sys.argv[2]
     torch.manual_seed(0)
-    # GoogLeNet: no auxiliary classifiers (eval mode ignores them) and no transform_input.
-    extra = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
-    model = getattr(torchvision.models, name)(weights=None, **extra)
+    model = random_model(name)
     randomize_batchnorm(model)
     randomize_layer_scales(model)
     x = torch.rand(2, 3, 224, 224)
