@@ -3,11 +3,16 @@ choice at equal label count?
 
 From a voc-prep output DATA (train/val/test), each seed labels a random START images of the
 train split and trains the default recipe on them; the rest of the train split is the pool.
-Each strategy (uncertainty, entropy, margin: `predict --rank ... --select`) and random choice
+Each strategy (uncertainty, entropy, margin: `predict --rank ... --select`; NAME+diverse adds
+`--diverse`) and random choice
 then adds K pool images (K in KS), the model is retrained from scratch on the START + K
 images, and every model is scored on the same held-out test split (`evaluate --split test`).
+Training uses the recommended recipe (configs/voc4-best.toml) at the data's image size, one
+augmented view; --train-args replaces it. The binaries come from $VOCML_BIN (default
+target/release), so a build during the experiment does not change them under it.
 
-Usage: active_learning.py DATA OUT_DIR [--seeds 3] [--start 100] [--ks 50,100,200]
+Usage: active_learning.py DATA OUT_DIR [--seeds 5] [--start 100] [--ks 50,100,200]
+       [--strategies uncertainty,entropy,margin,uncertainty+diverse,random] [--train-args "..."]
 Writes OUT_DIR/results.json, prints a markdown table, and plots OUT_DIR/active_learning.png.
 """
 import argparse
@@ -19,8 +24,9 @@ import sys
 
 import numpy as np
 
-BIN = os.path.join(os.path.dirname(__file__), "..", "target", "release")
-STRATEGIES = ["uncertainty", "entropy", "margin", "random"]
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+BIN = os.environ.get("VOCML_BIN", os.path.join(REPO, "target", "release"))
+RECIPE = os.path.join(REPO, "configs", "voc4-best.toml")
 
 
 def tool(name, *args):
@@ -47,26 +53,37 @@ def subset(data, rows, out):
     return out
 
 
-def train_and_test(data, runs, seed):
-    tool("train", "--data", data, "--runs-dir", runs, "-q", "--seed", seed, "--aug-views", "1")
+def train_and_test(data, runs, seed, train_args):
+    tool("train", "--data", data, "--runs-dir", runs, "-q", "--seed", seed, *train_args)
     run = sorted(os.path.join(runs, d) for d in os.listdir(runs) if not d.startswith(".") and d != "best")[-1]
     tool("evaluate", "--data", data, "--run", run, "--split", "test", "-q", "--no-select")
     e = json.load(open(os.path.join(run, "evaluation.json")))
     return run, {"mAP": e["mAP"], "macro_f1": e["macro_f1"]}
 
 
+def pick(run, flags, pool_files, by_path):
+    """Pool indices in the order `predict --run RUN FLAGS` lists them."""
+    rows = tool("predict", "-q", "--run", run, *flags, *pool_files)
+    return [by_path[line.split(",")[0]] for line in rows.splitlines()[1:]]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("data")
     ap.add_argument("out")
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--start", type=int, default=100)
     ap.add_argument("--ks", default="50,100,200")
+    ap.add_argument("--strategies", default="uncertainty,entropy,margin,random")
+    ap.add_argument("--train-args", help="train flags (default: the recommended recipe at the data's size)")
     a = ap.parse_args()
     ks = [int(k) for k in a.ks.split(",")]
+    strategies = a.strategies.split(",")
     shutil.rmtree(a.out, ignore_errors=True)
     os.makedirs(a.out)
     m = json.load(open(os.path.join(a.data, "manifest.json")))
+    train_args = a.train_args.split() if a.train_args else [
+        "--config", RECIPE, "--image-size", m["image"]["size"], "--aug-views", "1"]
     root = m["source"]["root"]
     ids = m["splits"]["train"]["ids"]
     results = []
@@ -75,27 +92,29 @@ def main():
         order = rng.permutation(len(ids))
         start, pool = sorted(order[: a.start].tolist()), order[a.start:].tolist()
         work = os.path.join(a.out, f"seed{seed}")
-        base_run, base = train_and_test(subset(a.data, start, os.path.join(work, "start")), os.path.join(work, "runs"), seed)
+        base_run, base = train_and_test(subset(a.data, start, os.path.join(work, "start")), os.path.join(work, "runs"), seed, train_args)
         results.append({"seed": seed, "strategy": "start", "k": 0, **base})
         print(f"seed {seed}: start {a.start} images: {base}", file=sys.stderr)
         pool_files = [os.path.join(root, "JPEGImages", ids[i] + ".jpg") for i in pool]
         by_path = {p: i for p, i in zip(pool_files, pool)}
-        for strategy in STRATEGIES:
+        for strategy in strategies:
             if strategy == "random":
                 picked = rng.permutation(pool)[: max(ks)].tolist()
-            else:
-                rows = tool("predict", "-q", "--run", base_run, "--rank", strategy, "--select", max(ks), *pool_files)
-                picked = [by_path[line.split(",")[0]] for line in rows.splitlines()[1:]]
+            elif not strategy.endswith("+diverse"):
+                picked = pick(base_run, ["--rank", strategy, "--select", max(ks)], pool_files, by_path)
             for k in ks:
+                if strategy.endswith("+diverse"):
+                    # A diverse selection of K is not the start of a larger one: picked per K.
+                    picked = pick(base_run, ["--rank", strategy.split("+")[0], "--select", k, "--diverse"], pool_files, by_path)
                 d = subset(a.data, sorted(start + picked[:k]), os.path.join(work, f"{strategy}{k}"))
-                _, score = train_and_test(d, os.path.join(work, "runs"), seed)
+                _, score = train_and_test(d, os.path.join(work, "runs"), seed, train_args)
                 results.append({"seed": seed, "strategy": strategy, "k": k, **score})
                 print(f"seed {seed}: {strategy} +{k}: {score}", file=sys.stderr)
     json.dump(results, open(os.path.join(a.out, "results.json"), "w"), indent=1)
-    report(results, ks, a.start, a.out)
+    report(results, ks, a.start, strategies, a.out)
 
 
-def report(results, ks, start, out):
+def report(results, ks, start, strategies, out):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -109,7 +128,7 @@ def report(results, ks, start, out):
     print("|---|---|---|---|---|")
     print(f"| start (random) | {start} | {base['mAP'][0]:.4f} ± {base['mAP'][1]:.4f} | {base['macro_f1'][0]:.4f} ± {base['macro_f1'][1]:.4f} | |")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for strategy in STRATEGIES:
+    for strategy in strategies:
         for i, key in enumerate(["mAP", "macro_f1"]):
             means = [base[key][0]] + [stat(strategy, k, key)[0] for k in ks]
             sds = [base[key][1]] + [stat(strategy, k, key)[1] for k in ks]

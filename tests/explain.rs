@@ -125,4 +125,43 @@ fn rank_orders_rows_by_informativeness_and_selects_the_top_k() {
     }
     let o = run(bin("predict").args(["-q", "--select", "5", "--run"]).arg(&run_dir).arg(&photos));
     assert_eq!(o.status.code(), Some(2), "--select needs --rank");
+
+    // Four copies of the most uncertain photo: plain ranking picks all five, --diverse one.
+    let pool = root.join("pool");
+    std::fs::create_dir(&pool).unwrap();
+    for f in std::fs::read_dir(&photos).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, pool.join(f.file_name().unwrap())).unwrap();
+    }
+    let top = std::path::Path::new(&want[0].1).file_name().unwrap().to_string_lossy().into_owned();
+    for i in 0..4 {
+        std::fs::copy(photos.join(&top), pool.join(format!("copy{i}_{top}"))).unwrap();
+    }
+    let picks = |extra: &[&str]| -> Vec<(f64, String)> {
+        let o =
+            run(bin("predict").args(["-q", "--rank", "uncertainty", "--select", "5"]).args(extra).arg("--run").arg(&run_dir).arg(&pool));
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (f[f.len() - 2].parse().unwrap(), std::path::Path::new(f[0]).file_name().unwrap().to_string_lossy().into_owned())
+            })
+            .collect()
+    };
+    let copies = |rows: &[(f64, String)]| rows.iter().filter(|(_, n)| n.ends_with(&top)).count();
+    let plain = picks(&[]);
+    assert_eq!(copies(&plain), 5, "{plain:?}");
+    let diverse = picks(&["--diverse"]);
+    assert_eq!(diverse.len(), 5);
+    assert_eq!(copies(&diverse), 1, "one of the near-copies: {diverse:?}");
+    assert!(diverse.windows(2).all(|w| w[0].0 >= w[1].0), "most informative first: {diverse:?}");
+    let score_of: std::collections::HashMap<String, f64> =
+        want.iter().map(|(s, p)| (std::path::Path::new(p).file_name().unwrap().to_string_lossy().into_owned(), *s)).collect();
+    for (s, name) in &diverse {
+        let original = name.rsplit_once(&format!("_{top}")).map_or(name.as_str(), |_| top.as_str());
+        assert!((s - score_of[original]).abs() < 1e-5, "{name}: {s} vs {}", score_of[original]);
+    }
+    assert_eq!(picks(&["--diverse"]), diverse, "the same picks every time");
 }

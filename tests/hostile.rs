@@ -371,6 +371,7 @@ const FLAG_CASES: &[FlagCase] = &[
     ("evaluate", &["--ensemble"], 1, "--ensemble needs two or more --run directories"),
     ("predict", &["--rank", "loudest"], 2, "invalid value 'loudest' for '--rank <HOW>'"),
     ("predict", &["--rank", "entropy", "--select", "0"], 2, "invalid value '0' for '--select <K>'"),
+    ("predict", &["--rank", "entropy", "--diverse"], 2, "--select <K>"),
     ("predict", &["--explain-npy"], 2, "--explain <DIR>"),
     ("predict", &["--run", "models:/m"], 1, "models:/m: expected models:/NAME@ALIAS or models:/NAME/VERSION"),
     ("predict", &["--run", "models:/m/x"], 1, "expected models:/NAME@ALIAS or models:/NAME/VERSION (a number)"),

@@ -10,7 +10,7 @@ use vocml_core::io::staging::StagingFile;
 use vocml_core::io::walk::collect_inputs;
 use vocml_core::predict::{score_files, Format, RowWriter, Scored, Shard};
 use vocml_core::run::predictor::Predictor;
-use vocml_core::select::{informativeness, Informativeness};
+use vocml_core::select::{diverse_selection, informativeness, Informativeness};
 
 /// Score images with a trained run: labels plus a probability for every class.
 ///
@@ -73,6 +73,12 @@ struct Cli {
     /// With --rank: keep only the K most informative images.
     #[arg(long, value_name = "K", requires = "rank", value_parser = clap::value_parser!(u64).range(1..))]
     select: Option<u64>,
+    /// With --select: pick K images that differ from each other, not K near-copies of one
+    /// confusing scene: of the 10·K most informative, k-means on the backbone features
+    /// (weighted by informativeness) into K clusters, and the image nearest each centre
+    /// (Zhdanov 2019, diverse mini-batch active learning).
+    #[arg(long, requires = "select")]
+    diverse: bool,
     /// Write Grad-CAM heat maps into DIR: for each scored image, one PNG overlay per decided
     /// label (or the most probable class), listed in DIR/explanations.csv.
     #[arg(long, value_name = "DIR")]
@@ -119,9 +125,11 @@ fn load_model(cli: &Cli, device: tch::Device) -> Result<Predictor> {
 }
 
 /// The rows by informativeness, most informative first (unscored failures last), the first
-/// `select` of them when given.
+/// `select` of them when given; with `features` (one per row, of the scored ones), a diverse
+/// selection of `select` scored rows.
 fn ranked(
     rows: Vec<Scored>,
+    features: Option<Vec<Option<Vec<f32>>>>,
     task: &vocml_core::task::Task,
     thresholds: &[f32],
     how: Informativeness,
@@ -134,6 +142,20 @@ fn ranked(
             (r, s)
         })
         .collect();
+    if let (Some(features), Some(k)) = (features, select) {
+        let (rows, described): (Vec<_>, Vec<_>) =
+            scored.into_iter().zip(features).filter_map(|(row, f)| Some((row, f?))).filter(|((_, s), _)| s.is_some()).unzip();
+        if rows.is_empty() {
+            return Vec::new();
+        }
+        let width = described[0].len() as i64;
+        let flat: Vec<f32> = described.concat();
+        let matrix = tch::Tensor::from_slice(&flat).view([rows.len() as i64, width]);
+        let scores: Vec<f32> = rows.iter().map(|(_, s)| s.unwrap_or(f32::NEG_INFINITY)).collect();
+        let picked = diverse_selection(&scores, &matrix, k as usize, 0);
+        let mut rows: Vec<Option<(Scored, Option<f32>)>> = rows.into_iter().map(Some).collect();
+        return picked.into_iter().filter_map(|i| rows[i].take()).collect();
+    }
     scored.sort_by(|a, b| match (a.1, b.1) {
         (Some(x), Some(y)) => y.total_cmp(&x),
         (Some(_), None) => std::cmp::Ordering::Less,
@@ -224,7 +246,9 @@ fn run(cli: Cli) -> Result<()> {
     let started = std::time::Instant::now();
     let mut to_explain = Vec::new();
     let (mut scored, mut failed) = (0usize, 0usize);
-    score_files(&model, &inputs.files, batch_size, &cancel, |row| {
+    let mut features = Vec::new();
+    score_files(&model, &inputs.files, batch_size, &cancel, cli.diverse, |row, described| {
+        features.push(described);
         if let Ok(p) = &row.result {
             scored += 1;
             if explain.is_some() {
@@ -241,7 +265,7 @@ fn run(cli: Cli) -> Result<()> {
         written(writer.write(&row))
     })?;
     if let Some(how) = cli.rank {
-        for (row, score) in ranked(held, model.task(), &thresholds, how, cli.select) {
+        for (row, score) in ranked(held, cli.diverse.then_some(features), model.task(), &thresholds, how, cli.select) {
             written(writer.write_scored(&row, score))?;
         }
     }

@@ -52,13 +52,16 @@ pub struct Scored {
 }
 
 /// Scores `files` in batches, calling `sink` for each file in input order as soon as its
-/// batch is done. Decoding of the next batch overlaps inference of the current one.
+/// batch is done, with the image's features when `features` (what
+/// [`Predictor::probabilities_and_features`] gives, from the same forward pass). Decoding of
+/// the next batch overlaps inference of the current one.
 pub fn score_files(
     model: &Predictor,
     files: &[PathBuf],
     batch: usize,
     cancel: &AtomicBool,
-    mut sink: impl FnMut(Scored) -> Result<()>,
+    features: bool,
+    mut sink: impl FnMut(Scored, Option<Vec<f32>>) -> Result<()>,
 ) -> Result<()> {
     let size = model.image_size();
     let mode = model.resize();
@@ -80,19 +83,26 @@ pub fn score_files(
                 bail!(crate::Interrupted);
             }
             let good: Vec<&[u8]> = decoded.iter().filter_map(|(_, r)| r.as_deref().ok()).collect();
-            let probs = score_pixels(model, &good)?;
+            let (probs, described) = if features && !good.is_empty() {
+                let (p, f) = model.probabilities_and_features(&pixel_batch(model, &good)?);
+                (host_values(&p)?, host_values(&f)?)
+            } else {
+                (score_pixels(model, &good)?, Vec::new())
+            };
             let c = model.classes().len();
+            let f = described.len() / good.len().max(1);
             let mut next = 0;
             for (path, r) in decoded {
-                let result = match r {
+                let (result, row_features) = match r {
                     Ok(_) => {
                         let p = probs[next * c..(next + 1) * c].to_vec();
+                        let d = features.then(|| described[next * f..(next + 1) * f].to_vec());
                         next += 1;
-                        Ok(p)
+                        (Ok(p), d)
                     }
-                    Err(e) => Err(e),
+                    Err(e) => (Err(e), None),
                 };
-                sink(Scored { path, result })?;
+                sink(Scored { path, result }, row_features)?;
             }
         }
         if cancel.load(Ordering::SeqCst) {
@@ -108,13 +118,17 @@ pub fn score_pixels(model: &Predictor, images: &[&[u8]]) -> Result<Vec<f32>> {
     if images.is_empty() {
         return Ok(Vec::new());
     }
+    host_values(&model.probabilities(&pixel_batch(model, images)?))
+}
+
+/// Decoded images as one `[B, H, W, 3]` uint8 tensor, each checked to be the model's size.
+fn pixel_batch(model: &Predictor, images: &[&[u8]]) -> Result<Tensor> {
     let s = model.image_size() as i64;
     if let Some(bad) = images.iter().find(|i| i.len() as i64 != s * s * 3) {
         bail!("an image of {} bytes given to a model of {s}x{s}x3 inputs", bad.len());
     }
     let flat: Vec<u8> = images.concat();
-    let px = Tensor::from_slice(&flat).view([images.len() as i64, s, s, 3]);
-    host_values(&model.probabilities(&px))
+    Ok(Tensor::from_slice(&flat).view([images.len() as i64, s, s, 3]))
 }
 
 /// Output format of `predict`.

@@ -116,9 +116,17 @@ impl LoadedModel {
     /// Probabilities `[B, C]` (on the CPU) for `[B, H, W, 3]` uint8 pixels at the run's size:
     /// sigmoid per class, or softmax per label group.
     pub fn probabilities(&self, pixels: &Tensor) -> Tensor {
+        self.probabilities_and_features(pixels).0
+    }
+
+    /// Probabilities `[B, C]` and backbone features `[B, F]` (both on the CPU) of one forward
+    /// pass of `[B, H, W, 3]` uint8 pixels.
+    pub fn probabilities_and_features(&self, pixels: &Tensor) -> (Tensor, Tensor) {
         tch::no_grad(|| {
             let xs = normalize(&to_unit_nchw(pixels, self.device), &self.kind.normalization());
-            self.task.probabilities(&self.head.forward_t(&self.net.features(&xs), false)).to_device(Device::Cpu)
+            let features = self.net.features(&xs);
+            let p = self.task.probabilities(&self.head.forward_t(&features, false)).to_device(Device::Cpu);
+            (p, features.to_device(Device::Cpu))
         })
     }
 }

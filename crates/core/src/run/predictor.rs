@@ -157,6 +157,28 @@ impl Predictor {
         }
         sum.expect("at least one member") / views
     }
+
+    /// [`Self::probabilities`] and, from the same forward passes, a description of each image
+    /// for comparing images: every member's backbone features of the unmirrored view, each
+    /// scaled to unit length, side by side (`[B, F]` on the CPU).
+    pub fn probabilities_and_features(&self, pixels: &Tensor) -> (Tensor, Tensor) {
+        let mirrored = self.tta.then(|| pixels.flip([2]));
+        let mut sum: Option<Tensor> = None;
+        let mut views = 0.0;
+        let mut features = Vec::with_capacity(self.members.len());
+        for m in &self.members {
+            let (p, f) = m.probabilities_and_features(pixels);
+            features.push(&f / f.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12));
+            for p in std::iter::once(p).chain(mirrored.as_ref().map(|px| m.probabilities(px))) {
+                sum = Some(match sum {
+                    Some(s) => s + p,
+                    None => p,
+                });
+                views += 1.0;
+            }
+        }
+        (sum.expect("at least one member") / views, Tensor::cat(&features, 1))
+    }
 }
 
 impl Predictor {
