@@ -134,7 +134,12 @@ fn grad_cam_parity(kind: BackboneKind) {
     let net = kind.build(&vs.root(), true);
     load_into(&vs, model, &file, &[], &[]).unwrap();
     let hvs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let h = vocml_core::model::head::Head::new(&(hvs.root() / "head"), kind.feature_dim(), 4, &vocml_core::model::head::HeadLayout::default_mlp());
+    let h = vocml_core::model::head::Head::new(
+        &(hvs.root() / "head"),
+        kind.feature_dim(),
+        4,
+        &vocml_core::model::head::HeadLayout::default_mlp(),
+    );
     load_into(&hvs, head, &file, &[], &[]).unwrap();
     let got = vocml_core::explain::grad_cam(net.as_ref(), &h, &input.unwrap(), &[0, 1, 2, 3]).unwrap();
     let want = cams.unwrap();

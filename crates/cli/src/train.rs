@@ -7,8 +7,8 @@ use indicatif::ProgressBar;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vocml::{args_with_config, interrupt_flag, progress_bar, ComputeArgs, TrackingArgs};
-use vocml_core::model::BackboneKind;
 use vocml_core::eval::validation::Monitor;
+use vocml_core::model::BackboneKind;
 use vocml_core::train::augment::AugmentConfig;
 use vocml_core::train::history::{EpochRecord, TrainObserver};
 use vocml_core::train::schedule::Scheduler;
@@ -234,7 +234,10 @@ fn parse_head(s: &str) -> Result<HeadWidths, String> {
     s.split(',')
         .map(|w| match w.trim().parse::<i64>() {
             Ok(n) if (1..=vocml_core::model::head::MAX_WIDTH).contains(&n) => Ok(n),
-            _ => Err(format!("{w:?}: expected `linear` or hidden widths 1..={} separated by commas, e.g. 512,256", vocml_core::model::head::MAX_WIDTH)),
+            _ => Err(format!(
+                "{w:?}: expected `linear` or hidden widths 1..={} separated by commas, e.g. 512,256",
+                vocml_core::model::head::MAX_WIDTH
+            )),
         })
         .collect::<Result<_, _>>()
         .map(HeadWidths)

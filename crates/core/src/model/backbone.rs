@@ -3,7 +3,9 @@
 
 use super::head::HeadLayout;
 use super::layers::ConvBn;
-use super::{alexnet_like, convnext, efficientnet_b0, efficientnet_lite, googlenet, mobilenet_v2, resnet, small_cnn, smaller_vggnet, vgg, vit};
+use super::{
+    alexnet_like, convnext, efficientnet_b0, efficientnet_lite, googlenet, mobilenet_v2, resnet, small_cnn, smaller_vggnet, vgg, vit,
+};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
@@ -169,9 +171,15 @@ impl BackboneKind {
     /// (ignored by the from-scratch models, which have none).
     pub fn build(self, p: &nn::Path, imagenet_head: bool) -> Box<dyn BackboneNet> {
         match self {
-            BackboneKind::EfficientnetLite0 => Box::new(efficientnet_lite::EfficientNetLite::new(p, &efficientnet_lite::LITE0, imagenet_head)),
-            BackboneKind::EfficientnetLite1 => Box::new(efficientnet_lite::EfficientNetLite::new(p, &efficientnet_lite::LITE1, imagenet_head)),
-            BackboneKind::EfficientnetLite2 => Box::new(efficientnet_lite::EfficientNetLite::new(p, &efficientnet_lite::LITE2, imagenet_head)),
+            BackboneKind::EfficientnetLite0 => {
+                Box::new(efficientnet_lite::EfficientNetLite::new(p, &efficientnet_lite::LITE0, imagenet_head))
+            }
+            BackboneKind::EfficientnetLite1 => {
+                Box::new(efficientnet_lite::EfficientNetLite::new(p, &efficientnet_lite::LITE1, imagenet_head))
+            }
+            BackboneKind::EfficientnetLite2 => {
+                Box::new(efficientnet_lite::EfficientNetLite::new(p, &efficientnet_lite::LITE2, imagenet_head))
+            }
             BackboneKind::MobilenetV2 => Box::new(mobilenet_v2::MobileNetV2::new(p, imagenet_head)),
             BackboneKind::EfficientnetB0 => Box::new(efficientnet_b0::EfficientNetB0::new(p, imagenet_head)),
             BackboneKind::Resnet50 => Box::new(resnet::ResNet::new(p, resnet::RESNET50, imagenet_head)),

@@ -22,14 +22,41 @@ pub struct LiteConfig {
 }
 
 /// EfficientNet-Lite0 (width 1.0, depth 1.0; 16 blocks).
-pub const LITE0: LiteConfig =
-    LiteConfig { stages: [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)] };
+pub const LITE0: LiteConfig = LiteConfig {
+    stages: [
+        (1, 3, 1, 16, 1),
+        (6, 3, 2, 24, 2),
+        (6, 5, 2, 40, 2),
+        (6, 3, 2, 80, 3),
+        (6, 5, 1, 112, 3),
+        (6, 5, 2, 192, 4),
+        (6, 3, 1, 320, 1),
+    ],
+};
 /// EfficientNet-Lite1 (width 1.0, depth 1.1; 21 blocks).
-pub const LITE1: LiteConfig =
-    LiteConfig { stages: [(1, 3, 1, 16, 1), (6, 3, 2, 24, 3), (6, 5, 2, 40, 3), (6, 3, 2, 80, 4), (6, 5, 1, 112, 4), (6, 5, 2, 192, 5), (6, 3, 1, 320, 1)] };
+pub const LITE1: LiteConfig = LiteConfig {
+    stages: [
+        (1, 3, 1, 16, 1),
+        (6, 3, 2, 24, 3),
+        (6, 5, 2, 40, 3),
+        (6, 3, 2, 80, 4),
+        (6, 5, 1, 112, 4),
+        (6, 5, 2, 192, 5),
+        (6, 3, 1, 320, 1),
+    ],
+};
 /// EfficientNet-Lite2 (width 1.1, depth 1.2; 21 blocks).
-pub const LITE2: LiteConfig =
-    LiteConfig { stages: [(1, 3, 1, 16, 1), (6, 3, 2, 24, 3), (6, 5, 2, 48, 3), (6, 3, 2, 88, 4), (6, 5, 1, 120, 4), (6, 5, 2, 208, 5), (6, 3, 1, 352, 1)] };
+pub const LITE2: LiteConfig = LiteConfig {
+    stages: [
+        (1, 3, 1, 16, 1),
+        (6, 3, 2, 24, 3),
+        (6, 5, 2, 48, 3),
+        (6, 3, 2, 88, 4),
+        (6, 5, 1, 120, 4),
+        (6, 5, 2, 208, 5),
+        (6, 3, 1, 352, 1),
+    ],
+};
 
 /// Channels of the stem convolution (all variants).
 const STEM: i64 = 32;

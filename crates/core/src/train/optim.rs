@@ -92,7 +92,8 @@ impl Adam {
     /// With the rate of each parameter multiplied by its entry of `scales` (one per
     /// parameter, in order).
     pub fn with_lr_scales(mut self, scales: &[f64]) -> Self {
-        let parts: Vec<Tensor> = self.params.iter().zip(scales).map(|(p, &s)| Tensor::full([p.numel() as i64], s, (Kind::Float, self.flat.device()))).collect();
+        let parts: Vec<Tensor> =
+            self.params.iter().zip(scales).map(|(p, &s)| Tensor::full([p.numel() as i64], s, (Kind::Float, self.flat.device()))).collect();
         self.lr_scales = Some(Tensor::cat(&parts, 0));
         self
     }

@@ -109,7 +109,8 @@ pub async fn queue(
     let (files, done) = tokio::task::spawn_blocking(move || Ok::<_, ApiError>((list(&dir), corrected(&runs_dir)?)))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    let files = files.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot list the inbox {}: {e}", inbox.dir.display())))?;
+    let files = files
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot list the inbox {}: {e}", inbox.dir.display())))?;
 
     // Score what the cache lacks for this model version, a request's worth at a time.
     let stale: Vec<(PathBuf, u64, Option<SystemTime>)> = {
@@ -122,9 +123,10 @@ pub async fn queue(
     };
     for chunk in stale.chunks(state.max_files.max(1)) {
         let owned = chunk.to_vec();
-        let read = tokio::task::spawn_blocking(move || owned.into_iter().map(|f| (std::fs::read(&f.0).map(Arc::new), f)).collect::<Vec<_>>())
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let read =
+            tokio::task::spawn_blocking(move || owned.into_iter().map(|f| (std::fs::read(&f.0).map(Arc::new), f)).collect::<Vec<_>>())
+                .await
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         let readable: Vec<(String, Arc<Vec<u8>>)> =
             read.iter().filter_map(|(b, f)| b.as_ref().ok().map(|b| (f.0.display().to_string(), b.clone()))).collect();
         let (scores, model) = if readable.is_empty() { (Vec::new(), info.clone()) } else { score(&state, readable, false).await? };
@@ -183,7 +185,8 @@ pub async fn queue(
 
 /// `GET /uploads/{id}`: the bytes of an image kept by a prediction or the queue.
 pub async fn upload(State(state): State<Arc<AppState>>, UrlPath(id): UrlPath<String>) -> Result<impl IntoResponse, ApiError> {
-    let u = state.uploads.get(&id).ok_or_else(|| ApiError::not_found(format!("no kept image {id:?} (uploads are kept for a while only)")))?;
+    let u =
+        state.uploads.get(&id).ok_or_else(|| ApiError::not_found(format!("no kept image {id:?} (uploads are kept for a while only)")))?;
     let kind = match u.bytes.get(..4) {
         Some([0xff, 0xd8, ..]) => "image/jpeg",
         Some([0x89, b'P', b'N', b'G']) => "image/png",
