@@ -13,6 +13,7 @@ target/release), so a build during the experiment does not change them under it.
 
 Usage: active_learning.py DATA OUT_DIR [--seeds 5] [--start 100] [--ks 50,100,200]
        [--strategies uncertainty,entropy,margin,uncertainty+diverse,random] [--train-args "..."]
+       active_learning.py report OUT_DIR RESULTS.json... [--start 100]   (runs on the same seeds)
 Writes OUT_DIR/results.json, prints a markdown table, and plots OUT_DIR/active_learning.png.
 """
 import argparse
@@ -123,10 +124,17 @@ def report(results, ks, start, strategies, out):
         v = [r[key] for r in results if r["strategy"] == strategy and r["k"] == k]
         return np.mean(v), np.std(v)
 
+    def versus_random(strategy, k, key):
+        """Mean difference to random choice with the same seed, and the seeds it wins."""
+        rand = {r["seed"]: r[key] for r in results if r["strategy"] == "random" and r["k"] == k}
+        d = [r[key] - rand[r["seed"]] for r in results if r["strategy"] == strategy and r["k"] == k and r["seed"] in rand]
+        return f"{np.mean(d):+.4f} ({sum(x > 0 for x in d)}/{len(d)})" if d and strategy != "random" else ""
+
     base = {key: stat("start", 0, key) for key in ["mAP", "macro_f1"]}
-    print(f"| strategy | labelled | test mAP (mean ± sd) | test macro-F1 (mean ± sd) | mAP gain per 100 labels |")
-    print("|---|---|---|---|---|")
-    print(f"| start (random) | {start} | {base['mAP'][0]:.4f} ± {base['mAP'][1]:.4f} | {base['macro_f1'][0]:.4f} ± {base['macro_f1'][1]:.4f} | |")
+    print("| strategy | labelled | test mAP (mean ± sd) | test macro-F1 (mean ± sd) | mAP gain per 100 labels "
+          "| mAP vs random, same seed (seeds won) | macro-F1 vs random (seeds won) |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| start (random) | {start} | {base['mAP'][0]:.4f} ± {base['mAP'][1]:.4f} | {base['macro_f1'][0]:.4f} ± {base['macro_f1'][1]:.4f} | | | |")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for strategy in strategies:
         for i, key in enumerate(["mAP", "macro_f1"]):
@@ -135,7 +143,8 @@ def report(results, ks, start, strategies, out):
             axes[i].errorbar([start] + [start + k for k in ks], means, yerr=sds, label=strategy, capsize=3, marker="o")
         for k in ks:
             (mm, ms), (fm, fs) = stat(strategy, k, "mAP"), stat(strategy, k, "macro_f1")
-            print(f"| {strategy} | {start}+{k} | {mm:.4f} ± {ms:.4f} | {fm:.4f} ± {fs:.4f} | {100 * (mm - base['mAP'][0]) / k:+.4f} |")
+            print(f"| {strategy} | {start}+{k} | {mm:.4f} ± {ms:.4f} | {fm:.4f} ± {fs:.4f} | {100 * (mm - base['mAP'][0]) / k:+.4f} "
+                  f"| {versus_random(strategy, k, 'mAP')} | {versus_random(strategy, k, 'macro_f1')} |")
     for ax, key in zip(axes, ["test mAP", "test macro-F1"]):
         ax.set_xlabel("labelled training images")
         ax.set_ylabel(key)
@@ -145,5 +154,29 @@ def report(results, ks, start, strategies, out):
     fig.savefig(os.path.join(out, "active_learning.png"), dpi=110)
 
 
+def report_files(argv):
+    """`report OUT_DIR RESULTS.json... [--start N]`: one table and plot of several runs on the
+    same seeds (each file's own strategies; the start models of the first)."""
+    ap = argparse.ArgumentParser(prog="active_learning.py report")
+    ap.add_argument("out")
+    ap.add_argument("files", nargs="+")
+    ap.add_argument("--start", type=int, default=100)
+    a = ap.parse_args(argv)
+    out, files = a.out, a.files
+    results, strategies, ks = [], [], set()
+    for i, f in enumerate(files):
+        for r in json.load(open(f)):
+            if r["strategy"] == "start" and i > 0:
+                continue
+            results.append(r)
+            if r["strategy"] != "start" and r["strategy"] not in strategies:
+                strategies.append(r["strategy"])
+            ks.add(r["k"])
+    report(results, sorted(ks - {0}), a.start, strategies, out)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["report"]:
+        report_files(sys.argv[2:])
+    else:
+        main()

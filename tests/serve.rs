@@ -317,7 +317,7 @@ fn sigterm_drains_requests_and_exits_0() {
 }
 
 #[test]
-fn the_queue_ranks_uncorrected_inbox_images_by_uncertainty() {
+fn the_queue_ranks_uncorrected_inbox_images_by_margin_or_as_asked() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let (_, runs, _) = fixture(root, 60, 64, "1");
@@ -340,25 +340,31 @@ fn the_queue_ranks_uncorrected_inbox_images_by_uncertainty() {
     assert_eq!(r.status, 200, "{}", r.body);
     let q = r.json();
     assert_eq!((q["candidates"].as_u64(), q["corrected"].as_u64(), q["skipped"].as_u64()), (Some(5), Some(1), Some(1)), "{q}");
-    assert_eq!(q["rank"], "uncertainty");
-    let images = q["images"].as_array().unwrap();
-    assert_eq!(images.len(), 3);
+    // margin by default (it beat random choice in docs/active_learning.md):
+    // -(smallest |2p - 1|); uncertainty: -(smallest distance of a probability to its threshold).
+    assert_eq!(q["rank"], "margin");
     let thresholds: Vec<f64> = server.get("/model").json()["thresholds"].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).collect();
-    let mut last = f64::INFINITY;
-    for im in images {
-        assert_ne!(im["id"], done_id.as_str());
-        // uncertainty = -(smallest distance of a class's probability to its threshold)
-        let p = &im["probabilities"];
-        let want = -["person", "chair", "dog", "sofa"]
-            .iter()
-            .zip(&thresholds)
-            .map(|(c, t)| (p[*c].as_f64().unwrap() - t).abs())
-            .fold(f64::INFINITY, f64::min);
-        let got = im["score"].as_f64().unwrap();
-        assert!((got - want).abs() < 1e-5, "{im}: score {got}, expected {want}");
-        assert!(got <= last + 1e-9, "not in descending order: {q}");
-        last = got;
+    let by_threshold = server.get("/queue?k=3&rank=uncertainty").json();
+    assert_eq!(by_threshold["rank"], "uncertainty");
+    for (q, centre, scale) in [(&q, vec![0.5; 4], 2.0), (&by_threshold, thresholds, 1.0)] {
+        let images = q["images"].as_array().unwrap();
+        assert_eq!(images.len(), 3);
+        let mut last = f64::INFINITY;
+        for im in images {
+            assert_ne!(im["id"], done_id.as_str());
+            let p = &im["probabilities"];
+            let want = -["person", "chair", "dog", "sofa"]
+                .iter()
+                .zip(&centre)
+                .map(|(c, t)| scale * (p[*c].as_f64().unwrap() - t).abs())
+                .fold(f64::INFINITY, f64::min);
+            let got = im["score"].as_f64().unwrap();
+            assert!((got - want).abs() < 1e-5, "{im}: score {got}, expected {want}");
+            assert!(got <= last + 1e-9, "not in descending order: {q}");
+            last = got;
+        }
     }
+    let images = q["images"].as_array().unwrap();
     // The picked images are kept: the page loads them from /uploads/{id} and corrects them by id.
     let first = &images[0];
     let resp = ureq::get(&format!("{}/uploads/{}", server.base, first["id"].as_str().unwrap())).call().unwrap();

@@ -30,7 +30,8 @@ pub const MAX_INBOX_FILES: usize = 20_000;
 pub struct QueueQuery {
     /// How many images (default 10, at most 100).
     k: Option<usize>,
-    /// uncertainty (default), entropy or margin.
+    /// margin (default: it beat random choice in docs/active_learning.md), entropy or
+    /// uncertainty.
     rank: Option<String>,
 }
 
@@ -57,7 +58,7 @@ impl Inbox {
 }
 
 fn parse_rank(s: Option<&str>) -> Result<Informativeness, ApiError> {
-    match s.unwrap_or("uncertainty") {
+    match s.unwrap_or("margin") {
         "uncertainty" => Ok(Informativeness::Uncertainty),
         "entropy" => Ok(Informativeness::Entropy),
         "margin" => Ok(Informativeness::Margin),
