@@ -375,11 +375,27 @@ fn the_queue_ranks_uncorrected_inbox_images_by_margin_or_as_asked() {
     // The same ranking again (from the cache), and the other rankings and bad queries.
     assert_eq!(server.get("/queue?k=3").json()["images"], q["images"]);
     assert_eq!(server.get("/queue?k=100&rank=entropy").json()["images"].as_array().unwrap().len(), 5);
+    // Three copies of the most uncertain image: the plain ranking asks for them all,
+    // diverse=true for one of them.
+    let top = q["images"][0]["filename"].as_str().unwrap().to_string();
+    for i in 0..3 {
+        std::fs::copy(inbox.join(&top), inbox.join(format!("copy{i}_{top}"))).unwrap();
+    }
+    let copies = |q: &serde_json::Value| {
+        q["images"].as_array().unwrap().iter().filter(|im| im["filename"].as_str().unwrap().ends_with(&top)).count()
+    };
+    let plain = server.get("/queue?k=4").json();
+    assert_eq!((copies(&plain), plain["diverse"].as_bool()), (4, Some(false)), "{plain}");
+    let diverse = server.get("/queue?k=4&diverse=true").json();
+    assert_eq!((copies(&diverse), diverse["diverse"].as_bool()), (1, Some(true)), "{diverse}");
+    let scores: Vec<f64> = diverse["images"].as_array().unwrap().iter().map(|im| im["score"].as_f64().unwrap()).collect();
+    assert!(scores.len() == 4 && scores.windows(2).all(|w| w[0] >= w[1]), "{diverse}");
     for (path, expect) in [
         ("/queue?k=0", "k=0: expected 1..=100"),
         ("/queue?k=101", "k=101"),
         ("/queue?rank=random", "rank=\"random\": expected uncertainty, entropy or margin"),
         ("/queue?folder=/etc", "unknown field `folder`"),
+        ("/queue?diverse=maybe", "bad query"),
         ("/uploads/nope", "no kept image"),
     ] {
         let r = server.get(path);

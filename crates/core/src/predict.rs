@@ -83,12 +83,8 @@ pub fn score_files(
                 bail!(crate::Interrupted);
             }
             let good: Vec<&[u8]> = decoded.iter().filter_map(|(_, r)| r.as_deref().ok()).collect();
-            let (probs, described) = if features && !good.is_empty() {
-                let (p, f) = model.probabilities_and_features(&pixel_batch(model, &good)?);
-                (host_values(&p)?, host_values(&f)?)
-            } else {
-                (score_pixels(model, &good)?, Vec::new())
-            };
+            let (probs, described) =
+                if features { score_pixels_with_features(model, &good)? } else { (score_pixels(model, &good)?, Vec::new()) };
             let c = model.classes().len();
             let f = described.len() / good.len().max(1);
             let mut next = 0;
@@ -119,6 +115,16 @@ pub fn score_pixels(model: &Predictor, images: &[&[u8]]) -> Result<Vec<f32>> {
         return Ok(Vec::new());
     }
     host_values(&model.probabilities(&pixel_batch(model, images)?))
+}
+
+/// [`score_pixels`] and each image's features from the same forward pass
+/// ([`Predictor::probabilities_and_features`]), `F` values per image in order.
+pub fn score_pixels_with_features(model: &Predictor, images: &[&[u8]]) -> Result<(Vec<f32>, Vec<f32>)> {
+    if images.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let (p, f) = model.probabilities_and_features(&pixel_batch(model, images)?);
+    Ok((host_values(&p)?, host_values(&f)?))
 }
 
 /// Decoded images as one `[B, H, W, 3]` uint8 tensor, each checked to be the model's size.

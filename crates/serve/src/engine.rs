@@ -10,7 +10,7 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryS
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use vocml_core::io::image::{ResizeMode, SquareResizer};
-use vocml_core::predict::score_pixels;
+use vocml_core::predict::{score_pixels, score_pixels_with_features};
 use vocml_core::run::predictor::Predictor;
 use vocml_core::task::Task;
 
@@ -101,12 +101,16 @@ pub struct Input {
 /// Probabilities per image of a request and the model that gave them.
 pub struct Answer {
     pub probabilities: Vec<Vec<f32>>,
+    /// Each image's features (`Predictor::probabilities_and_features`) when the job asked.
+    pub features: Option<Vec<Vec<f32>>>,
     pub model: Arc<ModelInfo>,
 }
 
 /// A request's images, answered together on `reply`.
 pub struct Job {
     pub images: Vec<Input>,
+    /// Also answer each image's features (for a diverse selection).
+    pub features: bool,
     pub reply: tokio::sync::oneshot::Sender<Result<Answer, String>>,
 }
 
@@ -284,11 +288,15 @@ fn answer(s: &Served, batch: Vec<Job>) {
         })
         .collect();
     let pixels: Vec<&[u8]> = per_job.iter().filter_map(|r| r.as_ref().ok()).flatten().map(|c| c.as_ref()).collect();
-    let scored = score_pixels(&s.predictor, &pixels);
+    let with_features = batch.iter().any(|j| j.features);
+    let scored = match with_features {
+        true => score_pixels_with_features(&s.predictor, &pixels),
+        false => score_pixels(&s.predictor, &pixels).map(|p| (p, Vec::new())),
+    };
     let counts: Vec<Result<usize, String>> = per_job.iter().map(|r| r.as_ref().map(Vec::len).map_err(Clone::clone)).collect();
     drop(pixels);
     drop(per_job);
-    let probs = match scored {
+    let (probs, features) = match scored {
         Ok(p) => p,
         Err(e) => {
             let msg = format!("inference failed: {e:#}");
@@ -296,9 +304,18 @@ fn answer(s: &Served, batch: Vec<Job>) {
             return;
         }
     };
+    let images = probs.len() / info.task.classes.len().max(1);
     let mut rows = probs.chunks(info.task.classes.len().max(1));
+    let mut described = features.chunks((features.len() / images.max(1)).max(1));
     for (job, count) in batch.into_iter().zip(counts) {
-        let reply = count.map(|n| Answer { probabilities: rows.by_ref().take(n).map(<[f32]>::to_vec).collect(), model: info.clone() });
+        let reply = count.map(|n| {
+            let features: Vec<Vec<f32>> = described.by_ref().take(if with_features { n } else { 0 }).map(<[f32]>::to_vec).collect();
+            Answer {
+                probabilities: rows.by_ref().take(n).map(<[f32]>::to_vec).collect(),
+                features: job.features.then_some(features),
+                model: info.clone(),
+            }
+        });
         let _ = job.reply.send(reply);
     }
 }

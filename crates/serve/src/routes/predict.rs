@@ -26,6 +26,17 @@ pub struct FileScore {
     pub filename: String,
     pub id: String,
     pub result: Result<Vec<f32>, String>,
+    /// The image's features, when asked for and it decoded.
+    pub features: Option<Vec<f32>>,
+}
+
+/// What [`score`] does besides scoring.
+#[derive(Clone, Copy, Default)]
+pub struct Scoring {
+    /// Keep every decodable upload for later correction.
+    pub keep: bool,
+    /// Also give each image's features.
+    pub features: bool,
 }
 
 pub async fn predict(
@@ -34,7 +45,7 @@ pub async fn predict(
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
     let (files, query) = upload(&state, multipart, query).await?;
-    let (scores, model) = score(&state, files, true).await?;
+    let (scores, model) = score(&state, files, Scoring { keep: true, ..Scoring::default() }).await?;
     let top_k = query.top_k.unwrap_or(0).min(model.task.classes.len());
     Ok(Json(scores.into_iter().map(|s| file_json(s, &model, top_k)).collect()))
 }
@@ -85,10 +96,13 @@ pub async fn read_files(multipart: &mut Multipart, max_files: usize) -> Result<V
     Ok(files)
 }
 
-/// Decodes `files` on the blocking pool, scores the decodable ones in one engine job, keeps
-/// every decodable upload for later correction when `keep`, and returns each file's outcome
-/// and the model.
-pub async fn score(state: &AppState, files: Vec<(String, Arc<Vec<u8>>)>, keep: bool) -> Result<(Vec<FileScore>, Arc<ModelInfo>), ApiError> {
+/// Decodes `files` on the blocking pool, scores the decodable ones in one engine job (keeping
+/// uploads and giving features as `how` says), and returns each file's outcome and the model.
+pub async fn score(
+    state: &AppState,
+    files: Vec<(String, Arc<Vec<u8>>)>,
+    how: Scoring,
+) -> Result<(Vec<FileScore>, Arc<ModelInfo>), ApiError> {
     let info = state.engine.info().ok_or_else(|| ApiError::unavailable("no model loaded yet (see GET /ready)"))?;
     let (size, mode) = (info.image_size, info.resize);
     let permit = state.decoders.acquire().await.map_err(|_| ApiError::unavailable("the server is shutting down"))?;
@@ -106,7 +120,7 @@ pub async fn score(state: &AppState, files: Vec<(String, Arc<Vec<u8>>)>, keep: b
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("decoding failed: {e}")))?;
     drop(permit);
-    for (name, id, bytes, px) in decoded.iter().filter(|_| keep) {
+    for (name, id, bytes, px) in decoded.iter().filter(|_| how.keep) {
         if px.is_ok() {
             state.uploads.keep(id, Upload { filename: name.clone(), bytes: bytes.clone() });
         }
@@ -115,11 +129,11 @@ pub async fn score(state: &AppState, files: Vec<(String, Arc<Vec<u8>>)>, keep: b
         .iter()
         .filter_map(|(_, _, bytes, px)| px.as_ref().ok().map(|p| Input { bytes: bytes.clone(), pixels: p.clone(), size, mode }))
         .collect();
-    let (mut probs, model) = if inputs.is_empty() {
-        (Vec::new().into_iter(), info)
+    let (mut probs, mut features, model) = if inputs.is_empty() {
+        (Vec::new().into_iter(), Vec::new().into_iter(), info)
     } else {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        state.engine.submit(Job { images: inputs, reply: tx }).map_err(|r| match r {
+        state.engine.submit(Job { images: inputs, features: how.features, reply: tx }).map_err(|r| match r {
             Refused::Busy => ApiError::unavailable("the server is busy (its queue is full); retry shortly"),
             Refused::NoModel => ApiError::unavailable("no model loaded yet (see GET /ready)"),
         })?;
@@ -127,11 +141,14 @@ pub async fn score(state: &AppState, files: Vec<(String, Arc<Vec<u8>>)>, keep: b
             .await
             .map_err(|_| ApiError::unavailable("the server is shutting down"))?
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-        (answer.probabilities.into_iter(), answer.model)
+        (answer.probabilities.into_iter(), answer.features.unwrap_or_default().into_iter(), answer.model)
     };
     let scores = decoded
         .into_iter()
-        .map(|(filename, id, _, px)| FileScore { filename, id, result: px.map(|_| probs.next().expect("one row per decoded image")) })
+        .map(|(filename, id, _, px)| {
+            let features = px.as_ref().ok().and_then(|_| features.next());
+            FileScore { filename, id, result: px.map(|_| probs.next().expect("one row per decoded image")), features }
+        })
         .collect();
     Ok((scores, model))
 }

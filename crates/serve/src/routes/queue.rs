@@ -4,7 +4,7 @@
 //! them by id. Scores are cached per file and model version, so only new or changed files
 //! and a new model cost inference.
 
-use super::predict::score;
+use super::predict::{score, Scoring};
 use super::AppState;
 use crate::error::ApiError;
 use crate::uploads::Upload;
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use vocml_core::predict::decision_json;
-use vocml_core::select::{informativeness, Informativeness};
+use vocml_core::select::{diverse_selection, informativeness, Informativeness};
 
 /// Most images `k` may ask for.
 pub const MAX_K: usize = 100;
@@ -33,6 +33,8 @@ pub struct QueueQuery {
     /// margin (default: it beat random choice in docs/active_learning.md), entropy or
     /// uncertainty.
     rank: Option<String>,
+    /// `true`: K images that differ from each other (`predict --diverse`).
+    diverse: Option<bool>,
 }
 
 /// A scored inbox file, valid while its size, mtime and the model version are unchanged.
@@ -43,6 +45,7 @@ struct Scored {
     version: u64,
     id: String,
     result: Result<Vec<f32>, String>,
+    features: Option<Vec<f32>>,
 }
 
 /// The inbox folder and its score cache.
@@ -130,18 +133,19 @@ pub async fn queue(
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         let readable: Vec<(String, Arc<Vec<u8>>)> =
             read.iter().filter_map(|(b, f)| b.as_ref().ok().map(|b| (f.0.display().to_string(), b.clone()))).collect();
-        let (scores, model) = if readable.is_empty() { (Vec::new(), info.clone()) } else { score(&state, readable, false).await? };
+        let how = Scoring { features: true, ..Scoring::default() };
+        let (scores, model) = if readable.is_empty() { (Vec::new(), info.clone()) } else { score(&state, readable, how).await? };
         let mut scores = scores.into_iter();
         let mut cache = inbox.cache.lock().unwrap();
         for (bytes, (path, len, modified)) in read {
-            let (id, result) = match bytes {
+            let (id, result, features) = match bytes {
                 Ok(_) => {
                     let s = scores.next().expect("one score per readable file");
-                    (s.id, s.result)
+                    (s.id, s.result, s.features)
                 }
-                Err(e) => (String::new(), Err(format!("cannot read: {e}"))),
+                Err(e) => (String::new(), Err(format!("cannot read: {e}")), None),
             };
-            cache.insert(path, Scored { len, modified, version: model.version, id, result });
+            cache.insert(path, Scored { len, modified, version: model.version, id, result, features });
         }
     }
 
@@ -160,6 +164,10 @@ pub async fn queue(
     }
     let candidates = ranked.len();
     ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    let diverse = query.diverse.unwrap_or(false);
+    if diverse && ranked.len() > k {
+        ranked = diverse_pick(ranked, k);
+    }
     let mut images = Vec::new();
     for (informative, path, s, p) in ranked.into_iter().take(k) {
         let filename = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -177,11 +185,28 @@ pub async fn queue(
         "model": info.run,
         "version": info.version,
         "rank": format!("{how:?}").to_lowercase(),
+        "diverse": diverse,
         "candidates": candidates,
         "corrected": files.len() - candidates - skipped,
         "skipped": skipped,
         "images": images,
     })))
+}
+
+/// The `k` of `ranked` (sorted, most informative first) that [`diverse_selection`] picks by
+/// their features, in the same order.
+fn diverse_pick<'a>(
+    ranked: Vec<(f32, &'a PathBuf, &'a Scored, &'a Vec<f32>)>,
+    k: usize,
+) -> Vec<(f32, &'a PathBuf, &'a Scored, &'a Vec<f32>)> {
+    let Some(width) = ranked.iter().find_map(|r| r.2.features.as_ref()).map(Vec::len) else { return Vec::new() };
+    let described: Vec<_> = ranked.into_iter().filter(|r| r.2.features.as_ref().map(Vec::len) == Some(width)).collect();
+    let flat: Vec<f32> = described.iter().flat_map(|r| r.2.features.iter().flatten().copied()).collect();
+    let matrix = tch::Tensor::from_slice(&flat).view([described.len() as i64, width as i64]);
+    let scores: Vec<f32> = described.iter().map(|r| r.0).collect();
+    let mut picked = diverse_selection(&scores, &matrix, k, 0);
+    picked.sort_unstable();
+    picked.into_iter().map(|i| described[i]).collect()
 }
 
 /// `GET /uploads/{id}`: the bytes of an image kept by a prediction or the queue.

@@ -2,7 +2,7 @@
 //! readiness, model metadata, and inference on a `BYTES` input of base64-encoded images ->
 //! `FP32` probabilities `[N, C]`. The model answers to `vocml` and to its run's name.
 
-use super::predict::score;
+use super::predict::{score, Scoring};
 use super::AppState;
 use crate::engine::ModelInfo;
 use crate::error::ApiError;
@@ -94,7 +94,7 @@ pub async fn infer(State(state): State<Arc<AppState>>, Path(name): Path<String>,
             .map_err(|e| ApiError::bad_request(format!("input {} element {i}: not base64: {e}", input.name)))?;
         files.push((format!("{}[{i}]", input.name), Arc::new(bytes)));
     }
-    let (scores, model) = score(&state, files, true).await?;
+    let (scores, model) = score(&state, files, Scoring { keep: true, ..Scoring::default() }).await?;
     let mut data = Vec::new();
     for (i, s) in scores.into_iter().enumerate() {
         data.extend(s.result.map_err(|e| ApiError::bad_request(format!("input {} element {i}: {e}", input.name)))?);
