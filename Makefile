@@ -4,7 +4,7 @@ VENV := .venv
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup test-tools build install demo serve test test-quick fuzz bench bench-prep bench-train bench-train-step bench-predict bench-serve quality quality-tradeoff quality-levers quality-voc20 clean
+.PHONY: all setup test-tools build install demo serve test test-quick fuzz bench bench-prep bench-train bench-train-step bench-predict bench-serve quality quality-tradeoff quality-levers quality-voc20 active-learning clean
 
 all: build
 
@@ -107,6 +107,15 @@ quality-levers: build
 ## quality-voc20: the 20-class recipe (configs/voc20-best.toml), per-class AP for all 20
 quality-voc20: build
 	@CASES="voc20=voc20-best" OUT=target/quality-voc20 bash scripts/quality.sh
+
+## active-learning: does choosing what to label (predict --rank, --diverse) beat random
+## choice at equal label count? VOC photos (VOC_ROOT, default ../shared) at 224 px, 5 seeds,
+## about an hour on 2 cores; table and plot in target/active-learning (docs/active_learning.md)
+active-learning: build
+	@VOC_ROOT=$${VOC_ROOT:-../shared/data/voc2007-train/VOCdevkit/VOC2007}; \
+	test -d "$$VOC_ROOT/JPEGImages" || { echo "active-learning: no VOC photos in $$VOC_ROOT (set VOC_ROOT)" >&2; exit 1; }; \
+	target/release/voc-prep --voc-root "$$VOC_ROOT" --size 224 --out target/active-learning-data --force -q && \
+	$(VENV)/bin/python scripts/active_learning.py target/active-learning-data target/active-learning
 
 LINEAR := --head,linear,--weight-decay,0+1e-3+1e-2+3e-2,--monitor,map
 LEVER_CASES := best=voc4-round1 map=voc4-round1:--monitor,map linear=voc4-round1:$(LINEAR) \

@@ -12,7 +12,8 @@ augmented view; --train-args replaces it. The binaries come from $VOCML_BIN (def
 target/release), so a build during the experiment does not change them under it.
 
 Usage: active_learning.py DATA OUT_DIR [--seeds 5] [--start 100] [--ks 50,100,200]
-       [--strategies uncertainty,entropy,margin,uncertainty+diverse,random] [--train-args "..."]
+       [--strategies uncertainty,entropy,margin,random,entropy+diverse,margin+diverse]
+       [--train-args "..."]
        active_learning.py report OUT_DIR RESULTS.json... [--start 100]   (runs on the same seeds)
 Writes OUT_DIR/results.json, prints a markdown table, and plots OUT_DIR/active_learning.png.
 """
@@ -75,7 +76,7 @@ def main():
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--start", type=int, default=100)
     ap.add_argument("--ks", default="50,100,200")
-    ap.add_argument("--strategies", default="uncertainty,entropy,margin,random")
+    ap.add_argument("--strategies", default="uncertainty,entropy,margin,random,entropy+diverse,margin+diverse")
     ap.add_argument("--train-args", help="train flags (default: the recommended recipe at the data's size)")
     a = ap.parse_args()
     ks = [int(k) for k in a.ks.split(",")]
