@@ -24,9 +24,10 @@ boundary=vocml-bench-boundary
   cat "$photo"; printf -- '\r\n--%s--\r\n' "$boundary"; } > "$TMP/body"
 port_ours=$(( 20000 + RANDOM % 10000 )); port_peer=$(( port_ours + 1 ))
 
-# wait_up PORT LOG: until the server answers /health (60 s at most).
+# wait_up PORT LOG PATH: until the server answers PATH with 200 (60 s at most): serve's /ready
+# (its model is loaded), the peer's /health (it loads its model before it listens).
 wait_up() {
-  for _ in $(seq 600); do curl -sf "http://127.0.0.1:$1/health" > /dev/null && return 0; sleep 0.1; done
+  for _ in $(seq 600); do curl -sf "http://127.0.0.1:$1$3" > /dev/null && return 0; sleep 0.1; done
   echo "bench-serve: server on port $1 did not start:" >&2; tail -5 "$2" >&2; return 1
 }
 # load NAME PORT: one table row per concurrency level; also keeps "c rps p50 p99" in $TMP/NAME.
@@ -52,12 +53,12 @@ PY
 
 target/release/serve --runs "$TMP/runs" --run "$run" --addr "127.0.0.1:$port_ours" --device "$DEVICE" ${SERVE_ARGS:-} 2> "$TMP/serve.log" &
 ours_pid=$!
-wait_up "$port_ours" "$TMP/serve.log"
+wait_up "$port_ours" "$TMP/serve.log" /ready
 load vocml "$port_ours"
 kill -TERM "$ours_pid"; wait "$ours_pid" || true
 "$PY" benches/peer/serve_fastapi.py "$run" "$port_peer" 2> "$TMP/peer.log" &
 peer_pid=$!
-wait_up "$port_peer" "$TMP/peer.log"
+wait_up "$port_peer" "$TMP/peer.log" /health
 load peer "$port_peer"
 kill -TERM "$peer_pid"; wait "$peer_pid" || true
 
