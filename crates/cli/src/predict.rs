@@ -145,14 +145,9 @@ fn ranked(
     if let (Some(features), Some(k)) = (features, select) {
         let (rows, described): (Vec<_>, Vec<_>) =
             scored.into_iter().zip(features).filter_map(|(row, f)| Some((row, f?))).filter(|((_, s), _)| s.is_some()).unzip();
-        if rows.is_empty() {
-            return Vec::new();
-        }
-        let width = described[0].len() as i64;
-        let flat: Vec<f32> = described.concat();
-        let matrix = tch::Tensor::from_slice(&flat).view([rows.len() as i64, width]);
         let scores: Vec<f32> = rows.iter().map(|(_, s)| s.unwrap_or(f32::NEG_INFINITY)).collect();
-        let picked = diverse_selection(&scores, &matrix, k as usize, 0);
+        let described: Vec<&[f32]> = described.iter().map(Vec::as_slice).collect();
+        let picked = diverse_selection(&scores, &described, k as usize, 0);
         let mut rows: Vec<Option<(Scored, Option<f32>)>> = rows.into_iter().map(Some).collect();
         return picked.into_iter().filter_map(|i| rows[i].take()).collect();
     }

@@ -55,20 +55,21 @@ pub fn informativeness(task: &Task, p: &[f32], thresholds: &[f32], how: Informat
 pub const DIVERSE_PREFILTER: usize = 10;
 
 /// Diverse mini-batch selection (Zhdanov 2019, "Diverse mini-batch Active Learning"): of the
-/// `DIVERSE_PREFILTER`·k most informative items, k-means on their `features` (`[N, F]`, one
-/// row per item of `scores`), each item weighted by its informativeness shifted to be
-/// positive, into k clusters, and from each cluster the item nearest its centre. Returns k
-/// indices into `scores` (fewer only when there are fewer items), most informative first;
-/// `seed` fixes the k-means++ start.
-pub fn diverse_selection(scores: &[f32], features: &Tensor, k: usize, seed: u64) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..scores.len()).collect();
+/// `DIVERSE_PREFILTER`·k most informative items, k-means on their `features` (one row per
+/// item of `scores`; rows of another length than the first are left out), each item weighted
+/// by its informativeness shifted to be positive, into k clusters, and from each cluster the
+/// item nearest its centre. Returns k indices into `scores` (fewer only when there are fewer
+/// items), most informative first; `seed` fixes the k-means++ start.
+pub fn diverse_selection(scores: &[f32], features: &[&[f32]], k: usize, seed: u64) -> Vec<usize> {
+    let width = features.first().map_or(0, |f| f.len());
+    let mut order: Vec<usize> = (0..scores.len().min(features.len())).filter(|&i| features[i].len() == width).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     order.truncate(k.saturating_mul(DIVERSE_PREFILTER));
     if order.len() <= k {
         return order;
     }
-    let rows = Tensor::from_slice(&order.iter().map(|&i| i as i64).collect::<Vec<_>>());
-    let x = features.index_select(0, &rows).to_kind(Kind::Float);
+    let flat: Vec<f32> = order.iter().flat_map(|&i| features[i].iter().copied()).collect();
+    let x = Tensor::from_slice(&flat).view([order.len() as i64, width as i64]);
     let (lo, hi) = order.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &i| (lo.min(scores[i]), hi.max(scores[i])));
     let weights: Vec<f32> = order.iter().map(|&i| scores[i] - lo + 0.05 * (hi - lo) + 1e-6).collect();
     let w = Tensor::from_slice(&weights);
@@ -198,7 +199,7 @@ mod tests {
                 scores.push(-0.01 * (g * 10 + j) as f32);
             }
         }
-        let features = Tensor::from_slice(&rows).view([15, 3]);
+        let features: Vec<&[f32]> = rows.chunks(3).collect();
         let picked = diverse_selection(&scores, &features, 3, 7);
         let mut groups_of: Vec<usize> = picked.iter().map(|i| i / 5).collect();
         groups_of.sort();

@@ -199,12 +199,10 @@ fn diverse_pick<'a>(
     ranked: Vec<(f32, &'a PathBuf, &'a Scored, &'a Vec<f32>)>,
     k: usize,
 ) -> Vec<(f32, &'a PathBuf, &'a Scored, &'a Vec<f32>)> {
-    let Some(width) = ranked.iter().find_map(|r| r.2.features.as_ref()).map(Vec::len) else { return Vec::new() };
-    let described: Vec<_> = ranked.into_iter().filter(|r| r.2.features.as_ref().map(Vec::len) == Some(width)).collect();
-    let flat: Vec<f32> = described.iter().flat_map(|r| r.2.features.iter().flatten().copied()).collect();
-    let matrix = tch::Tensor::from_slice(&flat).view([described.len() as i64, width as i64]);
+    let described: Vec<_> = ranked.into_iter().filter(|r| r.2.features.is_some()).collect();
     let scores: Vec<f32> = described.iter().map(|r| r.0).collect();
-    let mut picked = diverse_selection(&scores, &matrix, k, 0);
+    let features: Vec<&[f32]> = described.iter().filter_map(|r| r.2.features.as_deref()).collect();
+    let mut picked = diverse_selection(&scores, &features, k, 0);
     picked.sort_unstable();
     picked.into_iter().map(|i| described[i]).collect()
 }
