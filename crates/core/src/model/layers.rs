@@ -12,11 +12,14 @@ pub enum Act {
 }
 
 impl Act {
-    pub fn apply(self, xs: Tensor) -> Tensor {
+    /// The activation of a freshly computed `xs`. ReLU and ReLU6 work in place, as
+    /// torchvision's `inplace=True` (their gradients need only the output): one allocation
+    /// and one memory pass less per block, which counts at inference on a CPU.
+    pub fn apply(self, mut xs: Tensor) -> Tensor {
         match self {
             Act::None => xs,
-            Act::Relu => xs.relu(),
-            Act::Relu6 => xs.relu6(),
+            Act::Relu => xs.relu_(),
+            Act::Relu6 => xs.relu6_(),
             Act::Silu => xs.silu(),
         }
     }
