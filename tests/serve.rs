@@ -390,6 +390,12 @@ fn the_queue_ranks_uncorrected_inbox_images_by_margin_or_as_asked() {
     assert_eq!((copies(&diverse), diverse["diverse"].as_bool()), (1, Some(true)), "{diverse}");
     let scores: Vec<f64> = diverse["images"].as_array().unwrap().iter().map(|im| im["score"].as_f64().unwrap()).collect();
     assert!(scores.len() == 4 && scores.windows(2).all(|w| w[0] >= w[1]), "{diverse}");
+    // Copies removed from the inbox are gone from the queue (and its cache).
+    for i in 0..3 {
+        std::fs::remove_file(inbox.join(format!("copy{i}_{top}"))).unwrap();
+    }
+    let after = server.get("/queue?k=4").json();
+    assert_eq!((copies(&after), after["candidates"].as_u64()), (1, Some(5)), "{after}");
     for (path, expect) in [
         ("/queue?k=0", "k=0: expected 1..=100"),
         ("/queue?k=101", "k=101"),

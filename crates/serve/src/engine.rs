@@ -309,7 +309,7 @@ fn answer(s: &Served, batch: Vec<Job>) {
     let mut described = features.chunks((features.len() / images.max(1)).max(1));
     for (job, count) in batch.into_iter().zip(counts) {
         let reply = count.map(|n| {
-            let features: Vec<Vec<f32>> = described.by_ref().take(if with_features { n } else { 0 }).map(<[f32]>::to_vec).collect();
+            let features: Vec<Vec<f32>> = described.by_ref().take(n).map(<[f32]>::to_vec).collect();
             Answer {
                 probabilities: rows.by_ref().take(n).map(<[f32]>::to_vec).collect(),
                 features: job.features.then_some(features),

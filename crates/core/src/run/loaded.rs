@@ -119,14 +119,14 @@ impl LoadedModel {
         self.probabilities_and_features(pixels).0
     }
 
-    /// Probabilities `[B, C]` and backbone features `[B, F]` (both on the CPU) of one forward
-    /// pass of `[B, H, W, 3]` uint8 pixels.
+    /// Probabilities `[B, C]` (on the CPU) and backbone features `[B, F]` (on the model's
+    /// device) of one forward pass of `[B, H, W, 3]` uint8 pixels.
     pub fn probabilities_and_features(&self, pixels: &Tensor) -> (Tensor, Tensor) {
         tch::no_grad(|| {
             let xs = normalize(&to_unit_nchw(pixels, self.device), &self.kind.normalization());
             let features = self.net.features(&xs);
             let p = self.task.probabilities(&self.head.forward_t(&features, false)).to_device(Device::Cpu);
-            (p, features.to_device(Device::Cpu))
+            (p, features)
         })
     }
 }

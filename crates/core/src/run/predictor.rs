@@ -142,33 +142,32 @@ impl Predictor {
         if let ([one], false) = (self.members.as_slice(), self.tta) {
             return one.probabilities(pixels);
         }
-        let mirrored = self.tta.then(|| pixels.flip([2]));
-        let mut sum: Option<Tensor> = None;
-        let mut views = 0.0;
-        for m in &self.members {
-            for px in std::iter::once(pixels).chain(mirrored.as_ref()) {
-                let p = m.probabilities(px);
-                sum = Some(match sum {
-                    Some(s) => s + p,
-                    None => p,
-                });
-                views += 1.0;
-            }
-        }
-        sum.expect("at least one member") / views
+        self.forward(pixels, false).0
     }
 
     /// [`Self::probabilities`] and, from the same forward passes, a description of each image
     /// for comparing images: every member's backbone features of the unmirrored view, each
     /// scaled to unit length, side by side (`[B, F]` on the CPU).
     pub fn probabilities_and_features(&self, pixels: &Tensor) -> (Tensor, Tensor) {
+        let (p, features) = self.forward(pixels, true);
+        (p, Tensor::cat(&features, 1).to_device(tch::Device::Cpu))
+    }
+
+    /// The mean probabilities over members and views, and when `describe` each member's
+    /// unit-length features of the unmirrored view.
+    fn forward(&self, pixels: &Tensor, describe: bool) -> (Tensor, Vec<Tensor>) {
         let mirrored = self.tta.then(|| pixels.flip([2]));
         let mut sum: Option<Tensor> = None;
         let mut views = 0.0;
-        let mut features = Vec::with_capacity(self.members.len());
+        let mut features = Vec::new();
         for m in &self.members {
-            let (p, f) = m.probabilities_and_features(pixels);
-            features.push(&f / f.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12));
+            let p = if describe {
+                let (p, f) = m.probabilities_and_features(pixels);
+                features.push(&f / f.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12));
+                p
+            } else {
+                m.probabilities(pixels)
+            };
             for p in std::iter::once(p).chain(mirrored.as_ref().map(|px| m.probabilities(px))) {
                 sum = Some(match sum {
                     Some(s) => s + p,
@@ -177,7 +176,7 @@ impl Predictor {
                 views += 1.0;
             }
         }
-        (sum.expect("at least one member") / views, Tensor::cat(&features, 1))
+        (sum.expect("at least one member") / views, features)
     }
 }
 

@@ -1,8 +1,8 @@
 //! `GET /queue?k=&rank=`: the K images of the `--inbox` folder the served model is least sure
 //! about and nobody has corrected yet (active learning), each with its decision and score;
 //! they are kept like uploads, so the page can show them (`GET /uploads/{id}`) and correct
-//! them by id. Scores are cached per file and model version, so only new or changed files
-//! and a new model cost inference.
+//! them by id. Scores and features are cached per file and model version, so only new or
+//! changed files and a new model cost inference; files gone from the inbox leave the cache.
 
 use super::predict::{score, Scoring};
 use super::AppState;
@@ -108,6 +108,7 @@ pub async fn queue(
         return Err(ApiError::bad_request(format!("k={k}: expected 1..={MAX_K}")));
     }
     let how = parse_rank(query.rank.as_deref())?;
+    let diverse = query.diverse.unwrap_or(false);
     let info = state.engine.info().ok_or_else(|| ApiError::unavailable("no model loaded yet (see GET /ready)"))?;
     let (dir, runs_dir) = (inbox.dir.clone(), state.runs_dir.clone());
     let (files, done) = tokio::task::spawn_blocking(move || Ok::<_, ApiError>((list(&dir), corrected(&runs_dir)?)))
@@ -149,36 +150,51 @@ pub async fn queue(
         }
     }
 
-    let cache = inbox.cache.lock().unwrap().clone();
-    let mut skipped = 0;
-    let mut ranked: Vec<(f32, &PathBuf, &Scored, &Vec<f32>)> = Vec::new();
-    for (path, ..) in &files {
-        match cache.get(path) {
-            Some(s) => match &s.result {
-                Ok(p) if !done.contains(&s.id) => ranked.push((informativeness(&info.task, p, &info.thresholds, how), path, s, p)),
-                Ok(_) => {}
-                Err(_) => skipped += 1,
-            },
-            None => skipped += 1,
+    // Rank under the lock (no copy of the cache); only the K picked leave it.
+    let (picked, candidates, skipped) = {
+        let mut cache = inbox.cache.lock().unwrap();
+        let listed: HashSet<&PathBuf> = files.iter().map(|f| &f.0).collect();
+        cache.retain(|path, _| listed.contains(path));
+        let mut skipped = 0;
+        let mut ranked: Vec<Ranked> = Vec::new();
+        for (path, ..) in &files {
+            match cache.get(path) {
+                Some(s) => match &s.result {
+                    Ok(p) if !done.contains(&s.id) => ranked.push((informativeness(&info.task, p, &info.thresholds, how), path, s)),
+                    Ok(_) => {}
+                    Err(_) => skipped += 1,
+                },
+                None => skipped += 1,
+            }
         }
-    }
-    let candidates = ranked.len();
-    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-    let diverse = query.diverse.unwrap_or(false);
-    if diverse && ranked.len() > k {
-        ranked = diverse_pick(ranked, k);
-    }
+        let candidates = ranked.len();
+        ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        if diverse && ranked.len() > k {
+            ranked = diverse_pick(ranked, k);
+        }
+        let picked: Vec<(f32, PathBuf, String, Vec<f32>)> = ranked
+            .into_iter()
+            .take(k)
+            .filter_map(|(score, path, s)| Some((score, path.clone(), s.id.clone(), s.result.as_ref().ok()?.clone())))
+            .collect();
+        (picked, candidates, skipped)
+    };
+    // Kept like uploads, so the page can show and correct them by id.
+    let paths: Vec<PathBuf> = picked.iter().map(|p| p.1.clone()).collect();
+    let bytes = tokio::task::spawn_blocking(move || paths.iter().map(|p| std::fs::read(p).ok()).collect::<Vec<_>>())
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let mut images = Vec::new();
-    for (informative, path, s, p) in ranked.into_iter().take(k) {
+    for ((informative, path, id, p), bytes) in picked.into_iter().zip(bytes) {
         let filename = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if let Ok(bytes) = std::fs::read(path) {
-            state.uploads.keep(&s.id, Upload { filename: filename.clone(), bytes: Arc::new(bytes) });
+        if let Some(bytes) = bytes {
+            state.uploads.keep(&id, Upload { filename: filename.clone(), bytes: Arc::new(bytes) });
         }
         let mut obj = serde_json::Map::new();
         obj.insert("filename".into(), filename.into());
-        obj.insert("id".into(), s.id.clone().into());
+        obj.insert("id".into(), id.into());
         obj.insert("score".into(), serde_json::json!(informative));
-        obj.extend(decision_json(&info.task, &info.thresholds, p, 0));
+        obj.extend(decision_json(&info.task, &info.thresholds, &p, 0));
         images.push(serde_json::Value::Object(obj));
     }
     Ok(Json(serde_json::json!({
@@ -193,12 +209,12 @@ pub async fn queue(
     })))
 }
 
+/// An uncorrected inbox image in the ranking: its informativeness, path and cache entry.
+type Ranked<'a> = (f32, &'a PathBuf, &'a Scored);
+
 /// The `k` of `ranked` (sorted, most informative first) that [`diverse_selection`] picks by
 /// their features, in the same order.
-fn diverse_pick<'a>(
-    ranked: Vec<(f32, &'a PathBuf, &'a Scored, &'a Vec<f32>)>,
-    k: usize,
-) -> Vec<(f32, &'a PathBuf, &'a Scored, &'a Vec<f32>)> {
+fn diverse_pick(ranked: Vec<Ranked<'_>>, k: usize) -> Vec<Ranked<'_>> {
     let described: Vec<_> = ranked.into_iter().filter(|r| r.2.features.is_some()).collect();
     let scores: Vec<f32> = described.iter().map(|r| r.0).collect();
     let features: Vec<&[f32]> = described.iter().filter_map(|r| r.2.features.as_deref()).collect();
