@@ -1,5 +1,6 @@
 """Joins the runs of `make quality` into Markdown tables: per recipe, the mean and standard
-deviation over seeds of macro/micro F1 (at 0.5 and at the thresholds tuned on val), mAP,
+deviation over seeds of macro/micro F1 (at 0.5 and at the thresholds tuned on val), mAP (and
+the validation split's mAP, what recipes are chosen on),
 per-class F1 and AP, and the training time; then the recommended recipe's gain over the
 reference.
 
@@ -29,6 +30,8 @@ def load(out, recipe):
         runs = [p for p in (d / "runs").iterdir() if p.is_dir() and not p.name.startswith(".")]
         ev = json.loads((runs[0] / "evaluation.json").read_text())
         seconds, peak_mib = (float(x) for x in (d / "seconds").read_text().split()[:2])
+        val = d / "val_evaluation.json"
+        ev["val"] = json.loads(val.read_text()) if val.is_file() else None
         seeds.append((ev, seconds, peak_mib))
     if not seeds:
         sys.exit(f"report_quality: no finished seeds for {recipe} in {out}")
@@ -45,13 +48,14 @@ def main():
         f"Test split: the same {first['images']} images for every case (prepared at the case's input size); "
         "mean ± standard deviation over seeds; train s: wall seconds of `train` (feature extraction included), peak RSS: of the train process.\n"
     )
-    print("| recipe | seeds | macro-F1 @0.5 | macro-F1 tuned | micro-F1 @0.5 | mAP | train s | peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| recipe | seeds | macro-F1 @0.5 | macro-F1 tuned | micro-F1 @0.5 | mAP | val mAP | train s | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r, seeds in data.items():
         evs = [e for e, *_ in seeds]
+        val = fmt([e["val"]["mAP"] for e in evs]) if all(e["val"] for e in evs) else "-"
         print(
             f"| {r} | {len(seeds)} | {fmt([e['macro_f1'] for e in evs])} | {fmt([e['tuned']['macro_f1'] for e in evs])} "
-            f"| {fmt([e['micro_f1'] for e in evs])} | {fmt([e['mAP'] for e in evs])} | {fmt([s for _, s, _ in seeds], 0)} | {max(p for *_, p in seeds):.0f} |"
+            f"| {fmt([e['micro_f1'] for e in evs])} | {fmt([e['mAP'] for e in evs])} | {val} | {fmt([s for _, s, _ in seeds], 0)} | {max(p for *_, p in seeds):.0f} |"
         )
     print("\nPer class (F1 at 0.5 / F1 at tuned thresholds / AP):\n")
     print("| recipe | " + " | ".join(classes) + " |")

@@ -14,7 +14,8 @@
 # `image_size` key (or --image-size in FLAGS); a line `# voc-prep: FLAGS` in the recipe adds
 # voc-prep flags (e.g. `--classes all` for the 20-class recipe; `--keep-empty` also trains
 # on the images without any target class). Every run is scored on the same test images:
-# those of the split that hold a target class, prepared at the run's size and classes.
+# those of the split that hold a target class, prepared at the run's size and classes; and on
+# the validation split (val mAP in the table: what a recipe is chosen on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -47,6 +48,16 @@ prepared() {
 # first_run DIR: the run directory under DIR/runs.
 first_run() {
   find "$1/runs" -mindepth 1 -maxdepth 1 -type d -not -name '.*' | head -1
+}
+
+# score_run DIR DATA: the run of DIR scored on the validation split (what recipes are chosen
+# on; kept as DIR/val_evaluation.json), then on the test split (its evaluation.json, reported).
+score_run() {
+  local run
+  run=$(first_run "$1")
+  "$B/evaluate" --data "$2" --split val --run "$run" --no-select -q > /dev/null
+  cp "$run/evaluation.json" "$1/val_evaluation.json"
+  "$B/evaluate" --data "$2" --runs "$1/runs" --no-select -q > "$1/evaluate.log"
 }
 
 # combine NAME A+B+...: per seed, the ensemble of those cases' runs, scored on their test data.
@@ -98,6 +109,7 @@ for case in $CASES; do
   for seed in $SEEDS; do
     dir="$OUT/$name/seed$seed"
     if [[ -f "$dir/seconds" ]]; then
+      [[ -f "$dir/val_evaluation.json" ]] || score_run "$dir" "$test_data"
       continue
     fi
     rm -rf "$dir"
@@ -106,7 +118,7 @@ for case in $CASES; do
     # shellcheck disable=SC2086
     "$PY" benches/measure.py "$B/train" --config "$file" --data "$train_data" --seed "$seed" $flags \
       --runs-dir "$dir/runs" -q > "$dir/seconds.tmp" 2> "$dir/train.log"
-    "$B/evaluate" --data "$test_data" --runs "$dir/runs" --no-select -q > "$dir/evaluate.log"
+    score_run "$dir" "$test_data"
     mv "$dir/seconds.tmp" "$dir/seconds"
   done
 done

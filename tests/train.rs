@@ -193,6 +193,50 @@ fn head_weight_decay_monitor_schedule_and_augmentation_are_recorded_and_used() {
 }
 
 #[test]
+fn multi_scale_features_are_recorded_and_used_by_every_tool() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared(dir.path(), 80, 64);
+    let runs = dir.path().join("runs");
+    let o = train(&data, &runs, &["--epochs", "2", "--scales", "64,32", "--head", "16", "--tta"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = only_run(&runs);
+    let cfg = read_json(&run.join("config.json"));
+    assert_eq!(cfg["options"]["scales"], serde_json::json!([64, 32]));
+    // The head reads the features of both sizes: 2 x 1280.
+    assert_eq!(head_shapes(&run), "[('head.0.weight', (16, 2560)), ('head.3.weight', (4, 16))]");
+    let o = run_tool(bin("evaluate").arg("--data").arg(&data).arg("--run").arg(&run).arg("-q"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = std::fs::read_dir(dir.path().join("voc/JPEGImages")).unwrap().next().unwrap().unwrap().path();
+    let explain = dir.path().join("explain");
+    let o = run_tool(bin("predict").arg("--run").arg(&run).args(["--format", "jsonl", "--explain"]).arg(&explain).arg(&img));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let row: serde_json::Value = serde_json::from_str(stdout(&o).lines().next().unwrap()).unwrap();
+    let p: Vec<f64> = row["probabilities"].as_object().unwrap().values().map(|v| v.as_f64().unwrap()).collect();
+    assert!(p.len() == 4 && p.iter().all(|v| (0.0..=1.0).contains(v)), "{row}");
+    let explained = std::fs::read_to_string(explain.join("explanations.csv")).unwrap();
+    assert!(explained.lines().count() >= 2, "{explained}");
+    // A retrain inherits the sizes with the head.
+    std::fs::write(dir.path().join("fix.csv"), format!("path,labels\n{},dog\n", img.display())).unwrap();
+    let o = run_tool(
+        bin("retrain")
+            .arg("--from")
+            .arg(&run)
+            .arg("--corrections")
+            .arg(dir.path().join("fix.csv"))
+            .arg("--runs-dir")
+            .arg(&runs)
+            .arg("--feedback-dir")
+            .arg(dir.path().join("feedback"))
+            .args(["--epochs", "1", "--replicate", "1", "--force", "-q"]),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let retrained = std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().path()).find(|p| p.is_dir() && *p != run).unwrap();
+    assert_eq!(read_json(&retrained.join("config.json"))["options"]["scales"], serde_json::json!([64, 32]));
+    assert_eq!(head_shapes(&retrained), head_shapes(&run));
+    assert!(run_tool(bin("evaluate").arg("--data").arg(&data).arg("--run").arg(&retrained).arg("-q")).status.success());
+}
+
+#[test]
 fn bad_inputs_fail_cleanly_without_a_run() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
@@ -280,10 +324,19 @@ fn config_file_sets_options_and_flags_override_it() {
         if !table.contains_key("models") {
             args.extend(["--model", "efficientnet_lite0"]);
         }
+        // Multi-scale recipes: sizes that fit this data.
+        if table.contains_key("scales") {
+            args.extend(["--scales", "64,48"]);
+        }
         let o = train(&data, &runs, &args);
         assert!(o.status.success(), "{}: {}", recipe.display(), stderr(&o));
         let trained = std::fs::read_dir(&runs).unwrap().filter(|e| e.as_ref().unwrap().path().join("config.json").is_file()).count();
         assert_eq!(trained, table.get("models").and_then(|m| m.as_array()).map_or(1, |m| m.len()), "{}", recipe.display());
+        if table.contains_key("scales") {
+            for run in std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("config.json").is_file()) {
+                assert_eq!(read_json(&run.join("config.json"))["options"]["scales"], serde_json::json!([64, 48]), "{}", recipe.display());
+            }
+        }
         if let Some(head) = table.get("head").and_then(|h| h.as_str()) {
             let widths: Vec<i64> = head.split(',').map(|w| w.parse().unwrap()).collect();
             for run in std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("config.json").is_file()) {

@@ -147,6 +147,12 @@ struct Cli {
     /// predict use it.
     #[arg(long, value_name = "PX")]
     image_size: Option<u32>,
+    /// Input sizes the backbone sees, its features at each concatenated for the head
+    /// (multi-scale features; each size resized from the data's, e.g. data at 448 and
+    /// --scales 448,320). The run records them; evaluate, predict and serve use them.
+    /// Default: the data's size only.
+    #[arg(long, value_name = "PX,PX..", value_delimiter = ',')]
+    scales: Vec<u32>,
     /// Run the backbone every epoch instead of caching its features.
     #[arg(long)]
     no_cache: bool,
@@ -289,6 +295,7 @@ fn run(cli: Cli) -> Result<()> {
                 saturation: cli.saturation,
             }),
             image_size: cli.image_size,
+            scales: cli.scales.clone(),
             cache_features: !cli.no_cache,
             aug_views: cli.aug_views,
             pos_weight: cli.pos_weight,

@@ -3,7 +3,8 @@
 //! feature map gives one weight per channel (its spatial mean); the map is the ReLU of the
 //! weighted sum of the channels, upsampled bilinearly to the input and min-max scaled to
 //! [0, 1]. The frozen backbone runs once without gradient; only the head is differentiated,
-//! from the feature map taken as a leaf. Layers: EfficientNet-Lite0/B0 and MobileNetV2 the
+//! from the feature map taken as a leaf (of a multi-scale backbone, the map at its first
+//! size, the other sizes' features held constant). Layers: EfficientNet-Lite0/B0 and MobileNetV2 the
 //! last 1x1 convolution, ResNet `layer4`; the other backbones have no map here yet.
 
 use crate::model::backbone::BackboneNet;
@@ -21,11 +22,19 @@ pub fn grad_cam(net: &dyn BackboneNet, head: &Head, xs: &Tensor, classes: &[i64]
     let Some(map) = tch::no_grad(|| net.feature_map(xs)) else {
         bail!("this backbone has no convolutional feature map to explain");
     };
+    // A multi-scale backbone: the map is the first size's; the other sizes' features are
+    // constants here.
+    let extra = tch::no_grad(|| net.extra_features(xs));
     // Gradients are on here even where the caller turned them off (the service's inference
     // thread does).
     tch::with_grad(|| {
         let map = map.detach().set_requires_grad(true);
-        let logits = head.forward_t(&map.adaptive_avg_pool2d([1, 1]).flatten(1, -1), false);
+        let pooled = map.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+        let features = match &extra {
+            Some(e) => Tensor::cat(&[&pooled, e], 1),
+            None => pooled,
+        };
+        let logits = head.forward_t(&features, false);
         let mut cams = Vec::with_capacity(classes.len());
         for &c in classes {
             let grads = Tensor::run_backward(&[logits.get(0).get(c)], &[&map], true, false);

@@ -211,6 +211,12 @@ pub trait BackboneNet: Send + std::fmt::Debug {
         let _ = xs;
         None
     }
+    /// Features the head sees after the pooled [`feature_map`](Self::feature_map) (those of
+    /// the other sizes of a multi-scale backbone); `None` when the pooled map is all.
+    fn extra_features(&self, xs: &Tensor) -> Option<Tensor> {
+        let _ = xs;
+        None
+    }
     /// ImageNet logits `[N, 1000]`; panics if built without the classifier.
     fn imagenet_logits(&self, xs: &Tensor) -> Tensor;
     /// Variable-name prefixes of the backbone's blocks, input to output; fine-tuning

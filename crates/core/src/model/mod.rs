@@ -12,6 +12,7 @@ pub mod googlenet;
 pub mod head;
 pub mod layers;
 pub mod mobilenet_v2;
+pub mod multi_scale;
 pub mod pretrained;
 pub mod resnet;
 pub mod sequential;

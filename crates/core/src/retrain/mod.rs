@@ -213,7 +213,7 @@ fn run_config(cfg: &RetrainConfig, parent: &LoadedModel, data: &Path, used: &[Co
         created: chrono::Local::now().to_rfc3339(),
         parent: parent.run_dir.clone(),
         retrain_options: cfg.clone(),
-        options: InheritedOptions { model: parent.kind, data: data.to_path_buf(), tta: parent.tta },
+        options: InheritedOptions { model: parent.kind, data: data.to_path_buf(), tta: parent.tta, scales: parent.scales.clone() },
         task: Some(parent.task.kind),
         label_groups: Some(parent.task.groups.clone()),
         corrections_file: cfg.corrections.clone(),

@@ -159,6 +159,9 @@ pub struct InheritedOptions {
     /// Absent in retrains written before `train --tta` existed (they had no TTA).
     #[serde(default)]
     pub tta: bool,
+    /// The parent's multi-scale sizes (absent: the input's size only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scales: Vec<u32>,
 }
 
 /// One stored correction a retrain learned from.
@@ -232,6 +235,8 @@ pub struct ModelSpec {
     pub data: PathBuf,
     pub train_seconds: f64,
     pub head: HeadLayout,
+    /// Input sizes the backbone sees, features concatenated (empty: the input's size).
+    pub scales: Vec<u32>,
 }
 
 impl RunConfig {
@@ -312,7 +317,7 @@ impl RunConfig {
 
     /// What building and scoring a single run needs; an error for an ensemble.
     pub fn model_spec(&self) -> Result<ModelSpec> {
-        let (model, task, groups, classes, image_size, resize, tta, data, train_seconds, head) = match self {
+        let (model, task, groups, classes, image_size, resize, tta, data, train_seconds, head, scales) = match self {
             RunConfig::Train(r) => (
                 r.options.model,
                 r.task,
@@ -324,6 +329,7 @@ impl RunConfig {
                 &r.options.data,
                 r.train_seconds,
                 Some(&r.head),
+                &r.options.scales,
             ),
             RunConfig::Retrain(r) => (
                 r.options.model,
@@ -336,6 +342,7 @@ impl RunConfig {
                 &r.options.data,
                 r.train_seconds,
                 r.head.as_ref(),
+                &r.options.scales,
             ),
             RunConfig::Ensemble(e) => bail!("is an ensemble of {} runs ({:?}); use one of them here", e.members.len(), e.members),
         };
@@ -348,7 +355,7 @@ impl RunConfig {
             Some(h) => h.layout()?,
             None => model.default_head(),
         };
-        Ok(ModelSpec { model, task, image_size, resize, tta, data: data.clone(), train_seconds, head })
+        Ok(ModelSpec { model, task, image_size, resize, tta, data: data.clone(), train_seconds, head, scales: scales.clone() })
     }
 
     fn validate(&self) -> Result<()> {
@@ -374,6 +381,7 @@ impl RunConfig {
         if size < min {
             bail!("image_size {size} is below {}'s minimum of {min}", spec.model.name());
         }
+        crate::model::multi_scale::check_sizes(spec.model, &spec.scales).context("scales")?;
         Ok(())
     }
 }

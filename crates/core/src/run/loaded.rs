@@ -32,6 +32,8 @@ pub struct LoadedModel {
     pub device: Device,
     /// The head's layout (what a retrain of this run builds again).
     pub head_layout: HeadLayout,
+    /// Input sizes the backbone sees (multi-scale features; empty: `image_size` only).
+    pub scales: Vec<u32>,
     data: PathBuf,
     net: Box<dyn BackboneNet>,
     head: Head,
@@ -48,8 +50,9 @@ impl LoadedModel {
         let classes = spec.task.classes.clone();
         let mut vs = nn::VarStore::new(device);
         let kind = spec.model;
-        let net = kind.build(&vs.root(), false);
-        let head = Head::new(&(vs.root() / "head"), kind.feature_dim(), classes.len() as i64, &spec.head);
+        let net = crate::model::multi_scale::at_scales(kind.build(&vs.root(), false), &spec.scales);
+        let dim = crate::model::multi_scale::feature_dim(kind, &spec.scales);
+        let head = Head::new(&(vs.root() / "head"), dim, classes.len() as i64, &spec.head);
         let model_path = run_dir.join(MODEL_FILE);
         let tensors = read_checkpoint(&model_path)?;
         load_into(&vs, tensors, &model_path, &[], &[])?;
@@ -71,6 +74,7 @@ impl LoadedModel {
             train_seconds: spec.train_seconds,
             device,
             head_layout: spec.head.clone(),
+            scales: spec.scales.clone(),
             data: spec.data,
             net,
             head,

@@ -23,6 +23,8 @@ pub fn batches(n: usize, b: usize) -> impl Iterator<Item = std::ops::Range<usize
 pub struct Extractor<'a> {
     pub net: &'a dyn BackboneNet,
     pub kind: BackboneKind,
+    /// Width of the features `net` gives.
+    pub dim: i64,
     pub device: Device,
     pub speed: SpeedOptions,
 }
@@ -101,7 +103,7 @@ impl FeatureCache {
         let n = train.len();
         let total = (n * views + val.len()).div_ceil(batch);
         observer.phase("features", total as u64);
-        let dim = ex.kind.feature_dim();
+        let dim = ex.dim;
         let cache = Tensor::empty([views as i64, n as i64, dim], (Kind::Float, ex.device));
         let val_cache = Tensor::empty([val.len() as i64, dim], (Kind::Float, ex.device));
         // (rows, destination, augmented): the clean training view, the augmented ones, validation.

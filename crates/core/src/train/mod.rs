@@ -68,6 +68,10 @@ pub struct TrainConfig {
     /// Input size a recipe asks for; the data must have been prepared at it.
     #[serde(default)]
     pub image_size: Option<u32>,
+    /// Input sizes the backbone sees, its features at each concatenated (multi-scale
+    /// features, resized from the data's size). Empty: the data's size only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scales: Vec<u32>,
     /// Compute frozen-backbone features once instead of every epoch.
     pub cache_features: bool,
     /// Augmented feature views cached per training image (besides the clean one).
@@ -144,6 +148,7 @@ impl TrainConfig {
         if let Some(size) = self.image_size.filter(|s| !(1..=crate::run::config::MAX_IMAGE_SIZE).contains(s)) {
             bail!("--image-size {size}: expected 1..={} pixels", crate::run::config::MAX_IMAGE_SIZE);
         }
+        crate::model::multi_scale::check_sizes(self.model, &self.scales).context("--scales")?;
         if self.aug_views > MAX_AUG_VIEWS {
             bail!("--aug-views {}: at most {MAX_AUG_VIEWS} augmented views per image", self.aug_views);
         }
@@ -267,6 +272,7 @@ impl Model {
     fn build(cfg: &TrainConfig, classes: usize, device: Device) -> Result<Self> {
         let mut backbone_vs = nn::VarStore::new(device);
         let (net, weights) = load_backbone(cfg.model, cfg.weights.as_deref(), &backbone_vs)?;
+        let net = crate::model::multi_scale::at_scales(net, &cfg.scales);
         if !cfg.model.from_scratch() {
             backbone_vs.freeze();
         }
@@ -275,7 +281,8 @@ impl Model {
         }
         crate::model::fold_frozen_batchnorm(net.as_ref());
         let head_vs = nn::VarStore::new(device);
-        let head = Head::new(&(head_vs.root() / "head"), cfg.model.feature_dim(), classes as i64, &cfg.head_layout()?);
+        let dim = crate::model::multi_scale::feature_dim(cfg.model, &cfg.scales);
+        let head = Head::new(&(head_vs.root() / "head"), dim, classes as i64, &cfg.head_layout()?);
         Ok(Model { backbone_vs, head_vs, net, head, weights })
     }
 
@@ -321,7 +328,13 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
     let scratch = cfg.model.from_scratch();
     let mut model = Model::build(cfg, data.manifest.classes.len(), device)?;
     let pos_weight = cfg.pos_weight.then(|| data.pos_weight(device));
-    let ex = Extractor { net: model.net.as_ref(), kind: cfg.model, device, speed: cfg.speed };
+    let ex = Extractor {
+        net: model.net.as_ref(),
+        kind: cfg.model,
+        dim: crate::model::multi_scale::feature_dim(cfg.model, &cfg.scales),
+        device,
+        speed: cfg.speed,
+    };
 
     let views = if cfg.augment.is_some() { 1 + cfg.aug_views } else { 1 };
     let cache = if cfg.cache_features && !scratch {
