@@ -4,7 +4,7 @@ VENV := .venv
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup test-tools build install demo serve test test-quick fuzz bench bench-prep bench-train bench-train-step bench-predict bench-serve quality quality-tradeoff quality-levers quality-voc20 active-learning clean
+.PHONY: all setup test-tools build install demo serve test test-quick fuzz bench bench-prep bench-train bench-train-step bench-predict bench-serve quality quality-tradeoff quality-levers quality-sizes quality-voc20 active-learning clean
 
 all: build
 
@@ -104,6 +104,12 @@ quality-tradeoff: build
 quality-levers: build
 	@CASES="$(LEVER_CASES)" OUT=target/quality-levers bash scripts/quality.sh
 
+## quality-sizes: accuracy round three: input sizes 448/512, multi-scale features
+## (--scales), Lite1/Lite2 at 448 px and their ensembles (configs/voc4-max.toml) against
+## voc4-round1, with each case's validation mAP (what the recipes were chosen on)
+quality-sizes: build
+	@CASES="$(SIZE_CASES)" OUT=target/quality-levers ENSEMBLE=0 bash scripts/quality.sh
+
 ## quality-voc20: the 20-class recipe (configs/voc20-best.toml), per-class AP for all 20
 quality-voc20: build
 	@CASES="voc20=voc20-best" OUT=target/quality-voc20 bash scripts/quality.sh
@@ -126,6 +132,12 @@ LEVER_CASES := best=voc4-round1 map=voc4-round1:--monitor,map linear=voc4-round1
 	lite2-512-256=voc4-round1:--model,efficientnet_lite2,--head,512+256,--head-dropout,0.4+0.3 \
 	lite0+lite2=+linear+lite2-linear lite0+lite2-512-256=+head-512-256+lite2-512-256 \
 	fine-tune-all=voc4-round1:--monitor,map,--fine-tune-blocks,17,--fine-tune-epochs,5,--fine-tune-lr,3e-4,--fine-tune-lr-decay,0.9,--scheduler,cosine
+
+AT448 := voc4-best:--image-size,448
+SIZE_CASES := best=voc4-round1 head-512-256=voc4-round1:--head,512+256,--head-dropout,0.4+0.3 \
+	best448=$(AT448) ms448-320=$(AT448),--scales,448+320 best512=voc4-best:--image-size,512 \
+	lite1-448=$(AT448),--model,efficientnet_lite1 lite2-448=$(AT448),--model,efficientnet_lite2 \
+	e012-448=+best448+lite1-448+lite2-448 e3-448=+best448+lite1-448+ms448-320 e448=+best448+lite1-448
 
 TRADEOFF_CASES := reference=voc4-reference best-224=voc4-round1:--image-size,224 \
 	best-288=voc4-round1:--image-size,288 best-384=voc4-round1:--image-size,384 \

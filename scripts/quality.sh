@@ -57,7 +57,7 @@ score_run() {
   run=$(first_run "$1")
   "$B/evaluate" --data "$2" --split val --run "$run" --no-select -q > /dev/null
   cp "$run/evaluation.json" "$1/val_evaluation.json"
-  "$B/evaluate" --data "$2" --runs "$1/runs" --no-select -q > "$1/evaluate.log"
+  "$B/evaluate" --data "$2" --run "$run" --no-select -q > "$1/evaluate.log"
 }
 
 # combine NAME A+B+...: per seed, the ensemble of those cases' runs, scored on their test data.
@@ -65,7 +65,10 @@ combine() {
   local name=$1 members=$2
   for seed in $SEEDS; do
     local dir="$OUT/$name/seed$seed"
-    [[ -f "$dir/seconds" ]] && continue
+    if [[ -f "$dir/seconds" ]]; then
+      [[ -f "$dir/val_evaluation.json" ]] || score_run "$dir" "$(cat "$OUT/${members%%+*}/test_data")"
+      continue
+    fi
     rm -rf "$dir"
     mkdir -p "$dir/runs"
     local args=() seconds=0 peak=0 m
@@ -80,6 +83,7 @@ combine() {
     done
     echo "quality: $name = ensemble of ${members//+/, } seed $seed" >&2
     "$B/evaluate" --data "$(cat "$OUT/${members%%+*}/test_data")" "${args[@]}" --ensemble --no-select -q > "$dir/evaluate.log"
+    score_run "$dir" "$(cat "$OUT/${members%%+*}/test_data")"
     echo "$seconds $peak" > "$dir/seconds"
   done
 }

@@ -132,7 +132,12 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let kind = BackboneKind::EfficientnetLite0;
         let multi = at_scales(kind.build(&vs.root(), false), &[64, 32]);
-        let head = crate::model::head::Head::new(&(vs.root() / "head"), feature_dim(kind, &[64, 32]), 2, &crate::model::head::HeadLayout::linear());
+        let head = crate::model::head::Head::new(
+            &(vs.root() / "head"),
+            feature_dim(kind, &[64, 32]),
+            2,
+            &crate::model::head::HeadLayout::linear(),
+        );
         let w = vs.variables().into_iter().find(|(k, _)| k.starts_with("head.") && k.ends_with("weight")).unwrap().1;
         let xs = Tensor::rand([1, 3, 64, 64], (Kind::Float, Device::Cpu));
         let got = crate::explain::grad_cam(multi.as_ref(), &head, &xs, &[0, 1]).unwrap();
