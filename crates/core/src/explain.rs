@@ -4,8 +4,9 @@
 //! weighted sum of the channels, upsampled bilinearly to the input and min-max scaled to
 //! [0, 1]. The frozen backbone runs once without gradient; only the head is differentiated,
 //! from the feature map taken as a leaf (of a multi-scale backbone, the map at its first
-//! size, the other sizes' features held constant). Layers: EfficientNet-Lite0/B0 and MobileNetV2 the
-//! last 1x1 convolution, ResNet `layer4`; the other backbones have no map here yet.
+//! size, the other sizes' features held constant). Layers: EfficientNet-Lite0/1/2/B0 and
+//! MobileNetV2 the last 1x1 convolution, ResNet `layer4`, VGG16 the output of `features`,
+//! GoogLeNet `inception5b`; ViT, ConvNeXt and the from-scratch models have no map here.
 
 use crate::model::backbone::BackboneNet;
 use crate::model::head::Head;
