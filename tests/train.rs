@@ -89,6 +89,25 @@ fn history_column(run: &Path, name: &str) -> Vec<f64> {
     history_rows(run).iter().map(|r| r[k].parse().unwrap()).collect()
 }
 
+/// Retrains `run` (into `runs`) on one correction of `img` and returns the new run.
+fn retrain_on_one_correction(dir: &Path, run: &Path, runs: &Path, img: &Path) -> PathBuf {
+    std::fs::write(dir.join("fix.csv"), format!("path,labels\n{},dog\n", img.display())).unwrap();
+    let o = run_tool(
+        bin("retrain")
+            .arg("--from")
+            .arg(run)
+            .arg("--corrections")
+            .arg(dir.join("fix.csv"))
+            .arg("--runs-dir")
+            .arg(runs)
+            .arg("--feedback-dir")
+            .arg(dir.join("feedback"))
+            .args(["--epochs", "1", "--replicate", "1", "--force", "-q"]),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::read_dir(runs).unwrap().map(|e| e.unwrap().path()).find(|p| p.is_dir() && p != run).unwrap()
+}
+
 fn head_shapes(run: &Path) -> String {
     python_eval(&format!(
         "from safetensors import safe_open; f=safe_open(r'{}','pt'); print(sorted((k, tuple(f.get_tensor(k).shape)) for k in f.keys() if k.startswith('head.') and k.endswith('weight')))",
@@ -165,21 +184,7 @@ fn head_weight_decay_monitor_schedule_and_augmentation_are_recorded_and_used() {
     let row: serde_json::Value = serde_json::from_str(stdout(&o).lines().next().unwrap()).unwrap();
     assert_eq!(row["probabilities"].as_object().map(|m| m.len()), Some(4), "{row}");
     // A retrain of it keeps (and records) the head.
-    std::fs::write(dir.path().join("fix.csv"), format!("path,labels\n{},dog\n", img.display())).unwrap();
-    let o = run_tool(
-        bin("retrain")
-            .arg("--from")
-            .arg(&run)
-            .arg("--corrections")
-            .arg(dir.path().join("fix.csv"))
-            .arg("--runs-dir")
-            .arg(&runs)
-            .arg("--feedback-dir")
-            .arg(dir.path().join("feedback"))
-            .args(["--epochs", "1", "--replicate", "1", "--force", "-q"]),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let retrained = std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().path()).find(|p| p.is_dir() && *p != run).unwrap();
+    let retrained = retrain_on_one_correction(dir.path(), &run, &runs, &img);
     assert_eq!(read_json(&retrained.join("config.json"))["head"], cfg["head"]);
     assert_eq!(head_shapes(&retrained), head_shapes(&run));
 
@@ -216,21 +221,7 @@ fn multi_scale_features_are_recorded_and_used_by_every_tool() {
     let explained = std::fs::read_to_string(explain.join("explanations.csv")).unwrap();
     assert!(explained.lines().count() >= 2, "{explained}");
     // A retrain inherits the sizes with the head.
-    std::fs::write(dir.path().join("fix.csv"), format!("path,labels\n{},dog\n", img.display())).unwrap();
-    let o = run_tool(
-        bin("retrain")
-            .arg("--from")
-            .arg(&run)
-            .arg("--corrections")
-            .arg(dir.path().join("fix.csv"))
-            .arg("--runs-dir")
-            .arg(&runs)
-            .arg("--feedback-dir")
-            .arg(dir.path().join("feedback"))
-            .args(["--epochs", "1", "--replicate", "1", "--force", "-q"]),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let retrained = std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().path()).find(|p| p.is_dir() && *p != run).unwrap();
+    let retrained = retrain_on_one_correction(dir.path(), &run, &runs, &img);
     assert_eq!(read_json(&retrained.join("config.json"))["options"]["scales"], serde_json::json!([64, 32]));
     assert_eq!(head_shapes(&retrained), head_shapes(&run));
     assert!(run_tool(bin("evaluate").arg("--data").arg(&data).arg("--run").arg(&retrained).arg("-q")).status.success());

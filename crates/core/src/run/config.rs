@@ -408,6 +408,19 @@ mod tests {
 }"#;
 
     #[test]
+    fn bad_multi_scale_sizes_in_a_run_are_refused() {
+        let with = |scales: &str| TRAIN_V010.replace("\"image_size\": null,", &format!("\"image_size\": null, \"scales\": {scales},"));
+        let spec = RunConfig::parse(&with("[64, 32]")).unwrap().model_spec().unwrap();
+        assert_eq!(spec.scales, vec![64, 32]);
+        assert_eq!(
+            format!("{:#}", RunConfig::parse(&with("[64, 8]")).unwrap_err()),
+            "scales: 8 px: expected 32..=4096 pixels for efficientnet_lite0"
+        );
+        assert!(format!("{:#}", RunConfig::parse(&with("[64, 64]")).unwrap_err()).contains("64 px is listed twice"));
+        assert!(RunConfig::parse(&with("\"big\"")).is_err());
+    }
+
+    #[test]
     fn reads_a_run_written_before_the_typed_contract() {
         let cfg = RunConfig::parse(TRAIN_V010).unwrap();
         let spec = cfg.model_spec().unwrap();
