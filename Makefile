@@ -4,7 +4,7 @@ VENV := .venv
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup test-tools build install demo serve test test-quick fuzz bench bench-prep bench-train bench-train-step bench-predict bench-serve quality quality-tradeoff quality-levers quality-sizes quality-voc20 active-learning clean
+.PHONY: all setup test-tools build install demo serve test test-quick fuzz bench bench-prep bench-train bench-train-step bench-predict bench-serve quality quality-tradeoff quality-levers quality-sizes quality-smoothing quality-voc20 active-learning clean
 
 all: build
 
@@ -110,6 +110,12 @@ quality-levers: build
 quality-sizes: build
 	@CASES="$(SIZE_CASES)" OUT=target/quality-levers ENSEMBLE=0 bash scripts/quality.sh
 
+## quality-smoothing: accuracy round four: label smoothing of the head's targets (0.1, 0.2)
+## at 320 and 448 px and in the Lite0 + Lite1 ensemble, beside the unsmoothed cases (shared
+## with quality-sizes in target/quality-levers)
+quality-smoothing: build
+	@CASES="$(SMOOTHING_CASES)" OUT=target/quality-levers ENSEMBLE=0 bash scripts/quality.sh
+
 ## quality-voc20: the 20-class recipe (configs/voc20-best.toml), per-class AP for all 20
 quality-voc20: build
 	@CASES="voc20=voc20-best" OUT=target/quality-voc20 bash scripts/quality.sh
@@ -138,6 +144,12 @@ SIZE_CASES := best=voc4-round1 head-512-256=voc4-round1:--head,512+256,--head-dr
 	best448=$(AT448) ms448-320=$(AT448),--scales,448+320 best512=voc4-best:--image-size,512 \
 	lite1-448=$(AT448),--model,efficientnet_lite1 lite2-448=$(AT448),--model,efficientnet_lite2 \
 	e012-448=+best448+lite1-448+lite2-448 e3-448=+best448+lite1-448+ms448-320 e448=+best448+lite1-448
+
+LS := --label-smoothing
+SMOOTHING_CASES := best=voc4-round1 head-512-256=voc4-round1:--head,512+256,--head-dropout,0.4+0.3 \
+	ls-320=voc4-best:$(LS),0.1 best448=$(AT448) ls-448=$(AT448),$(LS),0.1 ls2-448=$(AT448),$(LS),0.2 \
+	lite1-448=$(AT448),--model,efficientnet_lite1 ls-lite1-448=$(AT448),--model,efficientnet_lite1,$(LS),0.1 \
+	e448=+best448+lite1-448 els448=+ls-448+ls-lite1-448 emix448=+best448+ls-lite1-448
 
 TRADEOFF_CASES := reference=voc4-reference best-224=voc4-round1:--image-size,224 \
 	best-288=voc4-round1:--image-size,288 best-384=voc4-round1:--image-size,384 \

@@ -158,12 +158,15 @@ fn head_weight_decay_monitor_schedule_and_augmentation_are_recorded_and_used() {
             "0.2",
             "--aug-views",
             "1",
+            "--label-smoothing",
+            "0.1",
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let run = only_run(&runs);
     assert!(run.to_string_lossy().ends_with("_efficientnet_lite2"));
     let cfg = read_json(&run.join("config.json"));
+    assert_eq!(cfg["options"]["label_smoothing"].as_f64(), Some(0.1));
     assert_eq!(cfg["head"], serde_json::json!({"hidden": [64, 32], "dropout": [0.3, 0.1]}));
     let wd = cfg["weight_decay"].as_f64().unwrap();
     assert!(wd == 0.0 || wd == 0.01, "{wd}");
@@ -192,7 +195,9 @@ fn head_weight_decay_monitor_schedule_and_augmentation_are_recorded_and_used() {
     let linear = dir.path().join("linear");
     assert!(train(&data, &linear, &["--epochs", "2", "--head", "linear"]).status.success());
     let run = only_run(&linear);
-    assert_eq!(read_json(&run.join("config.json"))["head"], serde_json::json!({"hidden": null, "dropout": null}));
+    let cfg = read_json(&run.join("config.json"));
+    assert_eq!(cfg["head"], serde_json::json!({"hidden": null, "dropout": null}));
+    assert!(cfg["options"].get("label_smoothing").is_none(), "no smoothing is not recorded: {}", cfg["options"]);
     assert_eq!(head_shapes(&run), "[('head.0.weight', (4, 1280))]");
     assert!(run_tool(bin("evaluate").arg("--data").arg(&data).arg("--run").arg(&run).arg("-q")).status.success());
 }

@@ -168,6 +168,11 @@ struct Cli {
     /// (class imbalance; multilabel data).
     #[arg(long)]
     pos_weight: bool,
+    /// Label smoothing of the training targets: 1 -> 1 - E/2 and 0 -> E/2 per class (Keras'
+    /// binary cross-entropy), or E spread over each softmax group (PyTorch's cross-entropy).
+    /// Validation scores the true labels. Default: 0 (none).
+    #[arg(long, default_value_t = 0.0, value_name = "E")]
+    label_smoothing: f64,
     /// Record horizontal-flip test-time augmentation as this run's default for evaluate and
     /// predict (each image averaged with its mirror; training is unchanged).
     #[arg(long)]
@@ -299,6 +304,7 @@ fn run(cli: Cli) -> Result<()> {
             cache_features: !cli.no_cache,
             aug_views: cli.aug_views,
             pos_weight: cli.pos_weight,
+            label_smoothing: cli.label_smoothing,
             monitor: cli.monitor,
             head: cli.head.clone().map(|h| h.0),
             head_dropout: cli.head_dropout.clone(),

@@ -139,7 +139,8 @@ impl Task {
     }
 
     /// The training loss (mean over the batch): binary cross-entropy with logits (optionally
-    /// weighting positives per class), or the sum over groups of softmax cross-entropy.
+    /// weighting positives per class), or the sum over groups of softmax cross-entropy. `y`
+    /// may hold soft targets (see [`Task::smooth_targets`]).
     pub fn loss(&self, logits: &Tensor, y: &Tensor, pos_weight: Option<&Tensor>) -> Tensor {
         if !self.is_grouped() {
             return logits.binary_cross_entropy_with_logits(y, None::<Tensor>, pos_weight.map(|w| w.shallow_clone()), Reduction::Mean);
@@ -147,14 +148,30 @@ impl Task {
         let mut total: Option<Tensor> = None;
         for r in self.ranges() {
             let (s, n) = (r.start as i64, r.len() as i64);
-            let target = y.narrow(1, s, n).argmax(1, false);
-            let l = logits.narrow(1, s, n).to_kind(Kind::Float).cross_entropy_for_logits(&target);
+            let target = y.narrow(1, s, n).to_kind(Kind::Float);
+            let log_p = logits.narrow(1, s, n).to_kind(Kind::Float).log_softmax(1, Kind::Float);
+            let l = -(target * log_p).sum_dim_intlist(1, false, Kind::Float).mean(Kind::Float);
             total = Some(match total {
                 Some(t) => t + l,
                 None => l,
             });
         }
         total.expect("grouped tasks have groups")
+    }
+
+    /// Label smoothing of 0/1 targets by `epsilon`: `y (1 - e) + e / 2` per column (Keras'
+    /// binary cross-entropy), or `y (1 - e) + e / K` within each group of K classes (PyTorch's
+    /// cross-entropy `label_smoothing`). Zero returns the labels unchanged.
+    pub fn smooth_targets(&self, y: &Tensor, epsilon: f64) -> Tensor {
+        if epsilon == 0.0 {
+            return y.shallow_clone();
+        }
+        if !self.is_grouped() {
+            return y * (1.0 - epsilon) + epsilon / 2.0;
+        }
+        let parts: Vec<Tensor> =
+            self.ranges().iter().map(|r| y.narrow(1, r.start as i64, r.len() as i64) * (1.0 - epsilon) + epsilon / r.len() as f64).collect();
+        Tensor::cat(&parts, 1)
     }
 
     /// Probabilities from logits: sigmoid per column, or softmax within each group.
@@ -285,6 +302,28 @@ mod tests {
         let y = Tensor::from_slice(&[1.0f32, 0.0]).view([1, 2]);
         assert!((t.loss(&logits, &y, None).double_value(&[]) - std::f64::consts::LN_2).abs() < 1e-6);
         assert!((t.loss_from_probs(&[0.5, 0.5], &[1.0, 0.0]) - std::f64::consts::LN_2).abs() < 1e-6);
+    }
+
+    #[test]
+    fn smoothed_targets_match_keras_and_pytorch() {
+        let y = Tensor::from_slice(&[1.0f32, 0.0, 0.0, 1.0, 0.0]).view([1, 5]);
+        let flat = |t: Tensor| Vec::<f32>::try_from(t.flatten(0, -1)).unwrap();
+        let ml = Task::multilabel(s(&["a", "b", "c", "d", "e"]));
+        let close = |got: Vec<f32>, want: [f32; 5]| got.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6);
+        assert!(close(flat(ml.smooth_targets(&y, 0.2)), [0.9, 0.1, 0.1, 0.9, 0.1]));
+        assert_eq!(flat(ml.smooth_targets(&y, 0.0)), flat(y.shallow_clone()));
+        let t = heads();
+        assert!(close(flat(t.smooth_targets(&y, 0.3)), [0.85, 0.15, 0.1, 0.8, 0.1]));
+        // Soft-target cross-entropy equals PyTorch's cross_entropy(label_smoothing=0.3) summed over groups.
+        let logits = Tensor::from_slice(&[1.0f32, -1.0, 0.5, 2.0, -0.5]).view([1, 5]);
+        let got = t.loss(&logits, &t.smooth_targets(&y, 0.3), None).double_value(&[]);
+        let smoothed_ce = |z: &[f64], k: usize, e: f64| {
+            let lse = z.iter().map(|v| v.exp()).sum::<f64>().ln();
+            let n = z.len() as f64;
+            z.iter().enumerate().map(|(i, v)| -((if i == k { 1.0 - e } else { 0.0 }) + e / n) * (v - lse)).sum::<f64>()
+        };
+        let want = smoothed_ce(&[1.0, -1.0], 0, 0.3) + smoothed_ce(&[0.5, 2.0, -0.5], 1, 0.3);
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
     }
 
     #[test]

@@ -178,7 +178,7 @@ impl EpochLoop<'_> {
             if self.cancel.load(Ordering::SeqCst) {
                 bail!(crate::Interrupted);
             }
-            let y = crate::tensor::upload(&self.train.labels(chunk), device);
+            let y = self.task.smooth_targets(&crate::tensor::upload(&self.train.labels(chunk), device), cfg.label_smoothing);
             let feats = self.batch_features(phase, chunk)?;
             let loss = head_step(self.head, &feats, &y, |l, y| self.loss(l, y), opt, cfg.speed.bf16, device)?;
             loss_sum += loss.detach() * chunk.len() as f64;

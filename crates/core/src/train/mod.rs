@@ -78,6 +78,9 @@ pub struct TrainConfig {
     pub aug_views: usize,
     /// Weight positives by negatives/positives per class in the loss.
     pub pos_weight: bool,
+    /// Label smoothing of the training targets (0: none; validation scores the labels).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub label_smoothing: f64,
     /// The validation score early stopping follows.
     #[serde(default, skip_serializing_if = "is_default_monitor")]
     pub monitor: Monitor,
@@ -119,6 +122,10 @@ fn is_one(x: &f64) -> bool {
     *x == 1.0
 }
 
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
 fn is_default_monitor(m: &Monitor) -> bool {
     *m == Monitor::default()
 }
@@ -157,6 +164,9 @@ impl TrainConfig {
         }
         if !(self.fine_tune_lr_decay > 0.0 && self.fine_tune_lr_decay <= 1.0) {
             bail!("--fine-tune-lr-decay {}: expected a factor in (0, 1]", self.fine_tune_lr_decay);
+        }
+        if !(self.label_smoothing.is_finite() && (0.0..1.0).contains(&self.label_smoothing)) {
+            bail!("--label-smoothing {}: expected a value in [0, 1)", self.label_smoothing);
         }
         if let Some(wd) = self.weight_decay.iter().find(|wd| !(wd.is_finite() && (0.0..=1.0).contains(*wd))) {
             bail!("--weight-decay {wd}: expected values in [0, 1]");
