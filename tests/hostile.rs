@@ -301,6 +301,8 @@ const FLAG_CASES: &[FlagCase] = &[
     ("train", &["--weight-decay", "0,NaN"], 1, "--weight-decay NaN"),
     ("train", &["--label-smoothing", "1"], 1, "--label-smoothing 1: expected a value in [0, 1)"),
     ("train", &["--label-smoothing", "NaN"], 1, "--label-smoothing NaN: expected a value in [0, 1)"),
+    ("train", &["--models", "efficientnet_lite0,efficientnet_lite1", "--label-smoothing", "0,0.1,0.2"], 1, "--label-smoothing: 3 values for 2 model(s)"),
+    ("train", &["--models", "efficientnet_lite0,efficientnet_lite1", "--label-smoothing", "0,1"], 1, "--label-smoothing 1: expected a value in [0, 1)"),
     ("train", &["--scales", "abc"], 2, "invalid value 'abc' for '--scales <PX,PX..>'"),
     ("train", &["--scales", "64,16"], 1, "16 px: expected 32..=4096 pixels for efficientnet_lite0"),
     ("train", &["--scales", "64,64"], 1, "64 px is listed twice"),

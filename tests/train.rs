@@ -333,6 +333,17 @@ fn config_file_sets_options_and_flags_override_it() {
                 assert_eq!(read_json(&run.join("config.json"))["options"]["scales"], serde_json::json!([64, 48]), "{}", recipe.display());
             }
         }
+        // Label smoothing: one value for all, or one per model in the recipe's order.
+        if let Some(ls) = table.get("label_smoothing") {
+            let models: Vec<&str> = table["models"].as_array().map_or(vec![], |m| m.iter().map(|v| v.as_str().unwrap()).collect());
+            let values: Vec<f64> = ls.as_array().map_or_else(|| vec![ls.as_float().unwrap()], |a| a.iter().map(|v| v.as_float().unwrap()).collect());
+            for run in std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("config.json").is_file()) {
+                let options = &read_json(&run.join("config.json"))["options"];
+                let i = models.iter().position(|m| options["model"] == *m).unwrap_or(0);
+                let want = values.get(i).copied().unwrap_or(values[0]);
+                assert_eq!(options["label_smoothing"].as_f64().unwrap_or(0.0), want, "{}: {}", recipe.display(), run.display());
+            }
+        }
         if let Some(head) = table.get("head").and_then(|h| h.as_str()) {
             let widths: Vec<i64> = head.split(',').map(|w| w.parse().unwrap()).collect();
             for run in std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("config.json").is_file()) {

@@ -170,9 +170,10 @@ struct Cli {
     pos_weight: bool,
     /// Label smoothing of the training targets: 1 -> 1 - E/2 and 0 -> E/2 per class (Keras'
     /// binary cross-entropy), or E spread over each softmax group (PyTorch's cross-entropy).
-    /// Validation scores the true labels. Default: 0 (none).
-    #[arg(long, default_value_t = 0.0, value_name = "E")]
-    label_smoothing: f64,
+    /// Validation scores the true labels. One value for every model, or one per --models
+    /// entry. Default: 0 (none).
+    #[arg(long, value_name = "E,E..", value_delimiter = ',')]
+    label_smoothing: Vec<f64>,
     /// Record horizontal-flip test-time augmentation as this run's default for evaluate and
     /// predict (each image averaged with its mirror; training is unchanged).
     #[arg(long)]
@@ -234,6 +235,69 @@ impl TrainObserver for Observer {
     }
 }
 
+/// The training options of one model of the command line.
+fn train_config(cli: &Cli, kind: BackboneKind, label_smoothing: f64, device: tch::Device) -> TrainConfig {
+    let weights = match (&cli.weights, &cli.weights_dir) {
+        (Some(w), _) if cli.models.is_none() => Some(w.clone()),
+        (_, Some(dir)) => Some(dir.join(format!("{}.safetensors", kind.name()))).filter(|p| p.exists()),
+        _ => None,
+    };
+    TrainConfig {
+        data: cli.data.clone(),
+        model: kind,
+        weights,
+        epochs: cli.epochs,
+        batch_size: cli.batch_size,
+        lr: cli.lr,
+        patience: cli.patience,
+        fine_tune_blocks: cli.fine_tune_blocks,
+        fine_tune_epochs: cli.fine_tune_epochs,
+        fine_tune_lr: cli.fine_tune_lr,
+        fine_tune_lr_decay: cli.fine_tune_lr_decay,
+        augment: (!cli.no_augment).then_some(AugmentConfig {
+            rotation_degrees: cli.rotation,
+            hflip: !cli.no_flip,
+            brightness: cli.brightness,
+            width_shift: cli.width_shift,
+            height_shift: cli.height_shift,
+            zoom: cli.zoom,
+            shear_degrees: cli.shear,
+            contrast: cli.contrast,
+            saturation: cli.saturation,
+        }),
+        image_size: cli.image_size,
+        scales: cli.scales.clone(),
+        cache_features: !cli.no_cache,
+        aug_views: cli.aug_views,
+        pos_weight: cli.pos_weight,
+        label_smoothing,
+        monitor: cli.monitor,
+        head: cli.head.clone().map(|h| h.0),
+        head_dropout: cli.head_dropout.clone(),
+        weight_decay: cli.weight_decay.clone(),
+        scheduler: cli.scheduler,
+        plateau_factor: cli.plateau_factor,
+        plateau_patience: cli.plateau_patience,
+        tta: cli.tta,
+        seed: cli.seed,
+        runs_dir: cli.runs_dir.clone(),
+        speed: SpeedOptions {
+            channels_last: cli.channels_last || (!cli.no_channels_last && device == tch::Device::Cpu),
+            bf16: cli.bf16,
+        },
+    }
+}
+
+/// One value per model from a flag given once for all (or not at all: 0) or once per model.
+fn per_model(values: &[f64], models: usize, flag: &str) -> Result<Vec<f64>> {
+    match values.len() {
+        0 => Ok(vec![0.0; models]),
+        1 => Ok(vec![values[0]; models]),
+        n if n == models => Ok(values.to_vec()),
+        n => bail!("{flag}: {n} values for {models} model(s); give one value, or one per --models entry"),
+    }
+}
+
 /// The widths of `--head` (empty: linear).
 #[derive(Debug, Clone)]
 struct HeadWidths(Vec<i64>);
@@ -261,8 +325,15 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let device = cli.compute.resolve()?;
     let kinds = cli.models.clone().unwrap_or_else(|| vec![cli.model]);
+    let smoothing = per_model(&cli.label_smoothing, kinds.len(), "--label-smoothing")?;
     if let Some(dir) = cli.weights_dir.as_ref().filter(|d| !d.is_dir()) {
         bail!("--weights-dir {}: no such directory", dir.display());
+    }
+    let configs: Vec<TrainConfig> =
+        kinds.into_iter().zip(smoothing).map(|(kind, label_smoothing)| train_config(&cli, kind, label_smoothing, device)).collect();
+    // Every model's options are checked before anything else happens.
+    for cfg in &configs {
+        cfg.validate()?;
     }
     if !cli.quiet {
         eprintln!("train: device {}", if device == tch::Device::Cpu { "cpu".to_string() } else { format!("{device:?}") });
@@ -270,58 +341,10 @@ fn run(cli: Cli) -> Result<()> {
     let tracker = cli.tracking.tracker("train")?;
     let cancel = interrupt_flag();
     let mut outcomes: Vec<(BackboneKind, TrainOutcome)> = Vec::new();
-    for kind in kinds {
-        let weights = match (&cli.weights, &cli.weights_dir) {
-            (Some(w), _) if cli.models.is_none() => Some(w.clone()),
-            (_, Some(dir)) => Some(dir.join(format!("{}.safetensors", kind.name()))).filter(|p| p.exists()),
-            _ => None,
-        };
-        let cfg = TrainConfig {
-            data: cli.data.clone(),
-            model: kind,
-            weights,
-            epochs: cli.epochs,
-            batch_size: cli.batch_size,
-            lr: cli.lr,
-            patience: cli.patience,
-            fine_tune_blocks: cli.fine_tune_blocks,
-            fine_tune_epochs: cli.fine_tune_epochs,
-            fine_tune_lr: cli.fine_tune_lr,
-            fine_tune_lr_decay: cli.fine_tune_lr_decay,
-            augment: (!cli.no_augment).then_some(AugmentConfig {
-                rotation_degrees: cli.rotation,
-                hflip: !cli.no_flip,
-                brightness: cli.brightness,
-                width_shift: cli.width_shift,
-                height_shift: cli.height_shift,
-                zoom: cli.zoom,
-                shear_degrees: cli.shear,
-                contrast: cli.contrast,
-                saturation: cli.saturation,
-            }),
-            image_size: cli.image_size,
-            scales: cli.scales.clone(),
-            cache_features: !cli.no_cache,
-            aug_views: cli.aug_views,
-            pos_weight: cli.pos_weight,
-            label_smoothing: cli.label_smoothing,
-            monitor: cli.monitor,
-            head: cli.head.clone().map(|h| h.0),
-            head_dropout: cli.head_dropout.clone(),
-            weight_decay: cli.weight_decay.clone(),
-            scheduler: cli.scheduler,
-            plateau_factor: cli.plateau_factor,
-            plateau_patience: cli.plateau_patience,
-            tta: cli.tta,
-            seed: cli.seed,
-            runs_dir: cli.runs_dir.clone(),
-            speed: SpeedOptions {
-                channels_last: cli.channels_last || (!cli.no_channels_last && device == tch::Device::Cpu),
-                bf16: cli.bf16,
-            },
-        };
+    for cfg in &configs {
+        let kind = cfg.model;
         let observer = Observer { pb: progress_bar(kind.name(), cli.quiet), quiet: cli.quiet };
-        let out = train(&cfg, device, &observer, &cancel)?;
+        let out = train(cfg, device, &observer, &cancel)?;
         observer.pb.finish_and_clear();
         println!(
             "train: {} -> {}  best epoch {}  val macro-F1 {:.4}  micro-F1 {:.4}  accuracy {:.4}  ({}, {:.1}s)",
