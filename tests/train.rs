@@ -326,28 +326,29 @@ fn config_file_sets_options_and_flags_override_it() {
         }
         let o = train(&data, &runs, &args);
         assert!(o.status.success(), "{}: {}", recipe.display(), stderr(&o));
-        let trained = std::fs::read_dir(&runs).unwrap().filter(|e| e.as_ref().unwrap().path().join("config.json").is_file()).count();
-        assert_eq!(trained, table.get("models").and_then(|m| m.as_array()).map_or(1, |m| m.len()), "{}", recipe.display());
-        if table.contains_key("scales") {
-            for run in std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("config.json").is_file()) {
-                assert_eq!(read_json(&run.join("config.json"))["options"]["scales"], serde_json::json!([64, 48]), "{}", recipe.display());
+        let trained: Vec<PathBuf> =
+            std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("config.json").is_file()).collect();
+        let models: Vec<&str> =
+            table.get("models").and_then(|m| m.as_array()).map_or(vec![], |m| m.iter().map(|v| v.as_str().unwrap()).collect());
+        assert_eq!(trained.len(), models.len().max(1), "{}", recipe.display());
+        // A recipe value that is one number or one per model (in the recipe's order).
+        let number = |v: &toml::Value| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)).unwrap();
+        let per_model = |v: &toml::Value| -> Vec<f64> { v.as_array().map_or_else(|| vec![number(v)], |a| a.iter().map(number).collect()) };
+        for run in &trained {
+            let cfg = read_json(&run.join("config.json"));
+            let options = &cfg["options"];
+            if table.contains_key("scales") {
+                assert_eq!(options["scales"], serde_json::json!([64, 48]), "{}", recipe.display());
             }
-        }
-        // Label smoothing: one value for all, or one per model in the recipe's order.
-        if let Some(ls) = table.get("label_smoothing") {
-            let models: Vec<&str> = table["models"].as_array().map_or(vec![], |m| m.iter().map(|v| v.as_str().unwrap()).collect());
-            let values: Vec<f64> = ls.as_array().map_or_else(|| vec![ls.as_float().unwrap()], |a| a.iter().map(|v| v.as_float().unwrap()).collect());
-            for run in std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("config.json").is_file()) {
-                let options = &read_json(&run.join("config.json"))["options"];
+            if let Some(ls) = table.get("label_smoothing") {
+                let values = per_model(ls);
                 let i = models.iter().position(|m| options["model"] == *m).unwrap_or(0);
                 let want = values.get(i).copied().unwrap_or(values[0]);
                 assert_eq!(options["label_smoothing"].as_f64().unwrap_or(0.0), want, "{}: {}", recipe.display(), run.display());
             }
-        }
-        if let Some(head) = table.get("head").and_then(|h| h.as_str()) {
-            let widths: Vec<i64> = head.split(',').map(|w| w.parse().unwrap()).collect();
-            for run in std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("config.json").is_file()) {
-                assert_eq!(read_json(&run.join("config.json"))["head"]["hidden"], serde_json::json!(widths), "{}", recipe.display());
+            if let Some(head) = table.get("head").and_then(|h| h.as_str()) {
+                let widths: Vec<i64> = head.split(',').map(|w| w.parse().unwrap()).collect();
+                assert_eq!(cfg["head"]["hidden"], serde_json::json!(widths), "{}", recipe.display());
             }
         }
     }

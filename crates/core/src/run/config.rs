@@ -421,6 +421,16 @@ mod tests {
     }
 
     #[test]
+    fn label_smoothing_in_a_run_is_read_and_a_bad_one_refused() {
+        let with = |v: &str| TRAIN_V010.replace("\"pos_weight\": false,", &format!("\"pos_weight\": false, \"label_smoothing\": {v},"));
+        let RunConfig::Train(run) = RunConfig::parse(&with("0.1")).unwrap() else { panic!("a train run") };
+        assert_eq!(run.options.label_smoothing, 0.1);
+        let RunConfig::Train(old) = RunConfig::parse(TRAIN_V010).unwrap() else { panic!("a train run") };
+        assert_eq!(old.options.label_smoothing, 0.0, "absent: none");
+        assert!(format!("{:#}", RunConfig::parse(&with("\"x\"")).unwrap_err()).contains("invalid type: string \"x\", expected f64"));
+    }
+
+    #[test]
     fn reads_a_run_written_before_the_typed_contract() {
         let cfg = RunConfig::parse(TRAIN_V010).unwrap();
         let spec = cfg.model_spec().unwrap();
