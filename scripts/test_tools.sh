@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Tools the tests drive, installed when missing: Debian's chromium and chromium-driver for the
 # browser test of the serve page (apt-get: as root, or sudo without a password), and MLflow in
-# the project venv for the tracking tests (a real `mlflow server` is started by the tests).
+# the project venv for the tracking tests (a real `mlflow server` is started by the tests);
+# the inference protocols' own clients (Triton's tritonclient, KServe's SDK) in a venv of their
+# own, .venv/clients (both bring protobuf and pinned web stacks that mlflow's need not match).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
@@ -17,4 +19,11 @@ fi
 if [[ ! -x .venv/bin/mlflow ]]; then
   echo "test-tools: installing mlflow into .venv for the tracking tests" >&2
   .venv/bin/python -m pip install -q --disable-pip-version-check mlflow
+fi
+CLIENTS_STAMP=.venv/clients/.done-tritonclient-2.73.0-kserve-0.21.0
+if [[ ! -f $CLIENTS_STAMP ]]; then
+  echo "test-tools: installing tritonclient[http,grpc] and kserve into .venv/clients for the protocol tests" >&2
+  python3 -m venv .venv/clients
+  .venv/clients/bin/python -m pip install -q --disable-pip-version-check 'tritonclient[http,grpc]==2.73.0' 'kserve==0.21.0'
+  touch "$CLIENTS_STAMP"
 fi

@@ -14,6 +14,7 @@ mod faults;
 mod hostile;
 mod mlflow;
 mod parity;
+mod protocols;
 mod retrain;
 mod serve;
 mod shared_data;

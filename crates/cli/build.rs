@@ -2,11 +2,18 @@
 //! against (the project's venv), absolute and relative to the binary, so the binaries run
 //! with no LD_LIBRARY_PATH; and, for the binaries that run models, `--no-as-needed -ltorch`
 //! so that libtorch's CUDA part stays linked where it exists. `voc-prep` does not load
-//! libtorch at all (it starts in milliseconds).
+//! libtorch at all (it starts in milliseconds). Shared by every crate of the workspace
+//! (`include!`d by `crates/serve/build.rs`, which also compiles the gRPC protocol).
 
 use std::path::Path;
 
+#[allow(dead_code)]
 fn main() {
+    link_setup();
+}
+
+/// The rpaths and, for the model-running binaries, the forced link of libtorch.
+pub fn link_setup() {
     shared_data_cfg();
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
@@ -48,4 +55,4 @@ fn shared_data_cfg() {
 }
 
 /// Binaries that run models on libtorch (CPU or CUDA).
-const TORCH_BINS: &[&str] = &["train", "evaluate", "predict", "retrain", "vocml-bench"];
+const TORCH_BINS: &[&str] = &["train", "evaluate", "predict", "retrain", "serve", "vocml-bench"];

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 pub struct Server {
     pub child: Child,
     pub base: String,
+    /// `host:port` of the gRPC service, when started with `--grpc-addr`.
+    pub grpc: Option<String>,
     pub log: Arc<Mutex<String>>,
 }
 
@@ -43,8 +45,13 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();
+        let grpc = Arc::new(Mutex::new(None));
+        let grpc_seen = grpc.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("serve: gRPC listening on ") {
+                    *grpc_seen.lock().unwrap() = Some(addr.to_string());
+                }
                 if let Some(addr) = line.strip_prefix("serve: listening on ") {
                     let _ = tx.send(addr.to_string());
                 }
@@ -52,7 +59,9 @@ impl Server {
             }
         });
         let base = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("serve did not start: {}", log.lock().unwrap()));
-        let s = Server { child, base, log };
+        // serve prints the gRPC address before the HTTP one.
+        let grpc = grpc.lock().unwrap().clone();
+        let s = Server { child, base, grpc, log };
         s.wait_until(Duration::from_secs(30), |s| s.get("/ready").status == 200);
         s
     }

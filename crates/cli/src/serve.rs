@@ -22,11 +22,14 @@ use vocml_track::registry::ModelUri;
 ///
 /// Endpoints: GET / (the page), GET /health, GET /ready, GET /model, GET /metrics,
 /// POST /predict (multipart `files`), POST /retrain, GET /jobs/{id}, and the Open Inference
-/// Protocol v2 subset under /v2 (model name `vocml`).
+/// Protocol v2 under /v2 (model name `vocml` unless --model-name; JSON and binary tensor
+/// data, classification), also over gRPC with --grpc-addr (Triton's and KServe's clients).
 ///
 /// Examples:
 ///   serve                                   # runs/best on http://127.0.0.1:8000
 ///   serve --addr 0.0.0.0:8080 --token-file /run/secrets/vocml-token
+///   serve --grpc-addr 127.0.0.1:8001        # also the OIP gRPC service
+///   serve --addr 0.0.0.0:8080 --grpc-port 8081 --model_dir /mnt/models --model_name voc   # KServe
 ///   curl -F files=@photo.jpg http://127.0.0.1:8000/predict
 #[derive(Parser, Debug)]
 #[command(name = "serve", version, long_about, verbatim_doc_comment, args_override_self = true)]
@@ -44,6 +47,25 @@ struct Cli {
     /// Address to listen on (loopback by default; port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:8000")]
     addr: SocketAddr,
+    /// Listen on this port of --addr's host instead (KServe's --http_port).
+    #[arg(long, alias = "http_port", value_name = "PORT")]
+    http_port: Option<u16>,
+    /// Also serve the Open Inference Protocol over gRPC at this address.
+    #[arg(long, value_name = "ADDR")]
+    grpc_addr: Option<SocketAddr>,
+    /// Serve gRPC on this port of --addr's host (KServe's --grpc_port; --grpc-addr's port if
+    /// both are given).
+    #[arg(long, alias = "grpc_port", value_name = "PORT")]
+    grpc_port: Option<u16>,
+    /// The name the model answers to on the inference protocols (KServe's --model_name),
+    /// besides its run's name.
+    #[arg(long, alias = "model_name", value_name = "NAME", default_value = "vocml")]
+    model_name: String,
+    /// What KServe mounts (--model_dir, e.g. /mnt/models): a run directory (served as
+    /// --run), a runs directory with a `best` link (served and followed as --runs), or a
+    /// `models:/` URI.
+    #[arg(long, alias = "model_dir", value_name = "DIR", conflicts_with = "run")]
+    model_dir: Option<PathBuf>,
     /// File holding the bearer token that /retrain and /jobs require.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
@@ -102,8 +124,29 @@ fn run(cli: Cli) -> Result<()> {
         }
         None => None,
     };
-    let target = match &cli.run {
-        None => Target::Local { path: cli.runs.join(vocml_core::run::BEST_LINK), follow: true },
+    let (runs, run) = match cli.model_dir {
+        None => (cli.runs, cli.run),
+        Some(d) if d.join(vocml_core::run::BEST_LINK).exists() => (d, None),
+        Some(d) if d.join("config.json").is_file() || d.to_string_lossy().starts_with("models:/") => (cli.runs, Some(d)),
+        Some(d) => bail!("--model-dir {}: neither a run directory (config.json) nor a runs directory (best)", d.display()),
+    };
+    if cli.model_name.is_empty() || cli.model_name.contains('/') {
+        bail!("--model-name {:?}: expected a name without '/'", cli.model_name);
+    }
+    let mut addr = cli.addr;
+    if let Some(port) = cli.http_port {
+        addr.set_port(port);
+    }
+    let grpc_addr = match (cli.grpc_addr, cli.grpc_port) {
+        (Some(mut a), Some(port)) => {
+            a.set_port(port);
+            Some(a)
+        }
+        (None, Some(port)) => Some(SocketAddr::new(addr.ip(), port)),
+        (a, None) => a,
+    };
+    let target = match &run {
+        None => Target::Local { path: runs.join(vocml_core::run::BEST_LINK), follow: true },
         Some(r) => match ModelUri::parse(&r.to_string_lossy())? {
             Some(model) => {
                 let tracking_uri =
@@ -129,9 +172,11 @@ fn run(cli: Cli) -> Result<()> {
         ..RetrainDefaults::default()
     };
     vocml_serve::run(ServeConfig {
-        runs_dir: cli.runs,
+        runs_dir: runs,
         target,
-        addr: cli.addr,
+        addr,
+        grpc_addr,
+        model_name: cli.model_name,
         token,
         max_batch: cli.max_batch as usize,
         max_wait: Duration::from_millis(cli.max_wait_ms),

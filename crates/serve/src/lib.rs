@@ -9,6 +9,7 @@ pub mod error;
 pub mod follow;
 pub mod jobs;
 pub mod metrics;
+pub mod oip;
 pub mod routes;
 pub mod uploads;
 
@@ -25,6 +26,10 @@ pub struct ServeConfig {
     /// What to serve: `runs_dir/best` (followed), a fixed run, or a registry version.
     pub target: follow::Target,
     pub addr: SocketAddr,
+    /// Where the Open Inference Protocol's gRPC service listens, if anywhere.
+    pub grpc_addr: Option<SocketAddr>,
+    /// The name the model answers to on the inference protocols (besides its run's name).
+    pub model_name: String,
     /// Bearer token required by `/retrain` and `/jobs`.
     pub token: Option<String>,
     pub max_batch: usize,
@@ -72,10 +77,40 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
         device: cfg.device,
         decoders: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         inbox: cfg.inbox.clone().map(routes::Inbox::new),
+        model_name: cfg.model_name.clone(),
     });
     let app = routes::router(state.clone(), cfg.max_body_bytes);
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let grpc = match cfg.grpc_addr {
+        Some(grpc_addr) => {
+            let listener =
+                tokio::net::TcpListener::bind(grpc_addr).await.with_context(|| format!("cannot listen on {grpc_addr} (--grpc-addr)"))?;
+            eprintln!("serve: gRPC listening on {}", listener.local_addr()?);
+            let service = oip::grpc::Service::server(state.clone(), cfg.max_body_bytes);
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            let mut stopped = stopped.clone();
+            let server = tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(incoming, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            });
+            Some(tokio::spawn(server))
+        }
+        None => None,
+    };
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stopping.send(true);
+    });
     eprintln!("serve: listening on http://{addr}");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("server failed")?;
+    let mut http_stopped = stopped.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = http_stopped.wait_for(|s| *s).await;
+        })
+        .await
+        .context("server failed")?;
+    if let Some(grpc) = grpc {
+        grpc.await.context("the gRPC server panicked")?.context("the gRPC server failed")?;
+    }
     eprintln!("serve: stopping");
     stop.store(true, Ordering::SeqCst);
     state.jobs.stop();

@@ -3,7 +3,7 @@
 
 mod explain;
 mod info;
-mod predict;
+pub(crate) mod predict;
 mod queue;
 mod retrain;
 mod v2;
@@ -40,6 +40,8 @@ pub struct AppState {
     pub decoders: tokio::sync::Semaphore,
     /// `--inbox`: the folder `GET /queue` ranks.
     pub inbox: Option<Inbox>,
+    /// The name the model answers to on the inference protocols (besides its run's name).
+    pub model_name: String,
 }
 
 /// The service's routes.
@@ -58,10 +60,15 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .route("/explain", post(explain::explain))
         .route("/queue", get(queue::queue))
         .route("/uploads/{id}", get(queue::upload))
+        .route("/v2", get(v2::server_metadata))
         .route("/v2/health/live", get(v2::live))
         .route("/v2/health/ready", get(v2::ready))
         .route("/v2/models/{name}", get(v2::metadata))
+        .route("/v2/models/{name}/ready", get(v2::model_ready))
         .route("/v2/models/{name}/infer", post(v2::infer))
+        .route("/v2/models/{name}/versions/{version}", get(v2::metadata))
+        .route("/v2/models/{name}/versions/{version}/ready", get(v2::model_ready))
+        .route("/v2/models/{name}/versions/{version}/infer", post(v2::infer))
         .merge(guarded)
         .fallback(|| async { ApiError::not_found("no such endpoint; see GET / for the page and the README for the API") })
         .layer(DefaultBodyLimit::max(max_body))

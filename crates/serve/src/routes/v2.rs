@@ -1,108 +1,235 @@
-//! The Open Inference Protocol v2 subset that KServe and Triton clients speak: liveness,
-//! readiness, model metadata, and inference on a `BYTES` input of base64-encoded images ->
-//! `FP32` probabilities `[N, C]`. The model answers to `vocml` and to its run's name.
+//! The Open Inference Protocol v2 over REST, as KServe's and Triton's clients speak it: health
+//! with JSON bodies, server and model metadata and readiness, and inference with or without
+//! `/versions/{v}`, JSON or binary tensor data (the body is read as bytes whatever its
+//! Content-Type; unknown fields are accepted; `id` is echoed). The protocol itself is in
+//! `crate::oip`.
 
-use super::predict::{score, Scoring};
 use super::AppState;
-use crate::engine::ModelInfo;
 use crate::error::ApiError;
+use crate::oip::{self, binary, InferRequest, InferResponse, InputTensor, OipError, RequestedOutput};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-/// The model name every deployment answers to.
-pub const MODEL_NAME: &str = "vocml";
+/// `{name}` and, on the versioned paths, `{version}`.
+type ModelPath = Path<HashMap<String, String>>;
 
-pub async fn live() -> StatusCode {
-    StatusCode::OK
+fn name_version(p: &HashMap<String, String>) -> (&str, Option<&str>) {
+    (p.get("name").map_or("", String::as_str), p.get("version").map(String::as_str))
 }
 
-pub async fn ready(State(state): State<Arc<AppState>>) -> StatusCode {
-    if state.engine.info().is_some() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+pub async fn live() -> Json<Value> {
+    Json(json!({"live": true}))
+}
+
+pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    match state.engine.info() {
+        Some(_) => Json(json!({"ready": true})).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "error": "no model loaded yet"}))).into_response(),
     }
 }
 
-fn named(state: &AppState, name: &str) -> Result<Arc<ModelInfo>, ApiError> {
-    let info = state.engine.info().ok_or_else(|| ApiError::unavailable("no model loaded yet"))?;
-    if name != MODEL_NAME && name != info.run {
-        return Err(ApiError::not_found(format!("unknown model {name:?}; this server serves {MODEL_NAME:?} (run {})", info.run)));
-    }
-    Ok(info)
+/// `GET /v2`: the server's name, version and protocol extensions.
+pub async fn server_metadata() -> Json<Value> {
+    Json(json!({"name": oip::PLATFORM, "version": env!("CARGO_PKG_VERSION"), "extensions": oip::EXTENSIONS}))
 }
 
-pub async fn metadata(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
-    let info = named(&state, &name)?;
-    Ok(Json(serde_json::json!({
-        "name": MODEL_NAME,
-        "versions": [info.version.to_string()],
-        "platform": "vocml",
-        "inputs": [{"name": "images", "datatype": "BYTES", "shape": [-1]}],
-        "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, info.task.classes.len()]}],
+pub async fn model_ready(State(state): State<Arc<AppState>>, Path(p): ModelPath) -> Response {
+    let (name, version) = name_version(&p);
+    match oip::model(&state, name, version) {
+        Ok(_) => Json(json!({"name": name, "ready": true})).into_response(),
+        Err(e) if e.kind == oip::Kind::Unavailable => {
+            (e.status(), Json(json!({"name": name, "ready": false, "error": e.message}))).into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+pub async fn metadata(State(state): State<Arc<AppState>>, Path(p): ModelPath) -> Result<Json<Value>, ApiError> {
+    let (name, version) = name_version(&p);
+    let info = oip::model(&state, name, version)?;
+    let m = oip::metadata(name, &info);
+    let tensors =
+        |t: &[oip::TensorMetadata]| t.iter().map(|t| json!({"name": t.name, "datatype": t.datatype, "shape": t.shape})).collect::<Vec<_>>();
+    Ok(Json(json!({
+        "name": m.name,
+        "versions": m.versions,
+        "platform": m.platform,
+        "inputs": tensors(&m.inputs),
+        "outputs": tensors(&m.outputs),
         "parameters": {"run": info.run, "classes": info.task.classes},
     })))
 }
 
 #[derive(Deserialize)]
-struct InferRequest {
+struct RestRequest {
     #[serde(default)]
     id: Option<String>,
-    inputs: Vec<InferInput>,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    inputs: Vec<RestInput>,
+    #[serde(default)]
+    outputs: Vec<RestOutput>,
 }
 
 #[derive(Deserialize)]
-struct InferInput {
+struct RestInput {
     name: String,
     datatype: String,
     shape: Vec<i64>,
-    data: Vec<String>,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    #[serde(default)]
+    data: Option<Value>,
 }
 
-pub async fn infer(State(state): State<Arc<AppState>>, Path(name): Path<String>, body: Bytes) -> Result<Json<serde_json::Value>, ApiError> {
-    named(&state, &name)?;
-    let req: InferRequest = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("bad inference request: {e}")))?;
-    let [input] = req.inputs.as_slice() else {
-        return Err(ApiError::bad_request(format!("expected one input (images), got {}", req.inputs.len())));
+#[derive(Deserialize)]
+struct RestOutput {
+    name: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+}
+
+pub async fn infer(State(state): State<Arc<AppState>>, Path(p): ModelPath, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let (name, version) = name_version(&p);
+    oip::model(&state, name, version)?;
+    let req = parse(&body, &headers, state.max_files)?;
+    let answer = oip::infer(&state, req).await?;
+    Ok(respond(answer))
+}
+
+/// Reads an inference request, JSON or JSON followed by binary tensor data.
+fn parse(body: &[u8], headers: &HeaderMap, max_files: usize) -> Result<InferRequest, OipError> {
+    let header = match headers.get(binary::HEADER) {
+        Some(v) => Some(v.to_str().map_err(|_| OipError::bad(format!("{}: not text", binary::HEADER)))?),
+        None => None,
     };
-    if input.datatype != "BYTES" {
-        return Err(ApiError::bad_request(format!(
-            "input {}: datatype {}, expected BYTES (base64-encoded images)",
-            input.name, input.datatype
-        )));
+    let (json, mut raw) = binary::split(body, header).map_err(OipError::bad)?;
+    let req: RestRequest = serde_json::from_slice(json).map_err(|e| OipError::bad(format!("bad inference request: {e}")))?;
+    let binary_output = flag(&req.parameters, "binary_data_output", "the request")?.unwrap_or(false);
+    let mut inputs = Vec::with_capacity(req.inputs.len());
+    for input in req.inputs {
+        let count = oip::check_input(&input.name, &input.datatype, &input.shape, max_files)?;
+        let size = match input.parameters.get("binary_data_size") {
+            None => None,
+            Some(v) => {
+                Some(v.as_u64().ok_or_else(|| OipError::bad(format!("input {}: binary_data_size {v} is not a byte count", input.name)))?
+                    as usize)
+            }
+        };
+        let elements = match (size, input.data) {
+            (Some(_), Some(_)) => return Err(OipError::bad(format!("input {}: both data and binary_data_size", input.name))),
+            (None, None) => return Err(OipError::bad(format!("input {}: no data (nor binary_data_size)", input.name))),
+            (Some(n), None) => {
+                if n > raw.len() {
+                    return Err(OipError::bad(format!(
+                        "input {}: binary_data_size {n} overruns the {} bytes of binary data left",
+                        input.name,
+                        raw.len()
+                    )));
+                }
+                let (mine, rest) = raw.split_at(n);
+                raw = rest;
+                binary::bytes_elements(mine, count).map_err(|e| OipError::bad(format!("input {}: {e}", input.name)))?
+            }
+            (None, Some(data)) => json_elements(&input.name, &data, count)?,
+        };
+        inputs.push(InputTensor { name: input.name, elements });
     }
-    if input.shape != [input.data.len() as i64] {
-        return Err(ApiError::bad_request(format!(
-            "input {}: shape {:?} does not match its {} data elements",
-            input.name,
-            input.shape,
-            input.data.len()
-        )));
+    if !raw.is_empty() {
+        return Err(OipError::bad(format!("{} bytes of binary data belong to no input (binary_data_size too small)", raw.len())));
     }
-    if input.data.is_empty() || input.data.len() > state.max_files {
-        return Err(ApiError::bad_request(format!("input {}: 1 to {} images per request", input.name, state.max_files)));
+    let mut outputs = Vec::with_capacity(req.outputs.len());
+    for o in req.outputs {
+        let what = format!("output {}", o.name);
+        let classification = match o.parameters.get("classification") {
+            None => None,
+            Some(v) => Some(v.as_u64().ok_or_else(|| OipError::bad(format!("{what}: classification {v} is not a count")))? as usize),
+        };
+        let binary = flag(&o.parameters, "binary_data", &what)?;
+        outputs.push(RequestedOutput { name: o.name, classification, binary });
     }
-    let mut files = Vec::new();
-    for (i, d) in input.data.iter().enumerate() {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(d)
-            .map_err(|e| ApiError::bad_request(format!("input {} element {i}: not base64: {e}", input.name)))?;
-        files.push((format!("{}[{i}]", input.name), Arc::new(bytes)));
+    Ok(InferRequest { id: req.id, inputs, outputs, binary_output })
+}
+
+/// A boolean parameter, if given.
+fn flag(parameters: &Map<String, Value>, key: &str, of: &str) -> Result<Option<bool>, OipError> {
+    match parameters.get(key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(v) => Err(OipError::bad(format!("{of}: {key} {v} is not true or false"))),
     }
-    let (scores, model) = score(&state, files, Scoring { keep: true, ..Scoring::default() }).await?;
-    let mut data = Vec::new();
-    for (i, s) in scores.into_iter().enumerate() {
-        data.extend(s.result.map_err(|e| ApiError::bad_request(format!("input {} element {i}: {e}", input.name)))?);
+}
+
+/// The elements of a BYTES input sent as JSON: base64 strings, flat or nested like its shape.
+fn json_elements(name: &str, data: &Value, count: usize) -> Result<Vec<Vec<u8>>, OipError> {
+    fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+        match v {
+            Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
+            other => out.push(other),
+        }
     }
-    Ok(Json(serde_json::json!({
-        "model_name": MODEL_NAME,
-        "model_version": model.version.to_string(),
-        "id": req.id,
-        "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [data.len() / model.task.classes.len().max(1), model.task.classes.len()], "data": data}],
-    })))
+    let mut flat = Vec::new();
+    flatten(data, &mut flat);
+    if flat.len() != count {
+        return Err(OipError::bad(format!("input {name}: data does not match its shape: {} elements, the shape says {count}", flat.len())));
+    }
+    flat.into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let s = v.as_str().ok_or_else(|| OipError::bad(format!("input {name} element {i}: expected a base64 string, got {v}")))?;
+            base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map_err(|e| OipError::bad(format!("input {name} element {i}: not base64: {e}")))
+        })
+        .collect()
+}
+
+/// The answer: JSON, or JSON followed by the outputs that travel as binary data.
+fn respond(answer: InferResponse) -> Response {
+    let mut raw = Vec::new();
+    let outputs: Vec<Value> = answer
+        .outputs
+        .iter()
+        .map(|o| {
+            let mut v = json!({"name": o.name, "datatype": o.data.datatype(), "shape": o.shape});
+            if o.binary {
+                let bytes = o.data.raw();
+                v["parameters"] = json!({"binary_data_size": bytes.len()});
+                raw.extend(bytes);
+            } else {
+                v["data"] = match &o.data {
+                    oip::TensorData::Fp32(d) => json!(d),
+                    oip::TensorData::Bytes(d) => json!(d.iter().map(|e| String::from_utf8_lossy(e)).collect::<Vec<_>>()),
+                };
+            }
+            v
+        })
+        .collect();
+    let mut head = json!({"model_name": answer.model_name, "model_version": answer.model_version, "outputs": outputs});
+    if let Some(id) = answer.id {
+        head["id"] = id.into();
+    }
+    let head = serde_json::to_vec(&head).expect("JSON of plain values");
+    if raw.is_empty() {
+        return ([(header::CONTENT_TYPE, "application/json")], head).into_response();
+    }
+    let length = head.len();
+    let mut body = head;
+    body.extend(raw);
+    (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::HeaderName::from_static(binary::HEADER), length.to_string()),
+        ],
+        body,
+    )
+        .into_response()
 }
