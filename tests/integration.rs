@@ -8,6 +8,7 @@ mod util;
 
 mod browser;
 mod cli;
+mod deploy;
 mod evaluate_predict;
 mod explain;
 mod faults;

@@ -2,6 +2,7 @@
 //! a small HTTP client over ureq with hand-built multipart bodies.
 
 use super::bin;
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -32,15 +33,17 @@ impl Reply {
 impl Server {
     /// Starts `serve --runs RUNS --addr 127.0.0.1:0 ARGS` and waits until it is ready.
     pub fn start(runs: &Path, args: &[&str]) -> Server {
-        let mut child = bin("serve")
-            .arg("--runs")
-            .arg(runs)
-            .args(["--addr", "127.0.0.1:0", "--threads", "1", "--poll-ms", "50"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut all: Vec<OsString> = vec!["--runs".into(), runs.into()];
+        all.extend(["--addr", "127.0.0.1:0", "--threads", "1", "--poll-ms", "50"].map(OsString::from));
+        all.extend(args.iter().map(OsString::from));
+        let s = Server::spawn(&all);
+        s.wait_until(Duration::from_secs(30), |s| s.get("/ready").status == 200);
+        s
+    }
+
+    /// Starts `serve ARGS` and waits until it listens (not until a model is loaded).
+    pub fn spawn(args: &[OsString]) -> Server {
+        let mut child = bin("serve").args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
@@ -61,9 +64,7 @@ impl Server {
         let base = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("serve did not start: {}", log.lock().unwrap()));
         // serve prints the gRPC address before the HTTP one.
         let grpc = grpc.lock().unwrap().clone();
-        let s = Server { child, base, grpc, log };
-        s.wait_until(Duration::from_secs(30), |s| s.get("/ready").status == 200);
-        s
+        Server { child, base, grpc, log }
     }
 
     /// Polls `ok` every 20 ms; panics with the server's log after `limit`.
