@@ -4,7 +4,7 @@ VENV := .venv
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup test-tools build install demo serve test test-quick fuzz bench bench-prep bench-train bench-train-step bench-predict bench-serve quality quality-tradeoff quality-levers quality-sizes quality-smoothing quality-voc20 active-learning clean
+.PHONY: all setup test-tools build install demo serve test test-quick fuzz bench bench-prep bench-train bench-train-step bench-predict bench-serve bench-deploy quality quality-tradeoff quality-levers quality-sizes quality-smoothing quality-voc20 active-learning clean
 
 all: build
 
@@ -76,6 +76,12 @@ bench: bench-prep bench-train-step bench-train bench-predict
 ## concurrency 1, 8, 32, and the batch ceiling of predict
 bench-serve: build
 	@bash scripts/bench_serve.sh
+
+## bench-deploy: serve under deployment conditions: /predict latency while /queue scores a
+## 1,000-photo inbox, RSS over a 20,000-request soak (SOAK=N), two replicas on one runs
+## directory while one promotes a retrain job (failed requests, time until both serve it)
+bench-deploy: build
+	@bash scripts/bench_deploy.sh
 
 bench-prep: build
 	@bash scripts/bench_prep.sh

@@ -164,3 +164,37 @@ fn a_replica_without_a_model_is_live_but_not_ready_until_one_appears() {
     assert_eq!(server.get("/v2/models/vocml/ready").json()["ready"], serde_json::json!(true));
     assert_eq!(grpc_health(&grpc, "vocml"), (true, true, true));
 }
+
+#[test]
+fn a_job_whose_server_is_killed_is_reported_lost_after_a_restart_and_nothing_is_half_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (_, runs, first) = fixture(root, 60, 64, "1");
+    let best = std::fs::read_link(runs.join("best")).unwrap();
+    let jpeg = std::fs::read(root.join("voc/JPEGImages/000001.jpg")).unwrap();
+    let form: &[(&str, Option<&str>, &[u8])] = &[("files", Some("a.jpg"), &jpeg), ("labels", None, b"[[\"dog\"]]")];
+    let mut server = Server::start(&runs, &["--retrain-epochs", "10000"]);
+    let r = server.post_form("/retrain", form, &[]);
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    server.wait_until(Duration::from_secs(60), |s| s.get(&format!("/jobs/{id}")).json()["phase"].as_str().unwrap_or("").starts_with("retrain "));
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGKILL) };
+    server.child.wait().unwrap();
+
+    let server = Server::start(&runs, &["--retrain-epochs", "1"]);
+    let job = server.get(&format!("/jobs/{id}")).json();
+    assert_eq!(job["state"], "lost", "{job}");
+    assert!(job["error"].as_str().unwrap().contains("killed or crashed"), "{job}");
+    assert!(job["finished"].is_string(), "{job}");
+    assert!(server.log.lock().unwrap().contains(&format!("{id} was lost")));
+    assert_eq!(std::fs::read_link(runs.join("best")).unwrap(), best, "runs/best did not move");
+    assert_eq!(vocml_core::run::list_runs(&runs).unwrap(), vec![first], "no half-written run is listed");
+    let feedback = runs.join("feedback");
+    if feedback.exists() {
+        let stored = vocml_core::retrain::feedback::FeedbackStore::open(&feedback).unwrap().all().unwrap();
+        assert!(stored.corrections.is_empty() && !stored.torn_tail, "nothing stored by the killed job");
+    }
+    let r = server.post_form("/retrain", form, &[]);
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_ne!(r.json()["id"].as_str().unwrap(), id, "a new job gets a new id");
+}

@@ -1,18 +1,24 @@
 //! The inference thread: it owns the model, gathers concurrent requests into one forward
 //! pass (up to `max_batch` images or `max_wait`), and swaps in a new model between batches,
-//! so every request is answered whole by one model and none fails during a swap.
+//! so every request is answered whole by one model and none fails during a swap. Background
+//! jobs (`/queue` scoring an inbox) run alone, one at a time, and only when no interactive
+//! request waits: a request waits for at most one background forward pass.
 
 use crate::metrics::Metrics;
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use vocml_core::io::image::{ResizeMode, SquareResizer};
 use vocml_core::predict::{score_pixels, score_pixels_with_features};
 use vocml_core::run::predictor::Predictor;
 use vocml_core::task::Task;
+
+/// Interactive batches that may go ahead of a waiting background job before it runs anyway.
+const BACKGROUND_PATIENCE: usize = 8;
 
 /// What the service says about the model it serves.
 #[derive(Debug)]
@@ -111,6 +117,9 @@ pub struct Job {
     pub images: Vec<Input>,
     /// Also answer each image's features (for a diverse selection).
     pub features: bool,
+    /// Bulk work (`/queue`) that must not delay interactive requests: never batched with them,
+    /// run when none waits.
+    pub background: bool,
     pub reply: tokio::sync::oneshot::Sender<Result<Answer, String>>,
 }
 
@@ -204,11 +213,33 @@ impl Engine {
     fn run(&self, rx: Receiver<Work>, max_batch: usize, max_wait: Duration, metrics: &Metrics) {
         let _no_grad = tch::no_grad_guard();
         let mut served: Option<Served> = None;
+        // Background jobs set aside while interactive work came first, and how many batches
+        // went ahead of the oldest (at most BACKGROUND_PATIENCE, so it is never starved).
+        let mut deferred: VecDeque<Job> = VecDeque::new();
+        let mut passed_over = 0;
         loop {
-            let first = match rx.recv_timeout(Duration::from_millis(20)) {
-                Ok(work) => Some(work),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => return,
+            let first = match deferred.pop_front() {
+                Some(job) if passed_over >= BACKGROUND_PATIENCE => {
+                    passed_over = 0;
+                    Some(Work::Score(job))
+                }
+                Some(job) => match rx.try_recv() {
+                    Ok(work) => {
+                        deferred.push_front(job);
+                        passed_over += 1;
+                        Some(work)
+                    }
+                    Err(TryRecvError::Empty) => {
+                        passed_over = 0;
+                        Some(Work::Score(job))
+                    }
+                    Err(TryRecvError::Disconnected) => return,
+                },
+                None => match rx.recv_timeout(Duration::from_millis(20)) {
+                    Ok(work) => Some(work),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                },
             };
             self.take_pending(&mut served, metrics);
             let mut explains = Vec::new();
@@ -216,12 +247,18 @@ impl Engine {
             match first {
                 None => continue,
                 Some(Work::Explain(e)) => explains.push(e),
+                Some(Work::Score(job)) if job.background && !deferred.is_empty() => {
+                    deferred.push_back(job);
+                    continue;
+                }
                 Some(Work::Score(job)) => batch.push(job),
             }
             let mut images: usize = batch.iter().map(|j| j.images.len()).sum();
             let deadline = Instant::now() + max_wait;
-            while !batch.is_empty() && images < max_batch {
+            let interactive = batch.first().is_some_and(|j| !j.background);
+            while interactive && images < max_batch {
                 match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(Work::Score(job)) if job.background => deferred.push_back(job),
                     Ok(Work::Score(job)) => {
                         images += job.images.len();
                         batch.push(job);

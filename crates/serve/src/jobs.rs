@@ -1,11 +1,14 @@
 //! Retrain jobs: the corrections of a request run through the existing `retrain` (feedback
 //! store, replay, tolerance gate, atomic promotion) on a worker thread, one at a time; the
-//! job's state, progress and outcome are kept for `GET /jobs/{id}`.
+//! job's state, progress and outcome are kept for `GET /jobs/{id}`, and its record in the
+//! runs directory's journal (`journal`), so it is answered after a restart and by replicas.
 
-use serde::Serialize;
+use crate::journal::{Claim, Journal};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use vocml_core::io::csv_line::quote;
 use vocml_core::retrain::{default_feedback_dir, retrain, RetrainConfig};
@@ -37,11 +40,11 @@ pub struct Correction {
 }
 
 /// What `GET /jobs/{id}` answers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobStatus {
     pub id: String,
-    /// queued, running, succeeded or failed.
-    pub state: &'static str,
+    /// running, succeeded, failed, or lost (its server stopped while it ran).
+    pub state: String,
     pub corrections: usize,
     /// What the retrain is doing (features, retrain E/N), once running.
     pub phase: String,
@@ -59,22 +62,10 @@ pub struct JobStatus {
 pub struct Jobs {
     map: Mutex<BTreeMap<String, JobStatus>>,
     busy: AtomicBool,
-    seq: AtomicU64,
+    journal: Journal,
     /// Set at shutdown: a running retrain stops at its next step and writes nothing.
     pub cancel: Arc<AtomicBool>,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-impl Default for Jobs {
-    fn default() -> Self {
-        Jobs {
-            map: Mutex::default(),
-            busy: AtomicBool::new(false),
-            seq: AtomicU64::new(1),
-            cancel: Arc::default(),
-            worker: Mutex::new(None),
-        }
-    }
 }
 
 /// Where a job retrains from and writes to.
@@ -87,8 +78,18 @@ pub struct JobTarget {
 }
 
 impl Jobs {
+    /// The jobs of the runs directory `runs_dir`, those recorded before included: a job whose
+    /// server stopped while it ran is reported lost (and said so on stderr).
+    pub fn open(runs_dir: &Path) -> Jobs {
+        let journal = Journal::new(runs_dir);
+        let map = journal.recover().into_iter().map(|j| (j.id.clone(), j)).collect();
+        Jobs { map: Mutex::new(map), busy: AtomicBool::new(false), journal, cancel: Arc::default(), worker: Mutex::new(None) }
+    }
+
+    /// A job of this server, or one recorded in the runs directory (another replica's).
     pub fn get(&self, id: &str) -> Option<JobStatus> {
-        self.map.lock().unwrap().get(id).cloned()
+        let mine = self.map.lock().unwrap().get(id).cloned();
+        mine.or_else(|| self.journal.read(id))
     }
 
     /// Starts a retrain job, or says why not (one runs at a time).
@@ -97,10 +98,17 @@ impl Jobs {
             let running = self.map.lock().unwrap().values().find(|j| j.state == "running").map(|j| j.id.clone()).unwrap_or_default();
             return Err(format!("a retrain job is already running ({running}); wait for it (GET /jobs/{running}) and send again"));
         }
-        let id = format!("job-{}", self.seq.fetch_add(1, Ordering::SeqCst));
+        let claim = match self.journal.claim() {
+            Ok(c) => c,
+            Err(e) => {
+                self.busy.store(false, Ordering::SeqCst);
+                return Err(format!("cannot record a retrain job: {e:#}"));
+            }
+        };
+        let id = claim.id.clone();
         let status = JobStatus {
             id: id.clone(),
-            state: "running",
+            state: "running".into(),
             corrections: corrections.len(),
             phase: "starting".into(),
             epoch: 0,
@@ -110,31 +118,45 @@ impl Jobs {
             outcome: None,
             error: None,
         };
+        if let Err(e) = self.journal.write(&status) {
+            self.journal.release(claim);
+            self.busy.store(false, Ordering::SeqCst);
+            return Err(format!("cannot record a retrain job: {e:#}"));
+        }
         self.map.lock().unwrap().insert(id.clone(), status.clone());
         let jobs = self.clone();
         let handle = std::thread::Builder::new()
             .name(id.clone())
-            .spawn(move || {
-                let result = jobs.run(&id, &corrections, &target);
-                let mut map = jobs.map.lock().unwrap();
-                let s = map.get_mut(&id).expect("job recorded");
-                s.finished = Some(chrono::Local::now().to_rfc3339());
-                match result {
-                    Ok(outcome) => {
-                        s.state = "succeeded";
-                        s.outcome = Some(outcome);
-                    }
-                    Err(e) => {
-                        s.state = "failed";
-                        s.error = Some(format!("{e:#}"));
-                    }
-                }
-                eprintln!("serve: {id} {}", s.state);
-                jobs.busy.store(false, Ordering::SeqCst);
-            })
+            .spawn(move || jobs.finish(claim, jobs.run(&id, &corrections, &target)))
             .map_err(|e| format!("cannot start a retrain job: {e}"))?;
         *self.worker.lock().unwrap() = Some(handle);
         Ok(status)
+    }
+
+    /// Records a job's outcome (in memory and in the journal) and frees the worker.
+    fn finish(&self, claim: Claim, result: anyhow::Result<serde_json::Value>) {
+        let final_status = {
+            let mut map = self.map.lock().unwrap();
+            let s = map.get_mut(&claim.id).expect("job recorded");
+            s.finished = Some(chrono::Local::now().to_rfc3339());
+            match result {
+                Ok(outcome) => {
+                    s.state = "succeeded".into();
+                    s.outcome = Some(outcome);
+                }
+                Err(e) => {
+                    s.state = "failed".into();
+                    s.error = Some(format!("{e:#}"));
+                }
+            }
+            s.clone()
+        };
+        if let Err(e) = self.journal.write(&final_status) {
+            eprintln!("serve: cannot record the outcome of {}: {e:#}", final_status.id);
+        }
+        self.journal.release(claim);
+        eprintln!("serve: {} {}", final_status.id, final_status.state);
+        self.busy.store(false, Ordering::SeqCst);
     }
 
     /// Cancels a running job and waits for it (at shutdown).

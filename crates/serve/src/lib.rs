@@ -8,6 +8,7 @@ pub mod engine;
 pub mod error;
 pub mod follow;
 pub mod jobs;
+pub mod journal;
 pub mod metrics;
 pub mod oip;
 pub mod routes;
@@ -67,7 +68,7 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
     let state = Arc::new(routes::AppState {
         engine,
         follow: follow_state,
-        jobs: Arc::new(jobs::Jobs::default()),
+        jobs: Arc::new(jobs::Jobs::open(&cfg.runs_dir)),
         uploads: uploads::Uploads::new(1024, 512 << 20),
         metrics,
         token: cfg.token.clone(),
@@ -78,6 +79,7 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
         decoders: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         inbox: cfg.inbox.clone().map(routes::Inbox::new),
         model_name: cfg.model_name.clone(),
+        background_batch: (cfg.max_batch / 4).max(1),
     });
     let app = routes::router(state.clone(), cfg.max_body_bytes);
     let (stopping, stopped) = tokio::sync::watch::channel(false);

@@ -42,6 +42,9 @@ pub struct AppState {
     pub inbox: Option<Inbox>,
     /// The name the model answers to on the inference protocols (besides its run's name).
     pub model_name: String,
+    /// Images per background job (`/queue` scoring): a quarter of `--max-batch`, so that an
+    /// interactive request waits for at most a quarter of a full batch's forward pass.
+    pub background_batch: usize,
 }
 
 /// The service's routes.

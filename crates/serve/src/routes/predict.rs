@@ -37,6 +37,8 @@ pub struct Scoring {
     pub keep: bool,
     /// Also give each image's features.
     pub features: bool,
+    /// Bulk scoring that yields to interactive requests (the engine's background lane).
+    pub background: bool,
 }
 
 pub async fn predict(
@@ -133,7 +135,7 @@ pub async fn score(
         (Vec::new().into_iter(), Vec::new().into_iter(), info)
     } else {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        state.engine.submit(Job { images: inputs, features: how.features, reply: tx }).map_err(|r| match r {
+        state.engine.submit(Job { images: inputs, features: how.features, background: how.background, reply: tx }).map_err(|r| match r {
             Refused::Busy => ApiError::unavailable("the server is busy (its queue is full); retry shortly"),
             Refused::NoModel => ApiError::unavailable("no model loaded yet (see GET /ready)"),
         })?;

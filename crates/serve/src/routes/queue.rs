@@ -117,7 +117,7 @@ pub async fn queue(
     let files = files
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot list the inbox {}: {e}", inbox.dir.display())))?;
 
-    // Score what the cache lacks for this model version, a request's worth at a time.
+    // Score what the cache lacks for this model version.
     let stale: Vec<(PathBuf, u64, Option<SystemTime>)> = {
         let cache = inbox.cache.lock().unwrap();
         files
@@ -126,7 +126,8 @@ pub async fn queue(
             .cloned()
             .collect()
     };
-    for chunk in stale.chunks(state.max_files.max(1)) {
+    // Small background jobs: a /predict arriving meanwhile waits for one of them at most.
+    for chunk in stale.chunks(state.background_batch) {
         let owned = chunk.to_vec();
         let read =
             tokio::task::spawn_blocking(move || owned.into_iter().map(|f| (std::fs::read(&f.0).map(Arc::new), f)).collect::<Vec<_>>())
@@ -134,7 +135,7 @@ pub async fn queue(
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         let readable: Vec<(String, Arc<Vec<u8>>)> =
             read.iter().filter_map(|(b, f)| b.as_ref().ok().map(|b| (f.0.display().to_string(), b.clone()))).collect();
-        let how = Scoring { features: true, ..Scoring::default() };
+        let how = Scoring { features: true, background: true, ..Scoring::default() };
         let (scores, model) = if readable.is_empty() { (Vec::new(), info.clone()) } else { score(&state, readable, how).await? };
         let mut scores = scores.into_iter();
         let mut cache = inbox.cache.lock().unwrap();
