@@ -3,7 +3,9 @@
 # the same EfficientNet-Lite0 run: oha (HTTP load generator) POSTs one photo per request
 # (multipart `files`) at concurrency 1, 8 and 32; images/s and p50/p99 latency side by side,
 # plus the batch ceiling of this machine: `predict` on the same photo in one process (decode +
-# model, no HTTP; start-up removed by timing two folder sizes). Same machine, one run.
+# model, no HTTP; start-up removed by timing two folder sizes). Same machine, one run. serve is
+# also loaded through the Open Inference Protocol: binary tensor data over HTTP (oha, the body
+# tritonclient sends) and gRPC ModelInfer (examples/grpc_load.rs, one connection per worker).
 source "$(dirname "$0")/bench_common.sh"
 DEVICE=${DEVICE:-cpu}
 CONCURRENCY=${CONCURRENCY:-"1 8 32"}
@@ -22,7 +24,17 @@ photo=${photos[0]}
 boundary=vocml-bench-boundary
 { printf -- '--%s\r\nContent-Disposition: form-data; name="files"; filename="%s"\r\nContent-Type: image/jpeg\r\n\r\n' "$boundary" "$(basename "$photo")"
   cat "$photo"; printf -- '\r\n--%s--\r\n' "$boundary"; } > "$TMP/body"
-port_ours=$(( 20000 + RANDOM % 10000 )); port_peer=$(( port_ours + 1 ))
+port_ours=$(( 20000 + RANDOM % 10000 )); port_peer=$(( port_ours + 1 )); port_grpc=$(( port_ours + 2 ))
+# The OIP binary body: JSON header, then the photo as one BYTES element (4-byte length first).
+"$PY" - "$photo" "$TMP/oip-body" > "$TMP/oip-header-length" <<'PY'
+import json, struct, sys
+photo = open(sys.argv[1], "rb").read()
+head = json.dumps({"inputs": [{"name": "images", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": len(photo) + 4}}],
+                   "parameters": {"binary_data_output": True}}).encode()
+open(sys.argv[2], "wb").write(head + struct.pack("<I", len(photo)) + photo)
+print(len(head))
+PY
+cargo build --release --example grpc_load -q
 
 # wait_up PORT LOG PATH: until the server answers PATH with 200 (60 s at most): serve's /ready
 # (its model is loaded), the peer's /health (it loads its model before it listens).
@@ -30,17 +42,16 @@ wait_up() {
   for _ in $(seq 600); do curl -sf "http://127.0.0.1:$1$3" > /dev/null && return 0; sleep 0.1; done
   echo "bench-serve: server on port $1 did not start:" >&2; tail -5 "$2" >&2; return 1
 }
-# load NAME PORT: one table row per concurrency level; also keeps "c rps p50 p99" in $TMP/NAME.
+# load NAME URL OHA_ARGS...: one row per concurrency level, "c rps p50 p99 errors", in $TMP/NAME.
 load() {
-  : > "$TMP/$1"
-  set -- "$1" "$2" $REQUESTS
-  local name=$1 port=$2; shift 2
+  local name=$1 url=$2; shift 2
+  local requests=($REQUESTS) i=0
+  : > "$TMP/$name"
   for c in $CONCURRENCY; do
-    local n=$1; shift
-    oha -n 20 -c 1 --no-tui -m POST -T "multipart/form-data; boundary=$boundary" -D "$TMP/body" "http://127.0.0.1:$port/predict" > /dev/null
-    oha -n "$n" -c "$c" --no-tui --output-format json -m POST -T "multipart/form-data; boundary=$boundary" -D "$TMP/body" \
-      "http://127.0.0.1:$port/predict" > "$TMP/oha.json"
-    "$PY" - "$TMP/oha.json" "$c" "$name" >> "$TMP/$name" <<'PY'
+    local n=${requests[$i]}; i=$(( i + 1 ))
+    oha -n 20 -c 1 --no-tui "$@" "$url" > /dev/null
+    oha -n "$n" -c "$c" --no-tui --output-format json "$@" "$url" > "$TMP/oha.json"
+    "$PY" - "$TMP/oha.json" "$c" >> "$TMP/$name" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
 codes = s.get("statusCodeDistribution", {})
@@ -50,16 +61,26 @@ print(sys.argv[2], round(s["summary"]["requestsPerSec"], 1), round(lat["p50"] * 
 PY
   done
 }
+MULTIPART=(-m POST -T "multipart/form-data; boundary=$boundary" -D "$TMP/body")
+OIP_BINARY=(-m POST -T application/octet-stream -H "Inference-Header-Content-Length: $(cat "$TMP/oip-header-length")" -D "$TMP/oip-body")
 
-target/release/serve --runs "$TMP/runs" --run "$run" --addr "127.0.0.1:$port_ours" --device "$DEVICE" ${SERVE_ARGS:-} 2> "$TMP/serve.log" &
+target/release/serve --runs "$TMP/runs" --run "$run" --addr "127.0.0.1:$port_ours" --grpc-addr "127.0.0.1:$port_grpc" \
+  --device "$DEVICE" ${SERVE_ARGS:-} 2> "$TMP/serve.log" &
 ours_pid=$!
 wait_up "$port_ours" "$TMP/serve.log" /ready
-load vocml "$port_ours"
+load vocml "http://127.0.0.1:$port_ours/predict" "${MULTIPART[@]}"
+load oip-binary "http://127.0.0.1:$port_ours/v2/models/vocml/infer" "${OIP_BINARY[@]}"
+requests=($REQUESTS) i=0
+: > "$TMP/oip-grpc"
+for c in $CONCURRENCY; do
+  echo "$c $(target/release/examples/grpc_load "127.0.0.1:$port_grpc" vocml "$photo" "${requests[$i]}" "$c")" >> "$TMP/oip-grpc"
+  i=$(( i + 1 ))
+done
 kill -TERM "$ours_pid"; wait "$ours_pid" || true
 "$PY" benches/peer/serve_fastapi.py "$run" "$port_peer" 2> "$TMP/peer.log" &
 peer_pid=$!
 wait_up "$port_peer" "$TMP/peer.log" /health
-load peer "$port_peer"
+load peer "http://127.0.0.1:$port_peer/predict" "${MULTIPART[@]}"
 kill -TERM "$peer_pid"; wait "$peer_pid" || true
 
 # Ceiling: predict on copies of the photo, two sizes, start-up removed.
@@ -72,8 +93,10 @@ ceiling=$(awk "BEGIN{printf \"%.1f\", 360 / ($t_many - $t_few)}")
 
 echo "bench-serve: one $DATA_NAME photo per request, EfficientNet-Lite0 224px, $DEVICE, $(nproc) cores, $(date -u +%F)"
 printf '%-5s %-28s %10s %9s %9s %7s %11s\n' conc server "images/s" "p50 ms" "p99 ms" errors "vs peer"
-paste -d' ' "$TMP/vocml" "$TMP/peer" | while read -r c r50 p50 p99 bad _ pr pp50 pp99 pbad; do
+paste -d' ' "$TMP/vocml" "$TMP/peer" "$TMP/oip-binary" "$TMP/oip-grpc" | while read -r c r50 p50 p99 bad _ pr pp50 pp99 pbad _ br bp50 bp99 bbad _ gr gp50 gp99 gbad; do
   printf '%-5s %-28s %10s %9s %9s %7s %10.2fx\n' "$c" "vocml serve" "$r50" "$p50" "$p99" "$bad" "$(awk "BEGIN{print $r50 / $pr}")"
+  printf '%-5s %-28s %10s %9s %9s %7s %10.2fx\n' "$c" "vocml serve, OIP binary HTTP" "$br" "$bp50" "$bp99" "$bbad" "$(awk "BEGIN{print $br / $pr}")"
+  printf '%-5s %-28s %10s %9s %9s %7s %10.2fx\n' "$c" "vocml serve, OIP gRPC" "$gr" "$gp50" "$gp99" "$gbad" "$(awk "BEGIN{print $gr / $pr}")"
   printf '%-5s %-28s %10s %9s %9s %7s %11s\n' "$c" "FastAPI+uvicorn+PyTorch" "$pr" "$pp50" "$pp99" "$pbad" "1.00x"
 done
 last=$(tail -1 "$TMP/vocml" | cut -d' ' -f2)

@@ -177,7 +177,9 @@ fn a_job_whose_server_is_killed_is_reported_lost_after_a_restart_and_nothing_is_
     let r = server.post_form("/retrain", form, &[]);
     assert_eq!(r.status, 202, "{}", r.body);
     let id = r.json()["id"].as_str().unwrap().to_string();
-    server.wait_until(Duration::from_secs(60), |s| s.get(&format!("/jobs/{id}")).json()["phase"].as_str().unwrap_or("").starts_with("retrain "));
+    server.wait_until(Duration::from_secs(60), |s| {
+        s.get(&format!("/jobs/{id}")).json()["phase"].as_str().unwrap_or("").starts_with("retrain ")
+    });
     unsafe { libc::kill(server.child.id() as i32, libc::SIGKILL) };
     server.child.wait().unwrap();
 

@@ -79,7 +79,7 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
         decoders: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         inbox: cfg.inbox.clone().map(routes::Inbox::new),
         model_name: cfg.model_name.clone(),
-        background_batch: (cfg.max_batch / 4).max(1),
+        background_batch: 1,
     });
     let app = routes::router(state.clone(), cfg.max_body_bytes);
     let (stopping, stopped) = tokio::sync::watch::channel(false);

@@ -42,8 +42,8 @@ pub struct AppState {
     pub inbox: Option<Inbox>,
     /// The name the model answers to on the inference protocols (besides its run's name).
     pub model_name: String,
-    /// Images per background job (`/queue` scoring): a quarter of `--max-batch`, so that an
-    /// interactive request waits for at most a quarter of a full batch's forward pass.
+    /// Images per background job (`/queue` scoring): one, so that an interactive request
+    /// waits for at most one image's forward pass (measured: `make bench-deploy`).
     pub background_batch: usize,
 }
 

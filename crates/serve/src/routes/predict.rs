@@ -135,10 +135,12 @@ pub async fn score(
         (Vec::new().into_iter(), Vec::new().into_iter(), info)
     } else {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        state.engine.submit(Job { images: inputs, features: how.features, background: how.background, reply: tx }).map_err(|r| match r {
-            Refused::Busy => ApiError::unavailable("the server is busy (its queue is full); retry shortly"),
-            Refused::NoModel => ApiError::unavailable("no model loaded yet (see GET /ready)"),
-        })?;
+        state.engine.submit(Job { images: inputs, features: how.features, background: how.background, reply: tx }).map_err(
+            |r| match r {
+                Refused::Busy => ApiError::unavailable("the server is busy (its queue is full); retry shortly"),
+                Refused::NoModel => ApiError::unavailable("no model loaded yet (see GET /ready)"),
+            },
+        )?;
         let answer = rx
             .await
             .map_err(|_| ApiError::unavailable("the server is shutting down"))?
