@@ -4,7 +4,7 @@
 
 use crate::util::*;
 
-const TOOLS: [&str; 6] = ["voc-prep", "train", "evaluate", "predict", "retrain", "vocml-bench"];
+const TOOLS: [&str; 7] = ["voc-prep", "train", "evaluate", "predict", "retrain", "serve", "vocml-bench"];
 
 /// Runs `tool args` and checks exit 2 with an error line naming `expect`.
 fn usage_error(tool: &str, args: &[&str], expect: &str) {
@@ -35,6 +35,18 @@ fn bad_values_are_usage_errors() {
     usage_error("voc-prep", &["--voc-root", "v", "--image-set", "holdout"], "--image-set");
     usage_error("vocml-bench", &["--model", "nope"], "--model");
     usage_error("retrain", &["--no-such-flag"], "--no-such-flag");
+    usage_error("serve", &["--grpc-addr", "localhost"], "--grpc-addr");
+    usage_error("serve", &["--http_port", "70000"], "--http-port");
+    usage_error("serve", &["--model-name", "a/b"], "--model-name");
+    usage_error("serve", &["--model_dir", "x", "--run", "y"], "--model-dir");
+}
+
+#[test]
+fn serve_model_dir_must_hold_a_run_or_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(bin("serve").arg("--model-dir").arg(dir.path()));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("neither a run directory (config.json) nor a runs directory (best)"), "{}", stderr(&o));
 }
 
 #[test]

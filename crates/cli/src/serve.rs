@@ -59,7 +59,7 @@ struct Cli {
     grpc_port: Option<u16>,
     /// The name the model answers to on the inference protocols (KServe's --model_name),
     /// besides its run's name.
-    #[arg(long, alias = "model_name", value_name = "NAME", default_value = "vocml")]
+    #[arg(long, alias = "model_name", value_name = "NAME", default_value = "vocml", value_parser = model_name)]
     model_name: String,
     /// What KServe mounts (--model_dir, e.g. /mnt/models): a run directory (served as
     /// --run), a runs directory with a `best` link (served and followed as --runs), or a
@@ -107,6 +107,14 @@ struct Cli {
     compute: ComputeArgs,
 }
 
+/// A model name as it appears in a URL path: not empty, no '/'.
+fn model_name(s: &str) -> Result<String, String> {
+    match s.is_empty() || s.contains(['/', '?', '#']) {
+        true => Err("expected a name without '/', '?' or '#'".into()),
+        false => Ok(s.to_string()),
+    }
+}
+
 fn main() -> ExitCode {
     vocml::tool_main("serve", run)
 }
@@ -130,9 +138,6 @@ fn run(cli: Cli) -> Result<()> {
         Some(d) if d.join("config.json").is_file() || d.to_string_lossy().starts_with("models:/") => (cli.runs, Some(d)),
         Some(d) => bail!("--model-dir {}: neither a run directory (config.json) nor a runs directory (best)", d.display()),
     };
-    if cli.model_name.is_empty() || cli.model_name.contains('/') {
-        bail!("--model-name {:?}: expected a name without '/'", cli.model_name);
-    }
     let mut addr = cli.addr;
     if let Some(port) = cli.http_port {
         addr.set_port(port);
