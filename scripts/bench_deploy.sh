@@ -14,15 +14,7 @@ SOAK=${SOAK:-20000}
 export PATH="$HOME/.cargo/bin:$PATH"
 command -v oha > /dev/null || cargo install oha --locked
 
-target/release/voc-prep synth --out "$TMP/voc" --images 60 -q > /dev/null
-target/release/voc-prep --voc-root "$TMP/voc" --out "$TMP/data" -q > /dev/null
-target/release/train -q --data "$TMP/data" --runs-dir "$TMP/runs" --epochs 1 > /dev/null
-run=$(ls -d "$TMP"/runs/*_efficientnet_lite0 | tail -1)
-photos=("$VOC_ROOT"/JPEGImages/*.jpg)
-photo=${photos[0]}
-boundary=vocml-bench-boundary
-{ printf -- '--%s\r\nContent-Disposition: form-data; name="files"; filename="%s"\r\nContent-Type: image/jpeg\r\n\r\n' "$boundary" "$(basename "$photo")"
-  cat "$photo"; printf -- '\r\n--%s--\r\n' "$boundary"; } > "$TMP/body"
+serve_fixture
 mkdir -p "$TMP/inbox"
 cp "${photos[@]:1:$INBOX}" "$TMP/inbox/"
 

@@ -14,16 +14,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 command -v oha > /dev/null || cargo install oha --locked
 "$PY" -c "import fastapi, uvicorn, multipart" 2> /dev/null || "$PY" -m pip install -q fastapi uvicorn python-multipart
 
-# A Lite0 run at 224 px (a short training on synthetic data is enough for speed).
-target/release/voc-prep synth --out "$TMP/voc" --images 60 -q > /dev/null
-target/release/voc-prep --voc-root "$TMP/voc" --out "$TMP/data" -q > /dev/null
-target/release/train -q --data "$TMP/data" --runs-dir "$TMP/runs" --epochs 1 > /dev/null
-run=$(ls -d "$TMP"/runs/*_efficientnet_lite0 | tail -1)
-photos=("$VOC_ROOT"/JPEGImages/*.jpg)
-photo=${photos[0]}
-boundary=vocml-bench-boundary
-{ printf -- '--%s\r\nContent-Disposition: form-data; name="files"; filename="%s"\r\nContent-Type: image/jpeg\r\n\r\n' "$boundary" "$(basename "$photo")"
-  cat "$photo"; printf -- '\r\n--%s--\r\n' "$boundary"; } > "$TMP/body"
+serve_fixture
 port_ours=$(( 20000 + RANDOM % 10000 )); port_peer=$(( port_ours + 1 )); port_grpc=$(( port_ours + 2 ))
 # The OIP binary body: JSON header, then the photo as one BYTES element (4-byte length first).
 "$PY" - "$photo" "$TMP/oip-body" > "$TMP/oip-header-length" <<'PY'

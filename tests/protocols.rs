@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use vocml_serve::oip::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use vocml_serve::oip::grpc::proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
-use vocml_serve::oip::grpc::proto::{infer_parameter, InferParameter, ModelInferRequest, ModelMetadataRequest, ServerLiveRequest};
+use vocml_serve::oip::grpc::proto::{
+    infer_parameter, InferParameter, InferTensorContents, ModelInferRequest, ModelMetadataRequest, ServerLiveRequest,
+};
 
 /// The venv holding the protocols' clients, installed by `make test` (scripts/test_tools.sh).
 fn clients_python() -> PathBuf {
@@ -336,6 +338,11 @@ fn oip_hostile_bodies_get_a_4xx_and_the_server_keeps_serving() {
         let ok = c.model_infer(request(vec![1], "BYTES", vec![one.clone()])).await.unwrap().into_inner();
         assert_eq!(ok.id, "g-1");
         assert_eq!(ok.raw_output_contents[0].len(), 16);
+        // The same image as `contents.bytes_contents` instead of raw bytes.
+        let mut typed = request(vec![1], "BYTES", vec![]);
+        typed.inputs[0].contents = Some(InferTensorContents { bytes_contents: vec![jpeg.clone()], ..Default::default() });
+        let typed = c.model_infer(typed).await.unwrap().into_inner();
+        assert_eq!(typed.raw_output_contents, ok.raw_output_contents, "bytes_contents and raw_input_contents agree");
         let mut unknown_version = request(vec![1], "BYTES", vec![one.clone()]);
         unknown_version.model_version = "9".into();
         let mut classify_text = request(vec![1], "BYTES", vec![one.clone()]);
