@@ -286,6 +286,10 @@ fn oip_hostile_bodies_get_a_4xx_and_the_server_keeps_serving() {
             "no version \"7\"",
         ),
     ];
+    let big = json!({"inputs": [{"name": "images", "shape": [1], "datatype": "BYTES", "data": ["A".repeat(2 << 20)]}]});
+    let r = server.post("/v2/models/vocml/infer", "application/json", big.to_string().as_bytes(), &[]);
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(r.json()["error"].as_str().unwrap().contains("--max-body-mb"), "{}", r.body);
     for (what, path, body, status, needle) in &json_cases {
         let r = server.post(path, "application/json", body.to_string().as_bytes(), &[]);
         assert_eq!(r.status, *status, "{what}: {}", r.body);

@@ -8,6 +8,7 @@ use super::AppState;
 use crate::error::ApiError;
 use crate::oip::{self, binary, InferRequest, InferResponse, InputTensor, OipError, RequestedOutput};
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -97,9 +98,15 @@ struct RestOutput {
     parameters: Map<String, Value>,
 }
 
-pub async fn infer(State(state): State<Arc<AppState>>, Path(p): ModelPath, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn infer(
+    State(state): State<Arc<AppState>>,
+    Path(p): ModelPath,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let (name, version) = name_version(&p);
     oip::model(&state, name, version)?;
+    let body = body.map_err(|e| ApiError::new(e.status(), format!("request body (serve --max-body-mb): {}", e.body_text())))?;
     let req = parse(&body, &headers, state.max_files)?;
     let answer = oip::infer(&state, req).await?;
     Ok(respond(answer))
