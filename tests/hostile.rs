@@ -146,21 +146,21 @@ fn bad_flags_and_run_files_are_clear_errors_without_side_effects() {
     for threads in ["0", "2000", "-1"] {
         refused(&mut train(&["--threads", threads]), 2, "--threads");
     }
-    refused(&mut train(&["--aug-views", "100000"]), 1, "--aug-views 100000");
+    refused(&mut train(&["--aug-views", "100000"]), 2, "aug_views 100000");
     for lr in ["0", "-1", "NaN", "inf", "1e30"] {
-        refused(&mut train(&[&format!("--lr={lr}")]), 1, "--lr");
+        refused(&mut train(&[&format!("--lr={lr}")]), 2, "lr");
     }
-    refused(&mut retrain(&["--replicate", "100000"]), 1, "--replicate 100000");
-    refused(&mut retrain(&["--replicate", "0"]), 1, "--replicate 0");
-    refused(&mut retrain(&["--batch-size", "0"]), 1, "--epochs and --batch-size");
-    refused(&mut retrain(&["--epochs", "0"]), 1, "--epochs and --batch-size");
+    refused(&mut retrain(&["--replicate", "100000"]), 2, "replicate 100000");
+    refused(&mut retrain(&["--replicate", "0"]), 2, "replicate 0");
+    refused(&mut retrain(&["--batch-size", "0"]), 2, "epochs and batch_size");
+    refused(&mut retrain(&["--epochs", "0"]), 2, "epochs and batch_size");
     let ensemble = || {
         let mut c = bin("evaluate");
         c.arg("--data").arg(&data).arg("--run").arg(&run_dir).arg("--run").arg(&run_dir).args(["--ensemble", "-q"]);
         c
     };
     refused(&mut ensemble(), 1, "is listed twice");
-    refused(&mut train(&["--image-size", "0"]), 1, "--image-size 0: expected 1..=4096");
+    refused(&mut train(&["--image-size", "0"]), 2, "image_size 0: expected 1..=4096");
     refused(
         &mut train(&["--models", "efficientnet_lite0", "--weights-dir", "/no/such/dir"]),
         1,
@@ -270,23 +270,23 @@ type FlagCase = (&'static str, &'static [&'static str], i32, &'static str);
 /// side effect.
 const FLAG_CASES: &[FlagCase] = &[
     ("train", &["--epochs", "-1"], 2, "invalid value '-1' for '--epochs <N>'"),
-    ("train", &["--epochs", "0"], 1, "--batch-size and --epochs must be at least 1"),
-    ("train", &["--batch-size", "0"], 1, "--batch-size and --epochs must be at least 1"),
+    ("train", &["--epochs", "0"], 2, "batch_size and epochs must be at least 1"),
+    ("train", &["--batch-size", "0"], 2, "batch_size and epochs must be at least 1"),
     ("train", &["--batch-size", "abc"], 2, "invalid value 'abc' for '--batch-size <N>'"),
     ("train", &["--patience", "-2"], 2, "'--patience <N>'"),
     ("train", &["--fine-tune-epochs", "-1"], 2, "'--fine-tune-epochs <N>'"),
     ("train", &["--fine-tune-blocks", "x"], 2, "'--fine-tune-blocks <N>'"),
-    ("train", &["--fine-tune-lr", "NaN"], 1, "--fine-tune-lr NaN: expected a learning rate"),
-    ("train", &["--fine-tune-lr", "0"], 1, "--fine-tune-lr 0: expected a learning rate"),
-    ("train", &["--plateau-factor", "0"], 1, "--plateau-factor 0: expected a factor between 0 and 1"),
-    ("train", &["--plateau-factor", "2"], 1, "--plateau-factor 2: expected a factor between 0 and 1"),
-    ("train", &["--plateau-factor", "NaN"], 1, "--plateau-factor NaN"),
+    ("train", &["--fine-tune-lr", "NaN"], 2, "fine_tune_lr NaN: expected a learning rate"),
+    ("train", &["--fine-tune-lr", "0"], 2, "fine_tune_lr 0: expected a learning rate"),
+    ("train", &["--plateau-factor", "0"], 2, "plateau_factor 0: expected a factor between 0 and 1"),
+    ("train", &["--plateau-factor", "2"], 2, "plateau_factor 2: expected a factor between 0 and 1"),
+    ("train", &["--plateau-factor", "NaN"], 2, "plateau_factor NaN"),
     ("train", &["--plateau-patience", "-1"], 2, "'--plateau-patience <N>'"),
     ("train", &["--aug-views", "-1"], 2, "'--aug-views <N>'"),
-    ("train", &["--aug-views", "65"], 1, "--aug-views 65: at most 64"),
+    ("train", &["--aug-views", "65"], 2, "aug_views 65: at most 64"),
     ("train", &["--seed", "-1"], 2, "'--seed <S>'"),
     ("train", &["--seed", "abc"], 2, "'--seed <S>'"),
-    ("train", &["--image-size", "5000"], 1, "--image-size 5000: expected 1..=4096"),
+    ("train", &["--image-size", "5000"], 2, "image_size 5000: expected 1..=4096"),
     ("train", &["--image-size", "-3"], 2, "'--image-size <PX>'"),
     ("train", &["--device", "tpu"], 2, "invalid value 'tpu' for '--device <DEVICE>'"),
     ("train", &["--model", "nosuch"], 2, "invalid value 'nosuch' for '--model <NAME>'"),
@@ -294,30 +294,46 @@ const FLAG_CASES: &[FlagCase] = &[
     ("train", &["--scheduler", "linear"], 2, "invalid value 'linear' for '--scheduler <NAME>'"),
     ("train", &["--head", "0"], 2, "invalid value '0' for '--head <W,W.. | linear>'"),
     ("train", &["--head", "64,x"], 2, "\"x\": expected `linear` or hidden widths"),
-    ("train", &["--head", "64", "--head-dropout", "1.5"], 1, "head dropout 1.5: expected a probability in [0, 1)"),
-    ("train", &["--head", "64,32", "--head-dropout", "0.1,0.2,0.3"], 1, "3 head dropout values for 2 hidden layers"),
+    ("train", &["--head", "64", "--head-dropout", "1.5"], 2, "head dropout 1.5: expected a probability in [0, 1)"),
+    ("train", &["--head", "64,32", "--head-dropout", "0.1,0.2,0.3"], 2, "3 head dropout values for 2 hidden layers"),
     ("train", &["--head-dropout", "0.3"], 2, "--head <W,W.. | linear>"),
-    ("train", &["--weight-decay", "-1"], 1, "--weight-decay -1: expected values in [0, 1]"),
-    ("train", &["--weight-decay", "0,NaN"], 1, "--weight-decay NaN"),
-    ("train", &["--label-smoothing", "1"], 1, "--label-smoothing 1: expected a value in [0, 1)"),
-    ("train", &["--label-smoothing", "NaN"], 1, "--label-smoothing NaN: expected a value in [0, 1)"),
-    ("train", &["--models", "efficientnet_lite0,efficientnet_lite1", "--label-smoothing", "0,0.1,0.2"], 1, "--label-smoothing: 3 values for 2 model(s)"),
-    ("train", &["--models", "efficientnet_lite0,efficientnet_lite1", "--label-smoothing", "0,1"], 1, "--label-smoothing 1: expected a value in [0, 1)"),
+    ("train", &["--weight-decay", "-1"], 2, "weight_decay -1: expected values in [0, 1]"),
+    ("train", &["--weight-decay", "0,NaN"], 2, "weight_decay NaN"),
+    ("train", &["--label-smoothing", "1"], 2, "label_smoothing 1: expected a value in [0, 1)"),
+    ("train", &["--label-smoothing", "NaN"], 2, "label_smoothing NaN: expected a value in [0, 1)"),
+    (
+        "train",
+        &["--models", "efficientnet_lite0,efficientnet_lite1", "--label-smoothing", "0,0.1,0.2"],
+        2,
+        "--label-smoothing: 3 values for 2 model(s)",
+    ),
+    (
+        "train",
+        &["--models", "efficientnet_lite0,efficientnet_lite1", "--label-smoothing", "0,1"],
+        2,
+        "label_smoothing 1: expected a value in [0, 1)",
+    ),
     ("train", &["--scales", "abc"], 2, "invalid value 'abc' for '--scales <PX,PX..>'"),
-    ("train", &["--scales", "64,16"], 1, "16 px: expected 32..=4096 pixels for efficientnet_lite0"),
-    ("train", &["--scales", "64,64"], 1, "64 px is listed twice"),
+    ("train", &["--scales", "64,16"], 2, "16 px: expected 32..=4096 pixels for efficientnet_lite0"),
+    ("train", &["--scales", "64,64"], 2, "64 px is listed twice"),
     ("train", &["--monitor", "auc"], 2, "invalid value 'auc' for '--monitor <NAME>'"),
-    ("train", &["--zoom", "1.5"], 1, "--zoom 1.5: expected a range in [0, 0.9]"),
-    ("train", &["--shear", "-5"], 1, "--shear -5: expected a range in [0, 60]"),
-    ("train", &["--width-shift", "inf"], 1, "--width-shift inf"),
-    ("train", &["--saturation", "2"], 1, "--saturation 2: expected a range in [0, 1]"),
-    ("train", &["--rotation", "200"], 1, "--rotation 200: expected a range in [0, 180]"),
-    ("train", &["--brightness", "-0.1"], 1, "--brightness -0.1: expected a range in [0, 1]"),
-    ("train", &["--height-shift", "NaN"], 1, "--height-shift NaN"),
+    ("train", &["--zoom", "1.5"], 2, "zoom 1.5: expected a range in [0, 0.9]"),
+    ("train", &["--shear", "-5"], 2, "shear -5: expected a range in [0, 60]"),
+    ("train", &["--width-shift", "inf"], 2, "width_shift inf"),
+    ("train", &["--saturation", "2"], 2, "saturation 2: expected a range in [0, 1]"),
+    ("train", &["--rotation", "200"], 2, "rotation 200: expected a range in [0, 180]"),
+    ("train", &["--brightness", "-0.1"], 2, "brightness -0.1: expected a range in [0, 1]"),
+    ("train", &["--height-shift", "NaN"], 2, "height_shift NaN"),
     ("train", &["--contrast", "x"], 2, "invalid value 'x' for '--contrast <F>'"),
     ("train", &["--no-flip", "yes"], 2, "unexpected argument 'yes'"),
-    ("train", &["--fine-tune-lr-decay", "0"], 1, "--fine-tune-lr-decay 0: expected a factor in (0, 1]"),
+    ("train", &["--fine-tune-lr-decay", "0"], 2, "fine_tune_lr_decay 0: expected a factor in (0, 1]"),
     ("train", &["--weights", "/no/such.safetensors"], 1, "weights file /no/such.safetensors not found"),
+    (
+        "train",
+        &["--models", "efficientnet_lite0,efficientnet_lite1", "--weights", "/w.safetensors"],
+        2,
+        "--weights /w.safetensors names one checkpoint; with --models use --weights-dir",
+    ),
     ("train", &["--config", "/no/such.toml"], 1, "cannot read config /no/such.toml"),
     ("train", &["--data", "/no/such"], 1, "cannot read /no/such/manifest.json"),
     ("train", &["--lr"], 2, "a value is required for '--lr <LR>'"),
@@ -337,14 +353,14 @@ const FLAG_CASES: &[FlagCase] = &[
     ("predict", &["--max-image-pixels", "-5"], 2, "invalid value '-5' for '--max-image-pixels <N>'"),
     ("predict", &["--run", "/no/such"], 1, "/no/such is not a trained run"),
     ("predict", &["--tta", "--no-tta"], 2, "cannot be used with"),
-    ("retrain", &["--lr", "-1"], 1, "--lr -1: expected a learning rate in (0, 10]"),
-    ("retrain", &["--lr", "0"], 1, "--lr 0: expected a learning rate in (0, 10]"),
-    ("retrain", &["--replay-ratio", "-1"], 1, "--replay-ratio -1: expected a number in [0, 100]"),
-    ("retrain", &["--replay-ratio", "NaN"], 1, "--replay-ratio NaN"),
-    ("retrain", &["--replay-ratio", "1e9"], 1, "--replay-ratio 1000000000"),
-    ("retrain", &["--tolerance", "-1"], 1, "--tolerance -1: expected a score difference from 0 to 1"),
-    ("retrain", &["--tolerance", "2"], 1, "--tolerance 2: expected a score difference from 0 to 1"),
-    ("retrain", &["--tolerance", "NaN"], 1, "--tolerance NaN"),
+    ("retrain", &["--lr", "-1"], 2, "lr -1: expected a learning rate in (0, 10]"),
+    ("retrain", &["--lr", "0"], 2, "lr 0: expected a learning rate in (0, 10]"),
+    ("retrain", &["--replay-ratio", "-1"], 2, "replay_ratio -1: expected a number in [0, 100]"),
+    ("retrain", &["--replay-ratio", "NaN"], 2, "replay_ratio NaN"),
+    ("retrain", &["--replay-ratio", "1e9"], 2, "replay_ratio 1000000000"),
+    ("retrain", &["--tolerance", "-1"], 2, "tolerance -1: expected a score difference from 0 to 1"),
+    ("retrain", &["--tolerance", "2"], 2, "tolerance 2: expected a score difference from 0 to 1"),
+    ("retrain", &["--tolerance", "NaN"], 2, "tolerance NaN"),
     ("retrain", &["--seed", "-4"], 2, "'--seed <S>'"),
     ("retrain", &["--epochs", "-1"], 2, "'--epochs <N>'"),
     ("retrain", &["--replicate", "-1"], 2, "'--replicate <N>'"),
@@ -394,7 +410,7 @@ const FLAG_CASES: &[FlagCase] = &[
     ("serve", &["--queue", "0"], 2, "'--queue <N>'"),
     ("serve", &["--addr", "nowhere"], 2, "invalid value 'nowhere' for '--addr <ADDR>'"),
     ("serve", &["--token-file", "/no/such"], 1, "--token-file /no/such"),
-    ("serve", &["--retrain-tolerance", "2"], 1, "--retrain-tolerance 2: expected a score difference from 0 to 1"),
+    ("serve", &["--retrain-tolerance", "2"], 2, "--retrain-tolerance 2: expected a score difference from 0 to 1"),
     ("serve", &["--run", "/no/such"], 1, "--run /no/such"),
     ("serve", &["--run", "models:/m@champion"], 1, "name the MLflow server with --mlflow URI"),
 ];

@@ -16,6 +16,7 @@ mod hostile;
 mod mlflow;
 mod parity;
 mod protocols;
+mod reproduce;
 mod retrain;
 mod serve;
 mod shared_data;

@@ -141,7 +141,7 @@ fn grad_cam_parity(kind: BackboneKind) {
         &vocml_core::model::head::HeadLayout::default_mlp(),
     );
     load_into(&hvs, head, &file, &[], &[]).unwrap();
-    let got = vocml_core::explain::grad_cam(net.as_ref(), &h, &input.unwrap(), &[0, 1, 2, 3]).unwrap();
+    let got = vocml_core::model::grad_cam::grad_cam(net.as_ref(), &h, &input.unwrap(), &[0, 1, 2, 3]).unwrap();
     let want = cams.unwrap();
     assert_eq!(got.size(), want.size());
     let diff = (got - want).abs().max().double_value(&[]);

@@ -19,12 +19,27 @@ pub mod exit {
     pub const INTERRUPTED: u8 = 130;
 }
 
+/// A bad value of an option (from a flag or a recipe) found after parsing: exit status 2,
+/// like clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct UsageError(pub anyhow::Error);
+
+/// Marks an error as bad usage (exit status 2).
+pub fn usage(e: anyhow::Error) -> anyhow::Error {
+    UsageError(e).into()
+}
+
 /// Runs a binary's body and maps its result to an exit status, printing errors once as
 /// `<tool>: error: <message: cause: cause>`.
 pub fn run_main(tool: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     match body() {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) if is_broken_pipe(&e) => ExitCode::from(exit::OK),
+        Err(e) if e.downcast_ref::<UsageError>().is_some() => {
+            eprintln!("{tool}: error: {e:#}");
+            ExitCode::from(exit::USAGE)
+        }
         Err(e) if e.downcast_ref::<vocml_core::Interrupted>().is_some() => {
             eprintln!("{tool}: interrupted; no output was written");
             ExitCode::from(exit::INTERRUPTED)
@@ -289,8 +304,9 @@ impl TtaArgs {
 }
 
 /// Expands `--config FILE` into command-line flags. The file is TOML whose keys are the
-/// command's long flag names (`batch_size = 16` or `batch-size = 16`; `true` for switches);
-/// its flags are placed before the command line's own, so explicit flags override it.
+/// command's long flag names (`batch_size = 16` or `batch-size = 16`; `true` for switches), or
+/// a run's `config.json`, whose recorded options have the same names; its flags are placed
+/// before the command line's own, so explicit flags override it.
 pub fn args_with_config(cmd: &clap::Command, args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ffi::OsString>> {
     use anyhow::{bail, Context};
     let text_args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
@@ -303,7 +319,16 @@ pub fn args_with_config(cmd: &clap::Command, args: Vec<std::ffi::OsString>) -> a
     });
     let Some(path) = path else { return Ok(args) };
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config {path}"))?;
-    let table: toml::Table = text.parse().with_context(|| format!("{path}: not valid TOML"))?;
+    let table = if text.trim_start().starts_with('{') {
+        let run = vocml_core::run::config::RunConfig::parse(&text).with_context(|| format!("{path}: not a valid run config"))?;
+        run.recipe(cmd.get_name()).with_context(|| path.clone())?
+    } else {
+        let table: toml::Table = text.parse().with_context(|| format!("{path}: not valid TOML"))?;
+        match serde_json::to_value(table)? {
+            serde_json::Value::Object(map) => map,
+            _ => unreachable!("a TOML table is an object"),
+        }
+    };
     let known: Vec<String> = cmd.get_arguments().filter_map(|a| a.get_long().map(String::from)).collect();
     let mut flags: Vec<std::ffi::OsString> = Vec::new();
     for (key, value) in &table {
@@ -313,16 +338,16 @@ pub fn args_with_config(cmd: &clap::Command, args: Vec<std::ffi::OsString>) -> a
         }
         let is_switch = cmd.get_arguments().find(|a| a.get_long() == Some(flag.as_str())).is_some_and(|a| !a.get_action().takes_values());
         let text = match value {
-            toml::Value::Boolean(true) if is_switch => {
+            serde_json::Value::Bool(true) if is_switch => {
                 flags.push(format!("--{flag}").into());
                 continue;
             }
-            toml::Value::Boolean(false) if is_switch => continue,
+            serde_json::Value::Bool(false) if is_switch => continue,
             _ if is_switch => bail!("{path}: key {key:?} is a switch: expected true or false, found {value}"),
-            toml::Value::String(s) => s.clone(),
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Float(f) => f.to_string(),
-            toml::Value::Array(items) => {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Array(items) if items.is_empty() => continue,
+            serde_json::Value::Array(items) => {
                 items.iter().map(|v| v.as_str().map(String::from).unwrap_or_else(|| v.to_string())).collect::<Vec<_>>().join(",")
             }
             other => bail!("{path}: key {key:?} has an unsupported value {other}"),

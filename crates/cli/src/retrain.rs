@@ -1,11 +1,12 @@
 //! `retrain`: incremental learning from user corrections into a new versioned run.
 
 use anyhow::Result;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::{interrupt_flag, progress_bar, ComputeArgs, DecodeArgs, TrackingArgs};
-use vocml_core::retrain::{default_feedback_dir, retrain, RetrainConfig};
+use vocml::{args_with_config, interrupt_flag, progress_bar, usage, ComputeArgs, DecodeArgs, TrackingArgs};
+use vocml_core::retrain::{retrain, RetrainConfig};
+use vocml_core::run::options::RetrainOptions;
 
 /// Retrain a model from user corrections, as a new versioned run.
 ///
@@ -28,45 +29,12 @@ use vocml_core::retrain::{default_feedback_dir, retrain, RetrainConfig};
 #[derive(Parser, Debug)]
 #[command(name = "retrain", version, long_about, verbatim_doc_comment, args_override_self = true)]
 struct Cli {
-    /// Run to start from (default: <runs-dir>/best).
-    #[arg(long, value_name = "DIR")]
-    from: Option<PathBuf>,
-    /// CSV of corrections (`path,labels`).
+    /// Recipe file (TOML; keys are long flag names), or a retrained run's config.json to make
+    /// that retrain again; command-line flags override it.
     #[arg(long, value_name = "FILE")]
-    corrections: PathBuf,
-    /// Prepared data for replay and validation (default: the parent run's).
-    #[arg(long, value_name = "DIR")]
-    data: Option<PathBuf>,
-    #[arg(long, default_value_t = 30, value_name = "N")]
-    epochs: usize,
-    /// Augmented copies of each corrected image per epoch.
-    #[arg(long, default_value_t = 10, value_name = "N")]
-    replicate: usize,
-    /// Learning rate of the head fine-tuning (low: the parent's head is the start).
-    #[arg(long, default_value_t = 3e-4, value_name = "LR")]
-    lr: f64,
-    #[arg(long, default_value_t = 16, value_name = "N")]
-    batch_size: usize,
-    /// Do not mix original training data into each epoch (not recommended: the model forgets).
-    #[arg(long)]
-    no_replay: bool,
-    /// Replay images per corrected sample in each epoch.
-    #[arg(long, default_value_t = 3.0, value_name = "R")]
-    replay_ratio: f64,
-    /// Largest drop of validation macro-F1 that still promotes the new run.
-    #[arg(long, default_value_t = 0.01, value_name = "F1")]
-    tolerance: f64,
-    /// Promote the new run to runs/best whatever its validation score.
-    #[arg(long)]
-    force: bool,
-    /// Where the new run is created and runs/best lives.
-    #[arg(long, value_name = "DIR", default_value = "runs")]
-    runs_dir: PathBuf,
-    /// Feedback store (default: <runs-dir>/feedback).
-    #[arg(long, value_name = "DIR")]
-    feedback_dir: Option<PathBuf>,
-    #[arg(long, default_value_t = 42, value_name = "S")]
-    seed: u64,
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    options: RetrainOptions,
     #[command(flatten)]
     compute: ComputeArgs,
     #[command(flatten)]
@@ -79,28 +47,13 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    vocml::tool_main("retrain", run)
+    vocml::tool_main_with_args("retrain", args_with_config(&Cli::command(), std::env::args_os().collect()), run)
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let cfg = RetrainConfig::new(cli.options).map_err(usage)?;
     let device = cli.compute.resolve()?;
     cli.decode.apply();
-    let cfg = RetrainConfig {
-        feedback_dir: cli.feedback_dir.clone().unwrap_or_else(|| default_feedback_dir(&cli.runs_dir)),
-        from: cli.from.unwrap_or_else(|| cli.runs_dir.join(vocml_core::run::BEST_LINK)),
-        corrections: cli.corrections,
-        data: cli.data,
-        epochs: cli.epochs,
-        replicate: cli.replicate,
-        lr: cli.lr,
-        batch_size: cli.batch_size,
-        replay: !cli.no_replay,
-        replay_ratio: cli.replay_ratio,
-        tolerance: cli.tolerance,
-        force: cli.force,
-        runs_dir: cli.runs_dir,
-        seed: cli.seed,
-    };
     let tracker = cli.tracking.tracker("retrain")?;
     let pb = progress_bar("retrain", cli.quiet);
     let cancel = interrupt_flag();

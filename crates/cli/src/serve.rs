@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use vocml::{ComputeArgs, DecodeArgs};
+use vocml_core::run::options::RetrainOptions;
 use vocml_serve::follow::Target;
-use vocml_serve::jobs::RetrainDefaults;
 use vocml_serve::ServeConfig;
 use vocml_track::registry::ModelUri;
 
@@ -88,14 +88,14 @@ struct Cli {
     #[arg(long, default_value_t = 500, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..=600_000))]
     poll_ms: u64,
     /// Retrain jobs: epochs (as `retrain --epochs`).
-    #[arg(long, default_value_t = 30, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    #[arg(long, default_value_t = RetrainOptions::default().epochs as u64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
     retrain_epochs: u64,
     /// Retrain jobs: copies of each corrected image per epoch (as `retrain --replicate`).
-    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1000))]
+    #[arg(long, default_value_t = RetrainOptions::default().replicate as u64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1000))]
     retrain_replicate: u64,
     /// Retrain jobs: promote the new run unless its validation score falls by more than this
     /// (as `retrain --tolerance`).
-    #[arg(long, default_value_t = 0.01, value_name = "F1")]
+    #[arg(long, default_value_t = RetrainOptions::default().tolerance, value_name = "F1")]
     retrain_tolerance: f64,
     /// A folder of images to label: GET /queue (and the page's "Review these") lists the ones
     /// the served model is least sure about and nobody has corrected yet.
@@ -167,15 +167,13 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(dir) = cli.inbox.as_ref().filter(|d| !d.is_dir()) {
         bail!("--inbox {}: no such directory", dir.display());
     }
-    if !(cli.retrain_tolerance.is_finite() && (0.0..=1.0).contains(&cli.retrain_tolerance)) {
-        bail!("--retrain-tolerance {}: expected a score difference from 0 to 1", cli.retrain_tolerance);
-    }
-    let retrain = RetrainDefaults {
+    let retrain = RetrainOptions {
         epochs: cli.retrain_epochs as usize,
         replicate: cli.retrain_replicate as usize,
         tolerance: cli.retrain_tolerance,
-        ..RetrainDefaults::default()
+        ..RetrainOptions::default()
     };
+    retrain.validate().map_err(|e| vocml::usage(anyhow::anyhow!("--retrain-{e}")))?;
     vocml_serve::run(ServeConfig {
         runs_dir: runs,
         target,

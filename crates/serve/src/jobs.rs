@@ -11,26 +11,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use vocml_core::io::csv_line::quote;
-use vocml_core::retrain::{default_feedback_dir, retrain, RetrainConfig};
+use vocml_core::retrain::{retrain, RetrainConfig};
+use vocml_core::run::options::RetrainOptions;
 use vocml_core::train::history::TrainObserver;
-
-/// The retrain options the service uses (the `retrain` tool's defaults unless set).
-#[derive(Debug, Clone)]
-pub struct RetrainDefaults {
-    pub epochs: usize,
-    pub replicate: usize,
-    pub lr: f64,
-    pub batch_size: usize,
-    pub replay_ratio: f64,
-    pub tolerance: f64,
-    pub seed: u64,
-}
-
-impl Default for RetrainDefaults {
-    fn default() -> Self {
-        RetrainDefaults { epochs: 30, replicate: 10, lr: 3e-4, batch_size: 16, replay_ratio: 3.0, tolerance: 0.01, seed: 42 }
-    }
-}
 
 /// One correction of a job: the image bytes, a file name for the record, the true labels.
 pub struct Correction {
@@ -73,7 +56,7 @@ pub struct JobTarget {
     pub from: PathBuf,
     pub runs_dir: PathBuf,
     pub device: tch::Device,
-    pub options: RetrainDefaults,
+    pub options: RetrainOptions,
     pub force: bool,
 }
 
@@ -178,23 +161,13 @@ impl Jobs {
         }
         let csv_path = dir.path().join("corrections.csv");
         std::fs::write(&csv_path, csv)?;
-        let o = &target.options;
-        let cfg = RetrainConfig {
-            from: target.from.clone(),
+        let cfg = RetrainConfig::new(RetrainOptions {
+            from: Some(target.from.clone()),
             corrections: csv_path,
-            data: None,
-            epochs: o.epochs,
-            replicate: o.replicate,
-            lr: o.lr,
-            batch_size: o.batch_size,
-            replay: true,
-            replay_ratio: o.replay_ratio,
-            tolerance: o.tolerance,
             force: target.force,
             runs_dir: target.runs_dir.clone(),
-            feedback_dir: default_feedback_dir(&target.runs_dir),
-            seed: o.seed,
-        };
+            ..target.options.clone()
+        })?;
         let observer = Progress { jobs: self, id };
         let outcome = retrain(&cfg, target.device, &observer, &self.cancel)?;
         Ok(serde_json::json!({

@@ -41,7 +41,7 @@ pub struct ServeConfig {
     pub device: tch::Device,
     /// How often `runs/best` is checked.
     pub poll: Duration,
-    pub retrain: jobs::RetrainDefaults,
+    pub retrain: vocml_core::run::options::RetrainOptions,
     /// A folder whose images `GET /queue` ranks for review.
     pub inbox: Option<PathBuf>,
 }

@@ -6,7 +6,7 @@ use crate::dataset::split::{stratified_split, SplitFractions};
 use crate::dataset::voc::annotation::read_annotation;
 use crate::dataset::voc::imagesets::{read_class_labels, read_id_list};
 use crate::dataset::voc::VocLayout;
-use crate::io::image::{ResizeMode, SquareResizer};
+use crate::io::image::{ResizeMode, SquareResizer, MAX_IMAGE_SIZE};
 use crate::io::npy::{self, DType, NpyWriter};
 use crate::io::staging::{refuse_output_over_input, StagingDir};
 use crate::task::Task;
@@ -134,8 +134,8 @@ pub fn write_dataset(
     progress: &ProgressBar,
     cancel: &AtomicBool,
 ) -> Result<Manifest> {
-    if spec.size == 0 || spec.size > 4096 {
-        bail!("--size {} is out of range (1..=4096)", spec.size);
+    if !(1..=MAX_IMAGE_SIZE).contains(&spec.size) {
+        bail!("--size {} is out of range (1..={MAX_IMAGE_SIZE})", spec.size);
     }
     let matrix: Vec<Vec<bool>> = candidates.iter().map(|c| c.labels.clone()).collect();
     let parts = stratified_split(&matrix, spec.split, spec.seed);

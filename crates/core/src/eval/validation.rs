@@ -5,22 +5,9 @@ use crate::eval::metrics::{compute, mean_ap, per_class_ap, MultiLabelMetrics};
 use crate::task::Task;
 use crate::tensor::host_values;
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-/// What `train`'s early stopping (and its choice between weight decays) follows on validation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum), value(rename_all = "snake_case"))]
-pub enum Monitor {
-    /// The task's decision metric ([`monitored`]): macro-F1 at 0.5, or accuracy.
-    #[default]
-    F1,
-    /// Mean average precision (threshold-free, steadier on small validation splits).
-    Map,
-    /// The validation loss (lower is better).
-    Loss,
-}
+pub use crate::run::options::Monitor;
 
 impl Monitor {
     /// The score to maximise.

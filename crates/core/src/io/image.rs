@@ -28,6 +28,9 @@ pub enum DecodeError {
     TooLarge { width: u32, height: u32, limit: u64 },
 }
 
+/// Largest input side, in pixels, that prepared data or a run may declare.
+pub const MAX_IMAGE_SIZE: u32 = 4096;
+
 /// Largest image (width x height) decoded by default: 100 megapixels, about 400 MB of RGBA.
 pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
 

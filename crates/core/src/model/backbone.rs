@@ -1,13 +1,14 @@
 //! The backbone registry: which architectures exist, their input normalisation, feature
-//! width, checkpoint key layout and fine-tunable blocks.
+//! width, checkpoint key layout, and how each is built (the networks are in their own files,
+//! behind [`BackboneNet`]).
 
 use super::head::HeadLayout;
-use super::layers::ConvBn;
+use super::net::BackboneNet;
 use super::{
     alexnet_like, convnext, efficientnet_b0, efficientnet_lite, googlenet, mobilenet_v2, resnet, small_cnn, smaller_vggnet, vgg, vit,
 };
 use serde::{Deserialize, Serialize};
-use tch::{nn, Tensor};
+use tch::nn;
 
 /// Per-channel input normalisation applied to RGB pixels scaled to [0, 1].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -191,50 +192,6 @@ impl BackboneKind {
             BackboneKind::SmallCnn => Box::new(small_cnn::small_cnn(p)),
             BackboneKind::AlexnetLike => Box::new(alexnet_like::alexnet_like(p)),
             BackboneKind::SmallerVggnet => Box::new(smaller_vggnet::smaller_vggnet(p)),
-        }
-    }
-}
-
-/// A backbone network: pooled features, and ImageNet logits when built with its classifier.
-pub trait BackboneNet: Send + std::fmt::Debug {
-    /// Global-average-pooled features, `[N, feature_dim]`, from normalised `[N, 3, H, W]` input.
-    fn features(&self, xs: &Tensor) -> Tensor;
-    /// Features in training mode (`train`: BatchNorm batch statistics and dropout) for the
-    /// models trained from scratch; the ImageNet backbones keep BatchNorm in eval mode.
-    fn features_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let _ = train;
-        self.features(xs)
-    }
-    /// The last convolutional feature map `[N, C, h, w]`, the map `features` pools (what
-    /// Grad-CAM explains); `None` for backbones without one here.
-    fn feature_map(&self, xs: &Tensor) -> Option<Tensor> {
-        let _ = xs;
-        None
-    }
-    /// Features the head sees after the pooled [`feature_map`](Self::feature_map) (those of
-    /// the other sizes of a multi-scale backbone); `None` when the pooled map is all.
-    fn extra_features(&self, xs: &Tensor) -> Option<Tensor> {
-        let _ = xs;
-        None
-    }
-    /// ImageNet logits `[N, 1000]`; panics if built without the classifier.
-    fn imagenet_logits(&self, xs: &Tensor) -> Tensor;
-    /// Variable-name prefixes of the backbone's blocks, input to output; fine-tuning
-    /// unfreezes the last N of them.
-    fn block_prefixes(&self) -> Vec<String>;
-    /// Every convolution + BatchNorm pair, for [`fold_frozen_batchnorm`].
-    fn conv_bns(&self) -> Vec<&ConvBn>;
-}
-
-/// Folds BatchNorm into the convolution of every pair whose parameters are frozen and
-/// unfolds the trainable ones. Call after loading weights and whenever what is trainable
-/// changes; the output is the same up to float rounding, the frozen part runs faster.
-pub fn fold_frozen_batchnorm(net: &dyn BackboneNet) {
-    for cb in net.conv_bns() {
-        if cb.is_trainable() {
-            cb.unfold();
-        } else {
-            cb.fold();
         }
     }
 }

@@ -6,8 +6,7 @@
 //! Features: the pooled map after the classifier's LayerNorm (768); stochastic depth is an
 //! identity at inference, as in eval mode.
 
-use super::backbone::BackboneNet;
-use super::layers::ConvBn;
+use super::net::BackboneNet;
 use tch::{nn, nn::Module, Tensor};
 
 const EPS: f64 = 1e-6;
@@ -115,8 +114,8 @@ impl BackboneNet for ConvNextTiny {
         self.norm.forward(&map.adaptive_avg_pool2d([1, 1]).flatten(1, -1))
     }
 
-    fn imagenet_logits(&self, xs: &Tensor) -> Tensor {
-        self.fc.as_ref().expect("built without the ImageNet classifier").forward(&self.features(xs))
+    fn imagenet_classifier(&self) -> Option<&dyn Module> {
+        self.fc.as_ref().map(|l| l as &dyn Module)
     }
 
     fn block_prefixes(&self) -> Vec<String> {
@@ -129,9 +128,5 @@ impl BackboneNet for ConvNextTiny {
         }
         v.push("classifier.0.".into());
         v
-    }
-
-    fn conv_bns(&self) -> Vec<&ConvBn> {
-        Vec::new()
     }
 }

@@ -2,8 +2,8 @@
 //! `features.S.I.block.K`, squeeze-excite `fc1`/`fc2`, `features.8`, `classifier.1`),
 //! SiLU, BatchNorm eps 1e-5 (torchvision uses 1e-3 only for the V2 family).
 
-use super::backbone::BackboneNet;
 use super::layers::{Act, ConvBn, ConvBnSpec};
+use super::net::BackboneNet;
 use tch::{nn, nn::Module, Tensor};
 
 const EPS: f64 = 1e-5;
@@ -121,16 +121,12 @@ impl EfficientNetB0 {
 }
 
 impl BackboneNet for EfficientNetB0 {
-    fn features(&self, xs: &Tensor) -> Tensor {
-        self.map(xs).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
-    }
-
     fn feature_map(&self, xs: &Tensor) -> Option<Tensor> {
         Some(self.map(xs))
     }
 
-    fn imagenet_logits(&self, xs: &Tensor) -> Tensor {
-        self.classifier.as_ref().expect("built without the ImageNet classifier").forward(&self.features(xs))
+    fn imagenet_classifier(&self) -> Option<&dyn Module> {
+        self.classifier.as_ref().map(|l| l as &dyn Module)
     }
 
     fn block_prefixes(&self) -> Vec<String> {

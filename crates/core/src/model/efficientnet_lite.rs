@@ -5,8 +5,8 @@
 //! the Lite models keep the 32-channel stem, the 1280-channel head and one block in the first
 //! and last stages).
 
-use super::backbone::BackboneNet;
 use super::layers::{Act, ConvBn, ConvBnSpec};
+use super::net::BackboneNet;
 use tch::{nn, nn::Module, Tensor};
 
 const EPS: f64 = 1e-3;
@@ -157,16 +157,12 @@ impl EfficientNetLite {
 }
 
 impl BackboneNet for EfficientNetLite {
-    fn features(&self, xs: &Tensor) -> Tensor {
-        self.map(xs).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
-    }
-
     fn feature_map(&self, xs: &Tensor) -> Option<Tensor> {
         Some(self.map(xs))
     }
 
-    fn imagenet_logits(&self, xs: &Tensor) -> Tensor {
-        self.fc.as_ref().expect("built without the ImageNet classifier").forward(&self.features(xs))
+    fn imagenet_classifier(&self) -> Option<&dyn Module> {
+        self.fc.as_ref().map(|l| l as &dyn Module)
     }
 
     fn block_prefixes(&self) -> Vec<String> {

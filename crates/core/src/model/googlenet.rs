@@ -4,8 +4,8 @@
 //! mode upstream and are left out; so is `transform_input`: torchvision's ImageNet weights
 //! expect (x - 0.5) / 0.5 input, which is this backbone's normalisation. 1024 features.
 
-use super::backbone::BackboneNet;
 use super::layers::{Act, ConvBn, ConvBnSpec};
+use super::net::BackboneNet;
 use tch::{nn, nn::Module, Tensor};
 
 fn basic_conv(p: nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64) -> ConvBn {
@@ -107,16 +107,12 @@ impl GoogLeNet {
 }
 
 impl BackboneNet for GoogLeNet {
-    fn features(&self, xs: &Tensor) -> Tensor {
-        self.map(xs).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
-    }
-
     fn feature_map(&self, xs: &Tensor) -> Option<Tensor> {
         Some(self.map(xs))
     }
 
-    fn imagenet_logits(&self, xs: &Tensor) -> Tensor {
-        self.fc.as_ref().expect("built without the ImageNet classifier").forward(&self.features(xs))
+    fn imagenet_classifier(&self) -> Option<&dyn Module> {
+        self.fc.as_ref().map(|l| l as &dyn Module)
     }
 
     fn block_prefixes(&self) -> Vec<String> {

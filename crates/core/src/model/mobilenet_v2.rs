@@ -1,8 +1,8 @@
 //! MobileNetV2 with torchvision's parameter names (`features.0.0`, `features.N.conv.M`,
 //! `features.18`, `classifier.1`), BatchNorm eps 1e-5, ReLU6.
 
-use super::backbone::BackboneNet;
 use super::layers::{Act, ConvBn, ConvBnSpec};
+use super::net::BackboneNet;
 use tch::{nn, nn::Module, Tensor};
 
 const EPS: f64 = 1e-5;
@@ -91,16 +91,12 @@ impl MobileNetV2 {
 }
 
 impl BackboneNet for MobileNetV2 {
-    fn features(&self, xs: &Tensor) -> Tensor {
-        self.map(xs).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
-    }
-
     fn feature_map(&self, xs: &Tensor) -> Option<Tensor> {
         Some(self.map(xs))
     }
 
-    fn imagenet_logits(&self, xs: &Tensor) -> Tensor {
-        self.classifier.as_ref().expect("built without the ImageNet classifier").forward(&self.features(xs))
+    fn imagenet_classifier(&self) -> Option<&dyn Module> {
+        self.classifier.as_ref().map(|l| l as &dyn Module)
     }
 
     fn block_prefixes(&self) -> Vec<String> {

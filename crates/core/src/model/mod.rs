@@ -9,10 +9,12 @@ pub mod convnext;
 pub mod efficientnet_b0;
 pub mod efficientnet_lite;
 pub mod googlenet;
+pub mod grad_cam;
 pub mod head;
 pub mod layers;
 pub mod mobilenet_v2;
 pub mod multi_scale;
+pub mod net;
 pub mod pretrained;
 pub mod resnet;
 pub mod sequential;
@@ -22,7 +24,8 @@ pub mod vgg;
 pub mod vit;
 pub mod weights;
 
-pub use backbone::{fold_frozen_batchnorm, BackboneKind, BackboneNet, Normalization};
+pub use backbone::{BackboneKind, Normalization};
+pub use net::{fold_frozen_batchnorm, BackboneNet};
 
 use tch::{nn, Tensor};
 

@@ -31,9 +31,9 @@ pub fn feature_dim(kind: BackboneKind, sizes: &[u32]) -> i64 {
 }
 
 /// Checks sizes for `kind`: each at least its minimum input and at most
-/// [`MAX_IMAGE_SIZE`](crate::run::config::MAX_IMAGE_SIZE), none twice, at most [`MAX_SIZES`].
+/// [`MAX_IMAGE_SIZE`](crate::io::image::MAX_IMAGE_SIZE), none twice, at most [`MAX_SIZES`].
 pub fn check_sizes(kind: BackboneKind, sizes: &[u32]) -> Result<()> {
-    let (min, max) = (kind.min_input_size(), crate::run::config::MAX_IMAGE_SIZE);
+    let (min, max) = (kind.min_input_size(), crate::io::image::MAX_IMAGE_SIZE);
     if sizes.len() > MAX_SIZES {
         bail!("{} sizes: at most {MAX_SIZES}", sizes.len());
     }
@@ -145,7 +145,7 @@ mod tests {
         );
         let w = vs.variables().into_iter().find(|(k, _)| k.starts_with("head.") && k.ends_with("weight")).unwrap().1;
         let xs = Tensor::rand([1, 3, 64, 64], (Kind::Float, Device::Cpu));
-        let got = crate::explain::grad_cam(multi.as_ref(), &head, &xs, &[0, 1]).unwrap();
+        let got = crate::model::grad_cam::grad_cam(multi.as_ref(), &head, &xs, &[0, 1]).unwrap();
         let map = tch::no_grad(|| multi.feature_map(&xs)).unwrap();
         for k in 0..2 {
             let wk = w.get(k).narrow(0, 0, 1280).view([1, 1280, 1, 1]);

@@ -2,8 +2,8 @@
 //! 3x3 convolution), with its parameter names (`conv1`, `bn1`, `layerN.M.conv1..3`, `bnN`,
 //! `downsample.0/1`, `fc`), BatchNorm eps 1e-5.
 
-use super::backbone::BackboneNet;
 use super::layers::{Act, ConvBn, ConvBnSpec};
+use super::net::BackboneNet;
 use tch::{nn, nn::Module, Tensor};
 
 const EPS: f64 = 1e-5;
@@ -114,16 +114,12 @@ impl ResNet {
 }
 
 impl BackboneNet for ResNet {
-    fn features(&self, xs: &Tensor) -> Tensor {
-        self.map(xs).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
-    }
-
     fn feature_map(&self, xs: &Tensor) -> Option<Tensor> {
         Some(self.map(xs))
     }
 
-    fn imagenet_logits(&self, xs: &Tensor) -> Tensor {
-        self.fc.as_ref().expect("built without the ImageNet classifier").forward(&self.features(xs))
+    fn imagenet_classifier(&self) -> Option<&dyn Module> {
+        self.fc.as_ref().map(|l| l as &dyn Module)
     }
 
     fn block_prefixes(&self) -> Vec<String> {

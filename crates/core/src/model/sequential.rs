@@ -3,8 +3,7 @@
 //! read `features.0.weight`, `features.1.running_mean`, ... BatchNorm and dropout follow the
 //! `train` flag (unlike the frozen ImageNet backbones, these models train every layer).
 
-use super::backbone::BackboneNet;
-use super::layers::ConvBn;
+use super::net::BackboneNet;
 use tch::{nn, nn::Module, nn::ModuleT, Tensor};
 
 #[derive(Debug)]
@@ -159,9 +158,6 @@ impl BackboneNet for ScratchNet {
         let mut v = self.features.prefixes();
         v.extend(self.classifier.iter().flat_map(Sequential::prefixes));
         v
-    }
-    fn conv_bns(&self) -> Vec<&ConvBn> {
-        Vec::new()
     }
 }
 

@@ -4,8 +4,7 @@
 //! the global average of the last feature map (512 features), like Keras' VGG16 with
 //! `pooling="avg"`.
 
-use super::backbone::BackboneNet;
-use super::layers::ConvBn;
+use super::net::BackboneNet;
 use tch::{nn, nn::Module, Tensor};
 
 /// Output channels of each convolution; 0 is a 2x2 max pool.
@@ -65,10 +64,6 @@ impl BackboneNet for Vgg16 {
         Some(Vgg16::feature_map(self, xs))
     }
 
-    fn features(&self, xs: &Tensor) -> Tensor {
-        self.feature_map(xs).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
-    }
-
     fn imagenet_logits(&self, xs: &Tensor) -> Tensor {
         let [fc0, fc3, fc6] = self.classifier.as_ref().expect("built without the ImageNet classifier");
         let h = self.feature_map(xs).adaptive_avg_pool2d([7, 7]).flatten(1, -1);
@@ -83,9 +78,5 @@ impl BackboneNet for Vgg16 {
                 Layer::Pool => None,
             })
             .collect()
-    }
-
-    fn conv_bns(&self) -> Vec<&ConvBn> {
-        Vec::new()
     }
 }

@@ -5,8 +5,7 @@
 //! than 224x224 get the position embeddings resized bicubically, as torchvision's
 //! `interpolate_embeddings` does when fine-tuning at another size.
 
-use super::backbone::BackboneNet;
-use super::layers::ConvBn;
+use super::net::BackboneNet;
 use tch::{nn, nn::Module, Tensor};
 
 const PATCH: i64 = 16;
@@ -127,16 +126,12 @@ impl BackboneNet for VitB16 {
         self.ln.forward(&x).select(1, 0)
     }
 
-    fn imagenet_logits(&self, xs: &Tensor) -> Tensor {
-        self.head.as_ref().expect("built without the ImageNet classifier").forward(&self.features(xs))
+    fn imagenet_classifier(&self) -> Option<&dyn Module> {
+        self.head.as_ref().map(|l| l as &dyn Module)
     }
 
     fn block_prefixes(&self) -> Vec<String> {
         (0..DEPTH).map(|i| format!("encoder.layers.encoder_layer_{i}.")).collect()
-    }
-
-    fn conv_bns(&self) -> Vec<&ConvBn> {
-        Vec::new()
     }
 }
 

@@ -19,6 +19,7 @@ use crate::retrain::feedback::{merged, read_corrections_csv, Correction, Feedbac
 use crate::retrain::steps::{compute_features, fine_tune_head, load_corrected};
 use crate::run::config::{CorrectionRecord, HeadSpec, InheritedOptions, RetrainRun, RetrainTool, RunConfig};
 use crate::run::loaded::LoadedModel;
+use crate::run::options::{RecordedRetrainOptions, RetrainOptions};
 use crate::run::thresholds::Thresholds;
 use crate::run::{point_best, write_atomic, RunWriter, RETRAIN_FILE, THRESHOLDS_FILE};
 use crate::task::Task;
@@ -28,36 +29,37 @@ use crate::train::record::write_run_files;
 use anyhow::{bail, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tch::Device;
 
-/// Most copies of each corrected image per epoch (`--replicate`).
-pub const MAX_REPLICATE: usize = 1000;
-
-/// Every retrain option; recorded in the new run's config.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A checked retrain: the options as given, with the parent run and the feedback store
+/// resolved (what the new run records).
+#[derive(Debug, Clone)]
 pub struct RetrainConfig {
+    pub options: RetrainOptions,
+    /// The run to start from.
     pub from: PathBuf,
-    pub corrections: PathBuf,
-    /// Prepared data for replay and validation (default: the parent's).
-    pub data: Option<PathBuf>,
-    pub epochs: usize,
-    pub replicate: usize,
-    pub lr: f64,
-    pub batch_size: usize,
-    pub replay: bool,
-    /// Replay images per corrected sample in each epoch.
-    pub replay_ratio: f64,
-    pub tolerance: f64,
-    pub force: bool,
-    pub runs_dir: PathBuf,
     pub feedback_dir: PathBuf,
-    pub seed: u64,
+}
+
+impl RetrainConfig {
+    /// Checks `options` and resolves the parent and the feedback store.
+    pub fn new(options: RetrainOptions) -> Result<Self> {
+        options.validate()?;
+        Ok(RetrainConfig { from: options.parent(), feedback_dir: options.feedback_dir(), options })
+    }
+}
+
+impl std::ops::Deref for RetrainConfig {
+    type Target = RetrainOptions;
+
+    fn deref(&self) -> &RetrainOptions {
+        &self.options
+    }
 }
 
 /// What a retrain did; also written to the run as `retrain.json`.
@@ -84,28 +86,6 @@ pub struct RetrainOutcome {
     pub seconds: f64,
 }
 
-impl RetrainConfig {
-    /// Checks every numeric option before anything is read or written.
-    pub fn validate(&self) -> Result<()> {
-        if !(self.replay_ratio.is_finite() && self.replay_ratio >= 0.0 && self.replay_ratio <= 100.0) {
-            bail!("--replay-ratio {}: expected a number in [0, 100]", self.replay_ratio);
-        }
-        if !(self.tolerance.is_finite() && (0.0..=1.0).contains(&self.tolerance)) {
-            bail!("--tolerance {}: expected a score difference from 0 to 1", self.tolerance);
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= 10.0) {
-            bail!("--lr {}: expected a learning rate in (0, 10]", self.lr);
-        }
-        if self.epochs == 0 || self.batch_size == 0 {
-            bail!("--epochs and --batch-size must be at least 1");
-        }
-        if !(1..=MAX_REPLICATE).contains(&self.replicate) {
-            bail!("--replicate {}: expected 1..={MAX_REPLICATE} copies per corrected image", self.replicate);
-        }
-        Ok(())
-    }
-}
-
 fn exact_rows(task: &Task, probs: &[f32], labels: &[f32], th: &[f32]) -> usize {
     let c = task.classes.len();
     task.decide(probs, th)
@@ -118,7 +98,7 @@ fn exact_rows(task: &Task, probs: &[f32], labels: &[f32], th: &[f32]) -> usize {
 /// Whether the new head replaces the parent, and why.
 fn promotion(cfg: &RetrainConfig, metric: &str, before: f64, after: f64) -> (bool, String) {
     if cfg.force {
-        (true, "forced with --force".to_string())
+        (true, "forced".to_string())
     } else if after + cfg.tolerance >= before {
         (true, format!("validation {metric} {after:.4} is within {} of the parent's {before:.4}", cfg.tolerance))
     } else {
@@ -129,7 +109,6 @@ fn promotion(cfg: &RetrainConfig, metric: &str, before: f64, after: f64) -> (boo
 /// Runs a retrain; see the module docs.
 pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver, cancel: &AtomicBool) -> Result<RetrainOutcome> {
     let started = Instant::now();
-    cfg.validate()?;
     let parent = LoadedModel::load(&cfg.from, device)?;
     let data = cfg.data.clone().unwrap_or_else(|| parent.data_dir().to_path_buf());
     let manifest = Manifest::load(&data)?;
@@ -212,7 +191,11 @@ fn run_config(cfg: &RetrainConfig, parent: &LoadedModel, data: &Path, used: &[Co
         version: crate::VERSION.to_string(),
         created: chrono::Local::now().to_rfc3339(),
         parent: parent.run_dir.clone(),
-        retrain_options: cfg.clone(),
+        retrain_options: RecordedRetrainOptions::Flags(RetrainOptions {
+            from: Some(parent.run_dir.clone()),
+            feedback_dir: Some(cfg.feedback_dir.clone()),
+            ..cfg.options.clone()
+        }),
         options: InheritedOptions { model: parent.kind, data: data.to_path_buf(), tta: parent.tta, scales: parent.scales.clone() },
         task: Some(parent.task.kind),
         label_groups: Some(parent.task.groups.clone()),
@@ -227,7 +210,7 @@ fn run_config(cfg: &RetrainConfig, parent: &LoadedModel, data: &Path, used: &[Co
         classes: parent.classes.clone(),
         image_size: parent.image_size,
         resize: parent.resize,
-        normalization: parent.kind.normalization(),
+        normalization: parent.normalization,
         head: Some(HeadSpec::of(&parent.head_layout)),
         train_seconds: seconds,
         mlflow: None,
@@ -277,9 +260,4 @@ fn write_run(
         point_best(&cfg.runs_dir, &outcome.run_dir)?;
     }
     Ok(outcome)
-}
-
-/// The default feedback store location inside a runs directory.
-pub fn default_feedback_dir(runs_dir: &Path) -> PathBuf {
-    runs_dir.join("feedback")
 }

@@ -99,7 +99,7 @@ pub fn compute_features(
     let aug = AugmentConfig::default();
     let views = cfg.replicate.max(1);
     let k = corrected.count;
-    let pool_size = if cfg.replay { train.len().min((4 * views * k as usize).max(200)) } else { 0 };
+    let pool_size = if !cfg.no_replay { train.len().min((4 * views * k as usize).max(200)) } else { 0 };
     let batch = crate::device::inference_batch(device);
     observer.phase("features", (views + pool_size.div_ceil(batch) + val.len().div_ceil(batch)) as u64);
     let corrections = tch::no_grad(|| -> Result<Tensor> {

@@ -6,19 +6,17 @@
 //! A run is one of three kinds, told apart by the tag each has always written: `"tool":
 //! "train"`, `"tool": "retrain"`, or `"kind": "ensemble"`.
 
-use crate::io::image::ResizeMode;
+use crate::io::image::{ResizeMode, MAX_IMAGE_SIZE};
 use crate::model::head::HeadLayout;
 use crate::model::{BackboneKind, Normalization};
-use crate::retrain::RetrainConfig;
+use crate::run::options::{RecordedRetrainOptions, RecordedTrainOptions, TrainOptions};
 use crate::run::CONFIG_FILE;
 use crate::task::{LabelGroup, Task, TaskKind};
-use crate::train::TrainConfig;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Largest input side a run may declare (the data tools refuse larger sizes too).
-pub const MAX_IMAGE_SIZE: u32 = 4096;
 
 /// `config.json` of a run.
 #[derive(Debug, Clone, Serialize)]
@@ -106,7 +104,7 @@ pub struct TrainRun {
     pub tool: TrainTool,
     pub version: String,
     pub created: String,
-    pub options: TrainConfig,
+    pub options: RecordedTrainOptions,
     pub weights_used: Option<PathBuf>,
     pub device: String,
     pub data_manifest_sha256: String,
@@ -181,7 +179,7 @@ pub struct RetrainRun {
     pub version: String,
     pub created: String,
     pub parent: PathBuf,
-    pub retrain_options: RetrainConfig,
+    pub retrain_options: RecordedRetrainOptions,
     pub options: InheritedOptions,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task: Option<TaskKind>,
@@ -229,6 +227,8 @@ pub struct ModelSpec {
     pub task: Task,
     pub image_size: u32,
     pub resize: ResizeMode,
+    /// The input normalisation recorded with the run.
+    pub normalization: Normalization,
     /// Default of `evaluate` and `predict`: average each image with its mirror.
     pub tta: bool,
     /// The prepared data the run was trained on.
@@ -269,6 +269,18 @@ impl RunConfig {
         };
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The options this run was made with, as a recipe for `tool` (`train` for a trained run,
+    /// `retrain` for a retrained one): `tool --config <run>/config.json` makes the run again.
+    pub fn recipe(&self, tool: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
+        match (self, tool) {
+            (RunConfig::Train(r), "train") => Ok(r.options.options().recipe()),
+            (RunConfig::Retrain(r), "retrain") => Ok(r.retrain_options.options().recipe()),
+            (RunConfig::Train(_), _) => bail!("a trained run: its options are train's (train --config)"),
+            (RunConfig::Retrain(_), _) => bail!("a retrained run: its options are retrain's (retrain --config)"),
+            (RunConfig::Ensemble(_), _) => bail!("an ensemble records no training options (evaluate --ensemble made it)"),
+        }
     }
 
     /// The run's MLflow record, if it was logged.
@@ -317,20 +329,25 @@ impl RunConfig {
 
     /// What building and scoring a single run needs; an error for an ensemble.
     pub fn model_spec(&self) -> Result<ModelSpec> {
-        let (model, task, groups, classes, image_size, resize, tta, data, train_seconds, head, scales) = match self {
-            RunConfig::Train(r) => (
-                r.options.model,
-                r.task,
-                &r.label_groups,
-                &r.classes,
-                r.image_size,
-                r.resize,
-                r.options.tta,
-                &r.options.data,
-                r.train_seconds,
-                Some(&r.head),
-                &r.options.scales,
-            ),
+        let trained: TrainOptions;
+        let (model, task, groups, classes, image_size, resize, normalization, tta, data, train_seconds, head, scales) = match self {
+            RunConfig::Train(r) => {
+                trained = r.options.options();
+                (
+                    trained.model,
+                    r.task,
+                    &r.label_groups,
+                    &r.classes,
+                    r.image_size,
+                    r.resize,
+                    r.normalization,
+                    trained.tta,
+                    &trained.data,
+                    r.train_seconds,
+                    Some(&r.head),
+                    &trained.scales,
+                )
+            }
             RunConfig::Retrain(r) => (
                 r.options.model,
                 r.task,
@@ -338,6 +355,7 @@ impl RunConfig {
                 &r.classes,
                 r.image_size,
                 r.resize,
+                r.normalization,
                 r.options.tta,
                 &r.options.data,
                 r.train_seconds,
@@ -355,7 +373,18 @@ impl RunConfig {
             Some(h) => h.layout()?,
             None => model.default_head(),
         };
-        Ok(ModelSpec { model, task, image_size, resize, tta, data: data.clone(), train_seconds, head, scales: scales.clone() })
+        Ok(ModelSpec {
+            model,
+            task,
+            image_size,
+            resize,
+            normalization,
+            tta,
+            data: data.clone(),
+            train_seconds,
+            head,
+            scales: scales.clone(),
+        })
     }
 
     fn validate(&self) -> Result<()> {
@@ -377,6 +406,10 @@ impl RunConfig {
             return Ok(());
         }
         let spec = self.model_spec()?;
+        let n = spec.normalization;
+        if !(n.mean.iter().all(|m| m.is_finite()) && n.std.iter().all(|s| s.is_finite() && *s > 0.0)) {
+            bail!("normalization {n:?}: expected finite means and positive standard deviations");
+        }
         let min = spec.model.min_input_size();
         if size < min {
             bail!("image_size {size} is below {}'s minimum of {min}", spec.model.name());
@@ -424,9 +457,9 @@ mod tests {
     fn label_smoothing_in_a_run_is_read_and_a_bad_one_refused() {
         let with = |v: &str| TRAIN_V010.replace("\"pos_weight\": false,", &format!("\"pos_weight\": false, \"label_smoothing\": {v},"));
         let RunConfig::Train(run) = RunConfig::parse(&with("0.1")).unwrap() else { panic!("a train run") };
-        assert_eq!(run.options.label_smoothing, 0.1);
+        assert_eq!(run.options.options().label_smoothing(), 0.1);
         let RunConfig::Train(old) = RunConfig::parse(TRAIN_V010).unwrap() else { panic!("a train run") };
-        assert_eq!(old.options.label_smoothing, 0.0, "absent: none");
+        assert_eq!(old.options.options().label_smoothing(), 0.0, "absent: none");
         assert!(format!("{:#}", RunConfig::parse(&with("\"x\"")).unwrap_err()).contains("invalid type: string \"x\", expected f64"));
     }
 
@@ -461,6 +494,15 @@ mod tests {
         let heads = RunConfig::parse(WRITTEN_BY_0_1_0[2]).unwrap().model_spec().unwrap();
         assert_eq!((heads.model, heads.task.kind, heads.image_size), (BackboneKind::SmallCnn, TaskKind::Multihead, 32));
         assert_eq!(heads.task.groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(), ["color", "shape"]);
+    }
+
+    #[test]
+    fn the_recorded_normalization_is_the_one_used() {
+        let text = TRAIN_V010.replace(r#""mean": [0.5, 0.5, 0.5]"#, r#""mean": [0.4, 0.5, 0.6]"#);
+        let spec = RunConfig::parse(&text).unwrap().model_spec().unwrap();
+        assert_eq!(spec.normalization.mean, [0.4, 0.5, 0.6]);
+        let bad = TRAIN_V010.replace(r#""std": [0.5, 0.5, 0.5]"#, r#""std": [0.5, 0.0, 0.5]"#);
+        assert!(format!("{:#}", RunConfig::parse(&bad).unwrap_err()).contains("positive standard deviations"));
     }
 
     #[test]

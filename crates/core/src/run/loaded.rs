@@ -4,7 +4,7 @@
 use crate::io::image::ResizeMode;
 use crate::model::head::{Head, HeadLayout};
 use crate::model::weights::{load_into, read_checkpoint};
-use crate::model::{BackboneKind, BackboneNet};
+use crate::model::{BackboneKind, BackboneNet, Normalization};
 use crate::run::config::RunConfig;
 use crate::run::thresholds::thresholds_for;
 use crate::run::MODEL_FILE;
@@ -23,6 +23,8 @@ pub struct LoadedModel {
     pub classes: Vec<String>,
     pub image_size: u32,
     pub resize: ResizeMode,
+    /// The input normalisation the run recorded (its backbone's).
+    pub normalization: Normalization,
     pub thresholds: Vec<f32>,
     pub thresholds_tuned: bool,
     /// Horizontal-flip test-time augmentation by default (`train --tta`).
@@ -67,6 +69,7 @@ impl LoadedModel {
             classes,
             image_size: spec.image_size,
             resize: spec.resize,
+            normalization: spec.normalization,
             thresholds,
             thresholds_tuned: tuned,
             tta: spec.tta,
@@ -85,7 +88,7 @@ impl LoadedModel {
     /// Backbone features `[B, F]` (on the model's device, no gradient) of `[B, 3, H, W]`
     /// input in [0, 1].
     pub fn features_of_unit(&self, xs: &Tensor) -> Tensor {
-        tch::no_grad(|| self.net.features(&normalize(&xs.to_device(self.device), &self.kind.normalization())))
+        tch::no_grad(|| self.net.features(&normalize(&xs.to_device(self.device), &self.normalization)))
     }
 
     /// Head logits `[B, C]` from backbone features.
@@ -111,8 +114,8 @@ impl LoadedModel {
     /// Grad-CAM maps `[K, H, W]` (on the CPU, in [0, 1]) of one `[1, H, W, 3]` uint8 image at
     /// the run's size, for head outputs `classes`.
     pub fn grad_cam(&self, pixels: &Tensor, classes: &[i64]) -> Result<Tensor> {
-        let xs = normalize(&to_unit_nchw(pixels, self.device), &self.kind.normalization());
-        let cams = crate::explain::grad_cam(self.net.as_ref(), &self.head, &xs, classes)
+        let xs = normalize(&to_unit_nchw(pixels, self.device), &self.normalization);
+        let cams = crate::model::grad_cam::grad_cam(self.net.as_ref(), &self.head, &xs, classes)
             .with_context(|| format!("{}: no Grad-CAM", self.kind.name()))?;
         Ok(cams.to_device(Device::Cpu))
     }
@@ -127,7 +130,7 @@ impl LoadedModel {
     /// device) of one forward pass of `[B, H, W, 3]` uint8 pixels.
     pub fn probabilities_and_features(&self, pixels: &Tensor) -> (Tensor, Tensor) {
         tch::no_grad(|| {
-            let xs = normalize(&to_unit_nchw(pixels, self.device), &self.kind.normalization());
+            let xs = normalize(&to_unit_nchw(pixels, self.device), &self.normalization);
             let features = self.net.features(&xs);
             let p = self.task.probabilities(&self.head.forward_t(&features, false)).to_device(Device::Cpu);
             (p, features)

@@ -4,16 +4,15 @@
 //! padding like Keras' `fill_mode='nearest'`), then brightness, contrast and saturation
 //! factors. The same function makes the cached feature views and the on-the-fly batches.
 
+use crate::run::options::TrainOptions;
 use crate::tensor::upload;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 /// Augmentation ranges (the reference: +-15 degrees, flips, brightness +-0.2; the others
-/// off). Ranges added after the first release are absent from runs that did not use them.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// off), checked as [`TrainOptions`].
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AugmentConfig {
     /// Rotation drawn from [-r, r] degrees.
     pub rotation_degrees: f64,
@@ -21,27 +20,17 @@ pub struct AugmentConfig {
     /// Brightness factor drawn from [1 - b, 1 + b].
     pub brightness: f64,
     /// Horizontal shift drawn from [-w, w] times the width.
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub width_shift: f64,
     /// Vertical shift drawn from [-h, h] times the height.
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub height_shift: f64,
     /// Zoom factor drawn from [1 - z, 1 + z] (above 1 magnifies).
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub zoom: f64,
     /// Shear angle drawn from [-s, s] degrees (Keras' `shear_range` is in degrees too).
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub shear_degrees: f64,
     /// Contrast factor drawn from [1 - c, 1 + c] (blend with the image's mean grey).
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub contrast: f64,
     /// Saturation factor drawn from [1 - s, 1 + s] (blend with the image's greyscale).
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub saturation: f64,
-}
-
-fn is_zero(x: &f64) -> bool {
-    *x == 0.0
 }
 
 impl Default for AugmentConfig {
@@ -61,24 +50,19 @@ impl Default for AugmentConfig {
 }
 
 impl AugmentConfig {
-    /// Checks every range (flag names as `train` spells them).
-    pub fn validate(&self) -> anyhow::Result<()> {
-        let checks = [
-            ("--rotation", self.rotation_degrees, 180.0),
-            ("--brightness", self.brightness, 1.0),
-            ("--width-shift", self.width_shift, 1.0),
-            ("--height-shift", self.height_shift, 1.0),
-            ("--zoom", self.zoom, 0.9),
-            ("--shear", self.shear_degrees, 60.0),
-            ("--contrast", self.contrast, 1.0),
-            ("--saturation", self.saturation, 1.0),
-        ];
-        for (flag, value, max) in checks {
-            if !(value.is_finite() && (0.0..=max).contains(&value)) {
-                anyhow::bail!("{flag} {value}: expected a range in [0, {max}]");
-            }
-        }
-        Ok(())
+    /// The ranges `options` ask for; `None` with `no_augment`.
+    pub fn of(options: &TrainOptions) -> Option<Self> {
+        (!options.no_augment).then_some(AugmentConfig {
+            rotation_degrees: options.rotation,
+            hflip: !options.no_flip,
+            brightness: options.brightness,
+            width_shift: options.width_shift,
+            height_shift: options.height_shift,
+            zoom: options.zoom,
+            shear_degrees: options.shear,
+            contrast: options.contrast,
+            saturation: options.saturation,
+        })
     }
 }
 
@@ -219,10 +203,10 @@ mod tests {
     }
 
     #[test]
-    fn ranges_are_checked() {
-        assert!(AugmentConfig::default().validate().is_ok());
-        let err = only(|c| c.zoom = 1.5).validate().unwrap_err().to_string();
-        assert!(err.contains("--zoom 1.5"), "{err}");
-        assert!(only(|c| c.shear_degrees = f64::NAN).validate().is_err());
+    fn the_default_options_give_the_default_ranges() {
+        assert_eq!(AugmentConfig::of(&TrainOptions::default()), Some(AugmentConfig::default()));
+        assert_eq!(AugmentConfig::of(&TrainOptions { no_augment: true, ..Default::default() }), None);
+        let no_flip = AugmentConfig::of(&TrainOptions { no_flip: true, zoom: 0.1, ..Default::default() }).unwrap();
+        assert_eq!((no_flip.hflip, no_flip.zoom), (false, 0.1));
     }
 }

@@ -21,11 +21,11 @@ pub mod step;
 use crate::dataset::manifest::Manifest;
 use crate::dataset::prepared::SplitData;
 use crate::eval::metrics::MultiLabelMetrics;
-use crate::eval::validation::Monitor;
-use crate::model::head::{Head, HeadLayout};
+use crate::model::head::Head;
 use crate::model::pretrained::load_backbone;
-use crate::model::{BackboneKind, BackboneNet};
+use crate::model::BackboneNet;
 use crate::run::config::{HeadSpec, RunConfig, TrainRun, TrainTool};
+use crate::run::options::{RecordedTrainOptions, TrainOptions};
 use crate::run::RunWriter;
 use crate::task::Task;
 use crate::tensor::upload;
@@ -34,161 +34,51 @@ use crate::train::epochs::{Best, EpochLoop, Phase};
 use crate::train::features::{Extractor, FeatureCache};
 use crate::train::history::{EpochRecord, TrainObserver};
 use crate::train::optim::Adam;
-use crate::train::schedule::Scheduler;
 use crate::train::step::{ImageSource, SpeedOptions};
 use anyhow::{bail, Context, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tch::{nn, Device, Tensor};
 
-/// Every training option; recorded in the run's `config.json`. Options added after the first
-/// release default, when absent, to the behaviour runs had before they existed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A checked training recipe resolved for a device: what [`train`] runs. The options are
+/// recorded as they were given; the other fields are what they resolve to.
+#[derive(Debug, Clone)]
 pub struct TrainConfig {
-    pub data: PathBuf,
-    pub model: BackboneKind,
-    pub weights: Option<PathBuf>,
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub patience: usize,
-    pub fine_tune_blocks: usize,
-    pub fine_tune_epochs: usize,
-    pub fine_tune_lr: f64,
-    /// Fine-tuning: the k-th unfrozen block from the top learns at fine_tune_lr * decay^k
-    /// (discriminative rates; 1: one rate).
-    #[serde(default = "one", skip_serializing_if = "is_one")]
-    pub fine_tune_lr_decay: f64,
+    pub options: TrainOptions,
     pub augment: Option<AugmentConfig>,
-    /// Input size a recipe asks for; the data must have been prepared at it.
-    #[serde(default)]
-    pub image_size: Option<u32>,
-    /// Input sizes the backbone sees, its features at each concatenated (multi-scale
-    /// features, resized from the data's size). Empty: the data's size only.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub scales: Vec<u32>,
-    /// Compute frozen-backbone features once instead of every epoch.
     pub cache_features: bool,
-    /// Augmented feature views cached per training image (besides the clean one).
-    pub aug_views: usize,
-    /// Weight positives by negatives/positives per class in the loss.
-    pub pos_weight: bool,
-    /// Label smoothing of the training targets (0: none; validation scores the labels).
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub label_smoothing: f64,
-    /// The validation score early stopping follows.
-    #[serde(default, skip_serializing_if = "is_default_monitor")]
-    pub monitor: Monitor,
-    /// Hidden widths of the head (empty: a linear head); absent: the backbone's default head.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub head: Option<Vec<i64>>,
-    /// Dropout after each hidden layer of `head` (one value for all, or one per layer).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub head_dropout: Vec<f64>,
-    /// L2 weight decay of the first phase's optimizer; several values are each tried and the
-    /// best on validation kept. Empty: none.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub weight_decay: Vec<f64>,
-    pub seed: u64,
-    pub runs_dir: PathBuf,
-    /// Learning-rate schedule of each phase.
-    #[serde(default)]
-    pub scheduler: Scheduler,
-    /// Plateau schedule: the factor applied to the rate when the validation loss stalls.
-    #[serde(default = "default_plateau_factor")]
-    pub plateau_factor: f64,
-    /// Plateau schedule: epochs in a row without a lower validation loss before a cut.
-    #[serde(default = "default_plateau_patience")]
-    pub plateau_patience: usize,
-    /// Default of `evaluate` and `predict` for this run: average each image with its
-    /// horizontal mirror.
-    #[serde(default)]
-    pub tta: bool,
-    /// Memory format and autocast; they change speed, not the recipe.
-    #[serde(default)]
     pub speed: SpeedOptions,
 }
 
-fn one() -> f64 {
-    1.0
-}
-
-fn is_one(x: &f64) -> bool {
-    *x == 1.0
-}
-
-fn is_zero(x: &f64) -> bool {
-    *x == 0.0
-}
-
-fn is_default_monitor(m: &Monitor) -> bool {
-    *m == Monitor::default()
-}
-
-fn default_plateau_factor() -> f64 {
-    0.2
-}
-
-fn default_plateau_patience() -> usize {
-    2
-}
-
 impl TrainConfig {
-    /// Checks every numeric option before anything is read or written.
-    pub fn validate(&self) -> Result<()> {
-        if self.batch_size == 0 || self.epochs == 0 {
-            bail!("--batch-size and --epochs must be at least 1");
+    /// Checks `options` and resolves them for `device` (every check before anything is read
+    /// or written).
+    pub fn new(options: TrainOptions, device: Device) -> Result<Self> {
+        options.validate()?;
+        if options.bf16 && !device.is_cuda() {
+            bail!("bf16 needs a CUDA device (bf16 autocast runs on the GPU only)");
         }
-        for (flag, lr) in [("--lr", self.lr), ("--fine-tune-lr", self.fine_tune_lr)] {
-            if !(lr.is_finite() && lr > 0.0 && lr <= 10.0) {
-                bail!("{flag} {lr}: expected a learning rate in (0, 10]");
-            }
-        }
-        if !(self.plateau_factor > 0.0 && self.plateau_factor < 1.0) {
-            bail!("--plateau-factor {}: expected a factor between 0 and 1", self.plateau_factor);
-        }
-        if let Some(size) = self.image_size.filter(|s| !(1..=crate::run::config::MAX_IMAGE_SIZE).contains(s)) {
-            bail!("--image-size {size}: expected 1..={} pixels", crate::run::config::MAX_IMAGE_SIZE);
-        }
-        crate::model::multi_scale::check_sizes(self.model, &self.scales).context("--scales")?;
-        if self.aug_views > MAX_AUG_VIEWS {
-            bail!("--aug-views {}: at most {MAX_AUG_VIEWS} augmented views per image", self.aug_views);
-        }
-        if let Some(a) = &self.augment {
-            a.validate()?;
-        }
-        if !(self.fine_tune_lr_decay > 0.0 && self.fine_tune_lr_decay <= 1.0) {
-            bail!("--fine-tune-lr-decay {}: expected a factor in (0, 1]", self.fine_tune_lr_decay);
-        }
-        if !(self.label_smoothing.is_finite() && (0.0..1.0).contains(&self.label_smoothing)) {
-            bail!("--label-smoothing {}: expected a value in [0, 1)", self.label_smoothing);
-        }
-        if let Some(wd) = self.weight_decay.iter().find(|wd| !(wd.is_finite() && (0.0..=1.0).contains(*wd))) {
-            bail!("--weight-decay {wd}: expected values in [0, 1]");
-        }
-        if self.head.is_none() && !self.head_dropout.is_empty() {
-            bail!("--head-dropout needs --head (the default head's dropout is {})", crate::model::head::DROPOUT);
-        }
-        self.head_layout().context("--head / --head-dropout")?;
-        Ok(())
-    }
-
-    /// The head to train: `head` with its dropouts, or the backbone's default.
-    pub fn head_layout(&self) -> Result<HeadLayout> {
-        match &self.head {
-            Some(hidden) => HeadLayout::new(hidden.clone(), self.head_dropout.clone()),
-            None => Ok(self.model.default_head()),
-        }
+        Ok(TrainConfig {
+            augment: AugmentConfig::of(&options),
+            cache_features: !options.no_cache,
+            label_smoothing: options.label_smoothing(),
+            speed: SpeedOptions { channels_last: options.channels_last_on(device), bf16: options.bf16 },
+            options,
+        })
     }
 }
 
-/// Most augmented feature views cached per image (each costs a backbone pass per image).
-pub const MAX_AUG_VIEWS: usize = 64;
+impl std::ops::Deref for TrainConfig {
+    type Target = TrainOptions;
+
+    fn deref(&self) -> &TrainOptions {
+        &self.options
+    }
+}
 
 /// What a finished training run produced.
 #[derive(Debug, Clone)]
@@ -327,10 +217,6 @@ impl Model {
 /// Trains one model and writes its run directory.
 pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, cancel: &AtomicBool) -> Result<TrainOutcome> {
     let started = Instant::now();
-    cfg.validate()?;
-    if cfg.speed.bf16 && !device.is_cuda() {
-        bail!("--bf16 needs a CUDA device (bf16 autocast runs on the GPU only)");
-    }
     let data = TrainingData::open(cfg)?;
     let task = &data.task;
     tch::manual_seed(cfg.seed as i64);
@@ -430,7 +316,7 @@ fn write_run(
         tool: TrainTool::Train,
         version: crate::VERSION.to_string(),
         created: chrono::Local::now().to_rfc3339(),
-        options: cfg.clone(),
+        options: RecordedTrainOptions::Flags(cfg.options.clone()),
         weights_used: model.weights.clone(),
         device: crate::device::name(device),
         data_manifest_sha256: Manifest::file_hash(&cfg.data)?,

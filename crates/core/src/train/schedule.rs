@@ -1,23 +1,7 @@
 //! Learning-rate schedules: constant, reduced on a plateau of the validation loss, or cosine
 //! decay over the phase's epochs.
 
-use serde::{Deserialize, Serialize};
-
-/// Which schedule a training phase follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-pub enum Scheduler {
-    /// The phase's learning rate throughout.
-    #[default]
-    #[cfg_attr(feature = "clap", value(alias = "none"))]
-    Constant,
-    /// Multiply the rate by a factor after some epochs without a better validation loss.
-    Plateau,
-    /// Cosine decay from the phase's rate towards 0 over its epochs, per epoch
-    /// (`torch.optim.lr_scheduler.CosineAnnealingLR` with T_max = the phase's epochs).
-    Cosine,
-}
+pub use crate::run::options::Scheduler;
 
 /// The rate of epoch `epoch` (0-based) of `epochs` under cosine decay from `lr`.
 pub fn cosine(lr: f64, epoch: usize, epochs: usize) -> f64 {

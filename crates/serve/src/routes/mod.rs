@@ -11,7 +11,7 @@ mod v2;
 use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::follow::FollowState;
-use crate::jobs::{Jobs, RetrainDefaults};
+use crate::jobs::Jobs;
 use crate::metrics::Metrics;
 use crate::uploads::Uploads;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -23,6 +23,7 @@ use axum::Router;
 pub use queue::Inbox;
 use std::path::PathBuf;
 use std::sync::Arc;
+use vocml_core::run::options::RetrainOptions;
 
 /// Everything the handlers share.
 pub struct AppState {
@@ -34,7 +35,7 @@ pub struct AppState {
     pub token: Option<String>,
     pub max_files: usize,
     pub runs_dir: PathBuf,
-    pub retrain: RetrainDefaults,
+    pub retrain: RetrainOptions,
     pub device: tch::Device,
     /// Requests decoding at once: one per core, so decoding never starves inference.
     pub decoders: tokio::sync::Semaphore,

@@ -87,7 +87,7 @@ fn list(dir: &Path) -> std::io::Result<Vec<(PathBuf, u64, Option<SystemTime>)>> 
 
 /// SHA-256s of the images in the serve's feedback store (none when it does not exist yet).
 fn corrected(runs_dir: &Path) -> Result<HashSet<String>, ApiError> {
-    let dir = vocml_core::retrain::default_feedback_dir(runs_dir);
+    let dir = vocml_core::run::options::default_feedback_dir(runs_dir);
     if !dir.is_dir() {
         return Ok(HashSet::new());
     }
