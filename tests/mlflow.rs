@@ -42,6 +42,8 @@ print(json.dumps(out))
     serde_json::from_str(python_eval(&code).trim().lines().last().unwrap()).unwrap()
 }
 
+/// One MLflow server through the whole registry story (long on purpose: its steps depend on
+/// each other, and a server per step would cost a minute each).
 #[test]
 fn runs_are_logged_and_the_champion_alias_drives_predict_and_serve() {
     let dir = tempfile::tempdir().unwrap();
@@ -114,10 +116,15 @@ fn runs_are_logged_and_the_champion_alias_drives_predict_and_serve() {
     // serve follows the alias: a promotion elsewhere is swapped in.
     let server = Server::start(&runs, &["--run", &format!("models:/{MODEL}@champion"), "--mlflow", &mlflow.uri]);
     assert_eq!(server.get("/model").json()["run"], best.file_name().unwrap().to_str().unwrap());
+    // Both versions: this server's swap count, and the registry's (the champion is version 2).
+    let health = server.get("/health").json();
+    assert_eq!((health["version"].as_u64(), health["registry_version"].as_str()), (Some(1), Some("2")), "{health}");
+    assert_eq!(server.get("/model").json()["registered_model"], MODEL);
     let o = run(&mut retrain());
     assert!(stdout(&o).contains(&format!("models:/{MODEL}@champion -> version 3")), "{}", stdout(&o));
     let newest = runs.join("best").canonicalize().unwrap();
     server.wait_until(Duration::from_secs(60), |s| s.get("/model").json()["run"] == newest.file_name().unwrap().to_str().unwrap());
+    assert_eq!(server.get("/ready").json()["registry_version"], "3");
 
     // Secrets are never printed nor written to a run.
     for f in std::fs::read_dir(&newest).unwrap().flatten() {

@@ -84,15 +84,13 @@ pub fn score_files(
             }
             let good: Vec<&[u8]> = decoded.iter().filter_map(|(_, r)| r.as_deref().ok()).collect();
             let (probs, described) =
-                if features { score_pixels_with_features(model, &good)? } else { (score_pixels(model, &good)?, Vec::new()) };
-            let c = model.classes().len();
-            let f = described.len() / good.len().max(1);
+                if features { score_pixels_with_features(model, &good)? } else { (score_pixels(model, &good)?, Rows::default()) };
             let mut next = 0;
             for (path, r) in decoded {
                 let (result, row_features) = match r {
                     Ok(_) => {
-                        let p = probs[next * c..(next + 1) * c].to_vec();
-                        let d = features.then(|| described[next * f..(next + 1) * f].to_vec());
+                        let p = probs.row(next).to_vec();
+                        let d = features.then(|| described.row(next).to_vec());
                         next += 1;
                         (Ok(p), d)
                     }
@@ -108,23 +106,78 @@ pub fn score_files(
     })
 }
 
-/// Probabilities of decoded images (each `image_size`² x 3 bytes, as [`SquareResizer`] gives
-/// them), `classes` values per image in order, in one forward pass.
-pub fn score_pixels(model: &Predictor, images: &[&[u8]]) -> Result<Vec<f32>> {
-    if images.is_empty() {
-        return Ok(Vec::new());
+/// Values of several images, one row of `width` per image in order: probabilities (a column
+/// per class) or features. What scoring returns, so no caller cuts a flat buffer into rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rows {
+    width: usize,
+    values: Vec<f32>,
+}
+
+impl Rows {
+    /// `values` as rows of `width`; an error when they do not divide evenly.
+    pub fn new(width: usize, values: Vec<f32>) -> Result<Self> {
+        if width == 0 && !values.is_empty() || width > 0 && values.len() % width != 0 {
+            bail!("{} values are not rows of {width}", values.len());
+        }
+        Ok(Rows { width, values })
     }
-    host_values(&model.probabilities(&pixel_batch(model, images)?))
+
+    /// The rows given one by one (each of `width` values).
+    pub fn from_rows<'a>(width: usize, rows: impl IntoIterator<Item = &'a [f32]>) -> Result<Self> {
+        Self::new(width, rows.into_iter().flatten().copied().collect())
+    }
+
+    /// Number of rows (images).
+    pub fn len(&self) -> usize {
+        self.values.len().checked_div(self.width).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Values per row.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.values[i * self.width..(i + 1) * self.width]
+    }
+
+    /// The rows in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[f32]> {
+        (0..self.len()).map(|i| self.row(i))
+    }
+
+    /// Every value, row after row.
+    pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+}
+
+/// Probabilities of decoded images (each `image_size`² x 3 bytes, as [`SquareResizer`] gives
+/// them), a row per image in order, in one forward pass.
+pub fn score_pixels(model: &Predictor, images: &[&[u8]]) -> Result<Rows> {
+    let classes = model.classes().len();
+    if images.is_empty() {
+        return Rows::new(classes, Vec::new());
+    }
+    Rows::new(classes, host_values(&model.probabilities(&pixel_batch(model, images)?))?)
 }
 
 /// [`score_pixels`] and each image's features from the same forward pass
-/// ([`Predictor::probabilities_and_features`]), `F` values per image in order.
-pub fn score_pixels_with_features(model: &Predictor, images: &[&[u8]]) -> Result<(Vec<f32>, Vec<f32>)> {
+/// ([`Predictor::probabilities_and_features`]), a row per image in order.
+pub fn score_pixels_with_features(model: &Predictor, images: &[&[u8]]) -> Result<(Rows, Rows)> {
+    let classes = model.classes().len();
     if images.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
+        return Ok((Rows::new(classes, Vec::new())?, Rows::default()));
     }
     let (p, f) = model.probabilities_and_features(&pixel_batch(model, images)?);
-    Ok((host_values(&p)?, host_values(&f)?))
+    let width = f.size().get(1).copied().unwrap_or(0) as usize;
+    Ok((Rows::new(classes, host_values(&p)?)?, Rows::new(width, host_values(&f)?)?))
 }
 
 /// Decoded images as one `[B, H, W, 3]` uint8 tensor, each checked to be the model's size.
@@ -286,6 +339,16 @@ pub fn decision_json(task: &Task, thresholds: &[f32], p: &[f32], top_k: usize) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_are_whole_and_read_back_in_order() {
+        let rows = Rows::new(2, vec![0.1, 0.9, 0.4, 0.6]).unwrap();
+        assert_eq!((rows.len(), rows.width()), (2, 2));
+        assert_eq!(rows.iter().collect::<Vec<_>>(), [&[0.1, 0.9][..], &[0.4, 0.6][..]]);
+        assert_eq!(Rows::from_rows(2, rows.iter()).unwrap(), rows);
+        assert_eq!(Rows::new(3, vec![0.0; 4]).unwrap_err().to_string(), "4 values are not rows of 3");
+        assert!(Rows::new(0, Vec::new()).unwrap().is_empty());
+    }
 
     #[test]
     fn shards_partition_the_inputs() {

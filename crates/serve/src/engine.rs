@@ -13,18 +13,27 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryR
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use vocml_core::io::image::{ResizeMode, SquareResizer};
-use vocml_core::predict::{score_pixels, score_pixels_with_features};
+use vocml_core::predict::{score_pixels, score_pixels_with_features, Rows};
 use vocml_core::run::predictor::Predictor;
 use vocml_core::task::Task;
 
 /// Interactive batches that may go ahead of a waiting background job before it runs anyway.
 const BACKGROUND_PATIENCE: usize = 8;
 
+/// A registered model version in MLflow (`serve --run models:/NAME@ALIAS`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistryVersion {
+    pub model: String,
+    pub version: String,
+}
+
 /// What the service says about the model it serves.
 #[derive(Debug)]
 pub struct ModelInfo {
-    /// 1 for the first model loaded, +1 at each swap.
+    /// This server's count of models served: 1 for the first model loaded, +1 at each swap.
     pub version: u64,
+    /// The registry's version of the served model, when it came from the registry.
+    pub registry: Option<RegistryVersion>,
     /// The run directory's name.
     pub run: String,
     pub run_dir: PathBuf,
@@ -45,13 +54,13 @@ pub struct ModelInfo {
 
 impl ModelInfo {
     /// Describes `p`, loaded from its run directory, as version `version`.
-    pub fn of(p: &Predictor, version: u64) -> ModelInfo {
+    pub fn of(p: &Predictor, version: u64, registry: Option<RegistryVersion>) -> ModelInfo {
         let dir = &p.run_dir;
         let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
-        let parent = read(vocml_core::run::RETRAIN_FILE)
-            .and_then(|v| v.get("parent").and_then(|p| p.as_str()).map(|p| p.rsplit('/').next().unwrap_or(p).to_string()));
+        let parent = p.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned());
         ModelInfo {
             version,
+            registry,
             run: dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             run_dir: dir.clone(),
             model: p.name.clone(),
@@ -73,6 +82,8 @@ impl ModelInfo {
             "run": self.run,
             "run_dir": self.run_dir,
             "version": self.version,
+            "registered_model": self.registry.as_ref().map(|r| r.model.clone()),
+            "registry_version": self.registry.as_ref().map(|r| r.version.clone()),
             "model": self.model,
             "task": self.task.kind.name(),
             "classes": self.task.classes,
@@ -120,7 +131,7 @@ pub struct Job {
     /// Bulk work (`/queue`) that must not delay interactive requests: never batched with them,
     /// run when none waits.
     pub background: bool,
-    pub reply: tokio::sync::oneshot::Sender<Result<Answer, String>>,
+    pub reply: tokio::sync::oneshot::Sender<Result<Answer, EngineError>>,
 }
 
 /// One image to explain with Grad-CAM: the columns to explain (`None`: the decided labels, or
@@ -128,7 +139,7 @@ pub struct Job {
 pub struct ExplainJob {
     pub input: Input,
     pub classes: Option<Vec<usize>>,
-    pub reply: tokio::sync::oneshot::Sender<Result<Explained, String>>,
+    pub reply: tokio::sync::oneshot::Sender<Result<Explained, EngineError>>,
 }
 
 /// An explained image: its probabilities, a `size`² heat map per explained column, the model.
@@ -144,12 +155,35 @@ enum Work {
     Explain(ExplainJob),
 }
 
-/// Why a job was not queued.
-pub enum Refused {
-    /// The queue is full (answer 503 and let the client retry).
-    Busy,
+/// Why the engine did not answer a job; [`crate::error`] maps each to one HTTP status.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineError {
     /// No model is loaded yet.
     NoModel,
+    /// The queue is full (answer 503 and let the client retry).
+    Busy,
+    /// The inference thread is gone (shutdown).
+    ShuttingDown,
+    /// The image cannot be used by the served model (it could not be decoded again for a
+    /// model swapped in meanwhile).
+    BadImage(String),
+    /// The served model cannot do what was asked (e.g. Grad-CAM on a backbone without a
+    /// convolutional map).
+    Unsupported(String),
+    /// The forward pass failed.
+    Inference(String),
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineError::NoModel => f.write_str("no model loaded yet (see GET /ready)"),
+            EngineError::Busy => f.write_str("the server is busy (its queue is full); retry shortly"),
+            EngineError::ShuttingDown => f.write_str("the server is shutting down"),
+            EngineError::BadImage(m) | EngineError::Unsupported(m) => f.write_str(m),
+            EngineError::Inference(m) => write!(f, "inference failed: {m}"),
+        }
+    }
 }
 
 /// The handle the request handlers and the model follower share.
@@ -183,22 +217,22 @@ impl Engine {
     }
 
     /// Queues a job without waiting.
-    pub fn submit(&self, job: Job) -> Result<(), Refused> {
+    pub fn submit(&self, job: Job) -> Result<(), EngineError> {
         self.send(Work::Score(job))
     }
 
     /// Queues an explanation without waiting.
-    pub fn submit_explain(&self, job: ExplainJob) -> Result<(), Refused> {
+    pub fn submit_explain(&self, job: ExplainJob) -> Result<(), EngineError> {
         self.send(Work::Explain(job))
     }
 
-    fn send(&self, work: Work) -> Result<(), Refused> {
+    fn send(&self, work: Work) -> Result<(), EngineError> {
         if self.info().is_none() {
-            return Err(Refused::NoModel);
+            return Err(EngineError::NoModel);
         }
         self.tx.try_send(work).map_err(|e| match e {
-            TrySendError::Full(_) => Refused::Busy,
-            TrySendError::Disconnected(_) => Refused::NoModel,
+            TrySendError::Full(_) => EngineError::Busy,
+            TrySendError::Disconnected(_) => EngineError::ShuttingDown,
         })
     }
 
@@ -268,8 +302,8 @@ impl Engine {
                 }
             }
             let Some(s) = &served else {
-                batch.into_iter().for_each(|j| drop(j.reply.send(Err("no model loaded yet".into()))));
-                explains.into_iter().for_each(|e| drop(e.reply.send(Err("no model loaded yet".into()))));
+                batch.into_iter().for_each(|j| drop(j.reply.send(Err(EngineError::NoModel))));
+                explains.into_iter().for_each(|e| drop(e.reply.send(Err(EngineError::NoModel))));
                 continue;
             };
             if !batch.is_empty() {
@@ -286,23 +320,27 @@ impl Engine {
 }
 
 /// Grad-CAM maps of one image by the served model.
-fn explain(s: &Served, job: &ExplainJob) -> Result<Explained, String> {
+fn explain(s: &Served, job: &ExplainJob) -> Result<Explained, EngineError> {
     let info = &s.info;
     let i = &job.input;
     let pixels = match i.size == info.image_size && i.mode == info.resize {
         true => i.pixels.clone(),
-        false => SquareResizer::new(info.image_size, info.resize).load_bytes(&i.bytes)?,
+        false => SquareResizer::new(info.image_size, info.resize).load_bytes(&i.bytes).map_err(EngineError::BadImage)?,
     };
-    let p = score_pixels(&s.predictor, &[&pixels]).map_err(|e| format!("inference failed: {e:#}"))?;
+    let rows = score_pixels(&s.predictor, &[&pixels]).map_err(|e| EngineError::Inference(format!("{e:#}")))?;
+    let p = rows.row(0).to_vec();
     let cols = job.classes.clone().unwrap_or_else(|| vocml_core::explain::explained_columns(&info.task, &p, &info.thresholds));
     let side = info.image_size as i64;
     let t = tch::Tensor::from_slice(&pixels).view([1, side, side, 3]);
-    let cams = s.predictor.grad_cam(&t, &cols.iter().map(|&c| c as i64).collect::<Vec<_>>()).map_err(|e| format!("{e:#}"))?;
+    let cams = s
+        .predictor
+        .grad_cam(&t, &cols.iter().map(|&c| c as i64).collect::<Vec<_>>())
+        .map_err(|e| EngineError::Unsupported(format!("{e:#}")))?;
     let maps = cols
         .iter()
         .enumerate()
-        .map(|(k, &c)| Ok((c, Vec::<f32>::try_from(cams.get(k as i64).flatten(0, -1)).map_err(|e| e.to_string())?)))
-        .collect::<Result<Vec<_>, String>>()?;
+        .map(|(k, &c)| Ok((c, Vec::<f32>::try_from(cams.get(k as i64).flatten(0, -1)).map_err(|e| EngineError::Inference(e.to_string()))?)))
+        .collect::<Result<Vec<_>, EngineError>>()?;
     Ok(Explained { probabilities: p, maps, model: info.clone() })
 }
 
@@ -312,14 +350,14 @@ fn answer(s: &Served, batch: Vec<Job>) {
     let mut resizer = SquareResizer::new(info.image_size, info.resize);
     // Images decoded for another model (a swap came between decoding and now) are resized
     // again from their bytes.
-    let per_job: Vec<Result<Vec<Cow<[u8]>>, String>> = batch
+    let per_job: Vec<Result<Vec<Cow<[u8]>>, EngineError>> = batch
         .iter()
         .map(|job| {
             job.images
                 .iter()
                 .map(|i| match i.size == info.image_size && i.mode == info.resize {
                     true => Ok(Cow::Borrowed(i.pixels.as_slice())),
-                    false => resizer.load_bytes(&i.bytes).map(Cow::Owned),
+                    false => resizer.load_bytes(&i.bytes).map(Cow::Owned).map_err(EngineError::BadImage),
                 })
                 .collect()
         })
@@ -328,22 +366,20 @@ fn answer(s: &Served, batch: Vec<Job>) {
     let with_features = batch.iter().any(|j| j.features);
     let scored = match with_features {
         true => score_pixels_with_features(&s.predictor, &pixels),
-        false => score_pixels(&s.predictor, &pixels).map(|p| (p, Vec::new())),
+        false => score_pixels(&s.predictor, &pixels).map(|p| (p, Rows::default())),
     };
-    let counts: Vec<Result<usize, String>> = per_job.iter().map(|r| r.as_ref().map(Vec::len).map_err(Clone::clone)).collect();
+    let counts: Vec<Result<usize, EngineError>> = per_job.iter().map(|r| r.as_ref().map(Vec::len).map_err(Clone::clone)).collect();
     drop(pixels);
     drop(per_job);
     let (probs, features) = match scored {
         Ok(p) => p,
         Err(e) => {
-            let msg = format!("inference failed: {e:#}");
-            batch.into_iter().for_each(|j| drop(j.reply.send(Err(msg.clone()))));
+            let err = EngineError::Inference(format!("{e:#}"));
+            batch.into_iter().for_each(|j| drop(j.reply.send(Err(err.clone()))));
             return;
         }
     };
-    let images = probs.len() / info.task.classes.len().max(1);
-    let mut rows = probs.chunks(info.task.classes.len().max(1));
-    let mut described = features.chunks((features.len() / images.max(1)).max(1));
+    let (mut rows, mut described) = (probs.iter(), features.iter());
     for (job, count) in batch.into_iter().zip(counts) {
         let reply = count.map(|n| {
             let features: Vec<Vec<f32>> = described.by_ref().take(n).map(<[f32]>::to_vec).collect();

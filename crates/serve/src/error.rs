@@ -38,8 +38,40 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The one place an engine failure becomes an HTTP status: 503 while no model is loaded, the
+/// queue is full or the server stops (with Retry-After), 422 for an image or a request the
+/// served model cannot take, 500 for a failed forward pass.
+impl From<crate::engine::EngineError> for ApiError {
+    fn from(e: crate::engine::EngineError) -> Self {
+        use crate::engine::EngineError::*;
+        let message = e.to_string();
+        match e {
+            NoModel | Busy | ShuttingDown => ApiError::unavailable(message),
+            BadImage(_) | Unsupported(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message),
+            Inference(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
+        }
+    }
+}
+
 impl From<axum::extract::multipart::MultipartError> for ApiError {
     fn from(e: axum::extract::multipart::MultipartError) -> Self {
         Self::new(e.status(), format!("malformed multipart body: {}", e.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineError;
+
+    #[test]
+    fn each_engine_failure_has_one_status() {
+        let status = |e: EngineError| ApiError::from(e).status;
+        assert_eq!(status(EngineError::NoModel), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status(EngineError::Busy), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status(EngineError::BadImage("x".into())), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(status(EngineError::Unsupported("x".into())), StatusCode::UNPROCESSABLE_ENTITY);
+        let e = ApiError::from(EngineError::Inference("out of memory".into()));
+        assert_eq!((e.status, e.message.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "inference failed: out of memory"));
     }
 }

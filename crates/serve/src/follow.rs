@@ -3,6 +3,7 @@
 //! new run beside the old one and hands it to the engine. A run that fails to load is refused:
 //! the old model keeps serving and `/model` says why.
 
+use crate::engine::RegistryVersion;
 use crate::engine::{Engine, ModelInfo, Served};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,14 +35,18 @@ impl Target {
         }
     }
 
-    /// The local run directory it points at now.
-    fn resolve(&self) -> anyhow::Result<PathBuf> {
+    /// The local run directory it points at now, and its registry version when it came
+    /// from one.
+    fn resolve(&self) -> anyhow::Result<(PathBuf, Option<RegistryVersion>)> {
         match self {
-            Target::Local { path, .. } => {
-                std::fs::canonicalize(path).map_err(|_| anyhow::anyhow!("{} does not exist: train and select a run first", path.display()))
-            }
+            Target::Local { path, .. } => Ok((
+                std::fs::canonicalize(path)
+                    .map_err(|_| anyhow::anyhow!("{} does not exist: train and select a run first", path.display()))?,
+                None,
+            )),
             Target::Registry { tracking_uri, model } => {
-                Ok(vocml_track::registry::fetch(tracking_uri, model, &vocml_track::registry::cache_dir())?.0)
+                let (dir, version) = vocml_track::registry::fetch(tracking_uri, model, &vocml_track::registry::cache_dir())?;
+                Ok((dir, Some(RegistryVersion { model: model.name.clone(), version })))
             }
         }
     }
@@ -73,7 +78,7 @@ impl Follower {
     }
 
     fn check(&self, engine: &Engine, state: &FollowState, tried: &mut Option<PathBuf>, version: &mut u64) {
-        let dir = match self.target.resolve() {
+        let (dir, registry) = match self.target.resolve() {
             Ok(d) => d,
             Err(e) => {
                 *state.last_error.lock().unwrap() = Some(format!("{e:#}"));
@@ -84,7 +89,7 @@ impl Follower {
             return;
         }
         *tried = Some(dir.clone());
-        match load(&dir, self.device, *version + 1) {
+        match load(&dir, self.device, *version + 1, registry) {
             Ok(served) => {
                 *version += 1;
                 eprintln!("serve: serving {} ({}, version {})", served.info.run, served.info.model, served.info.version);
@@ -102,8 +107,8 @@ impl Follower {
 }
 
 /// Loads a run for serving.
-fn load(dir: &Path, device: tch::Device, version: u64) -> anyhow::Result<Served> {
+fn load(dir: &Path, device: tch::Device, version: u64, registry: Option<RegistryVersion>) -> anyhow::Result<Served> {
     let predictor = Predictor::load(dir, device, None)?;
-    let info = Arc::new(ModelInfo::of(&predictor, version));
+    let info = Arc::new(ModelInfo::of(&predictor, version, registry));
     Ok(Served { predictor, info })
 }

@@ -3,14 +3,15 @@
 //! job's state, progress and outcome are kept for `GET /jobs/{id}`, and its record in the
 //! runs directory's journal (`journal`), so it is answered after a restart and by replicas.
 
+pub use crate::journal::JobStatus;
 use crate::journal::{Claim, Journal};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use vocml_core::io::csv_line::quote;
+use vocml_core::progress::Progress;
 use vocml_core::retrain::{retrain, RetrainConfig};
 use vocml_core::run::options::RetrainOptions;
 use vocml_core::train::history::TrainObserver;
@@ -20,25 +21,6 @@ pub struct Correction {
     pub filename: String,
     pub bytes: Arc<Vec<u8>>,
     pub labels: Vec<String>,
-}
-
-/// What `GET /jobs/{id}` answers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JobStatus {
-    pub id: String,
-    /// running, succeeded, failed, or lost (its server stopped while it ran).
-    pub state: String,
-    pub corrections: usize,
-    /// What the retrain is doing (features, retrain E/N), once running.
-    pub phase: String,
-    /// The epoch running and the epochs planned.
-    pub epoch: usize,
-    pub epochs: usize,
-    pub created: String,
-    pub finished: Option<String>,
-    /// The retrain's outcome: scores before and after, promoted or not and why, the new run.
-    pub outcome: Option<serde_json::Value>,
-    pub error: Option<String>,
 }
 
 /// The jobs of this service.
@@ -168,7 +150,7 @@ impl Jobs {
             runs_dir: target.runs_dir.clone(),
             ..target.options.clone()
         })?;
-        let observer = Progress { jobs: self, id };
+        let observer = JobProgress { jobs: self, id };
         let outcome = retrain(&cfg, target.device, &observer, &self.cancel)?;
         Ok(serde_json::json!({
             "run": outcome.run_dir.file_name().map(|n| n.to_string_lossy().into_owned()),
@@ -187,14 +169,16 @@ impl Jobs {
     }
 }
 
-/// Records a running job's epochs.
-struct Progress<'a> {
+/// Records a running job's phase and epoch.
+struct JobProgress<'a> {
     jobs: &'a Jobs,
     id: &'a str,
 }
 
-impl TrainObserver for Progress<'_> {
-    fn phase(&self, what: &str, _steps: u64) {
+impl TrainObserver for JobProgress<'_> {}
+
+impl Progress for JobProgress<'_> {
+    fn phase(&self, what: &str, _total: u64) {
         if let Some(s) = self.jobs.map.lock().unwrap().get_mut(self.id) {
             s.phase = what.to_string();
             if let Some(epoch) = what.strip_prefix("retrain ").and_then(|r| r.split('/').next()).and_then(|e| e.parse().ok()) {

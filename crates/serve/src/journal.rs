@@ -4,10 +4,29 @@
 //! vanishing. A running job holds an exclusive lock on `<id>.lock`; the operating system drops
 //! it when the process dies, so a record that says `running` with its lock free was lost.
 
-use crate::jobs::JobStatus;
 use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+
+/// What `GET /jobs/{id}` answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub id: String,
+    /// running, succeeded, failed, or lost (its server stopped while it ran).
+    pub state: String,
+    pub corrections: usize,
+    /// What the retrain is doing (features, retrain E/N), once running.
+    pub phase: String,
+    /// The epoch running and the epochs planned.
+    pub epoch: usize,
+    pub epochs: usize,
+    pub created: String,
+    pub finished: Option<String>,
+    /// The retrain's outcome: scores before and after, promoted or not and why, the new run.
+    pub outcome: Option<serde_json::Value>,
+    pub error: Option<String>,
+}
 
 /// What a lost job's record says.
 pub const LOST: &str = "serve stopped while this job ran (killed or crashed): its outcome was not recorded; \

@@ -7,11 +7,14 @@
 pub mod engine;
 pub mod error;
 pub mod follow;
+pub mod inbox;
 pub mod jobs;
 pub mod journal;
 pub mod metrics;
 pub mod oip;
 pub mod routes;
+pub mod scoring;
+pub mod state;
 pub mod uploads;
 
 use anyhow::{Context, Result};
@@ -65,7 +68,7 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
         follow_state.clone(),
         stop.clone(),
     );
-    let state = Arc::new(routes::AppState {
+    let state = Arc::new(state::AppState {
         engine,
         follow: follow_state,
         jobs: Arc::new(jobs::Jobs::open(&cfg.runs_dir)),
@@ -77,7 +80,7 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
         retrain: cfg.retrain.clone(),
         device: cfg.device,
         decoders: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
-        inbox: cfg.inbox.clone().map(routes::Inbox::new),
+        inbox: cfg.inbox.clone().map(inbox::Inbox::new),
         model_name: cfg.model_name.clone(),
         background_batch: 1,
     });

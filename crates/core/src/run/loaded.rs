@@ -36,6 +36,8 @@ pub struct LoadedModel {
     pub head_layout: HeadLayout,
     /// Input sizes the backbone sees (multi-scale features; empty: `image_size` only).
     pub scales: Vec<u32>,
+    /// The run it was retrained from (retrained runs).
+    pub parent: Option<PathBuf>,
     data: PathBuf,
     net: Box<dyn BackboneNet>,
     head: Head,
@@ -47,7 +49,12 @@ impl LoadedModel {
     pub fn load(run_dir: &Path, device: Device) -> Result<Self> {
         // Resolved once: a `best` link that moves meanwhile cannot mix two runs' files.
         let run_dir = &std::fs::canonicalize(run_dir).with_context(|| format!("cannot open run {}", run_dir.display()))?;
-        let cfg = RunConfig::read(run_dir)?;
+        Self::from_config(run_dir, &RunConfig::read(run_dir)?, device)
+    }
+
+    /// Loads the weights of `run_dir` (resolved) whose `config.json` is `cfg`.
+    pub fn from_config(run_dir: &Path, cfg: &RunConfig, device: Device) -> Result<Self> {
+        let run_dir = &run_dir.to_path_buf();
         let spec = cfg.model_spec().with_context(|| run_dir.display().to_string())?;
         let classes = spec.task.classes.clone();
         let mut vs = nn::VarStore::new(device);
@@ -78,6 +85,10 @@ impl LoadedModel {
             device,
             head_layout: spec.head.clone(),
             scales: spec.scales.clone(),
+            parent: match cfg {
+                RunConfig::Retrain(r) => Some(r.parent.clone()),
+                _ => None,
+            },
             data: spec.data,
             net,
             head,

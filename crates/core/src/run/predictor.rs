@@ -42,7 +42,7 @@ impl Predictor {
                 (p.thresholds, p.thresholds_tuned) = thresholds_for(dir, p.classes())?;
                 Ok(p)
             }
-            _ => Self::from_members(&[dir.to_path_buf()], device, tta),
+            single => Self::from_loaded(vec![LoadedModel::from_config(dir, &single, device)?], tta),
         }
     }
 
@@ -55,11 +55,18 @@ impl Predictor {
         }
         let mut members = Vec::with_capacity(dirs.len());
         for d in dirs {
-            if RunConfig::read(d)?.as_ensemble().is_some() {
+            let d = std::fs::canonicalize(d).with_context(|| format!("cannot open run {}", d.display()))?;
+            let cfg = RunConfig::read(&d)?;
+            if cfg.as_ensemble().is_some() {
                 bail!("{}: an ensemble cannot be a member of another ensemble; list its runs instead", d.display());
             }
-            members.push(LoadedModel::load(d, device)?);
+            members.push(LoadedModel::from_config(&d, &cfg, device)?);
         }
+        Self::from_loaded(members, tta)
+    }
+
+    /// One loaded run, or several averaged (see [`Predictor::from_members`]).
+    fn from_loaded(members: Vec<LoadedModel>, tta: Option<bool>) -> Result<Self> {
         let first = &members[0];
         for m in &members[1..] {
             if m.task != first.task || m.image_size != first.image_size || m.resize != first.resize {
@@ -105,6 +112,14 @@ impl Predictor {
     /// Class names, in output column order.
     pub fn classes(&self) -> &[String] {
         &self.members[0].classes
+    }
+
+    /// The run it was retrained from, for a single retrained run.
+    pub fn parent(&self) -> Option<&Path> {
+        match self.members.as_slice() {
+            [one] => one.parent.as_deref(),
+            _ => None,
+        }
     }
 
     /// Input side in pixels.

@@ -5,7 +5,7 @@
 //! answers.
 
 use super::{InferRequest, InputTensor, Kind, OipError, RequestedOutput};
-use crate::routes::AppState;
+use crate::state::AppState;
 use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status};

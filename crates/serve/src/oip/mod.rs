@@ -10,8 +10,9 @@ pub mod grpc;
 
 use crate::engine::ModelInfo;
 use crate::error::ApiError;
-use crate::routes::predict::{score, Scoring};
-use crate::routes::AppState;
+use crate::scoring::{score, Scoring};
+use crate::state::AppState;
+use vocml_core::predict::Rows;
 use axum::http::StatusCode;
 use base64::Engine as _;
 use std::sync::Arc;
@@ -265,11 +266,12 @@ pub async fn infer(state: &AppState, req: InferRequest) -> Result<InferResponse,
     let files = input.elements.into_iter().enumerate().map(|(i, e)| (format!("{}[{i}]", input.name), Arc::new(image_bytes(e)))).collect();
     let (scores, model) = score(state, files, Scoring { keep: true, ..Scoring::default() }).await?;
     let classes = model.task.classes.len();
-    let mut probabilities = Vec::with_capacity(scores.len() * classes);
-    for (i, s) in scores.into_iter().enumerate() {
-        probabilities.extend(s.result.map_err(|e| OipError::bad(format!("input {} element {i}: {e}", input.name)))?);
-    }
-    let rows = probabilities.len() / classes.max(1);
+    let rows: Vec<Vec<f32>> = scores
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| s.result.map_err(|e| OipError::bad(format!("input {} element {i}: {e}", input.name))))
+        .collect::<Result<_, _>>()?;
+    let probabilities = Rows::from_rows(classes, rows.iter().map(Vec::as_slice)).map_err(|e| OipError { kind: Kind::Internal, message: format!("{e:#}") })?;
     let wanted = match req.outputs.is_empty() {
         true => vec![RequestedOutput { name: OUTPUT.into(), ..RequestedOutput::default() }],
         false => req.outputs,
@@ -281,14 +283,14 @@ pub async fn infer(state: &AppState, req: InferRequest) -> Result<InferResponse,
             match o.classification {
                 None => OutputTensor {
                     name: o.name,
-                    shape: vec![rows as i64, classes as i64],
-                    data: TensorData::Fp32(probabilities.clone()),
+                    shape: vec![probabilities.len() as i64, classes as i64],
+                    data: TensorData::Fp32(probabilities.values().to_vec()),
                     binary,
                 },
                 Some(k) => {
                     let k = k.min(classes);
-                    let top = probabilities.chunks(classes.max(1)).flat_map(|row| classification(row, k, &model.task.classes)).collect();
-                    OutputTensor { name: o.name, shape: vec![rows as i64, k as i64], data: TensorData::Bytes(top), binary }
+                    let top = probabilities.iter().flat_map(|row| classification(row, k, &model.task.classes)).collect();
+                    OutputTensor { name: o.name, shape: vec![probabilities.len() as i64, k as i64], data: TensorData::Bytes(top), binary }
                 }
             }
         })

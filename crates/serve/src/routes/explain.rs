@@ -4,16 +4,16 @@
 
 use super::predict::upload;
 use super::AppState;
-use crate::engine::{ExplainJob, Input, Refused};
+use crate::engine::{EngineError, ExplainJob, Input, ModelInfo};
 use crate::error::ApiError;
+use crate::scoring::decode;
 use axum::extract::{Multipart, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use base64::Engine as _;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use vocml_core::io::image::{decode_bytes, ResizeMode, SquareResizer};
+use vocml_core::io::image::{decode_bytes, ResizeMode};
 use vocml_core::predict::decision_json;
 
 #[derive(Deserialize)]
@@ -42,15 +42,10 @@ pub async fn explain(
         ),
         None => None,
     };
+    let (size, mode) = (info.image_size, info.resize);
     let mut out = Vec::new();
-    for (filename, bytes) in files {
-        let id = format!("{:x}", Sha256::digest(bytes.as_slice()));
-        let (size, mode) = (info.image_size, info.resize);
-        let b = bytes.clone();
-        let decoded = tokio::task::spawn_blocking(move || SquareResizer::new(size, mode).load_bytes(&b))
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        let pixels = match decoded {
+    for (filename, id, bytes, pixels) in decode(&state, files, size, mode).await? {
+        let pixels = match pixels {
             Ok(p) => p,
             Err(e) => {
                 out.push(serde_json::json!({"filename": filename, "id": id, "error": e}));
@@ -59,34 +54,14 @@ pub async fn explain(
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let input = Input { bytes: bytes.clone(), pixels: pixels.clone(), size, mode };
-        state.engine.submit_explain(ExplainJob { input, classes: classes.clone(), reply: tx }).map_err(|r| match r {
-            Refused::Busy => ApiError::unavailable("the server is busy (its queue is full); retry shortly"),
-            Refused::NoModel => ApiError::unavailable("no model loaded yet (see GET /ready)"),
-        })?;
-        let explained = rx
-            .await
-            .map_err(|_| ApiError::unavailable("the server is shutting down"))?
-            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+        state.engine.submit_explain(ExplainJob { input, classes: classes.clone(), reply: tx })?;
+        let explained = rx.await.map_err(|_| EngineError::ShuttingDown)??;
         let (model, probs) = (explained.model.clone(), explained.probabilities.clone());
         let m = model.clone();
-        let maps = tokio::task::spawn_blocking(move || -> Vec<serde_json::Value> {
-            let photo = if m.resize == ResizeMode::Stretch { decode_bytes(&bytes).ok() } else { None };
-            explained
-                .maps
-                .iter()
-                .map(|(c, cam)| {
-                    let img = vocml_core::explain::overlay_on(photo.as_ref(), &pixels, m.image_size, cam, 0.5);
-                    let mut png = Vec::new();
-                    let _ = img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png);
-                    serde_json::json!({
-                        "class": m.task.classes[*c],
-                        "overlay": format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&png)),
-                    })
-                })
-                .collect()
-        })
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let maps = tokio::task::spawn_blocking(move || overlays(&m, &bytes, &pixels, &explained.maps))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode the overlay: {e}")))?;
         let mut obj = serde_json::Map::new();
         obj.insert("filename".into(), filename.into());
         obj.insert("id".into(), id.into());
@@ -97,4 +72,21 @@ pub async fn explain(
         out.push(obj.into());
     }
     Ok(Json(out))
+}
+
+/// Each map as a PNG overlay on the photo (at its own size when it was stretched to the
+/// model's input), as `data:` URLs.
+fn overlays(m: &ModelInfo, bytes: &[u8], pixels: &[u8], maps: &[(usize, Vec<f32>)]) -> image::ImageResult<Vec<serde_json::Value>> {
+    let photo = if m.resize == ResizeMode::Stretch { decode_bytes(bytes).ok() } else { None };
+    maps.iter()
+        .map(|(c, cam)| {
+            let img = vocml_core::explain::overlay_on(photo.as_ref(), pixels, m.image_size, cam, 0.5);
+            let mut png = Vec::new();
+            img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+            Ok(serde_json::json!({
+                "class": m.task.classes[*c],
+                "overlay": format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&png)),
+            }))
+        })
+        .collect()
 }

@@ -20,13 +20,19 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Valu
         "status": "ok",
         "model": info.as_ref().map(|i| i.run.clone()),
         "version": info.as_ref().map(|i| i.version),
+        "registry_version": info.as_ref().and_then(|i| i.registry.as_ref().map(|r| r.version.clone())),
     }))
 }
 
 /// 200 once a model is loaded, 503 before.
 pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
     match state.engine.info() {
-        Some(i) => Ok(Json(serde_json::json!({"ready": true, "model": i.run, "version": i.version}))),
+        Some(i) => Ok(Json(serde_json::json!({
+            "ready": true,
+            "model": i.run,
+            "version": i.version,
+            "registry_version": i.registry.as_ref().map(|r| r.version.clone()),
+        }))),
         None => {
             let why = state.follow.last_error.lock().unwrap().clone().unwrap_or_else(|| "loading the model".into());
             Err(ApiError::unavailable(format!("not ready: {why}")))

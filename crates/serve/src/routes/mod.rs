@@ -3,50 +3,20 @@
 
 mod explain;
 mod info;
-pub(crate) mod predict;
+mod predict;
 mod queue;
 mod retrain;
 mod v2;
 
-use crate::engine::Engine;
 use crate::error::ApiError;
-use crate::follow::FollowState;
-use crate::jobs::Jobs;
-use crate::metrics::Metrics;
-use crate::uploads::Uploads;
+pub use crate::state::AppState;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-pub use queue::Inbox;
-use std::path::PathBuf;
 use std::sync::Arc;
-use vocml_core::run::options::RetrainOptions;
-
-/// Everything the handlers share.
-pub struct AppState {
-    pub engine: Arc<Engine>,
-    pub follow: Arc<FollowState>,
-    pub jobs: Arc<Jobs>,
-    pub uploads: Uploads,
-    pub metrics: Arc<Metrics>,
-    pub token: Option<String>,
-    pub max_files: usize,
-    pub runs_dir: PathBuf,
-    pub retrain: RetrainOptions,
-    pub device: tch::Device,
-    /// Requests decoding at once: one per core, so decoding never starves inference.
-    pub decoders: tokio::sync::Semaphore,
-    /// `--inbox`: the folder `GET /queue` ranks.
-    pub inbox: Option<Inbox>,
-    /// The name the model answers to on the inference protocols (besides its run's name).
-    pub model_name: String,
-    /// Images per background job (`/queue` scoring): one, so that an interactive request
-    /// waits for at most one image's forward pass (measured: `make bench-deploy`).
-    pub background_batch: usize,
-}
 
 /// The service's routes.
 pub fn router(state: Arc<AppState>, max_body: usize) -> Router {

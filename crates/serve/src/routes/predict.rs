@@ -2,16 +2,15 @@
 //! plus `id`, `model` and `version` (and `top`, `label`, `heads` like predict's JSON lines).
 
 use super::AppState;
-use crate::engine::{Input, Job, ModelInfo, Refused};
+use crate::engine::ModelInfo;
 use crate::error::ApiError;
-use crate::uploads::Upload;
+use crate::scoring::{score, FileScore, Scoring};
 use axum::extract::{Multipart, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
+
 use std::sync::Arc;
-use vocml_core::io::image::SquareResizer;
 use vocml_core::predict::decision_json;
 
 #[derive(Deserialize)]
@@ -19,26 +18,6 @@ use vocml_core::predict::decision_json;
 pub struct PredictQuery {
     /// Also give the K most probable classes.
     top_k: Option<usize>,
-}
-
-/// One file's outcome: its name, id (SHA-256) and probabilities or error.
-pub struct FileScore {
-    pub filename: String,
-    pub id: String,
-    pub result: Result<Vec<f32>, String>,
-    /// The image's features, when asked for and it decoded.
-    pub features: Option<Vec<f32>>,
-}
-
-/// What [`score`] does besides scoring.
-#[derive(Clone, Copy, Default)]
-pub struct Scoring {
-    /// Keep every decodable upload for later correction.
-    pub keep: bool,
-    /// Also give each image's features.
-    pub features: bool,
-    /// Bulk scoring that yields to interactive requests (the engine's background lane).
-    pub background: bool,
 }
 
 pub async fn predict(
@@ -96,65 +75,6 @@ pub async fn read_files(multipart: &mut Multipart, max_files: usize) -> Result<V
         return Err(ApiError::bad_request("no `files` field in the request"));
     }
     Ok(files)
-}
-
-/// Decodes `files` on the blocking pool, scores the decodable ones in one engine job (keeping
-/// uploads and giving features as `how` says), and returns each file's outcome and the model.
-pub async fn score(
-    state: &AppState,
-    files: Vec<(String, Arc<Vec<u8>>)>,
-    how: Scoring,
-) -> Result<(Vec<FileScore>, Arc<ModelInfo>), ApiError> {
-    let info = state.engine.info().ok_or_else(|| ApiError::unavailable("no model loaded yet (see GET /ready)"))?;
-    let (size, mode) = (info.image_size, info.resize);
-    let permit = state.decoders.acquire().await.map_err(|_| ApiError::unavailable("the server is shutting down"))?;
-    let decoded = tokio::task::spawn_blocking(move || {
-        let mut resizer = SquareResizer::new(size, mode);
-        files
-            .into_iter()
-            .map(|(name, bytes)| {
-                let id = format!("{:x}", Sha256::digest(bytes.as_slice()));
-                let px = resizer.load_bytes(&bytes);
-                (name, id, bytes, px)
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("decoding failed: {e}")))?;
-    drop(permit);
-    for (name, id, bytes, px) in decoded.iter().filter(|_| how.keep) {
-        if px.is_ok() {
-            state.uploads.keep(id, Upload { filename: name.clone(), bytes: bytes.clone() });
-        }
-    }
-    let inputs: Vec<Input> = decoded
-        .iter()
-        .filter_map(|(_, _, bytes, px)| px.as_ref().ok().map(|p| Input { bytes: bytes.clone(), pixels: p.clone(), size, mode }))
-        .collect();
-    let (mut probs, mut features, model) = if inputs.is_empty() {
-        (Vec::new().into_iter(), Vec::new().into_iter(), info)
-    } else {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        state.engine.submit(Job { images: inputs, features: how.features, background: how.background, reply: tx }).map_err(
-            |r| match r {
-                Refused::Busy => ApiError::unavailable("the server is busy (its queue is full); retry shortly"),
-                Refused::NoModel => ApiError::unavailable("no model loaded yet (see GET /ready)"),
-            },
-        )?;
-        let answer = rx
-            .await
-            .map_err(|_| ApiError::unavailable("the server is shutting down"))?
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-        (answer.probabilities.into_iter(), answer.features.unwrap_or_default().into_iter(), answer.model)
-    };
-    let scores = decoded
-        .into_iter()
-        .map(|(filename, id, _, px)| {
-            let features = px.as_ref().ok().and_then(|_| features.next());
-            FileScore { filename, id, result: px.map(|_| probs.next().expect("one row per decoded image")), features }
-        })
-        .collect();
-    Ok((scores, model))
 }
 
 /// One file's JSON object.

@@ -4,18 +4,20 @@
 //! them by id. Scores and features are cached per file and model version, so only new or
 //! changed files and a new model cost inference; files gone from the inbox leave the cache.
 
-use super::predict::{score, Scoring};
 use super::AppState;
+use crate::engine::ModelInfo;
 use crate::error::ApiError;
+use crate::inbox::{Inbox, Scored};
+use crate::scoring::{score, Scoring};
 use crate::uploads::Upload;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 use vocml_core::predict::decision_json;
 use vocml_core::select::{diverse_selection, informativeness, Informativeness};
@@ -37,40 +39,16 @@ pub struct QueueQuery {
     diverse: Option<bool>,
 }
 
-/// A scored inbox file, valid while its size, mtime and the model version are unchanged.
-#[derive(Clone)]
-struct Scored {
-    len: u64,
-    modified: Option<SystemTime>,
-    version: u64,
-    id: String,
-    result: Result<Vec<f32>, String>,
-    features: Option<Vec<f32>>,
-}
-
-/// The inbox folder and its score cache.
-pub struct Inbox {
-    pub dir: PathBuf,
-    cache: Mutex<HashMap<PathBuf, Scored>>,
-}
-
-impl Inbox {
-    pub fn new(dir: PathBuf) -> Self {
-        Inbox { dir, cache: Mutex::default() }
-    }
-}
-
 fn parse_rank(s: Option<&str>) -> Result<Informativeness, ApiError> {
-    match s.unwrap_or("margin") {
-        "uncertainty" => Ok(Informativeness::Uncertainty),
-        "entropy" => Ok(Informativeness::Entropy),
-        "margin" => Ok(Informativeness::Margin),
-        other => Err(ApiError::bad_request(format!("rank={other:?}: expected uncertainty, entropy or margin"))),
-    }
+    let name = s.unwrap_or("margin");
+    Informativeness::parse(name).ok_or_else(|| ApiError::bad_request(format!("rank={name:?}: expected uncertainty, entropy or margin")))
 }
 
 /// The inbox's regular files (sorted, at most [`MAX_INBOX_FILES`]) with size and mtime.
-fn list(dir: &Path) -> std::io::Result<Vec<(PathBuf, u64, Option<SystemTime>)>> {
+/// An inbox file: path, size, modification time.
+type InboxFile = (PathBuf, u64, Option<SystemTime>);
+
+fn list(dir: &Path) -> std::io::Result<Vec<InboxFile>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -117,69 +95,8 @@ pub async fn queue(
     let files = files
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot list the inbox {}: {e}", inbox.dir.display())))?;
 
-    // Score what the cache lacks for this model version.
-    let stale: Vec<(PathBuf, u64, Option<SystemTime>)> = {
-        let cache = inbox.cache.lock().unwrap();
-        files
-            .iter()
-            .filter(|(p, len, m)| !cache.get(p).is_some_and(|s| s.len == *len && s.modified == *m && s.version == info.version))
-            .cloned()
-            .collect()
-    };
-    // Small background jobs: a /predict arriving meanwhile waits for one of them at most.
-    for chunk in stale.chunks(state.background_batch) {
-        let owned = chunk.to_vec();
-        let read =
-            tokio::task::spawn_blocking(move || owned.into_iter().map(|f| (std::fs::read(&f.0).map(Arc::new), f)).collect::<Vec<_>>())
-                .await
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        let readable: Vec<(String, Arc<Vec<u8>>)> =
-            read.iter().filter_map(|(b, f)| b.as_ref().ok().map(|b| (f.0.display().to_string(), b.clone()))).collect();
-        let how = Scoring { features: true, background: true, ..Scoring::default() };
-        let (scores, model) = if readable.is_empty() { (Vec::new(), info.clone()) } else { score(&state, readable, how).await? };
-        let mut scores = scores.into_iter();
-        let mut cache = inbox.cache.lock().unwrap();
-        for (bytes, (path, len, modified)) in read {
-            let (id, result, features) = match bytes {
-                Ok(_) => {
-                    let s = scores.next().expect("one score per readable file");
-                    (s.id, s.result, s.features)
-                }
-                Err(e) => (String::new(), Err(format!("cannot read: {e}")), None),
-            };
-            cache.insert(path, Scored { len, modified, version: model.version, id, result, features });
-        }
-    }
-
-    // Rank under the lock (no copy of the cache); only the K picked leave it.
-    let (picked, candidates, skipped) = {
-        let mut cache = inbox.cache.lock().unwrap();
-        let listed: HashSet<&PathBuf> = files.iter().map(|f| &f.0).collect();
-        cache.retain(|path, _| listed.contains(path));
-        let mut skipped = 0;
-        let mut ranked: Vec<Ranked> = Vec::new();
-        for (path, ..) in &files {
-            match cache.get(path) {
-                Some(s) => match &s.result {
-                    Ok(p) if !done.contains(&s.id) => ranked.push((informativeness(&info.task, p, &info.thresholds, how), path, s)),
-                    Ok(_) => {}
-                    Err(_) => skipped += 1,
-                },
-                None => skipped += 1,
-            }
-        }
-        let candidates = ranked.len();
-        ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-        if diverse && ranked.len() > k {
-            ranked = diverse_pick(ranked, k);
-        }
-        let picked: Vec<(f32, PathBuf, String, Vec<f32>)> = ranked
-            .into_iter()
-            .take(k)
-            .filter_map(|(score, path, s)| Some((score, path.clone(), s.id.clone(), s.result.as_ref().ok()?.clone())))
-            .collect();
-        (picked, candidates, skipped)
-    };
+    refresh(&state, inbox, &info, &files).await?;
+    let (picked, candidates, skipped) = pick(inbox, &files, &done, &info, how, k, diverse);
     // Kept like uploads, so the page can show and correct them by id.
     let paths: Vec<PathBuf> = picked.iter().map(|p| p.1.clone()).collect();
     let bytes = tokio::task::spawn_blocking(move || paths.iter().map(|p| std::fs::read(p).ok()).collect::<Vec<_>>())
@@ -201,7 +118,7 @@ pub async fn queue(
     Ok(Json(serde_json::json!({
         "model": info.run,
         "version": info.version,
-        "rank": format!("{how:?}").to_lowercase(),
+        "rank": how.name(),
         "diverse": diverse,
         "candidates": candidates,
         "corrected": files.len() - candidates - skipped,
@@ -210,18 +127,99 @@ pub async fn queue(
     })))
 }
 
+/// Scores, in one-image background jobs, the inbox files the cache lacks for the served
+/// model's version.
+async fn refresh(state: &Arc<AppState>, inbox: &Inbox, info: &Arc<ModelInfo>, files: &[InboxFile]) -> Result<(), ApiError> {
+    // Score what the cache lacks for this model version.
+    let stale: Vec<InboxFile> = {
+        let cache = inbox.cache.lock().unwrap();
+        files
+            .iter()
+            .filter(|(p, len, m)| !cache.get(p).is_some_and(|s| s.len == *len && s.modified == *m && s.version == info.version))
+            .cloned()
+            .collect()
+    };
+    // Small background jobs: a /predict arriving meanwhile waits for one of them at most.
+    for chunk in stale.chunks(state.background_batch) {
+        let owned = chunk.to_vec();
+        let read =
+            tokio::task::spawn_blocking(move || owned.into_iter().map(|f| (std::fs::read(&f.0).map(Arc::new), f)).collect::<Vec<_>>())
+                .await
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let readable: Vec<(String, Arc<Vec<u8>>)> =
+            read.iter().filter_map(|(b, f)| b.as_ref().ok().map(|b| (f.0.display().to_string(), b.clone()))).collect();
+        let how = Scoring { features: true, background: true, ..Scoring::default() };
+        let (scores, model) = if readable.is_empty() { (Vec::new(), info.clone()) } else { score(state, readable, how).await? };
+        let mut scores = scores.into_iter();
+        let mut cache = inbox.cache.lock().unwrap();
+        for (bytes, (path, len, modified)) in read {
+            let (id, result, features) = match bytes {
+                Ok(_) => {
+                    let s = scores.next().expect("one score per readable file");
+                    (s.id, s.result, s.features)
+                }
+                Err(e) => (String::new(), Err(format!("cannot read: {e}")), None),
+            };
+            cache.insert(path, Scored { len, modified, version: model.version, id, result, features });
+        }
+    }
+
+    Ok(())
+}
+
+/// A picked image: its informativeness, path, id and probabilities.
+type Picked = (f32, PathBuf, String, Vec<f32>);
+
+/// The `k` most informative uncorrected files (a diverse selection when asked), how many
+/// were candidates, and how many could not be scored; the cache keeps only listed files.
+fn pick(
+    inbox: &Inbox,
+    files: &[InboxFile],
+    done: &HashSet<String>,
+    info: &ModelInfo,
+    how: Informativeness,
+    k: usize,
+    diverse: bool,
+) -> (Vec<Picked>, usize, usize) {
+    // Rank under the lock (no copy of the cache); only the K picked leave it.
+    let mut cache = inbox.cache.lock().unwrap();
+    let listed: HashSet<&PathBuf> = files.iter().map(|f| &f.0).collect();
+    cache.retain(|path, _| listed.contains(path));
+    let mut skipped = 0;
+    let mut ranked: Vec<Ranked> = Vec::new();
+    for (path, ..) in files {
+        match cache.get(path) {
+            Some(s) => match &s.result {
+                Ok(p) if !done.contains(&s.id) => ranked.push((informativeness(&info.task, p, &info.thresholds, how), path, s)),
+                Ok(_) => {}
+                Err(_) => skipped += 1,
+            },
+            None => skipped += 1,
+        }
+    }
+    let candidates = ranked.len();
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    if diverse && ranked.len() > k {
+        ranked = diverse_pick(ranked, k);
+    }
+    let picked: Vec<Picked> = ranked
+        .into_iter()
+        .take(k)
+        .filter_map(|(score, path, s)| Some((score, path.clone(), s.id.clone(), s.result.as_ref().ok()?.clone())))
+        .collect();
+    (picked, candidates, skipped)
+}
+
 /// An uncorrected inbox image in the ranking: its informativeness, path and cache entry.
 type Ranked<'a> = (f32, &'a PathBuf, &'a Scored);
 
-/// The `k` of `ranked` (sorted, most informative first) that [`diverse_selection`] picks by
-/// their features, in the same order.
+/// The `k` of `ranked` (sorted, most informative first, then by path) that
+/// [`diverse_selection`] picks by their features, in its order (as `predict --diverse`).
 fn diverse_pick(ranked: Vec<Ranked<'_>>, k: usize) -> Vec<Ranked<'_>> {
     let described: Vec<_> = ranked.into_iter().filter(|r| r.2.features.is_some()).collect();
     let scores: Vec<f32> = described.iter().map(|r| r.0).collect();
     let features: Vec<&[f32]> = described.iter().filter_map(|r| r.2.features.as_deref()).collect();
-    let mut picked = diverse_selection(&scores, &features, k, 0);
-    picked.sort_unstable();
-    picked.into_iter().map(|i| described[i]).collect()
+    diverse_selection(&scores, &features, k, 0).into_iter().map(|i| described[i]).collect()
 }
 
 /// `GET /uploads/{id}`: the bytes of an image kept by a prediction or the queue.
