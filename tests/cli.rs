@@ -79,3 +79,20 @@ fn generate_prints_completions_and_man_pages() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("complete-bash"), "{}", stderr(&o));
 }
+
+#[test]
+fn the_readme_and_the_contract_tests_list_the_binaries_the_build_makes() {
+    let manifest: toml::Table = std::fs::read_to_string(repo_root().join("Cargo.toml")).unwrap().parse().unwrap();
+    let bins: Vec<&str> = manifest["bin"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+    let mut sorted = bins.clone();
+    sorted.sort_unstable();
+    let mut tools = TOOLS.to_vec();
+    tools.sort_unstable();
+    assert_eq!(sorted, tools, "TOOLS differs from the [[bin]] sections of Cargo.toml");
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let listed: Vec<&str> = bins.iter().copied().filter(|b| readme.contains(&format!("| `{b}` |"))).collect();
+    assert_eq!(listed.len(), bins.len() - 1, "the README's tool table lists {listed:?} of {bins:?} (all but vocml-bench)");
+    let words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
+    assert!(readme.contains(&format!("{} small tools", words[listed.len()])), "the README's tool count");
+    assert!(readme.contains(&format!("makes {} binaries", words[bins.len()])), "the README's binary count");
+}

@@ -43,6 +43,7 @@ fn grpc_health(addr: &str, model: &str) -> (bool, bool, bool) {
 
 /// Starts each container of `file` with its arguments mapped onto this machine, checks every
 /// probe and port it names, and returns how many of each were checked.
+/// (Long on purpose: one check per container, probe and port a deployment relies on.)
 fn check_manifest(file: &str, mounts: &[(&str, &Path)]) -> (usize, usize) {
     let text = std::fs::read_to_string(repo_root().join("docs/deploy").join(file)).unwrap();
     let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text).map(|d| Value::deserialize(d).unwrap()).collect();

@@ -82,6 +82,7 @@ fn heat_maps_of_a_trained_model_sit_on_the_objects() {
     assert!(stdout(&o).is_empty(), "nothing is written before the refusal: {}", stdout(&o));
 }
 
+/// One trained run for every ranking case (long on purpose: training one per case is slow).
 #[test]
 fn rank_orders_rows_by_informativeness_and_selects_the_top_k() {
     let dir = tempfile::tempdir().unwrap();

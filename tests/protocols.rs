@@ -169,6 +169,8 @@ fn element(bytes: &[u8]) -> Vec<u8> {
     raw
 }
 
+/// One scenario on one server (long on purpose: every hostile body against the same server,
+/// which must keep serving after each; a server per case would triple the test time).
 #[test]
 fn oip_hostile_bodies_get_a_4xx_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();

@@ -177,10 +177,11 @@ fn bad_corrections_are_clear_errors() {
     }
     let csv = f.root.join("ok.csv");
     std::fs::write(&csv, format!("path,labels\n{},dog\n", img.display())).unwrap();
-    for (flag, value) in [("--replay-ratio", "-1"), ("--replay-ratio", "NaN"), ("--tolerance", "-0.5"), ("--lr", "0")] {
+    for (key, value) in [("replay_ratio", "-1"), ("replay_ratio", "NaN"), ("tolerance", "-0.5"), ("lr", "0")] {
+        let flag = format!("--{}", key.replace('_', "-"));
         let o = retrain(&f, &csv, &[&format!("{flag}={value}")]);
-        assert_eq!(o.status.code(), Some(1), "{flag} {value}");
-        assert!(stderr(&o).contains(flag), "{flag} {value}: {}", stderr(&o));
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: a usage error");
+        assert!(stderr(&o).contains(&format!("{key} {value}")), "{flag} {value}: {}", stderr(&o));
     }
     assert!(!f.runs.join("feedback/corrections.jsonl").exists(), "rejected corrections reached the store");
 }

@@ -27,6 +27,7 @@ fn labels_of(v: &serde_json::Value) -> Vec<String> {
     l
 }
 
+/// One server for every case (long on purpose: starting a server per case costs seconds).
 #[test]
 fn predictions_equal_the_predict_tools_and_bad_requests_get_a_clear_4xx() {
     let dir = tempfile::tempdir().unwrap();
@@ -316,6 +317,7 @@ fn sigterm_drains_requests_and_exits_0() {
     assert!(server.log.lock().unwrap().contains("serve: stopping"));
 }
 
+/// One server and inbox for every ranking (long on purpose: the score cache is what is tested).
 #[test]
 fn the_queue_ranks_uncorrected_inbox_images_by_margin_or_as_asked() {
     let dir = tempfile::tempdir().unwrap();

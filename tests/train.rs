@@ -115,6 +115,7 @@ fn head_shapes(run: &Path) -> String {
     ))
 }
 
+/// One dataset for every recorded option (long on purpose: each case is a short train run).
 #[test]
 fn head_weight_decay_monitor_schedule_and_augmentation_are_recorded_and_used() {
     let dir = tempfile::tempdir().unwrap();
@@ -166,13 +167,13 @@ fn head_weight_decay_monitor_schedule_and_augmentation_are_recorded_and_used() {
     let run = only_run(&runs);
     assert!(run.to_string_lossy().ends_with("_efficientnet_lite2"));
     let cfg = read_json(&run.join("config.json"));
-    assert_eq!(cfg["options"]["label_smoothing"].as_f64(), Some(0.1));
+    assert_eq!(cfg["options"]["label_smoothing"], serde_json::json!([0.1]));
     assert_eq!(cfg["head"], serde_json::json!({"hidden": [64, 32], "dropout": [0.3, 0.1]}));
     let wd = cfg["weight_decay"].as_f64().unwrap();
     assert!(wd == 0.0 || wd == 0.01, "{wd}");
     assert_eq!(cfg["monitor"], "mAP");
-    let aug = &cfg["options"]["augment"];
-    assert_eq!((aug["rotation_degrees"].as_f64(), aug["zoom"].as_f64(), aug["shear_degrees"].as_f64()), (Some(20.0), Some(0.2), Some(5.0)));
+    let o = &cfg["options"];
+    assert_eq!((o["rotation"].as_f64(), o["zoom"].as_f64(), o["shear"].as_f64()), (Some(20.0), Some(0.2), Some(5.0)));
     assert_eq!(cfg["options"]["scheduler"], "cosine");
     // Cosine decay: 3e-3 in epoch 1, half of it in epoch 3 (of 4).
     let lr = history_column(&run, "lr");
@@ -197,7 +198,8 @@ fn head_weight_decay_monitor_schedule_and_augmentation_are_recorded_and_used() {
     let run = only_run(&linear);
     let cfg = read_json(&run.join("config.json"));
     assert_eq!(cfg["head"], serde_json::json!({"hidden": null, "dropout": null}));
-    assert!(cfg["options"].get("label_smoothing").is_none(), "no smoothing is not recorded: {}", cfg["options"]);
+    // Every option is recorded as the flags take it: no smoothing, a linear head.
+    assert_eq!((&cfg["options"]["label_smoothing"], &cfg["options"]["head"]), (&serde_json::json!([]), &serde_json::json!("linear")));
     assert_eq!(head_shapes(&run), "[('head.0.weight', (4, 1280))]");
     assert!(run_tool(bin("evaluate").arg("--data").arg(&data).arg("--run").arg(&run).arg("-q")).status.success());
 }
@@ -270,6 +272,7 @@ fn bad_inputs_fail_cleanly_without_a_run() {
     assert!(!runs.exists() || std::fs::read_dir(&runs).unwrap().count() == 0, "a failed run left a directory");
 }
 
+/// One dataset for every recipe case (long on purpose: each case is a short train run).
 #[test]
 fn config_file_sets_options_and_flags_override_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -282,7 +285,7 @@ fn config_file_sets_options_and_flags_override_it() {
     assert_eq!(opts["epochs"], 2);
     assert_eq!(opts["batch_size"], 8);
     assert_eq!(opts["lr"], 0.002);
-    assert!(opts["augment"].is_null());
+    assert_eq!(opts["no_augment"], true);
     assert_eq!(opts["pos_weight"], true);
     assert_eq!(opts["patience"], 9);
     // A flag on the command line overrides the file's value.
@@ -344,7 +347,8 @@ fn config_file_sets_options_and_flags_override_it() {
                 let values = per_model(ls);
                 let i = models.iter().position(|m| options["model"] == *m).unwrap_or(0);
                 let want = values.get(i).copied().unwrap_or(values[0]);
-                assert_eq!(options["label_smoothing"].as_f64().unwrap_or(0.0), want, "{}: {}", recipe.display(), run.display());
+                let got = options["label_smoothing"].as_array().and_then(|a| a.first()).and_then(|v| v.as_f64()).unwrap_or(0.0);
+                assert_eq!(got, want, "{}: {}", recipe.display(), run.display());
             }
             if let Some(head) = table.get("head").and_then(|h| h.as_str()) {
                 let widths: Vec<i64> = head.split(',').map(|w| w.parse().unwrap()).collect();
@@ -374,13 +378,15 @@ fn channels_last_trains_the_same_model_is_the_cpu_default_and_bf16_needs_a_gpu()
         }
     }
     let cfg = read_json(&only_run(&b).join("config.json"));
-    assert_eq!(cfg["options"]["speed"]["channels_last"], true, "the CPU default");
-    assert_eq!(read_json(&only_run(&a).join("config.json"))["options"]["speed"]["channels_last"], false);
+    // Recorded as given: neither switch, so channels-last on the CPU (the default) ...
+    assert_eq!((cfg["options"]["channels_last"].as_bool(), cfg["options"]["no_channels_last"].as_bool()), (Some(false), Some(false)));
+    // ... or refused.
+    assert_eq!(read_json(&only_run(&a).join("config.json"))["options"]["no_channels_last"], true);
 
     let c = dir.path().join("c");
     let o = train(&data, &c, &["--bf16", "--device", "cpu"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("--bf16 needs a CUDA device"), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("bf16 needs a CUDA device"), "{}", stderr(&o));
     assert!(!c.exists() || std::fs::read_dir(&c).unwrap().next().is_none(), "no run may be left");
 }
 

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use vocml_core::device::{resolve, DeviceChoice};
+use vocml_core::progress::Progress;
+use vocml_core::train::history::TrainObserver;
 
 /// Exit statuses shared by every binary.
 pub mod exit {
@@ -119,9 +121,9 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
 
 /// A progress bar on stderr with `what` as its prefix; hidden when `quiet` (indicatif also
 /// hides it when stderr is not a terminal, so logs in CI stay clean).
-pub fn progress_bar(what: &str, quiet: bool) -> ProgressBar {
+pub fn progress_bar(what: &str, quiet: bool) -> Bar {
     if quiet {
-        return ProgressBar::hidden();
+        return Bar(ProgressBar::hidden());
     }
     let pb = ProgressBar::new(0);
     pb.set_style(
@@ -130,8 +132,43 @@ pub fn progress_bar(what: &str, quiet: bool) -> ProgressBar {
             .progress_chars("=> "),
     );
     pb.set_prefix(what.to_string());
-    pb
+    Bar(pb)
 }
+
+/// A progress bar the library's [`Progress`] calls drive: a phase resets it with its name and
+/// length, each step advances it and shows the loss.
+pub struct Bar(pub ProgressBar);
+
+impl std::ops::Deref for Bar {
+    type Target = ProgressBar;
+
+    fn deref(&self) -> &ProgressBar {
+        &self.0
+    }
+}
+
+impl Progress for Bar {
+    fn phase(&self, what: &str, total: u64) {
+        self.reset();
+        self.set_length(total);
+        self.set_prefix(what.to_string());
+    }
+    fn done(&self, n: u64, loss: Option<f64>) {
+        self.inc(n);
+        if let Some(loss) = loss {
+            self.set_message(format!("loss {loss:.4}"));
+        }
+    }
+    fn note(&self, line: &str) {
+        if self.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.println(line);
+        }
+    }
+}
+
+impl TrainObserver for Bar {}
 
 /// What `--generate` can print, from the same definitions as the flags (like ripgrep's).
 const GENERATE_KINDS: [&str; 4] = ["complete-bash", "complete-zsh", "complete-fish", "man"];

@@ -217,15 +217,7 @@ fn run(cli: Cli) -> Result<()> {
         None => model.thresholds.clone(),
     };
     let explain = explain_options(&cli, &model)?;
-    // A file output is staged and renamed into place once every row is written; standard
-    // output streams row by row.
-    let (staged, out): (Option<StagingFile>, Box<dyn Write>) = match &cli.output {
-        Some(p) => {
-            let (staged, file) = StagingFile::create(p)?;
-            (Some(staged), Box::new(std::io::BufWriter::new(file)))
-        }
-        None => (None, Box::new(std::io::stdout().lock())),
-    };
+    let (staged, out) = output(&cli)?;
     let format = match cli.format {
         FormatArg::Csv => Format::Csv,
         FormatArg::Jsonl => Format::Jsonl,
@@ -278,13 +270,30 @@ fn run(cli: Cli) -> Result<()> {
     if !cli.quiet {
         print_summary(&cli, &model, scored, failed, inputs.ignored, started.elapsed().as_secs_f64());
     }
+    outcome(scored, failed, cli.strict)
+}
+
+/// Where rows go: a file is staged and renamed into place once every row is written (through
+/// a symbolic link to a file; a directory is refused); standard output streams row by row.
+fn output(cli: &Cli) -> Result<(Option<StagingFile>, Box<dyn Write>)> {
+    Ok(match &cli.output {
+        Some(p) => {
+            let (staged, file) = StagingFile::create(p)?;
+            (Some(staged), Box::new(std::io::BufWriter::new(file)))
+        }
+        None => (None, Box::new(std::io::stdout().lock())),
+    })
+}
+
+/// The run's result: an error when nothing was scored, or (with `strict`) when anything failed.
+fn outcome(scored: usize, failed: usize, strict: bool) -> Result<()> {
     if scored == 0 && failed > 0 {
         bail!("no input could be scored ({failed} failed)");
     }
     if scored == 0 {
         bail!("no images found in the given inputs");
     }
-    if cli.strict && failed > 0 {
+    if strict && failed > 0 {
         bail!("{failed} inputs could not be scored (--strict)");
     }
     Ok(())

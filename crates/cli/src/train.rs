@@ -3,11 +3,11 @@
 
 use anyhow::{bail, Result};
 use clap::{CommandFactory, Parser};
-use indicatif::ProgressBar;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::{args_with_config, interrupt_flag, progress_bar, usage, ComputeArgs, TrackingArgs};
+use vocml::{args_with_config, interrupt_flag, progress_bar, usage, Bar, ComputeArgs, TrackingArgs};
 use vocml_core::model::BackboneKind;
+use vocml_core::progress::Progress;
 use vocml_core::run::options::TrainOptions;
 use vocml_core::train::history::{EpochRecord, TrainObserver};
 use vocml_core::train::{train, TrainConfig, TrainOutcome};
@@ -63,32 +63,30 @@ struct Cli {
 
 /// Progress bar plus one line per epoch on stderr.
 struct Observer {
-    pb: ProgressBar,
+    pb: Bar,
     quiet: bool,
 }
 
+impl Progress for Observer {
+    fn phase(&self, what: &str, total: u64) {
+        self.pb.phase(what, total);
+    }
+    fn done(&self, n: u64, loss: Option<f64>) {
+        self.pb.done(n, loss);
+    }
+    fn note(&self, line: &str) {
+        if !self.quiet {
+            self.pb.note(line);
+        }
+    }
+}
+
 impl TrainObserver for Observer {
-    fn phase(&self, what: &str, steps: u64) {
-        self.pb.phase(what, steps);
-    }
-    fn step(&self, loss: Option<f64>, images: usize) {
-        self.pb.step(loss, images);
-    }
     fn epoch(&self, r: &EpochRecord) {
         self.note(&format!(
             "epoch {:>2} {:<9} train_loss {:.4}  val_loss {:.4}  val_macro_f1 {:.4}  val_micro_f1 {:.4}  val_acc {:.4}  {:.1}s",
             r.epoch, r.phase, r.train_loss, r.val_loss, r.val_macro_f1, r.val_micro_f1, r.val_accuracy, r.seconds
         ));
-    }
-    fn note(&self, line: &str) {
-        if self.quiet {
-            return;
-        }
-        if self.pb.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            self.pb.println(line);
-        }
     }
 }
 

@@ -319,7 +319,7 @@ fn run_synth(args: SynthArgs) -> Result<()> {
 
 fn run_import<'a>(
     args: &OutputArgs,
-    import: impl FnOnce(&OutputSpec, &indicatif::ProgressBar, &std::sync::atomic::AtomicBool) -> Result<Manifest> + 'a,
+    import: impl FnOnce(&OutputSpec, &dyn vocml_core::progress::Progress, &std::sync::atomic::AtomicBool) -> Result<Manifest> + 'a,
 ) -> Result<()> {
     let spec = args.spec()?;
     let cancel = interrupt_flag();

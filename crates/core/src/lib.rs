@@ -12,6 +12,7 @@ pub mod explain;
 pub mod io;
 pub mod model;
 pub mod predict;
+pub mod progress;
 pub mod retrain;
 pub mod run;
 pub mod select;

@@ -25,6 +25,24 @@ pub enum Informativeness {
     Margin,
 }
 
+impl Informativeness {
+    pub const ALL: [Informativeness; 3] = [Informativeness::Uncertainty, Informativeness::Entropy, Informativeness::Margin];
+
+    /// The name `predict --rank` and `/queue?rank=` take.
+    pub fn name(self) -> &'static str {
+        match self {
+            Informativeness::Uncertainty => "uncertainty",
+            Informativeness::Entropy => "entropy",
+            Informativeness::Margin => "margin",
+        }
+    }
+
+    /// The ranking named `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|i| i.name() == name)
+    }
+}
+
 /// The informativeness of probabilities `p` under `task` and its `thresholds`.
 pub fn informativeness(task: &Task, p: &[f32], thresholds: &[f32], how: Informativeness) -> f32 {
     let binary_entropy = |q: f32| {
@@ -59,7 +77,8 @@ pub const DIVERSE_PREFILTER: usize = 10;
 /// item of `scores`; rows of another length than the first are left out), each item weighted
 /// by its informativeness shifted to be positive, into k clusters, and from each cluster the
 /// item nearest its centre. Returns k indices into `scores` (fewer only when there are fewer
-/// items), most informative first; `seed` fixes the k-means++ start.
+/// items), most informative first, equal scores in index order (so `predict --diverse` and
+/// `/queue?diverse=true` order the same picks alike); `seed` fixes the k-means++ start.
 pub fn diverse_selection(scores: &[f32], features: &[&[f32]], k: usize, seed: u64) -> Vec<usize> {
     let width = features.first().map_or(0, |f| f.len());
     let mut order: Vec<usize> = (0..scores.len().min(features.len())).filter(|&i| features[i].len() == width).collect();
@@ -92,7 +111,7 @@ pub fn diverse_selection(scores: &[f32], features: &[&[f32]], k: usize, seed: u6
             picked.push(i);
         }
     }
-    picked.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    picked.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
     picked
 }
 
@@ -184,6 +203,27 @@ mod tests {
         let heads = Task::multihead(vec![g("color", &["red", "blue"]), g("shape", &["o", "x", "v"])]).unwrap();
         let m = informativeness(&heads, &[0.9, 0.1, 0.4, 0.35, 0.25], &[0.5; 5], Informativeness::Margin);
         assert!((m + 0.05).abs() < 1e-6, "the closest head decides: {m}");
+    }
+
+    #[test]
+    fn rankings_are_named_as_the_flag_and_query_take_them() {
+        for how in Informativeness::ALL {
+            assert_eq!(Informativeness::parse(how.name()), Some(how));
+        }
+        assert_eq!(Informativeness::Margin.name(), "margin");
+        assert_eq!(Informativeness::parse("Margin"), None);
+    }
+
+    #[test]
+    fn equal_scores_come_back_in_index_order() {
+        let features: Vec<Vec<f32>> = (0..12).map(|i| vec![(i % 4) as f32 * 10.0, (i / 4) as f32]).collect();
+        let rows: Vec<&[f32]> = features.iter().map(Vec::as_slice).collect();
+        for seed in 0..5 {
+            let picked = diverse_selection(&[1.0; 12], &rows, 4, seed);
+            let mut sorted = picked.clone();
+            sorted.sort_unstable();
+            assert_eq!(picked, sorted, "seed {seed}");
+        }
     }
 
     #[test]

@@ -64,11 +64,6 @@ impl MlflowClient {
         Ok(MlflowClient { base, auth, agent, attempts: ATTEMPTS })
     }
 
-    /// Gives up after the first failure (used once the server was found down).
-    pub fn no_retries(&mut self) {
-        self.attempts = 1;
-    }
-
     /// The server's address without credentials (safe to print and record).
     pub fn uri(&self) -> &str {
         &self.base

@@ -12,9 +12,9 @@ use crate::dataset::manifest::{Skipped, SourceInfo};
 use crate::dataset::prep::{drop_missing_files, write_dataset, Candidate, OutputSpec};
 use crate::io::csv_line;
 use crate::io::walk::{files_under, has_image_extension};
+use crate::progress::Progress;
 use crate::task::{LabelGroup, Task, TaskKind, MULTICLASS_GROUP};
 use anyhow::{bail, Context, Result};
-use indicatif::ProgressBar;
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -38,7 +38,7 @@ pub fn import_folders(
     kind: TaskKind,
     separator: &str,
     out: &OutputSpec,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<crate::dataset::manifest::Manifest> {
     crate::io::staging::refuse_output_over_input(&out.out, root, "--root")?;
@@ -167,7 +167,7 @@ pub fn import_csv(
     kind: TaskKind,
     images_root: Option<&Path>,
     out: &OutputSpec,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<crate::dataset::manifest::Manifest> {
     let base = images_root.map(Path::to_path_buf).unwrap_or_else(|| csv.parent().unwrap_or(Path::new(".")).to_path_buf());

@@ -9,9 +9,9 @@ use crate::dataset::voc::VocLayout;
 use crate::io::image::{ResizeMode, SquareResizer, MAX_IMAGE_SIZE};
 use crate::io::npy::{self, DType, NpyWriter};
 use crate::io::staging::{refuse_output_over_input, StagingDir};
+use crate::progress::Progress;
 use crate::task::Task;
 use anyhow::{bail, Context, Result};
-use indicatif::ProgressBar;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,7 +65,7 @@ pub struct Candidate {
 }
 
 /// Runs the whole preparation and returns the manifest that was written.
-pub fn prepare(cfg: &PrepConfig, progress: &ProgressBar, cancel: &AtomicBool) -> Result<Manifest> {
+pub fn prepare(cfg: &PrepConfig, progress: &dyn Progress, cancel: &AtomicBool) -> Result<Manifest> {
     let layout = VocLayout::new(&cfg.voc_root);
     if !cfg.voc_root.is_dir() {
         bail!("--voc-root {}: no such directory", cfg.voc_root.display());
@@ -131,7 +131,7 @@ pub fn write_dataset(
     mut skipped: Vec<Skipped>,
     source: SourceInfo,
     incomplete: usize,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<Manifest> {
     if !(1..=MAX_IMAGE_SIZE).contains(&spec.size) {
@@ -141,7 +141,7 @@ pub fn write_dataset(
     let parts = stratified_split(&matrix, spec.split, spec.seed);
 
     let staging = StagingDir::new(&spec.out)?;
-    progress.set_length(candidates.len() as u64);
+    progress.phase("prepare", candidates.len() as u64);
     let mut splits = Splits::default();
     for (name, rows) in SPLITS.iter().zip(parts.iter()) {
         let chosen: Vec<&Candidate> = rows.iter().map(|&i| &candidates[i]).collect();
@@ -300,7 +300,7 @@ fn write_split(
     name: &str,
     chosen: &[&Candidate],
     skipped: &mut Vec<Skipped>,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<SplitInfo> {
     let s = cfg.size as usize;
@@ -338,7 +338,7 @@ fn write_split(
             if tx.send(decoded).is_err() {
                 break;
             }
-            progress.inc(chunk.len() as u64);
+            progress.done(chunk.len() as u64, None);
         }
         drop(tx);
         let (outcome, xw) = writer.join().expect("writer thread panicked")?;

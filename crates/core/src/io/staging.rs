@@ -182,11 +182,14 @@ pub struct StagingFile {
 }
 
 impl StagingFile {
-    /// Creates `<parent>/.<name>.tmp-<pid>` for `target` and opens it for writing.
+    /// Creates `<parent>/.<name>.tmp-<pid>` for `target` and opens it for writing. A
+    /// symbolic link is written through (its target file is replaced, the link stays); a
+    /// directory, or a link to one, is refused.
     pub fn create(target: &Path) -> Result<(Self, std::fs::File)> {
-        let path = hidden_sibling(target)?;
+        let target = output_file(target)?;
+        let path = hidden_sibling(&target)?;
         let file = std::fs::File::create(&path).with_context(|| format!("cannot create {}", target.display()))?;
-        Ok((StagingFile { path, target: target.to_path_buf(), committed: false }, file))
+        Ok((StagingFile { path, target, committed: false }, file))
     }
 
     /// Renames the written file onto the target (replacing an existing file).
@@ -203,6 +206,23 @@ impl Drop for StagingFile {
             std::fs::remove_file(&self.path).ok();
         }
     }
+}
+
+/// The file an output path names: the path itself, or the file a chain of symbolic links
+/// ends at; a directory is an error.
+fn output_file(target: &Path) -> Result<PathBuf> {
+    let mut file = target.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&file) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let link = std::fs::read_link(&file).with_context(|| format!("cannot read the link {}", file.display()))?;
+                file = file.parent().unwrap_or(Path::new(".")).join(link);
+            }
+            Ok(m) if m.is_dir() => bail!("{} is a directory; name a file to write", target.display()),
+            _ => return Ok(file),
+        }
+    }
+    bail!("{}: too many levels of symbolic links", target.display())
 }
 
 /// Copies hidden files (such as `.gitkeep`) of the directory being replaced into the new one.
@@ -248,6 +268,28 @@ mod tests {
         assert!(!stale.exists(), "a dead process's staging directory was kept");
         assert!(live.exists() && other_host.exists(), "a live or foreign staging directory was removed");
         assert!(s.path().exists());
+    }
+
+    #[test]
+    fn a_file_output_writes_through_a_link_and_refuses_a_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("real.csv");
+        std::fs::write(&real, "old").unwrap();
+        let link = d.path().join("link.csv");
+        std::os::unix::fs::symlink("real.csv", &link).unwrap();
+        let (staged, mut f) = StagingFile::create(&link).unwrap();
+        std::io::Write::write_all(&mut f, b"new").unwrap();
+        staged.commit().unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
+        assert_eq!(std::fs::read_to_string(&real).unwrap(), "new");
+
+        let dir_link = d.path().join("dir_link");
+        std::os::unix::fs::symlink(d.path(), &dir_link).unwrap();
+        for target in [&dir_link, &d.path().to_path_buf()] {
+            let err = StagingFile::create(target).map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains("is a directory; name a file to write"), "{err}");
+        }
+        assert!(std::fs::symlink_metadata(&dir_link).unwrap().file_type().is_symlink());
     }
 
     #[test]

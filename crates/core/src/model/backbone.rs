@@ -42,6 +42,7 @@ pub enum BackboneKind {
     Vgg16,
     Googlenet,
     #[cfg_attr(feature = "clap", value(name = "vit_b_16", alias = "vit_b16"))]
+    #[serde(rename = "vit_b_16", alias = "vit_b16")]
     VitB16,
     ConvnextTiny,
     SmallCnn,
@@ -193,5 +194,19 @@ impl BackboneKind {
             BackboneKind::AlexnetLike => Box::new(alexnet_like::alexnet_like(p)),
             BackboneKind::SmallerVggnet => Box::new(smaller_vggnet::smaller_vggnet(p)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_backbone_is_recorded_by_its_command_line_name() {
+        for kind in BackboneKind::ALL {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.name(), "{kind:?}");
+        }
+        let old: BackboneKind = serde_json::from_str("\"vit_b16\"").unwrap();
+        assert_eq!(old, BackboneKind::VitB16, "runs recorded before keep loading");
     }
 }

@@ -104,18 +104,18 @@ pub fn compute_features(
     observer.phase("features", (views + pool_size.div_ceil(batch) + val.len().div_ceil(batch)) as u64);
     let corrections = tch::no_grad(|| -> Result<Tensor> {
         let mut parts = vec![parent.features_of_unit(&corrected.pixels)];
-        observer.step(None, k as usize);
+        observer.done(1, None);
         for _ in 1..views {
             if cancel.load(Ordering::SeqCst) {
                 bail!(crate::Interrupted);
             }
             parts.push(parent.features_of_unit(&augment(&corrected.pixels, &aug, rng)));
-            observer.step(None, k as usize);
+            observer.done(1, None);
         }
         Ok(Tensor::cat(&parts, 0))
     })?;
     let correction_labels = Tensor::from_slice(&corrected.labels).view([k, c]).to_device(device).repeat([views as i64, 1]);
-    let step = |n: usize| observer.step(None, n);
+    let step = |_: usize| observer.done(1, None);
     let features_of =
         |d: &SplitData, idx: &[usize]| -> Result<Tensor> { Ok(parent.features_of_unit(&to_unit_nchw(&d.pixels(idx)?, device))) };
     let pool = if pool_size > 0 {
@@ -180,7 +180,7 @@ pub fn fine_tune_head(
             let step_loss = head_step(parent.head(), &x.index_select(0, &idx), &y.index_select(0, &idx), loss, &mut opt, false, device)?
                 .double_value(&[]);
             loss_sum += step_loss * chunk.len() as f64;
-            observer.step(Some(step_loss), chunk.len());
+            observer.done(1, Some(step_loss));
         }
         let (val_loss, m) = validation.score(task, |f| parent.head_logits(f, false), loss)?;
         let train_loss = loss_sum / n as f64;

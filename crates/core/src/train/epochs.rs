@@ -184,7 +184,7 @@ impl EpochLoop<'_> {
             loss_sum += loss.detach() * chunk.len() as f64;
             seen += chunk.len();
             let shown = (step % read_loss_every == 0).then(|| loss.double_value(&[]));
-            self.observer.step(shown, chunk.len());
+            self.observer.done(1, shown);
         }
         Ok(loss_sum.double_value(&[]) / seen.max(1) as f64)
     }

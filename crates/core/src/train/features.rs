@@ -119,7 +119,7 @@ impl FeatureCache {
                 dst.narrow(0, r.start as i64, idx.len() as i64)
                     .f_copy_(&feats)
                     .with_context(|| format!("{}: features of shape {:?}, expected {dim} per image", ex.kind.name(), feats.size()))?;
-                observer.step(None, idx.len());
+                observer.done(1, None);
             }
         }
         Ok(FeatureCache { train: cache, val: val_cache, views })

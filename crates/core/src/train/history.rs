@@ -2,8 +2,8 @@
 //! curves PNG) and the observer callbacks the binaries turn into progress bars.
 
 use crate::eval::metrics::MultiLabelMetrics;
+use crate::progress::Progress;
 use anyhow::Result;
-use indicatif::ProgressBar;
 use serde::Serialize;
 use std::path::Path;
 
@@ -83,27 +83,9 @@ pub fn write_training_curves(history: &[EpochRecord], path: &Path) -> Result<()>
     render_panels(&[loss, f1], 2, path)
 }
 
-/// Callbacks for progress display, so the library does not print.
-pub trait TrainObserver {
-    fn phase(&self, _what: &str, _steps: u64) {}
-    /// A step finished; `loss` is given when it was read back (not every step on a GPU).
-    fn step(&self, _loss: Option<f64>, _images: usize) {}
+/// What training reports: the [`Progress`] of its phases and steps, and each finished epoch.
+pub trait TrainObserver: Progress {
     fn epoch(&self, _rec: &EpochRecord) {}
-    /// A line worth showing beside the epochs (e.g. which candidate setting is trained).
-    fn note(&self, _line: &str) {}
 }
 
-/// A progress bar is an observer.
-impl TrainObserver for ProgressBar {
-    fn phase(&self, what: &str, steps: u64) {
-        self.reset();
-        self.set_length(steps);
-        self.set_prefix(what.to_string());
-    }
-    fn step(&self, loss: Option<f64>, _images: usize) {
-        self.inc(1);
-        if let Some(loss) = loss {
-            self.set_message(format!("loss {loss:.4}"));
-        }
-    }
-}
+impl TrainObserver for crate::progress::Silent {}

@@ -4,9 +4,9 @@
 
 use super::VocLayout;
 use crate::dataset::classes::VOC_CLASSES;
+use crate::progress::Progress;
 use anyhow::{bail, Context, Result};
 use image::{Rgb, RgbImage};
-use indicatif::ProgressBar;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -56,7 +56,7 @@ pub struct SynthSummary {
 }
 
 /// Writes the dataset under `cfg.out` (the VOC root). Existing files are overwritten.
-pub fn generate(cfg: &SynthConfig, progress: &ProgressBar) -> Result<SynthSummary> {
+pub fn generate(cfg: &SynthConfig, progress: &dyn Progress) -> Result<SynthSummary> {
     if cfg.images < 4 {
         bail!("--images {} is too few; at least 4 are needed", cfg.images);
     }
@@ -64,7 +64,7 @@ pub fn generate(cfg: &SynthConfig, progress: &ProgressBar) -> Result<SynthSummar
     for d in [layout.images_dir(), layout.annotations_dir(), layout.main_sets_dir()] {
         std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
     }
-    progress.set_length(cfg.images as u64);
+    progress.phase("synth", cfg.images as u64);
     let scenes: Vec<(String, Vec<Object>)> = (0..cfg.images)
         .into_par_iter()
         .map(|i| {
@@ -75,7 +75,7 @@ pub fn generate(cfg: &SynthConfig, progress: &ProgressBar) -> Result<SynthSummar
             img.save_with_format(&jpg, image::ImageFormat::Jpeg).with_context(|| format!("cannot write {}", jpg.display()))?;
             let xml = annotation_xml(&id, img.width(), img.height(), &objects);
             std::fs::write(layout.annotation(&id), xml)?;
-            progress.inc(1);
+            progress.done(1, None);
             Ok((id, objects))
         })
         .collect::<Result<_>>()?;
