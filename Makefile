@@ -51,15 +51,17 @@ serve: build
 ## reported as ignored)
 ## (cargo test builds the binaries it runs; one invocation, so nothing is compiled twice)
 test: setup test-tools
+	python3 scripts/module_cycles.py crates/*/src
 	cargo test --release --workspace
 
 ## test-tools: chromium and chromedriver (browser test of the serve page), mlflow (tracking tests)
 test-tools:
 	@bash scripts/test_tools.sh
 
-## test-quick: unit tests (every `tests::`), data preparation and the command-line contract;
-## seconds once built
+## test-quick: no import cycles between modules, unit tests (every `tests::`), data
+## preparation and the command-line contract; seconds once built
 test-quick: setup
+	python3 scripts/module_cycles.py crates/*/src
 	cargo test --release --workspace -- tests:: voc_prep:: cli::
 
 ## fuzz: libFuzzer on the parsers of untrusted bytes (npy header, VOC XML, corrections CSV,
