@@ -305,3 +305,33 @@ fn interrupted_run_leaves_no_partial_output() {
         .collect();
     assert!(stray.is_empty(), "{stray:?}");
 }
+
+#[test]
+fn folds_test_every_image_once_and_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let voc = dir.path().join("voc");
+    synth(&voc, 60, 3);
+    let mut tested: Vec<String> = Vec::new();
+    let mut everyone: Option<Vec<String>> = None;
+    for i in 1..=3 {
+        let out = dir.path().join(format!("fold{i}"));
+        let o = run(bin("voc-prep").arg("--voc-root").arg(&voc).arg("--out").arg(&out).args(["-q", "--size", "32", "--fold", &format!("{i}/3")]));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let m = read_json(&out.join("manifest.json"));
+        assert_eq!(m["split"]["fold"], serde_json::json!({"index": i, "of": 3}));
+        let ids = |s: &str| m["splits"][s]["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect::<Vec<_>>();
+        let mut all: Vec<String> = ["train", "val", "test"].iter().flat_map(|s| ids(s)).collect();
+        all.sort();
+        assert!(ids("val").len() * 4 < ids("train").len(), "val is a small share of the rest");
+        match &everyone {
+            Some(e) => assert_eq!(&all, e, "every fold holds the same images"),
+            None => everyone = Some(all),
+        }
+        tested.extend(ids("test"));
+    }
+    tested.sort();
+    assert_eq!(Some(tested), everyone, "over the folds, every image is tested exactly once");
+    let o = run(bin("voc-prep").arg("--voc-root").arg(&voc).arg("--out").arg(dir.path().join("bad")).args(["-q", "--fold", "4/3"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("expected I/K"), "{}", stderr(&o));
+}

@@ -10,7 +10,7 @@ use vocml_core::dataset::classes::parse_class_list;
 use vocml_core::dataset::import::{import_csv, import_folders};
 use vocml_core::dataset::manifest::{Manifest, SPLITS};
 use vocml_core::dataset::prep::{prepare, LabelSource, OutputSpec, PrepConfig};
-use vocml_core::dataset::split::SplitFractions;
+use vocml_core::dataset::split::{Fold, SplitFractions};
 use vocml_core::dataset::voc::synth::{generate, SynthConfig};
 use vocml_core::io::image::ResizeMode;
 use vocml_core::io::npy::DType;
@@ -93,6 +93,11 @@ struct OutputArgs {
     /// Train,val,test fractions; `0,0,1` puts everything in test.
     #[arg(long, default_value = "0.7,0.15,0.15", value_name = "T,V,T", allow_hyphen_values = true, value_parser = |s: &str| SplitFractions::parse(s).map_err(|e| e.to_string()))]
     split: SplitFractions,
+    /// Cross-validation: the test split is fold I of K (stratified like --split; over
+    /// I = 1..K every image is tested once), train and val split the rest in --split's
+    /// train:val ratio. Same --seed for every fold.
+    #[arg(long, value_name = "I/K", value_parser = |s: &str| Fold::parse(s).map_err(|e| e.to_string()))]
+    fold: Option<Fold>,
     /// Seed of the split (same seed and inputs, same split).
     #[arg(long, default_value_t = 42, value_name = "S")]
     seed: u64,
@@ -121,6 +126,7 @@ impl OutputArgs {
                 ResizeArg::CenterCrop => ResizeMode::CenterCrop,
             },
             split: self.split,
+            fold: self.fold,
             seed: self.seed,
             dtype: match self.dtype {
                 DTypeArg::U8 => DType::U8,

@@ -1,6 +1,6 @@
 //! `processed_data/manifest.json`: what a prepared dataset holds and how it was made.
 
-use crate::dataset::split::SplitFractions;
+use crate::dataset::split::{Fold, SplitFractions};
 use crate::io::image::ResizeMode;
 use crate::task::{LabelGroup, Task, TaskKind};
 use anyhow::{Context, Result};
@@ -67,6 +67,9 @@ pub struct SplitSpec {
     pub fractions: SplitFractions,
     pub seed: u64,
     pub method: String,
+    /// The cross-validation fold whose images are the test split (`voc-prep --fold I/K`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fold: Option<Fold>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]

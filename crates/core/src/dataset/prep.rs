@@ -2,7 +2,7 @@
 //! plus `manifest.json`, written atomically into the output directory.
 
 use crate::dataset::manifest::{ImageSpec, Manifest, Skipped, SourceInfo, SplitInfo, SplitSpec, Splits, MANIFEST_FILE, SPLITS};
-use crate::dataset::split::{stratified_split, SplitFractions};
+use crate::dataset::split::{stratified_fold_split, stratified_split, Fold, SplitFractions};
 use crate::dataset::voc::annotation::read_annotation;
 use crate::dataset::voc::imagesets::{read_class_labels, read_id_list};
 use crate::dataset::voc::VocLayout;
@@ -114,6 +114,8 @@ pub struct OutputSpec {
     pub size: u32,
     pub resize: ResizeMode,
     pub split: SplitFractions,
+    /// Cross-validation: the test split is this fold; train and val share the rest.
+    pub fold: Option<Fold>,
     pub seed: u64,
     pub dtype: DType,
     /// Replace an output directory that voc-prep did not write.
@@ -138,7 +140,10 @@ pub fn write_dataset(
         bail!("--size {} is out of range (1..={MAX_IMAGE_SIZE})", spec.size);
     }
     let matrix: Vec<Vec<bool>> = candidates.iter().map(|c| c.labels.clone()).collect();
-    let parts = stratified_split(&matrix, spec.split, spec.seed);
+    let parts = match spec.fold {
+        Some(fold) => stratified_fold_split(&matrix, fold, spec.split, spec.seed)?,
+        None => stratified_split(&matrix, spec.split, spec.seed),
+    };
 
     let staging = StagingDir::new(&spec.out)?;
     progress.phase("prepare", candidates.len() as u64);
@@ -163,7 +168,15 @@ pub fn write_dataset(
         label_groups: task.groups.clone(),
         image: ImageSpec { size: spec.size, channels: 3, layout: "NHWC".into(), dtype: spec.dtype.name().into(), resize: spec.resize },
         source,
-        split: SplitSpec { fractions: spec.split, seed: spec.seed, method: "rarest-class strata".into() },
+        split: SplitSpec {
+            fractions: spec.split,
+            seed: spec.seed,
+            method: match spec.fold {
+                Some(f) => format!("rarest-class strata, fold {} of {} as test", f.index, f.of),
+                None => "rarest-class strata".into(),
+            },
+            fold: spec.fold,
+        },
         splits,
         skipped,
         incomplete_annotations: incomplete,
