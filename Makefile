@@ -4,7 +4,7 @@ VENV := .venv
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup test-tools build install demo serve test test-quick fuzz bench bench-prep bench-train bench-train-step bench-predict bench-serve bench-deploy quality quality-tradeoff quality-levers quality-sizes quality-smoothing quality-voc20 active-learning clean
+.PHONY: all setup test-tools build install demo serve test test-quick fuzz bench bench-prep bench-train bench-train-step bench-predict bench-serve bench-deploy quality quality-cv quality-tradeoff quality-levers quality-sizes quality-smoothing quality-voc20 active-learning clean
 
 all: build
 
@@ -101,6 +101,12 @@ bench-predict: build
 ## VOC photos (VOC_ROOT, default ../shared), 3 seeds each, one fixed test split
 quality: build
 	@bash scripts/quality.sh
+
+## quality-cv: recipes compared by stratified k-fold cross-validation on real VOC photos
+## (FOLDS=5, CASES as in make quality): mean ± sd over folds and paired differences against
+## the first case with 95% intervals
+quality-cv: build
+	@bash scripts/quality_cv.sh
 
 ## quality-tradeoff: training time against accuracy over input sizes and fine-tuning
 quality-tradeoff: build
