@@ -8,7 +8,9 @@
 # make quality: NAME=RECIPE[:FLAGS], FLAGS comma-separated, `+` for a comma inside a value)
 # trains once per fold with seed 42; the report gives, per case, mean ± sd over folds of
 # macro-F1 at 0.5 and at the tuned thresholds and mAP, the paired per-fold difference against
-# the first case with its 95% interval (t over folds), train seconds and peak RSS.
+# the first case with its 95% interval (t over folds), train seconds and peak RSS. A case
+# NAME=+A+B is, per fold, the ensemble (evaluate --ensemble) of the earlier cases A and B
+# (same input size; its train seconds are the sum of theirs).
 # Finished folds are kept in OUT, so a rerun only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,10 +42,42 @@ fold_data() {
   echo "$dir"
 }
 
+# ensemble NAME A+B+...: per fold, the ensemble of those cases' runs, scored on their test split.
+ensemble() {
+  local name=$1 members=$2 fold
+  for fold in $(seq "$FOLDS"); do
+    local dir="$OUT/$name/fold$fold"
+    [[ -f "$dir/seconds" ]] && continue
+    rm -rf "$dir"
+    mkdir -p "$dir/runs"
+    local args=() seconds=0 peak=0 m data=""
+    for m in ${members//+/ }; do
+      local src="$OUT/$m/fold$fold"
+      [[ -f "$src/seconds" ]] || { echo "make quality-cv: $name needs case $m (fold $fold) first" >&2; exit 1; }
+      local run
+      run=$(find "$src/runs" -mindepth 1 -maxdepth 1 -type d -not -name '.*' | head -1)
+      ln -s "$(cd "$run" && pwd)" "$dir/runs/.$m"
+      args+=(--run "$dir/runs/.$m")
+      data=${data:-$(cat "$src/data")}
+      read -r s p < "$src/seconds"
+      seconds=$("$PY" -c "print($seconds + $s)")
+      peak=$("$PY" -c "print(max($peak, $p))")
+    done
+    echo "quality-cv: $name = ensemble of ${members//+/, } fold $fold/$FOLDS" >&2
+    "$B/evaluate" --data "$data" "${args[@]}" --ensemble --no-select -q > "$dir/evaluate.log"
+    echo "$seconds $peak" > "$dir/seconds"
+  done
+}
+
 names=()
 for case in $CASES; do
   name=${case%%=*}
   spec=${case#*=}
+  if [[ $spec == +* ]]; then
+    names+=("$name")
+    ensemble "$name" "${spec#+}"
+    continue
+  fi
   recipe=${spec%%:*}
   flags=$([[ $spec == *:* ]] && echo "${spec#*:}" | tr , ' ' | tr + , || true)
   names+=("$name")
@@ -64,6 +98,7 @@ for case in $CASES; do
       --runs-dir "$dir/runs" -q > "$dir/seconds.tmp" 2> "$dir/train.log"
     run=$(find "$dir/runs" -mindepth 1 -maxdepth 1 -type d -not -name '.*' | head -1)
     "$B/evaluate" --data "$data" --run "$run" --no-select -q > "$dir/evaluate.log"
+    echo "$data" > "$dir/data"
     mv "$dir/seconds.tmp" "$dir/seconds"
   done
 done
