@@ -374,10 +374,7 @@ impl TrainOptions {
 
     /// The option keys and values as a recipe table (what `--config` expands into flags).
     pub fn recipe(&self) -> serde_json::Map<String, serde_json::Value> {
-        match serde_json::to_value(self) {
-            Ok(serde_json::Value::Object(map)) => map.into_iter().filter(|(_, v)| !v.is_null()).collect(),
-            _ => unreachable!("options serialize to an object"),
-        }
+        recipe_of(self)
     }
 }
 
@@ -388,6 +385,14 @@ impl TrainOptions {
 pub enum RecordedTrainOptions {
     Flags(TrainOptions),
     Legacy(LegacyTrainOptions),
+}
+
+/// Options as a recipe table: their keys and values, unset ones left out.
+fn recipe_of(options: &impl Serialize) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(options) {
+        Ok(serde_json::Value::Object(map)) => map.into_iter().filter(|(_, v)| !v.is_null()).collect(),
+        _ => unreachable!("options serialize to an object"),
+    }
 }
 
 /// Reads one of two schemas, the older told by a key only it has, so a bad value is reported
@@ -511,18 +516,7 @@ impl LegacyTrainOptions {
     /// The same options in the current schema (`speed.channels_last` as the explicit choice it
     /// was, so the run reproduces on any device).
     pub fn options(&self) -> TrainOptions {
-        let a = self.augment.unwrap_or(LegacyAugment {
-            rotation_degrees: 15.0,
-            hflip: true,
-            brightness: 0.2,
-            width_shift: 0.0,
-            height_shift: 0.0,
-            zoom: 0.0,
-            shear_degrees: 0.0,
-            contrast: 0.0,
-            saturation: 0.0,
-        });
-        TrainOptions {
+        let mut o = TrainOptions {
             data: self.data.clone(),
             model: self.model,
             weights: self.weights.clone(),
@@ -538,15 +532,6 @@ impl LegacyTrainOptions {
             plateau_factor: self.plateau_factor,
             plateau_patience: self.plateau_patience,
             no_augment: self.augment.is_none(),
-            rotation: a.rotation_degrees,
-            no_flip: !a.hflip,
-            brightness: a.brightness,
-            width_shift: a.width_shift,
-            height_shift: a.height_shift,
-            zoom: a.zoom,
-            shear: a.shear_degrees,
-            contrast: a.contrast,
-            saturation: a.saturation,
             head: self.head.clone().map(HeadWidths),
             head_dropout: self.head_dropout.clone(),
             weight_decay: self.weight_decay.clone(),
@@ -563,7 +548,15 @@ impl LegacyTrainOptions {
             bf16: self.speed.bf16,
             seed: self.seed,
             runs_dir: self.runs_dir.clone(),
+            ..TrainOptions::default()
+        };
+        // Without augmentation the ranges keep their defaults (they are not used).
+        if let Some(a) = self.augment {
+            (o.rotation, o.no_flip, o.brightness) = (a.rotation_degrees, !a.hflip, a.brightness);
+            (o.width_shift, o.height_shift, o.zoom) = (a.width_shift, a.height_shift, a.zoom);
+            (o.shear, o.contrast, o.saturation) = (a.shear_degrees, a.contrast, a.saturation);
         }
+        o
     }
 }
 
@@ -698,10 +691,7 @@ impl RetrainOptions {
 
     /// The option keys and values as a recipe table.
     pub fn recipe(&self) -> serde_json::Map<String, serde_json::Value> {
-        match serde_json::to_value(self) {
-            Ok(serde_json::Value::Object(map)) => map.into_iter().filter(|(_, v)| !v.is_null()).collect(),
-            _ => unreachable!("options serialize to an object"),
-        }
+        recipe_of(self)
     }
 }
 
