@@ -163,3 +163,29 @@ fn a_run_written_before_the_schema_is_trained_again_with_its_options() {
     assert_eq!((options["no_cache"].as_bool(), options["no_channels_last"].as_bool()), (Some(false), Some(true)));
     same_metrics(&first, &second);
 }
+
+#[test]
+fn a_config_json_that_is_not_a_trained_run_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let ensemble = write(
+        "ensemble.json",
+        r#"{"kind": "ensemble", "members": ["a", "b"], "tta": true, "classes": ["x"], "image_size": 64, "resize": "stretch", "created": "now", "tool_version": "0.1.0"}"#,
+    );
+    let cases = [
+        (write("unknown.json", r#"{"tool": "nope"}"#), "unknown.json: not a valid run config: unknown run kind"),
+        (write("broken.json", "{ not json"), "broken.json: not a valid run config"),
+        (ensemble, "an ensemble records no training options"),
+    ];
+    for (file, want) in cases {
+        let o = run(bin("train").arg("--config").arg(&file).args(["--runs-dir"]).arg(dir.path().join("runs")));
+        assert_eq!(o.status.code(), Some(1), "{}", file.display());
+        assert!(stderr(&o).contains(want), "{}: {}", file.display(), stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "one line: {}", stderr(&o));
+    }
+    assert!(!dir.path().join("runs").exists(), "a refused config left a runs directory");
+}
