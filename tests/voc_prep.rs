@@ -315,7 +315,13 @@ fn folds_test_every_image_once_and_are_recorded() {
     let mut everyone: Option<Vec<String>> = None;
     for i in 1..=3 {
         let out = dir.path().join(format!("fold{i}"));
-        let o = run(bin("voc-prep").arg("--voc-root").arg(&voc).arg("--out").arg(&out).args(["-q", "--size", "32", "--fold", &format!("{i}/3")]));
+        let o = run(bin("voc-prep").arg("--voc-root").arg(&voc).arg("--out").arg(&out).args([
+            "-q",
+            "--size",
+            "32",
+            "--fold",
+            &format!("{i}/3"),
+        ]));
         assert!(o.status.success(), "{}", stderr(&o));
         let m = read_json(&out.join("manifest.json"));
         assert_eq!(m["split"]["fold"], serde_json::json!({"index": i, "of": 3}));

@@ -12,10 +12,10 @@ use crate::engine::ModelInfo;
 use crate::error::ApiError;
 use crate::scoring::{score, Scoring};
 use crate::state::AppState;
-use vocml_core::predict::Rows;
 use axum::http::StatusCode;
 use base64::Engine as _;
 use std::sync::Arc;
+use vocml_core::predict::Rows;
 
 /// The protocol extensions `serve` supports, as `GET /v2` lists them.
 pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "classification"];
@@ -271,7 +271,8 @@ pub async fn infer(state: &AppState, req: InferRequest) -> Result<InferResponse,
         .enumerate()
         .map(|(i, s)| s.result.map_err(|e| OipError::bad(format!("input {} element {i}: {e}", input.name))))
         .collect::<Result<_, _>>()?;
-    let probabilities = Rows::from_rows(classes, rows.iter().map(Vec::as_slice)).map_err(|e| OipError { kind: Kind::Internal, message: format!("{e:#}") })?;
+    let probabilities = Rows::from_rows(classes, rows.iter().map(Vec::as_slice))
+        .map_err(|e| OipError { kind: Kind::Internal, message: format!("{e:#}") })?;
     let wanted = match req.outputs.is_empty() {
         true => vec![RequestedOutput { name: OUTPUT.into(), ..RequestedOutput::default() }],
         false => req.outputs,
