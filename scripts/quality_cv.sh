@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-B=target/release
+B=${B:-target/release}
 VOC_ROOT=${VOC_ROOT:-../shared/data/voc2007-train/VOCdevkit/VOC2007}
 FOLDS=${FOLDS:-5}
 CASES=${CASES:-reference=voc4-reference best=voc4-best}

@@ -42,6 +42,33 @@ fn evaluate_writes_metrics_and_thresholds_and_compare_selects_best() {
     assert_eq!(th["tuned_on"], "val");
     assert_eq!(th["thresholds"].as_array().unwrap().len(), 4);
     assert!(!f.runs.join("best").exists(), "a single --run must not move runs/best");
+    // The default rule: the tuned thresholds shrunk toward 0.5, stored with why.
+    assert_eq!((th["rule"].as_str(), th["why"].as_str()), (Some("shrunk"), Some("the run's recipe (thresholds)")));
+    assert_eq!(e["threshold_rule"], "shrunk");
+    let at = |set: &str| -> Vec<f64> {
+        let rows = if set.is_empty() { &e["per_class"] } else { &e[set]["per_class"] };
+        rows.as_array().unwrap().iter().map(|c| c["threshold"].as_f64().unwrap()).collect()
+    };
+    let stored: Vec<f64> = th["thresholds"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(stored, at("shrunk"));
+    for ((s, t), h) in at("shrunk").iter().zip(at("tuned")).zip(at("")) {
+        assert!((s - 0.5).abs() <= (t - 0.5).abs() + 1e-6 && (s - 0.5) * (t - 0.5) >= 0.0, "shrunk {s} is not between 0.5 and tuned {t}");
+        assert_eq!(h, 0.5);
+    }
+    // --thresholds overrides the recipe: half stores 0.5 for every class, tuned the tuned ones.
+    for (rule, expect) in [("half", at("")), ("tuned", at("tuned"))] {
+        let o = evaluate(&["-q", "--data", f.data.to_str().unwrap(), "--run", good.to_str().unwrap(), "--thresholds", rule]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let th = read_json(&good.join("thresholds.json"));
+        let stored: Vec<f64> = th["thresholds"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!((th["rule"].as_str(), th["why"].as_str(), stored), (Some(rule), Some("--thresholds"), expect));
+    }
+    // A recipe's rule is what evaluate follows without the flag.
+    let half = quick_run(&f.data, &f.runs, &["--epochs", "1", "--thresholds", "half"]);
+    let o = evaluate(&["-q", "--data", f.data.to_str().unwrap(), "--run", half.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read_json(&half.join("thresholds.json"))["rule"], "half");
+    std::fs::remove_dir_all(&half).unwrap();
 
     let o = evaluate(&["-q", "--data", f.data.to_str().unwrap(), "--runs", f.runs.to_str().unwrap()]);
     assert!(o.status.success());

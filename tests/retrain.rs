@@ -106,6 +106,8 @@ fn corrected_images_are_predicted_right_and_the_store_accumulates() {
         assert!(best.join(file).is_file(), "{file}");
     }
     assert_eq!(std::fs::read_to_string(best.join("history.csv")).unwrap().lines().count(), 31);
+    let th = read_json(&best.join("thresholds.json"));
+    assert_eq!((th["rule"].as_str(), th["why"].as_str()), (Some("shrunk"), Some("the parent's rule")));
 
     // A second retrain learns from both files' corrections.
     let csv2 = f.root.join("c2.csv");

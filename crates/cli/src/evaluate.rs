@@ -8,15 +8,18 @@ use std::process::ExitCode;
 use vocml::{ComputeArgs, TrackingArgs, TtaArgs};
 use vocml_core::eval::evaluate::{best_index, evaluate_run, write_comparison, Evaluation, RankMetric};
 use vocml_core::run::predictor::create_ensemble;
+use vocml_core::run::thresholds::ThresholdRule;
 use vocml_core::run::{list_runs, point_best};
 
 /// Evaluate trained runs on a prepared split and compare them.
 ///
 /// For each run: per-class precision, recall, F1, VOC average precision and support; micro
 /// and macro F1; subset (exact-match) accuracy; label accuracy; Hamming loss; mAP; loss.
-/// Multilabel metrics are reported at threshold 0.5 and at per-class thresholds tuned on the
-/// validation split (maximising F1), which are stored in the run (thresholds.json) for
-/// `predict`. Multiclass and multihead runs are scored by their most probable class per
+/// Multilabel metrics are reported at threshold 0.5, at per-class thresholds tuned on the
+/// validation split (maximising F1) and at those shrunk toward 0.5 by the evidence behind
+/// them; the run's threshold rule (--thresholds, else its recipe's `thresholds`, else the
+/// default, shrunk) picks the set stored in the run (thresholds.json, with the rule and why)
+/// for `predict` and `serve`. Multiclass and multihead runs are scored by their most probable class per
 /// head, with each head's accuracy and confusion matrix (printed, in evaluation.json, and
 /// drawn to confusion.png, or confusion_<head>.png per head). Results go to
 /// <run>/evaluation.json. With several runs, a comparison table is printed and written
@@ -61,6 +64,11 @@ struct Cli {
     /// probabilities, in the first run's directory, and evaluate it beside them.
     #[arg(long)]
     ensemble: bool,
+    /// Decision thresholds to store in each run: tuned (F1-maximising on val), shrunk
+    /// (tuned, moved toward 0.5 unless many validation positives back them) or half (0.5);
+    /// default: the run's recipe's `thresholds`, else shrunk.
+    #[arg(long, value_enum, value_name = "RULE")]
+    thresholds: Option<ThresholdRule>,
     #[command(flatten)]
     tta: TtaArgs,
     #[command(flatten)]
@@ -112,14 +120,14 @@ fn print_table(e: &Evaluation) {
     if !e.groups.is_empty() {
         return print_grouped(e);
     }
-    let tuned = e.tuned.as_ref();
+    let used = e.threshold_rule.map(|_| e.decided());
     println!("{} on {} ({} images, split {})", e.run.display(), e.data.display(), e.images, e.split);
     println!(
         "{:<12} {:>9} {:>7} {:>6} {:>6} {:>8} {:>9} {:>8}",
-        "class", "precision", "recall", "f1", "ap", "support", "threshold", "f1@tuned"
+        "class", "precision", "recall", "f1", "ap", "support", "threshold", "f1@thr"
     );
     for (i, c) in e.at_half.per_class.iter().enumerate() {
-        let (th, tf1) = tuned.map(|t| (t.per_class[i].threshold, t.per_class[i].f1)).unwrap_or((0.5, c.f1));
+        let (th, tf1) = used.map(|t| (t.per_class[i].threshold, t.per_class[i].f1)).unwrap_or((0.5, c.f1));
         let ap = c.ap.map(|a| format!("{a:.3}")).unwrap_or_else(|| "-".into());
         println!(
             "{:<12} {:>9.3} {:>7.3} {:>6.3} {:>6} {:>8} {:>9.3} {:>8.3}",
@@ -131,16 +139,21 @@ fn print_table(e: &Evaluation) {
         "at 0.5:   macro-F1 {:.4}  micro-F1 {:.4}  subset acc {:.4}  label acc {:.4}  Hamming {:.4}  mAP {:.4}  loss {:.4}",
         m.macro_f1, m.micro_f1, m.subset_accuracy, m.label_accuracy, m.hamming_loss, e.map, e.loss
     );
-    if let Some(t) = tuned {
-        println!(
-            "tuned:    macro-F1 {:.4}  micro-F1 {:.4}  subset acc {:.4}  label acc {:.4}  Hamming {:.4}  (thresholds from {})",
-            t.macro_f1,
-            t.micro_f1,
-            t.subset_accuracy,
-            t.label_accuracy,
-            t.hamming_loss,
-            e.tuned_on.as_deref().unwrap_or("-")
-        );
+    for (name, set) in [("tuned:", e.tuned.as_ref()), ("shrunk:", e.shrunk.as_ref())] {
+        if let Some(t) = set {
+            println!(
+                "{name:<9} macro-F1 {:.4}  micro-F1 {:.4}  subset acc {:.4}  label acc {:.4}  Hamming {:.4}  (thresholds from {})",
+                t.macro_f1,
+                t.micro_f1,
+                t.subset_accuracy,
+                t.label_accuracy,
+                t.hamming_loss,
+                e.tuned_on.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    if let Some(rule) = e.threshold_rule {
+        println!("thresholds stored: {rule} (from {})", e.threshold_rule_why);
     }
     println!("inference {:.2} ms/image, {} parameters", e.inference_ms_per_image, e.parameters);
 }
@@ -182,7 +195,7 @@ fn run(cli: Cli) -> Result<()> {
     let many = runs.len() > 1;
     let mut evals = Vec::new();
     for r in &runs {
-        match evaluate_run(r, &cli.data, split, device, batch_size, tta) {
+        match evaluate_run(r, &cli.data, split, device, batch_size, tta, cli.thresholds) {
             Ok(e) => {
                 if !cli.quiet {
                     print_table(&e);

@@ -5,10 +5,11 @@
 
 use crate::dataset::manifest::Manifest;
 use crate::dataset::prepared::SplitData;
-use crate::eval::metrics::{compute, confusion_matrix, mean_ap, per_class_ap, tune_thresholds, MultiLabelMetrics};
+use crate::eval::metrics::{compute, confusion_matrix, mean_ap, per_class_ap, positives_per_class, tune_thresholds, MultiLabelMetrics};
 use crate::run::check_data_compatible;
 use crate::run::predictor::Predictor;
-use crate::run::thresholds::Thresholds;
+use crate::run::config::RunConfig;
+use crate::run::thresholds::{read_thresholds, ThresholdRule, Thresholds};
 use crate::run::{write_atomic, COMPARISON_CSV, COMPARISON_MD, CONFUSION_FILE, EVALUATION_FILE, PR_CURVES_FILE, THRESHOLDS_FILE};
 use crate::task::TaskKind;
 use crate::tensor::host_values;
@@ -61,8 +62,9 @@ pub struct GroupReport {
 
 /// `evaluation.json`: the metrics at 0.5 (multilabel) or by arg-max (grouped tasks) at the
 /// top level (keys `macro_f1`, `micro_f1`, `subset_accuracy`, `label_accuracy`,
-/// `hamming_loss`, `accuracy`, `loss`, `mAP`, `per_class`, `groups`) and at the tuned
-/// thresholds under `tuned` (multilabel).
+/// `hamming_loss`, `accuracy`, `loss`, `mAP`, `per_class`, `groups`), at the thresholds tuned
+/// on validation under `tuned` and at those shrunk toward 0.5 under `shrunk` (multilabel);
+/// `threshold_rule` says which of the three the run decides with, and why.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Evaluation {
     pub run: PathBuf,
@@ -91,9 +93,32 @@ pub struct Evaluation {
     /// Thresholds tuned on `tuned_on` (null when there was no validation data).
     pub tuned: Option<MetricSet>,
     pub tuned_on: Option<String>,
+    /// The tuned thresholds shrunk toward 0.5 ([`ThresholdRule::Shrunk`]).
+    #[serde(default)]
+    pub shrunk: Option<MetricSet>,
+    /// The rule whose thresholds the run stores and decides with (null: grouped tasks, or
+    /// no validation data, so 0.5).
+    #[serde(default)]
+    pub threshold_rule: Option<ThresholdRule>,
+    /// Why that rule: the flag, the run's recipe, the rule it was stored with, or the default.
+    #[serde(default)]
+    pub threshold_rule_why: String,
     pub parameters: i64,
     pub train_seconds: f64,
     pub inference_ms_per_image: f64,
+}
+
+impl Evaluation {
+    /// The metrics at the thresholds the run decides with (its `threshold_rule`; 0.5 when
+    /// there is none).
+    pub fn decided(&self) -> &MetricSet {
+        let set = match self.threshold_rule {
+            Some(ThresholdRule::Tuned) => self.tuned.as_ref(),
+            Some(ThresholdRule::Shrunk) => self.shrunk.as_ref(),
+            Some(ThresholdRule::Half) | None => None,
+        };
+        set.unwrap_or(&self.at_half)
+    }
 }
 
 fn metric_set(m: &MultiLabelMetrics, aps: &[Option<f64>], thresholds: &[f32]) -> MetricSet {
@@ -140,11 +165,50 @@ pub fn score_split(model: &Predictor, split: &SplitData, batch: usize) -> Result
     Ok((probs, ms))
 }
 
+/// The threshold rule of a run, and why: `flag` when given, else its recipe's `thresholds`
+/// (a trained run; an ensemble whose members agree), else the rule its stored thresholds
+/// were made with (a retrained run), else the default.
+pub fn threshold_rule_of(run_dir: &Path, flag: Option<ThresholdRule>) -> Result<(ThresholdRule, String)> {
+    if let Some(rule) = flag {
+        return Ok((rule, "--thresholds".into()));
+    }
+    let recipe = |cfg: &RunConfig| match cfg {
+        RunConfig::Train(r) => Some(r.options.options().thresholds),
+        _ => None,
+    };
+    let cfg = RunConfig::read(run_dir)?;
+    let from_recipe = match &cfg {
+        RunConfig::Ensemble(e) => {
+            let rules: Vec<Option<ThresholdRule>> =
+                e.members.iter().map(|m| RunConfig::read(m).ok().as_ref().and_then(recipe)).collect();
+            rules.first().copied().flatten().filter(|r| rules.iter().all(|x| *x == Some(*r)))
+        }
+        other => recipe(other),
+    };
+    if let Some(rule) = from_recipe {
+        return Ok((rule, "the run's recipe (thresholds)".into()));
+    }
+    if let Some(t) = read_thresholds(run_dir)? {
+        return Ok((t.rule, "the rule its thresholds were stored with".into()));
+    }
+    Ok((ThresholdRule::default(), "the default rule".into()))
+}
+
 /// Evaluates a run (or a saved ensemble) on `split` of `data`, tuning thresholds on the
-/// validation split, and writes `evaluation.json` and `thresholds.json` into it. `tta`
-/// overrides the run's recorded test-time augmentation default.
-pub fn evaluate_run(run_dir: &Path, data: &Path, split: &str, device: Device, batch: usize, tta: Option<bool>) -> Result<Evaluation> {
+/// validation split and deciding with the run's [`threshold_rule_of`] (`rule` overrides
+/// it), and writes `evaluation.json` and `thresholds.json` into it. `tta` overrides the run's
+/// recorded test-time augmentation default.
+pub fn evaluate_run(
+    run_dir: &Path,
+    data: &Path,
+    split: &str,
+    device: Device,
+    batch: usize,
+    tta: Option<bool>,
+    rule: Option<ThresholdRule>,
+) -> Result<Evaluation> {
     let model = Predictor::load(run_dir, device, tta)?;
+    let (rule, why) = threshold_rule_of(&model.run_dir, rule)?;
     let manifest = Manifest::load(data)?;
     let task = model.task().clone();
     check_data_compatible(&task, model.image_size(), &model.run_dir, &manifest, data)?;
@@ -178,19 +242,30 @@ pub fn evaluate_run(run_dir: &Path, data: &Path, split: &str, device: Device, ba
 
     let val =
         if split == "val" || task.is_grouped() { None } else { SplitData::open(data, "val", &manifest).ok().filter(|v| !v.is_empty()) };
-    let (tuned_th, tuned_on) = match (&val, split) {
+    let (tuned_th, positives, tuned_on) = match (&val, split) {
         (Some(v), _) => {
             let (vp, _) = score_split(&model, v, batch)?;
-            (Some(tune_thresholds(&vp, &v.y, c)), Some("val".to_string()))
+            (Some(tune_thresholds(&vp, &v.y, c)), positives_per_class(&v.y, c), Some("val".to_string()))
         }
-        (None, "val") if !task.is_grouped() => (Some(tune_thresholds(&probs, &target.y, c)), Some("val".to_string())),
-        _ => (None, None),
+        (None, "val") if !task.is_grouped() => {
+            (Some(tune_thresholds(&probs, &target.y, c)), positives_per_class(&target.y, c), Some("val".to_string()))
+        }
+        _ => (None, Vec::new(), None),
     };
-    let tuned = tuned_th.as_ref().map(|th| metric_set(&compute(&probs, &target.y, model.classes(), th), &aps, th));
+    let at = |th: &Vec<f32>| metric_set(&compute(&probs, &target.y, model.classes(), th), &aps, th);
+    let tuned = tuned_th.as_ref().map(at);
+    let shrunk = tuned_th.as_ref().map(|th| at(&ThresholdRule::Shrunk.apply(th, &positives)));
     if let (Some(th), Some(on)) = (&tuned_th, &tuned_on) {
-        let t = Thresholds { classes: model.classes().to_vec(), thresholds: th.clone(), tuned_on: on.clone() };
+        let t = Thresholds {
+            classes: model.classes().to_vec(),
+            thresholds: rule.apply(th, &positives),
+            tuned_on: on.clone(),
+            rule,
+            why: why.clone(),
+        };
         write_atomic(run_dir, THRESHOLDS_FILE, (serde_json::to_string_pretty(&t)? + "\n").as_bytes())?;
     }
+    let threshold_rule = tuned_th.is_some().then_some(rule);
     let eval = Evaluation {
         run: model.run_dir.clone(),
         model: model.name.clone(),
@@ -206,6 +281,9 @@ pub fn evaluate_run(run_dir: &Path, data: &Path, split: &str, device: Device, ba
         at_half,
         tuned,
         tuned_on,
+        shrunk,
+        threshold_rule,
+        threshold_rule_why: if threshold_rule.is_some() { why } else { String::new() },
         parameters: model.parameters(),
         train_seconds: model.train_seconds(),
         inference_ms_per_image: ms,
@@ -216,7 +294,7 @@ pub fn evaluate_run(run_dir: &Path, data: &Path, split: &str, device: Device, ba
 }
 
 /// `pr_curves.png` (one panel per class) and the confusion PNGs in the run directory:
-/// `confusion.png` (multilabel: TP/FP/FN/TN per class at the tuned thresholds, else 0.5;
+/// `confusion.png` (multilabel: TP/FP/FN/TN per class at the run's decision thresholds;
 /// multiclass: the matrix) or `confusion_<head>.png` per head (multihead).
 fn write_plots(e: &Evaluation, probs: &[f32], labels: &[f32], run_dir: &Path) -> Result<()> {
     use crate::eval::metrics::pr_curve;
@@ -262,7 +340,7 @@ fn write_plots(e: &Evaluation, probs: &[f32], labels: &[f32], run_dir: &Path) ->
         }
         return Ok(());
     }
-    let m = e.tuned.as_ref().unwrap_or(&e.at_half);
+    let m = e.decided();
     let n = e.images as f64;
     let rows: Vec<(String, Vec<(String, f64)>)> = m
         .per_class
@@ -277,7 +355,8 @@ fn write_plots(e: &Evaluation, probs: &[f32], labels: &[f32], run_dir: &Path) ->
         })
         .collect();
     let header = ["TP", "FP", "FN", "TN", "F1"].map(String::from);
-    let title = format!("{} SPLIT {} N={} THRESHOLDS {}", e.model, e.split, e.images, if e.tuned.is_some() { "TUNED" } else { "0.5" });
+    let rule = e.threshold_rule.map_or("0.5".to_string(), |r| r.name().to_uppercase());
+    let title = format!("{} SPLIT {} N={} THRESHOLDS {rule}", e.model, e.split, e.images);
     render_table(&title, &header, &rows, &run_dir.join(CONFUSION_FILE))
 }
 
@@ -321,10 +400,10 @@ impl RankMetric {
         }
     }
 
-    /// The value for an evaluation (tuned thresholds when available, except mAP); `Auto`
+    /// The value for an evaluation (at the run's decision thresholds, except mAP); `Auto`
     /// ranks by macro-F1.
     pub fn value(self, e: &Evaluation) -> f64 {
-        let m = e.tuned.as_ref().unwrap_or(&e.at_half);
+        let m = e.decided();
         match self {
             RankMetric::Auto | RankMetric::MacroF1 => m.macro_f1,
             RankMetric::MicroF1 => m.micro_f1,
@@ -371,7 +450,7 @@ pub fn comparison_tables(evals: &[Evaluation]) -> (String, String) {
     let mut csv = header.join(",") + "\n";
     let mut md = format!("| {} |\n|{}\n", header.join(" | "), "---|".repeat(header.len()));
     for e in evals {
-        let m = e.tuned.as_ref().unwrap_or(&e.at_half);
+        let m = e.decided();
         let name = e.run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let cells = [
             name,

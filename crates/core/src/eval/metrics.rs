@@ -167,6 +167,11 @@ pub fn per_class_ap(probs: &[f32], labels: &[f32], c: usize) -> Vec<Option<f64>>
         .collect()
 }
 
+/// Positive labels (>= 0.5) per class of a row-major `[n, c]` label array.
+pub fn positives_per_class(labels: &[f32], c: usize) -> Vec<usize> {
+    (0..c).map(|k| labels.iter().skip(k).step_by(c).filter(|&&v| v >= 0.5).count()).collect()
+}
+
 /// Mean of the defined APs (classes with positives).
 pub fn mean_ap(aps: &[Option<f64>]) -> f64 {
     let v: Vec<f64> = aps.iter().flatten().copied().collect();

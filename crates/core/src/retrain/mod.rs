@@ -13,14 +13,14 @@ pub mod steps;
 
 use crate::dataset::manifest::Manifest;
 use crate::dataset::prepared::SplitData;
-use crate::eval::metrics::{tune_thresholds, MultiLabelMetrics};
+use crate::eval::metrics::{positives_per_class, tune_thresholds, MultiLabelMetrics};
 use crate::eval::validation::{monitored, monitored_name, score_logits, ValidationSet};
 use crate::retrain::feedback::{merged, read_corrections_csv, Correction, FeedbackStore, Pending};
 use crate::retrain::steps::{compute_features, fine_tune_head, load_corrected};
 use crate::run::config::{CorrectionRecord, HeadSpec, InheritedOptions, RetrainRun, RetrainTool, RunConfig};
 use crate::run::loaded::LoadedModel;
 use crate::run::options::{RecordedRetrainOptions, RetrainOptions};
-use crate::run::thresholds::Thresholds;
+use crate::run::thresholds::{read_thresholds, Thresholds};
 use crate::run::{point_best, write_atomic, RunWriter, RETRAIN_FILE, THRESHOLDS_FILE};
 use crate::task::Task;
 use crate::tensor::host_values;
@@ -152,7 +152,9 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
 
     let records = fine_tune_head(cfg, &parent, &feats, &validation, &mut rng, observer, cancel)?;
     let (new_val, val_probs) = tch::no_grad(|| score_logits(&task, &parent.head_logits(&feats.val, false), &val.y, &half))?;
-    let thresholds = if task.is_grouped() { half.clone() } else { tune_thresholds(&val_probs, &val.y, c) };
+    // The parent's threshold rule carries over (a parent without stored thresholds: the default).
+    let rule = read_thresholds(&parent.run_dir)?.map(|t| t.rule).unwrap_or_default();
+    let thresholds = if task.is_grouped() { half.clone() } else { rule.apply(&tune_thresholds(&val_probs, &val.y, c), &positives_per_class(&val.y, c)) };
     let right_after = corrected_right(&parent, &thresholds)?;
 
     let metric = monitored_name(&task);
@@ -179,7 +181,13 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
         seconds,
     };
     let metrics = serde_json::json!({"split": "val", "threshold": 0.5, "metrics": new_val});
-    let thresholds = (!task.is_grouped()).then(|| Thresholds { classes: parent.classes.clone(), thresholds, tuned_on: "val".into() });
+    let thresholds = (!task.is_grouped()).then(|| Thresholds {
+        classes: parent.classes.clone(),
+        thresholds,
+        tuned_on: "val".into(),
+        rule,
+        why: "the parent's rule".into(),
+    });
     let new = NewRun { config: &config, metrics: &metrics, thresholds: thresholds.as_ref(), history: &records };
     write_run(cfg, &parent, new, &store, &pending, outcome, cancel)
 }

@@ -8,6 +8,7 @@
 use crate::io::image::MAX_IMAGE_SIZE;
 use crate::model::head::{HeadLayout, DROPOUT, MAX_WIDTH};
 use crate::model::BackboneKind;
+use crate::run::thresholds::ThresholdRule;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -222,6 +223,11 @@ pub struct TrainOptions {
     /// predict (each image averaged with its mirror; training is unchanged).
     #[cfg_attr(feature = "clap", arg(long))]
     pub tta: bool,
+    /// The decision thresholds `evaluate` stores for this run: tuned (F1-maximising on
+    /// val), shrunk (tuned, moved toward 0.5 unless many validation positives back them) or
+    /// half (0.5 for every class).
+    #[cfg_attr(feature = "clap", arg(long, value_enum, value_name = "RULE", default_value_t = TrainOptions::default().thresholds))]
+    pub thresholds: ThresholdRule,
     /// Channels-last (NHWC) memory for convolutions. The default on the CPU, where it
     /// measured 10-90% faster for every backbone; on a GPU it pays off in long runs with
     /// tensor cores, so there it is this opt-in.
@@ -281,6 +287,7 @@ impl Default for TrainOptions {
             pos_weight: false,
             label_smoothing: Vec::new(),
             tta: false,
+            thresholds: ThresholdRule::default(),
             channels_last: false,
             no_channels_last: false,
             bf16: false,
