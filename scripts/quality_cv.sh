@@ -11,7 +11,8 @@
 # the first case with its 95% interval (t over folds), train seconds and peak RSS. A case
 # NAME=+A+B is, per fold, the ensemble (evaluate --ensemble) of the earlier cases A and B
 # (same input size; its train seconds are the sum of theirs).
-# Finished folds are kept in OUT, so a rerun only does what is missing.
+# Finished folds are kept in OUT, so a rerun only does what is missing (a fold evaluated
+# before evaluate reported the shrunk threshold rule is evaluated again).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -47,7 +48,10 @@ ensemble() {
   local name=$1 members=$2 fold
   for fold in $(seq "$FOLDS"); do
     local dir="$OUT/$name/fold$fold"
-    [[ -f "$dir/seconds" ]] && continue
+    if [[ -f "$dir/seconds" ]]; then
+      current_evaluation "$dir" "$(cat "$OUT/${members%%+*}/fold$fold/data")"
+      continue
+    fi
     rm -rf "$dir"
     mkdir -p "$dir/runs"
     local args=() seconds=0 peak=0 m data=""
@@ -69,6 +73,17 @@ ensemble() {
   done
 }
 
+# current_evaluation FOLD_DIR DATA: evaluate FOLD_DIR's run again when its evaluation
+# predates the threshold rules (no `shrunk` metrics).
+current_evaluation() {
+  local dir=$1 data=$2 run
+  run=$(find "$dir/runs" -mindepth 1 -maxdepth 1 -type d -not -name '.*' | head -1)
+  if ! grep -q '"shrunk"' "$run/evaluation.json"; then
+    echo "quality-cv: evaluating $run again (threshold rules)" >&2
+    "$B/evaluate" --data "$data" --run "$run" --no-select -q > "$dir/evaluate.log"
+  fi
+}
+
 names=()
 for case in $CASES; do
   name=${case%%=*}
@@ -87,7 +102,10 @@ for case in $CASES; do
   prep=$(sed -n 's/^# voc-prep: *//p' "$file" | head -1)
   for fold in $(seq "$FOLDS"); do
     dir="$OUT/$name/fold$fold"
-    [[ -f "$dir/seconds" ]] && continue
+    if [[ -f "$dir/seconds" ]]; then
+      current_evaluation "$dir" "$(cat "$dir/data")"
+      continue
+    fi
     rm -rf "$dir"
     mkdir -p "$dir"
     # shellcheck disable=SC2086

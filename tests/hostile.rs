@@ -361,6 +361,8 @@ const FLAG_CASES: &[FlagCase] = &[
     ("retrain", &["--tolerance", "-1"], 2, "tolerance -1: expected a score difference from 0 to 1"),
     ("retrain", &["--tolerance", "2"], 2, "tolerance 2: expected a score difference from 0 to 1"),
     ("retrain", &["--tolerance", "NaN"], 2, "tolerance NaN"),
+    ("retrain", &["--replay-all", "--no-replay"], 2, "cannot be used with"),
+    ("evaluate", &["--thresholds", "best"], 2, "invalid value 'best' for '--thresholds <RULE>'"),
     ("retrain", &["--seed", "-4"], 2, "'--seed <S>'"),
     ("retrain", &["--epochs", "-1"], 2, "'--epochs <N>'"),
     ("retrain", &["--replicate", "-1"], 2, "'--replicate <N>'"),

@@ -16,12 +16,14 @@ use vocml_core::run::options::RetrainOptions;
 /// `red;circle` when the names are unambiguous). Every accepted correction is added to
 /// the feedback store (runs/feedback/), so each retrain learns from all corrections so
 /// far. The corrected images are replicated with augmentation (--replicate), mixed with a
-/// replay sample of the parent's training data so the model does not forget, and the
-/// parent's head is fine-tuned for --epochs. The new run is compared with its parent on the
-/// validation split and becomes runs/best only if its macro-F1 (accuracy for multiclass and
-/// multihead runs) is not lower by more than
-/// --tolerance (or with --force); the switch is atomic, so a running `predict` sees the old
-/// model or the new one.
+/// replay sample of the parent's training data so the model does not forget (--replay-all:
+/// the whole training split), and the parent's head is fine-tuned for --epochs. The new run
+/// is compared with its parent on the validation images by mAP (accuracy for multiclass and
+/// multihead runs) with a paired bootstrap interval of the change, and becomes runs/best
+/// only if that interval stays above -tolerance (or with --force): a change the validation
+/// split cannot resolve is not called worse. The decision and its figures are in the run's
+/// retrain.json. The switch is atomic, so a running `predict` sees the old model or the new
+/// one.
 ///
 /// Examples:
 ///   retrain --corrections corrections.csv
@@ -69,7 +71,10 @@ fn run(cli: Cli) -> Result<()> {
         "  corrected images predicted right: {}/{} before -> {}/{} after",
         o.corrected_right_before, o.corrections_used, o.corrected_right_after, o.corrections_used
     );
-    println!("  validation {}: parent {:.4} -> new {:.4}", o.monitor, o.parent_val_score, o.new_val_score);
+    println!(
+        "  validation {}: parent {:.4} -> new {:.4}, 95% interval of the change [{:+.4}, {:+.4}] ({} images)",
+        o.monitor, o.parent_val_score, o.new_val_score, o.gate.low, o.gate.high, o.gate.images
+    );
     println!(
         "  new run {} {} ({}) in {:.1}s",
         o.run_dir.display(),

@@ -93,9 +93,9 @@ struct Cli {
     /// Retrain jobs: copies of each corrected image per epoch (as `retrain --replicate`).
     #[arg(long, default_value_t = RetrainOptions::default().replicate as u64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1000))]
     retrain_replicate: u64,
-    /// Retrain jobs: promote the new run unless its validation score falls by more than this
-    /// (as `retrain --tolerance`).
-    #[arg(long, default_value_t = RetrainOptions::default().tolerance, value_name = "F1")]
+    /// Retrain jobs: promote the new run unless the 95% interval of its validation mAP change
+    /// reaches below minus this (as `retrain --tolerance`).
+    #[arg(long, default_value_t = RetrainOptions::default().tolerance, value_name = "D")]
     retrain_tolerance: f64,
     /// A folder of images to label: GET /queue (and the page's "Review these") lists the ones
     /// the served model is least sure about and nobody has corrected yet.

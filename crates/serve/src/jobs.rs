@@ -160,6 +160,7 @@ impl Jobs {
             "metric": outcome.monitor,
             "before": outcome.parent_val_score,
             "after": outcome.new_val_score,
+            "interval": [outcome.gate.low, outcome.gate.high],
             "corrected_right_before": outcome.corrected_right_before,
             "corrected_right_after": outcome.corrected_right_after,
             "corrections_used": outcome.corrections_used,

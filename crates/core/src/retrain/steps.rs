@@ -99,7 +99,11 @@ pub fn compute_features(
     let aug = AugmentConfig::default();
     let views = cfg.replicate.max(1);
     let k = corrected.count;
-    let pool_size = if !cfg.no_replay { train.len().min((4 * views * k as usize).max(200)) } else { 0 };
+    let pool_size = match (cfg.no_replay, cfg.replay_all) {
+        (true, _) => 0,
+        (false, true) => train.len(),
+        (false, false) => train.len().min((4 * views * k as usize).max(200)),
+    };
     let batch = crate::device::inference_batch(device);
     observer.phase("features", (views + pool_size.div_ceil(batch) + val.len().div_ceil(batch)) as u64);
     let corrections = tch::no_grad(|| -> Result<Tensor> {
@@ -154,7 +158,8 @@ pub fn fine_tune_head(
     let params: Vec<Tensor> = head.iter().map(|(_, v)| v.set_requires_grad(true)).collect();
     let mut opt = Adam::new(params, cfg.lr);
     let n_corr = feats.corrections.size()[0];
-    let n_replay = feats.pool.as_ref().map_or(0, |_| ((n_corr as f64) * cfg.replay_ratio).round() as i64).min(feats.pool_size as i64);
+    let per_epoch = if cfg.replay_all { feats.pool_size as f64 } else { (n_corr as f64) * cfg.replay_ratio };
+    let n_replay = feats.pool.as_ref().map_or(0, |_| per_epoch.round() as i64).min(feats.pool_size as i64);
     let loss = |logits: &Tensor, y: &Tensor| task.loss(logits, y, None);
     let mut records = Vec::new();
     for epoch in 1..=cfg.epochs {

@@ -625,9 +625,15 @@ pub struct RetrainOptions {
     /// Replay images per corrected sample in each epoch.
     #[cfg_attr(feature = "clap", arg(long, value_name = "R", default_value_t = RetrainOptions::default().replay_ratio))]
     pub replay_ratio: f64,
-    /// Largest drop of the validation score (macro-F1, or accuracy for multiclass and
-    /// multihead runs) that still promotes the new run.
-    #[cfg_attr(feature = "clap", arg(long, value_name = "F1", default_value_t = RetrainOptions::default().tolerance))]
+    /// Replay the whole training split in every epoch (its features computed once) instead
+    /// of --replay-ratio images per corrected sample: the head is refitted on everything it
+    /// knew plus the corrections.
+    #[cfg_attr(feature = "clap", arg(long, conflicts_with_all = ["no_replay", "replay_ratio"]))]
+    pub replay_all: bool,
+    /// How much worse than its parent the new run may be and still be promoted: it is
+    /// promoted when the 95% paired bootstrap interval of its validation mAP change (accuracy
+    /// for multiclass and multihead runs) stays above -tolerance.
+    #[cfg_attr(feature = "clap", arg(long, value_name = "D", default_value_t = RetrainOptions::default().tolerance))]
     pub tolerance: f64,
     /// Promote the new run to runs/best whatever its validation score.
     #[cfg_attr(feature = "clap", arg(long))]
@@ -656,6 +662,7 @@ impl Default for RetrainOptions {
             batch_size: 16,
             no_replay: false,
             replay_ratio: 3.0,
+            replay_all: false,
             tolerance: 0.01,
             force: false,
             runs_dir: "runs".into(),
@@ -670,6 +677,9 @@ impl RetrainOptions {
     pub fn validate(&self) -> Result<()> {
         if !(self.replay_ratio.is_finite() && self.replay_ratio >= 0.0 && self.replay_ratio <= 100.0) {
             bail!("replay_ratio {}: expected a number in [0, 100]", self.replay_ratio);
+        }
+        if self.replay_all && self.no_replay {
+            bail!("replay_all and no_replay contradict each other; choose one");
         }
         if !(self.tolerance.is_finite() && (0.0..=1.0).contains(&self.tolerance)) {
             bail!("tolerance {}: expected a score difference from 0 to 1", self.tolerance);
@@ -731,6 +741,7 @@ impl RecordedRetrainOptions {
                 batch_size: l.batch_size,
                 no_replay: !l.replay,
                 replay_ratio: l.replay_ratio,
+                replay_all: false,
                 tolerance: l.tolerance,
                 force: l.force,
                 runs_dir: l.runs_dir.clone(),
