@@ -4,7 +4,7 @@ VENV := .venv
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup test-tools build install demo serve test test-quick fuzz bench bench-prep bench-train bench-train-step bench-predict bench-serve bench-deploy quality quality-cv quality-tradeoff quality-levers quality-sizes quality-smoothing quality-voc20 active-learning clean
+.PHONY: all setup test-tools build install demo serve test test-quick fuzz bench bench-prep bench-train bench-train-step bench-predict bench-serve bench-deploy quality quality-cv quality-tradeoff quality-levers quality-sizes quality-smoothing quality-voc20 loop active-learning clean
 
 all: build
 
@@ -133,6 +133,13 @@ quality-smoothing: build
 ## quality-voc20: the 20-class recipe (configs/voc20-best.toml), per-class AP for all 20
 quality-voc20: build
 	@CASES="voc20=voc20-best" OUT=target/quality-voc20 bash scripts/quality.sh
+
+## loop: do corrections improve the model on unseen photos, and can the gate tell? Per fold
+## (FOLDS="1 2 3" of 5), a parent trained without a pool of 400 photos, its K (KS="10 50 200")
+## worst pool photos corrected: retrain as shipped, retrain --replay-all, shuffled labels,
+## and a full retrain with them added, scored on the untouched fold (benches/loop.py)
+loop: build
+	@$(VENV)/bin/python benches/loop.py
 
 ## active-learning: does choosing what to label (predict --rank, --diverse) beat random
 ## choice at equal label count? VOC photos (VOC_ROOT, default ../shared) at 224 px, 5 seeds,

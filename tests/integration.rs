@@ -13,6 +13,7 @@ mod evaluate_predict;
 mod explain;
 mod faults;
 mod hostile;
+mod imports;
 mod mlflow;
 mod parity;
 mod protocols;

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use vocml::{interrupt_flag, progress_bar, DecodeArgs};
 use vocml_core::dataset::classes::parse_class_list;
 use vocml_core::dataset::import::{import_csv, import_folders};
+use vocml_core::dataset::import_coco::import_coco;
+use vocml_core::dataset::import_label_studio::{import_label_studio, LabelStudioImport, UrlMap};
 use vocml_core::dataset::manifest::{Manifest, SPLITS};
 use vocml_core::dataset::prep::{prepare, LabelSource, OutputSpec, PrepConfig};
 use vocml_core::dataset::split::{Fold, SplitFractions};
@@ -72,6 +74,33 @@ enum Command {
     ///   voc-prep csv --file data/shapes/labels.csv --task multihead --size 64 --out processed_heads
     #[command(verbatim_doc_comment)]
     Csv(CsvArgs),
+    /// Import COCO instances JSON: multilabel, each image labelled with its instances'
+    /// categories (any category set: COCO's 80, VOC's 20, your own).
+    ///
+    /// --classes picks and orders the label columns (default: every category, in the file's
+    /// order); images with none of them are left out unless --keep-empty. Image files are
+    /// `file_name` under --images-root (default: the JSON's folder); missing or unreadable
+    /// ones are skipped and listed in the manifest.
+    ///
+    /// Example:
+    ///   voc-prep coco --file annotations/instances_train2017.json --images-root train2017 \
+    ///            --classes person,chair,dog,couch --size 224 --out processed_coco
+    #[command(verbatim_doc_comment)]
+    Coco(CocoArgs),
+    /// Import a Label Studio JSON export of an image classification project (`<Choices>`):
+    /// multilabel, each task labelled with its latest annotation's choices.
+    ///
+    /// Images: uploads (/data/upload/...) and local files (/data/local-files/?d=...) are read
+    /// under --images-root (Label Studio's media folder, or its local-files document root);
+    /// http(s) URLs only through --url-map PREFIX=DIR (nothing is downloaded). Tasks without
+    /// an annotation, with an unmapped URL or a missing file are skipped and listed in the
+    /// manifest. --classes picks and orders the label columns (default: every choice used).
+    ///
+    /// Example:
+    ///   voc-prep label-studio --file project-1-export.json \
+    ///            --images-root ~/.local/share/label-studio/media --size 224 --out processed_ls
+    #[command(verbatim_doc_comment, name = "label-studio")]
+    LabelStudio(LabelStudioArgs),
     /// Write the embedded example dataset of the other task types: drawn shapes of three
     /// colours and forms, as a class-per-folder tree (images/<color>_<shape>/) and a CSV
     /// (labels.csv: path,color,shape).
@@ -180,6 +209,49 @@ struct CsvArgs {
     /// Base folder of relative image paths (default: the CSV's folder).
     #[arg(long, value_name = "DIR")]
     images_root: Option<PathBuf>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+struct CocoArgs {
+    /// The COCO instances JSON (images, annotations, categories).
+    #[arg(long, value_name = "FILE")]
+    file: PathBuf,
+    /// Folder of the images' `file_name`s (default: the JSON's folder).
+    #[arg(long, value_name = "DIR")]
+    images_root: Option<PathBuf>,
+    /// Label columns, comma-separated category names in order (default: every category).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    classes: Vec<String>,
+    /// Keep images with none of the classes (as all-negative rows).
+    #[arg(long)]
+    keep_empty: bool,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+struct LabelStudioArgs {
+    /// The export (Label Studio's `JSON` format).
+    #[arg(long, value_name = "FILE")]
+    file: PathBuf,
+    /// Folder of uploads, local files and plain paths (default: the JSON's folder).
+    #[arg(long, value_name = "DIR")]
+    images_root: Option<PathBuf>,
+    /// Read URLs starting with PREFIX from DIR (repeatable), e.g.
+    /// https://bucket.example/images/=/data/images.
+    #[arg(long, value_name = "PREFIX=DIR")]
+    url_map: Vec<UrlMap>,
+    /// The key of the image in each task's data.
+    #[arg(long, value_name = "KEY", default_value = "image")]
+    image_key: String,
+    /// The <Choices> tag to read, when the project has several.
+    #[arg(long, value_name = "NAME")]
+    from_name: Option<String>,
+    /// Label columns, comma-separated choices in order (default: every choice used).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    classes: Vec<String>,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -299,6 +371,21 @@ fn main() -> ExitCode {
         }
         Some(Command::Csv(args)) => run_import(&args.output, |spec, pb, cancel| {
             import_csv(&args.file, args.task.kind(), args.images_root.as_deref(), spec, pb, cancel)
+        }),
+        Some(Command::Coco(args)) => run_import(&args.output, |spec, pb, cancel| {
+            let classes = (!args.classes.is_empty()).then_some(args.classes.as_slice());
+            import_coco(&args.file, args.images_root.as_deref(), classes, args.keep_empty, spec, pb, cancel)
+        }),
+        Some(Command::LabelStudio(args)) => run_import(&args.output, |spec, pb, cancel| {
+            let how = LabelStudioImport {
+                json: &args.file,
+                images_root: args.images_root.as_deref(),
+                url_maps: &args.url_map,
+                image_key: &args.image_key,
+                from_name: args.from_name.as_deref(),
+                classes: (!args.classes.is_empty()).then_some(args.classes.as_slice()),
+            };
+            import_label_studio(&how, spec, pb, cancel)
         }),
         Some(Command::Shapes(args)) => {
             let csv = vocml_core::dataset::shapes::generate(&args.out, args.images, args.size, args.seed)?;

@@ -19,7 +19,8 @@ use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-fn source(kind: &str, root: &Path, labels: &str) -> SourceInfo {
+/// The manifest's record of an importer's source.
+pub(crate) fn source(kind: &str, root: &Path, labels: &str) -> SourceInfo {
     SourceInfo {
         kind: kind.into(),
         root: std::fs::canonicalize(root).unwrap_or(root.to_path_buf()).display().to_string(),

@@ -7,8 +7,8 @@ use crate::dataset::manifest::Manifest;
 use crate::dataset::prepared::SplitData;
 use crate::eval::metrics::{compute, confusion_matrix, mean_ap, per_class_ap, positives_per_class, tune_thresholds, MultiLabelMetrics};
 use crate::run::check_data_compatible;
-use crate::run::predictor::Predictor;
 use crate::run::config::RunConfig;
+use crate::run::predictor::Predictor;
 use crate::run::thresholds::{read_thresholds, ThresholdRule, Thresholds};
 use crate::run::{write_atomic, COMPARISON_CSV, COMPARISON_MD, CONFUSION_FILE, EVALUATION_FILE, PR_CURVES_FILE, THRESHOLDS_FILE};
 use crate::task::TaskKind;
@@ -179,8 +179,7 @@ pub fn threshold_rule_of(run_dir: &Path, flag: Option<ThresholdRule>) -> Result<
     let cfg = RunConfig::read(run_dir)?;
     let from_recipe = match &cfg {
         RunConfig::Ensemble(e) => {
-            let rules: Vec<Option<ThresholdRule>> =
-                e.members.iter().map(|m| RunConfig::read(m).ok().as_ref().and_then(recipe)).collect();
+            let rules: Vec<Option<ThresholdRule>> = e.members.iter().map(|m| RunConfig::read(m).ok().as_ref().and_then(recipe)).collect();
             rules.first().copied().flatten().filter(|r| rules.iter().all(|x| *x == Some(*r)))
         }
         other => recipe(other),

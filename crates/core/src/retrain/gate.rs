@@ -57,7 +57,15 @@ impl GateScore {
         }
         deltas.sort_by(f64::total_cmp);
         let at = |f: f64| deltas.get(((RESAMPLES as f64 - 1.0) * f).round() as usize).copied().unwrap_or(0.0);
-        GateScore { metric: if task.is_grouped() { "accuracy" } else { "mAP" }.into(), images: n, before, after, low: at(0.025), high: at(0.975), resamples: RESAMPLES }
+        GateScore {
+            metric: if task.is_grouped() { "accuracy" } else { "mAP" }.into(),
+            images: n,
+            before,
+            after,
+            low: at(0.025),
+            high: at(0.975),
+            resamples: RESAMPLES,
+        }
     }
 
     /// Whether the candidate is not worse: the interval's lower end at or above `-tolerance`.

@@ -17,8 +17,8 @@ use crate::dataset::manifest::Manifest;
 use crate::dataset::prepared::SplitData;
 use crate::eval::metrics::{positives_per_class, tune_thresholds, MultiLabelMetrics};
 use crate::eval::validation::{score_logits, ValidationSet};
-use crate::retrain::gate::GateScore;
 use crate::retrain::feedback::{merged, read_corrections_csv, Correction, FeedbackStore, Pending};
+use crate::retrain::gate::GateScore;
 use crate::retrain::steps::{compute_features, fine_tune_head, load_corrected};
 use crate::run::config::{CorrectionRecord, HeadSpec, InheritedOptions, RetrainRun, RetrainTool, RunConfig};
 use crate::run::loaded::LoadedModel;
@@ -158,7 +158,8 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
     let (new_val, val_probs) = val_scores(&parent)?;
     // The parent's threshold rule carries over (a parent without stored thresholds: the default).
     let rule = read_thresholds(&parent.run_dir)?.map(|t| t.rule).unwrap_or_default();
-    let thresholds = if task.is_grouped() { half.clone() } else { rule.apply(&tune_thresholds(&val_probs, &val.y, c), &positives_per_class(&val.y, c)) };
+    let thresholds =
+        if task.is_grouped() { half.clone() } else { rule.apply(&tune_thresholds(&val_probs, &val.y, c), &positives_per_class(&val.y, c)) };
     let right_after = corrected_right(&parent, &thresholds)?;
 
     let gate = GateScore::measure(&task, &parent_probs, &val_probs, &val.y, cfg.seed);
