@@ -32,7 +32,7 @@ fn refused(cmd: &mut Command, code: i32, expect: &str) {
 }
 
 /// A PNG whose header claims `w` x `h` pixels (91 bytes).
-fn png_bomb(w: u32, h: u32) -> Vec<u8> {
+pub(crate) fn png_bomb(w: u32, h: u32) -> Vec<u8> {
     fn crc32(bytes: &[u8]) -> u32 {
         let mut c = !0u32;
         for &b in bytes {
@@ -413,6 +413,9 @@ const FLAG_CASES: &[FlagCase] = &[
     ("serve", &["--addr", "nowhere"], 2, "invalid value 'nowhere' for '--addr <ADDR>'"),
     ("serve", &["--token-file", "/no/such"], 1, "--token-file /no/such"),
     ("serve", &["--retrain-tolerance", "2"], 2, "--retrain-tolerance 2: expected a score difference from 0 to 1"),
+    ("serve", &["--label-studio-url", "ftp://ls.test"], 2, "--label-studio-url ftp://ls.test: expected http://HOST:PORT"),
+    ("serve", &["--label-studio-map", "couch"], 2, "expected CHOICE=CLASS"),
+    ("serve", &["--label-studio-train-after", "0"], 2, "'--label-studio-train-after <N>'"),
     ("serve", &["--run", "/no/such"], 1, "--run /no/such"),
     ("serve", &["--run", "models:/m@champion"], 1, "name the MLflow server with --mlflow URI"),
 ];

@@ -14,6 +14,7 @@ mod explain;
 mod faults;
 mod hostile;
 mod imports;
+mod label_studio;
 mod mlflow;
 mod parity;
 mod protocols;

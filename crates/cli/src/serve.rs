@@ -9,6 +9,9 @@ use std::time::Duration;
 use vocml::{ComputeArgs, DecodeArgs};
 use vocml_core::run::options::RetrainOptions;
 use vocml_serve::follow::Target;
+use vocml_serve::label_studio::config::ClassMap;
+use vocml_serve::label_studio::fetch::ImageSource;
+use vocml_serve::label_studio::LabelStudioOptions;
 use vocml_serve::ServeConfig;
 use vocml_track::registry::ModelUri;
 
@@ -101,10 +104,41 @@ struct Cli {
     /// the served model is least sure about and nobody has corrected yet.
     #[arg(long, value_name = "DIR")]
     inbox: Option<PathBuf>,
+    /// Label Studio's base URL (e.g. http://127.0.0.1:8080): task images on its paths and
+    /// host are fetched from it with the API key. Point Label Studio's ML backend at
+    /// http://HOST:PORT/label-studio.
+    #[arg(long, value_name = "URL")]
+    label_studio_url: Option<String>,
+    /// File holding Label Studio's API key (legacy token), sent only to --label-studio-url;
+    /// default: the LABEL_STUDIO_API_KEY environment variable.
+    #[arg(long, value_name = "FILE")]
+    label_studio_api_key_file: Option<PathBuf>,
+    /// Read Label Studio local files (/data/local-files/?d=PATH) from this folder (its
+    /// LOCAL_FILES_DOCUMENT_ROOT) instead of fetching them.
+    #[arg(long, value_name = "DIR")]
+    label_studio_files_root: Option<PathBuf>,
+    /// Also fetch task images from hosts other than Label Studio's (without the key).
+    #[arg(long)]
+    label_studio_allow_urls: bool,
+    /// A Label Studio choice that names a model class differently, CHOICE=CLASS (repeatable).
+    #[arg(long, value_name = "CHOICE=CLASS", value_parser = choice_map)]
+    label_studio_map: Vec<(String, String)>,
+    /// Annotations (webhook events) that start a retrain job; START_TRAINING starts one
+    /// with fewer.
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    label_studio_train_after: u64,
     #[command(flatten)]
     decode: DecodeArgs,
     #[command(flatten)]
     compute: ComputeArgs,
+}
+
+/// `CHOICE=CLASS`.
+fn choice_map(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((choice, class)) if !choice.is_empty() && !class.is_empty() => Ok((choice.to_string(), class.to_string())),
+        _ => Err("expected CHOICE=CLASS, e.g. couch=sofa".into()),
+    }
 }
 
 /// A model name as it appears in a URL path: not empty, no '/'.
@@ -167,6 +201,30 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(dir) = cli.inbox.as_ref().filter(|d| !d.is_dir()) {
         bail!("--inbox {}: no such directory", dir.display());
     }
+    let api_key = match &cli.label_studio_api_key_file {
+        Some(f) => {
+            Some(std::fs::read_to_string(f).with_context(|| format!("--label-studio-api-key-file {}", f.display()))?.trim().to_string())
+        }
+        None => std::env::var("LABEL_STUDIO_API_KEY").ok(),
+    }
+    .filter(|k| !k.is_empty());
+    if let Some(url) = cli.label_studio_url.as_ref().filter(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
+        return Err(vocml::usage(anyhow::anyhow!("--label-studio-url {url}: expected http://HOST:PORT or https://HOST")));
+    }
+    if let Some(dir) = cli.label_studio_files_root.as_ref().filter(|d| !d.is_dir()) {
+        bail!("--label-studio-files-root {}: no such directory", dir.display());
+    }
+    let label_studio = LabelStudioOptions {
+        images: ImageSource {
+            host: cli.label_studio_url,
+            api_key,
+            files_root: cli.label_studio_files_root,
+            allow_urls: cli.label_studio_allow_urls,
+            max_bytes: (cli.max_body_mb as usize) << 20,
+        },
+        map: ClassMap(cli.label_studio_map.into_iter().collect()),
+        train_after: cli.label_studio_train_after as usize,
+    };
     let retrain = RetrainOptions {
         epochs: cli.retrain_epochs as usize,
         replicate: cli.retrain_replicate as usize,
@@ -190,5 +248,6 @@ fn run(cli: Cli) -> Result<()> {
         poll: Duration::from_millis(cli.poll_ms),
         retrain,
         inbox: cli.inbox,
+        label_studio,
     })
 }

@@ -17,6 +17,7 @@ use vocml_core::run::options::RetrainOptions;
 use vocml_core::train::history::TrainObserver;
 
 /// One correction of a job: the image bytes, a file name for the record, the true labels.
+#[derive(Clone)]
 pub struct Correction {
     pub filename: String,
     pub bytes: Arc<Vec<u8>>,

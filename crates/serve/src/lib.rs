@@ -10,6 +10,7 @@ pub mod follow;
 pub mod inbox;
 pub mod jobs;
 pub mod journal;
+pub mod label_studio;
 pub mod metrics;
 pub mod oip;
 pub mod routes;
@@ -47,6 +48,8 @@ pub struct ServeConfig {
     pub retrain: vocml_core::run::options::RetrainOptions,
     /// A folder whose images `GET /queue` ranks for review.
     pub inbox: Option<PathBuf>,
+    /// The Label Studio ML backend's options.
+    pub label_studio: label_studio::LabelStudioOptions,
 }
 
 /// Runs the service until SIGTERM or Ctrl-C, then drains in-flight requests, stops a running
@@ -83,6 +86,7 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
         inbox: cfg.inbox.clone().map(inbox::Inbox::new),
         model_name: cfg.model_name.clone(),
         background_batch: 1,
+        label_studio: label_studio::LabelStudio::new(cfg.label_studio.clone()),
     });
     let app = routes::router(state.clone(), cfg.max_body_bytes);
     let (stopping, stopped) = tokio::sync::watch::channel(false);

@@ -31,4 +31,6 @@ pub struct AppState {
     /// Images per background job (`/queue` scoring): one, so that an interactive request
     /// waits for at most one image's forward pass (measured: `make bench-deploy`).
     pub background_batch: usize,
+    /// The Label Studio ML backend (`/label-studio/...`).
+    pub label_studio: crate::label_studio::LabelStudio,
 }

@@ -3,6 +3,7 @@
 
 mod explain;
 mod info;
+mod label_studio;
 mod predict;
 mod queue;
 mod retrain;
@@ -23,6 +24,7 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
     let guarded = Router::new()
         .route("/retrain", post(retrain::start))
         .route("/jobs/{id}", get(retrain::job))
+        .route("/label-studio/webhook", post(label_studio::webhook))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/", get(info::page))
@@ -34,6 +36,9 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .route("/explain", post(explain::explain))
         .route("/queue", get(queue::queue))
         .route("/uploads/{id}", get(queue::upload))
+        .route("/label-studio/health", get(label_studio::health))
+        .route("/label-studio/setup", post(label_studio::setup))
+        .route("/label-studio/predict", post(label_studio::predict))
         .route("/v2", get(v2::server_metadata))
         .route("/v2/health/live", get(v2::live))
         .route("/v2/health/ready", get(v2::ready))
@@ -50,11 +55,18 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .with_state(state)
 }
 
-/// With `--token-file`, the request must carry `Authorization: Bearer <token>`.
+/// With `--token-file`, the request must carry `Authorization: Bearer <token>`, or Basic
+/// credentials whose password is the token (how Label Studio authenticates to ML backends).
 async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Result<Response, ApiError> {
     if let Some(token) = &state.token {
-        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
+        let header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let basic = header.strip_prefix("Basic ").and_then(|b| {
+            use base64::Engine as _;
+            let text = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b.trim()).ok()?).ok()?;
+            text.split_once(':').map(|(_, password)| password.to_string())
+        });
+        let given = header.strip_prefix("Bearer ").map(String::from).or(basic);
+        if given.as_deref() != Some(token.as_str()) {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "this endpoint needs Authorization: Bearer <token> (see serve --token-file)",

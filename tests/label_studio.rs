@@ -1,0 +1,204 @@
+//! `serve` as a Label Studio ML backend, driven the way Label Studio drives it (health,
+//! setup, predict, webhook events), with task images on a stand-in Label Studio host that
+//! checks the API key: predictions equal `predict`'s, annotations start a retrain whose
+//! promotion changes `model_version`, and the key never leaves that host or reaches a log.
+
+use crate::util::server::Server;
+use crate::util::*;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const KEY: &str = "ls-secret-key-5f2b";
+
+const CONFIG: &str = r#"<View>
+  <Image name="photo" value="$image"/>
+  <Choices name="objects" toName="photo" choice="multiple">
+    <Choice value="person"/><Choice value="chair"/><Choice value="dog"/><Choice value="sofa"/>
+  </Choices>
+</View>"#;
+
+/// A stand-in for Label Studio's file serving: `GET /data/upload/1/<file>` from `dir`, 401
+/// without `Authorization: Token KEY`; every request's Authorization header is recorded.
+struct FakeHost {
+    base: String,
+    seen: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl FakeHost {
+    fn start(dir: PathBuf) -> FakeHost {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let mut reader = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                let mut auth = String::new();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = h.strip_prefix("Authorization: ").or_else(|| h.strip_prefix("authorization: ")) {
+                        auth = v.trim().to_string();
+                    }
+                }
+                log.lock().unwrap().push((path.clone(), auth.clone()));
+                let file = path.strip_prefix("/data/upload/1/").map(|f| dir.join(f));
+                let (status, body) = match file {
+                    _ if auth != format!("Token {KEY}") => ("401 Unauthorized", b"{\"detail\":\"bad token\"}".to_vec()),
+                    Some(f) if f.is_file() => ("200 OK", std::fs::read(f).unwrap()),
+                    _ => ("404 Not Found", b"{}".to_vec()),
+                };
+                let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let _ = s.write_all(&body);
+                let mut rest = Vec::new();
+                let _ = reader.read_to_end(&mut rest);
+            }
+        });
+        FakeHost { base, seen }
+    }
+}
+
+fn post(server: &Server, path: &str, body: &Value) -> crate::util::server::Reply {
+    server.post(path, "application/json", body.to_string().as_bytes(), &[])
+}
+
+fn task(id: u64, file: &str) -> Value {
+    json!({"id": id, "data": {"image": format!("/data/upload/1/{file}")}})
+}
+
+fn annotation_event(id: u64, file: &str, choices: &[&str]) -> Value {
+    json!({"action": "ANNOTATION_CREATED", "project": {"id": 1, "label_config": CONFIG}, "task": task(id, file),
+           "annotation": {"id": id, "result": [{"from_name": "objects", "to_name": "photo", "type": "choices", "value": {"choices": choices}}]}})
+}
+
+fn choices(result: &Value) -> Vec<String> {
+    let mut c: Vec<String> =
+        result["result"][0]["value"]["choices"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    c.sort();
+    c
+}
+
+fn key_file(root: &Path, key: &str) -> PathBuf {
+    let f = root.join(format!("key-{}", key.len()));
+    std::fs::write(&f, key).unwrap();
+    f
+}
+
+#[test]
+fn label_studio_backend_predicts_learns_from_annotations_and_keeps_the_key_to_its_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (_, runs, run_dir) = best_run(root, 60, 64, &["--epochs", "2"]);
+    let images = root.join("voc/JPEGImages");
+    let host = FakeHost::start(images.clone());
+    let other = FakeHost::start(images.clone());
+    let key = key_file(root, KEY);
+    let server = Server::start(
+        &runs,
+        &[
+            "--label-studio-url",
+            &host.base,
+            "--label-studio-api-key-file",
+            key.to_str().unwrap(),
+            "--label-studio-train-after",
+            "3",
+            "--retrain-epochs",
+            "2",
+            "--retrain-tolerance",
+            "1",
+        ],
+    );
+    let run_name = run_dir.file_name().unwrap().to_str().unwrap();
+    let h = server.get("/label-studio/health").json();
+    assert_eq!((h["status"].as_str(), h["model_version"].as_str()), (Some("UP"), Some(run_name)));
+
+    // Setup: a config the model cannot serve is a 400 with what to change.
+    for (xml, expect) in [
+        (CONFIG.replace("Choices", "Labels").replace("<Choice ", "<Label "), "no <Choices toName=\"photo\">"),
+        (CONFIG.replace("sofa", "couch"), "choices [\"couch\"] are not classes of the served model"),
+    ] {
+        let r = post(&server, "/label-studio/setup", &json!({"project": "1", "schema": xml, "hostname": host.base, "access_token": "x"}));
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert!(r.json()["error"].as_str().unwrap().contains(expect), "{}", r.body);
+    }
+    let r = post(&server, "/label-studio/setup", &json!({"project": "1", "schema": CONFIG, "hostname": host.base, "access_token": "x"}));
+    assert_eq!((r.status, r.json()["model_version"].as_str()), (200, Some(run_name)), "{}", r.body);
+
+    // Predict: labels equal predict's; a 404, a bomb, another host: per-task errors, no key sent away.
+    let files = ["000001.jpg", "000002.jpg", "000003.jpg"];
+    std::fs::write(images.join("bomb.png"), crate::hostile::png_bomb(60_000, 60_000)).unwrap();
+    let mut tasks: Vec<Value> = files.iter().enumerate().map(|(i, f)| task(i as u64 + 1, f)).collect();
+    tasks.push(task(10, "missing.jpg"));
+    tasks.push(task(11, "bomb.png"));
+    tasks.push(json!({"id": 12, "data": {"image": format!("{}/data/upload/1/000001.jpg", other.base)}}));
+    let r = post(&server, "/label-studio/predict", &json!({"tasks": tasks, "project": "1.1", "label_config": CONFIG}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let results = r.json()["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 6);
+    let paths: Vec<PathBuf> = files.iter().map(|f| images.join(f)).collect();
+    let o = run(bin("predict").args(["-q", "--format", "jsonl", "--run"]).arg(&run_dir).args(&paths));
+    for (line, got) in stdout(&o).lines().zip(&results) {
+        let want: Value = serde_json::from_str(line).unwrap();
+        let mut labels: Vec<String> = want["labels"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+        labels.sort();
+        assert_eq!(choices(got), labels);
+        assert_eq!(got["model_version"], run_name);
+        assert_eq!((got["result"][0]["from_name"].as_str(), got["result"][0]["to_name"].as_str()), (Some("objects"), Some("photo")));
+        let s = got["score"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&s), "{s}");
+    }
+    assert!(results[3]["error"].as_str().unwrap().contains("HTTP 404"), "{}", results[3]);
+    assert!(results[4]["error"].as_str().unwrap().contains("not usable"), "{}", results[4]);
+    assert!(results[5]["error"].as_str().unwrap().contains("--label-studio-allow-urls"), "{}", results[5]);
+    assert!(other.seen.lock().unwrap().is_empty(), "another host was contacted");
+    assert!(host.seen.lock().unwrap().iter().all(|(_, auth)| auth == &format!("Token {KEY}")));
+
+    // Webhook: bad events are 4xx; three annotations start a retrain; its promotion changes model_version.
+    let mut bad = annotation_event(1, "000001.jpg", &["unicorn"]);
+    let r = post(&server, "/label-studio/webhook", &bad);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.json()["error"].as_str().unwrap().contains("choice \"unicorn\" is not in"), "{}", r.body);
+    bad = annotation_event(9, "missing.jpg", &["dog"]);
+    assert_eq!(post(&server, "/label-studio/webhook", &bad).status, 422);
+    let mut job = Value::Null;
+    for (i, (f, c)) in files.iter().zip([&["dog"][..], &["person", "chair"], &[]]).enumerate() {
+        let r = post(&server, "/label-studio/webhook", &annotation_event(i as u64 + 1, f, c));
+        assert_eq!(r.status, 201, "{}", r.body);
+        let v = r.json();
+        assert_eq!(v["pending"].as_u64(), Some(if i < 2 { i as u64 + 1 } else { 3 }), "{v}");
+        job = v["job"].clone();
+    }
+    let job = job.as_str().expect("the third annotation starts a job").to_string();
+    server.wait_until(Duration::from_secs(240), |s| s.get(&format!("/jobs/{job}")).json()["state"] != "running");
+    let done = server.get(&format!("/jobs/{job}")).json();
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["outcome"]["promoted"], true, "{done}");
+    let new_run = done["outcome"]["run"].as_str().unwrap().to_string();
+    server.wait_until(Duration::from_secs(30), |s| s.get("/label-studio/health").json()["model_version"] == new_run.as_str());
+    let r = post(&server, "/label-studio/predict", &json!({"tasks": [task(1, "000001.jpg")], "project": "1"}));
+    assert_eq!(r.json()["results"][0]["model_version"], new_run.as_str(), "{}", r.body);
+    let r = post(&server, "/label-studio/webhook", &json!({"action": "START_TRAINING", "project": {"id": 1}}));
+    assert_eq!((r.status, r.json()["status"].as_str()), (201, Some("nothing to train")), "{}", r.body);
+    assert!(!server.log.lock().unwrap().contains(KEY), "the key reached the log");
+    drop(server);
+
+    // A wrong key: Label Studio's 401 becomes a per-task error that says so.
+    let wrong = key_file(root, "not-the-key");
+    let server = Server::start(&runs, &["--label-studio-url", &host.base, "--label-studio-api-key-file", wrong.to_str().unwrap()]);
+    let r = post(&server, "/label-studio/predict", &json!({"tasks": [task(1, "000002.jpg")], "label_config": CONFIG}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.json()["results"][0]["error"].as_str().unwrap().contains("refused the API key"), "{}", r.body);
+    assert!(!server.log.lock().unwrap().contains("not-the-key"));
+}
