@@ -54,7 +54,8 @@ test: setup test-tools
 	python3 scripts/module_cycles.py crates/*/src
 	cargo test --release --workspace
 
-## test-tools: chromium and chromedriver (browser test of the serve page), mlflow (tracking tests)
+## test-tools: chromium and chromedriver (browser test of the serve page), mlflow (tracking
+## tests), Triton's and KServe's clients, a Label Studio server
 test-tools:
 	@bash scripts/test_tools.sh
 

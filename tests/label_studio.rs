@@ -202,3 +202,112 @@ fn label_studio_backend_predicts_learns_from_annotations_and_keeps_the_key_to_it
     assert!(r.json()["results"][0]["error"].as_str().unwrap().contains("refused the API key"), "{}", r.body);
     assert!(!server.log.lock().unwrap().contains("not-the-key"));
 }
+
+/// A real Label Studio server (the PyPI package, in .venv/label-studio, installed by
+/// `make test-tools`) on a free loopback port with SQLite in a temporary directory, its first
+/// user and token from the environment; stopped when dropped.
+struct LabelStudioServer {
+    child: std::process::Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl LabelStudioServer {
+    fn start(dir: &Path, token: &str) -> LabelStudioServer {
+        let exe = repo_root().join(".venv/label-studio/bin/label-studio");
+        assert!(exe.is_file(), "{} is missing: run `make test-tools`", exe.display());
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log = dir.join("label-studio.log");
+        let child = std::process::Command::new(exe)
+            .args(["start", "--no-browser", "--internal-host", "127.0.0.1", "--port", &port.to_string(), "--data-dir"])
+            .arg(dir.join("label-studio-data"))
+            .env("LABEL_STUDIO_USERNAME", "e2e@vocml.test")
+            .env("LABEL_STUDIO_PASSWORD", "vocml-e2e-password")
+            .env("LABEL_STUDIO_USER_TOKEN", token)
+            .env("LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN", "true")
+            // The backend listens on loopback, which Label Studio's SSRF guard refuses by default.
+            .env("USE_DEFAULT_BANNED_SUBNETS", "false")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::process::Stdio::from(std::fs::OpenOptions::new().append(true).open(&log).unwrap()))
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut server = LabelStudioServer { child, base, log };
+        let up = wait_for(Duration::from_secs(240), || {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("label-studio exited ({status}): {}", std::fs::read_to_string(&server.log).unwrap_or_default());
+            }
+            match ureq::get(&format!("{}/health", server.base)).timeout(Duration::from_secs(2)).call() {
+                Ok(r) if r.status() == 200 => Some(()),
+                _ => {
+                    std::thread::sleep(Duration::from_millis(500));
+                    None
+                }
+            }
+        });
+        assert!(up.is_some(), "label-studio did not start: {}", std::fs::read_to_string(&server.log).unwrap_or_default());
+        server
+    }
+}
+
+impl Drop for LabelStudioServer {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_real_label_studio_stores_vocmls_predictions_and_its_annotations_retrain_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (_, runs, run_dir) = best_run(root, 60, 64, &["--epochs", "2"]);
+    let token = "e2e0123456789abcdef0123456789abcdef01234";
+    let ls = LabelStudioServer::start(root, token);
+    let key = key_file(root, token);
+    let server = Server::start(
+        &runs,
+        &[
+            "--label-studio-url",
+            &ls.base,
+            "--label-studio-api-key-file",
+            key.to_str().unwrap(),
+            "--label-studio-train-after",
+            "3",
+            "--retrain-epochs",
+            "2",
+            "--retrain-tolerance",
+            "1",
+        ],
+    );
+    let images: Vec<PathBuf> = (1..=3).map(|i| root.join(format!("voc/JPEGImages/{i:06}.jpg"))).collect();
+    let o = run(bin("predict").args(["-q", "--format", "jsonl", "--run"]).arg(&run_dir).args(&images));
+    let mut expected = serde_json::Map::new();
+    for line in stdout(&o).lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let name = Path::new(v["path"].as_str().unwrap()).file_name().unwrap().to_str().unwrap().to_string();
+        expected.insert(name, v["labels"].clone());
+    }
+    let expected_file = root.join("expected.json");
+    std::fs::write(&expected_file, Value::Object(expected).to_string()).unwrap();
+    let o = run(std::process::Command::new(repo_root().join(".venv/label-studio/bin/python"))
+        .arg(repo_root().join("tests/clients/label_studio_e2e.py"))
+        .args([&ls.base, token, &format!("{}/label-studio", server.base)])
+        .arg(&expected_file)
+        .args(&images));
+    let ls_log = std::fs::read_to_string(&ls.log).unwrap_or_default();
+    assert!(
+        o.status.success(),
+        "{}\n--- serve:\n{}\n--- label-studio (tail):\n{}",
+        stderr(&o),
+        server.log.lock().unwrap(),
+        &ls_log[ls_log.len().saturating_sub(4000)..]
+    );
+    let summary: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(summary["compared"], 3, "{summary}");
+    assert_eq!(summary["model_version_before"], run_dir.file_name().unwrap().to_str().unwrap());
+    assert_ne!(summary["model_version_after"], summary["model_version_before"]);
+    assert!(!server.log.lock().unwrap().contains(token) && !stdout(&o).contains(token), "the API key reached a log");
+}

@@ -40,11 +40,12 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({"status": "UP", "model_class": "vocml", "model_version": version}))
 }
 
-/// The project's id as text (Label Studio sends a number, or the project object).
+/// The project's id as text: Label Studio sends a number, the project object, or
+/// `<id>.<created timestamp>` (setup and predict).
 fn project_id(v: &Value) -> String {
     match v {
         Value::Object(o) => o.get("id").map(project_id).unwrap_or_default(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => s.split('.').next().unwrap_or_default().to_string(),
         Value::Null => String::new(),
         other => other.to_string(),
     }
