@@ -282,7 +282,7 @@ fn a_real_label_studio_stores_vocmls_predictions_and_its_annotations_retrain_the
             "1",
         ],
     );
-    let images: Vec<PathBuf> = (1..=3).map(|i| root.join(format!("voc/JPEGImages/{i:06}.jpg"))).collect();
+    let images: Vec<PathBuf> = (1..=6).map(|i| root.join(format!("voc/JPEGImages/{i:06}.jpg"))).collect();
     let o = run(bin("predict").args(["-q", "--format", "jsonl", "--run"]).arg(&run_dir).args(&images));
     let mut expected = serde_json::Map::new();
     for line in stdout(&o).lines() {
@@ -296,6 +296,7 @@ fn a_real_label_studio_stores_vocmls_predictions_and_its_annotations_retrain_the
         .arg(repo_root().join("tests/clients/label_studio_e2e.py"))
         .args([&ls.base, token, &format!("{}/label-studio", server.base)])
         .arg(&expected_file)
+        .arg(root.join("export.json"))
         .args(&images));
     let ls_log = std::fs::read_to_string(&ls.log).unwrap_or_default();
     assert!(
@@ -306,8 +307,23 @@ fn a_real_label_studio_stores_vocmls_predictions_and_its_annotations_retrain_the
         &ls_log[ls_log.len().saturating_sub(4000)..]
     );
     let summary: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
-    assert_eq!(summary["compared"], 3, "{summary}");
+    assert_eq!(summary["compared"], 6, "{summary}");
     assert_eq!(summary["model_version_before"], run_dir.file_name().unwrap().to_str().unwrap());
     assert_ne!(summary["model_version_after"], summary["model_version_before"]);
     assert!(!server.log.lock().unwrap().contains(token) && !stdout(&o).contains(token), "the API key reached a log");
+
+    // The project's export prepares (uploads read from Label Studio's media folder) and trains.
+    let prepared = root.join("from-label-studio");
+    let o = run(bin("voc-prep").args(["label-studio", "-q", "--size", "64", "--split", "0.5,0.5,0", "--file"])
+        .arg(root.join("export.json"))
+        .arg("--images-root")
+        .arg(root.join("label-studio-data/media"))
+        .arg("--out")
+        .arg(&prepared));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = read_json(&prepared.join("manifest.json"));
+    let counts: Vec<u64> = ["train", "val", "test"].iter().map(|s| m["splits"][*s]["count"].as_u64().unwrap()).collect();
+    assert_eq!(counts.iter().sum::<u64>(), 6, "{m}");
+    let o = run(bin("train").args(["-q", "--epochs", "1", "--data"]).arg(&prepared).arg("--runs-dir").arg(root.join("ls-runs")));
+    assert!(o.status.success(), "{}", stderr(&o));
 }

@@ -4,8 +4,9 @@ vocml connected as the ML backend, the predictions Label Studio stored compared 
 `predict`'s, annotations that make Label Studio call the backend's webhook, and a retrain
 whose promotion shows in the next predictions' model_version.
 
-Usage: label_studio_e2e.py LS_URL TOKEN BACKEND_URL EXPECTED_JSON IMAGE...
-EXPECTED_JSON: {"<file name>": [labels...]} from `predict`; prints a JSON summary.
+Usage: label_studio_e2e.py LS_URL TOKEN BACKEND_URL EXPECTED_JSON EXPORT_JSON IMAGE...
+EXPECTED_JSON: {"<file name>": [labels...]} from `predict`; the project's JSON export is written
+to EXPORT_JSON; prints a JSON summary.
 """
 import json
 import sys
@@ -23,7 +24,7 @@ CONFIG = """<View>
 
 
 def main():
-    ls, token, backend, expected_file, *images = sys.argv[1:]
+    ls, token, backend, expected_file, export_file, *images = sys.argv[1:]
     expected = json.loads(Path(expected_file).read_text())
     s = requests.Session()
     s.headers["Authorization"] = f"Token {token}"
@@ -68,11 +69,15 @@ def main():
     version_before = first[tasks[0]["id"]]["model_version"]
 
     # Annotations: Label Studio posts ANNOTATION_CREATED to <backend>/webhook; the third starts a retrain.
-    truths = [["dog"], ["person", "chair"], []]
-    for t, choices in zip(tasks, truths):
-        call("POST", f"/api/tasks/{t['id']}/annotations/", json={
-            "result": [{"from_name": "objects", "to_name": "photo", "type": "choices", "value": {"choices": choices}}],
-            "was_cancelled": False, "ground_truth": False})
+    truths = [["dog"], ["person", "chair"], [], ["person"], ["sofa", "person"], ["dog", "person"]]
+
+    def annotate(some):
+        for t, choices in some:
+            call("POST", f"/api/tasks/{t['id']}/annotations/", json={
+                "result": [{"from_name": "objects", "to_name": "photo", "type": "choices", "value": {"choices": choices}}],
+                "was_cancelled": False, "ground_truth": False})
+
+    annotate(list(zip(tasks, truths))[:3])
     deadline = time.time() + 300
     version_after = version_before
     while time.time() < deadline and version_after == version_before:
@@ -82,6 +87,10 @@ def main():
     second = predictions()
     stored = second[tasks[0]["id"]]["model_version"]
     assert stored == version_after, f"Label Studio stored model_version {stored}, the backend serves {version_after}"
+    annotate(list(zip(tasks, truths))[3:])
+    export = s.get(f"{ls}/api/projects/{project}/export?exportType=JSON", timeout=120)
+    assert export.status_code == 200, export.text[:300]
+    Path(export_file).write_bytes(export.content)
     print(json.dumps({"project": project, "ml_backend": ml["id"], "compared": compared,
                       "model_version_before": version_before, "model_version_after": version_after}))
 
