@@ -7,7 +7,8 @@ configs/voc4-best.toml) trains on the rest (the parent). The parent scores the p
 photos it gets most wrong (largest binary cross-entropy against the true labels) are
 corrected with their true labels, for each K in KS. Each K is learnt four ways:
   old       retrain's reference recipe (corrections x10, replay 3 per correction, 30 epochs)
-  new       retrain --replay-all (the head refitted on the whole training split + corrections)
+  new       retrain NEW_FLAGS (default --replay-all --replicate 1: the head fine-tuned on the
+            whole training split with each correction once)
   shuffled  as new, with the K label sets shuffled among the K photos (a no-op baseline)
   full      the recipe trained from scratch with the K photos added to its training split
 and each result is scored on the unseen split (mAP, macro-F1 at 0.5). The gate's decision
@@ -16,7 +17,7 @@ Seconds are wall time of the process. With TIME_5X=1, fold 1 also times `new` an
 K=50 with the training split repeated 5 times (the same photos: time only).
 
 Raw results: OUT/fold<f>/results.json; the table: OUT/loop.md.
-Usage: loop.py (environment: VOC_ROOT FOLDS KS POOL RECIPE OUT B PY TIME_5X)
+Usage: loop.py (environment: VOC_ROOT FOLDS KS POOL RECIPE NEW_FLAGS OUT B TIME_5X)
 """
 import json
 import os
@@ -39,6 +40,7 @@ POOL = int(os.environ.get("POOL", "400"))
 RECIPE = os.environ.get("RECIPE", "configs/voc4-best.toml")
 SIZE = int(os.environ.get("SIZE", "320"))
 OUT = Path(os.environ.get("OUT", "target/loop"))
+NEW_FLAGS = os.environ.get("NEW_FLAGS", "--replay-all --replicate 1").split()
 TOLERANCE = 0.01
 WAYS = ["old", "new", "shuffled", "full"]
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -163,7 +165,7 @@ def run_fold(fold):
         random.Random(k).shuffle(perm)
         write_csv(shuffled, [ids[i] for i in picked], y[picked][perm], classes)
         row = {}
-        for way, flags, source in (("old", [], csv), ("new", ["--replay-all"], csv), ("shuffled", ["--replay-all"], shuffled)):
+        for way, flags, source in (("old", [], csv), ("new", NEW_FLAGS, csv), ("shuffled", NEW_FLAGS, shuffled)):
             run, seconds, outcome = retrain(parent, source, base, kd / way, flags)
             row[way] = {**evaluate(base, run), "seconds": seconds, "promoted": outcome["promoted"], "reason": outcome["reason"],
                         "val_macro_f1": [outcome["parent_val_macro_f1"], outcome["new_val_macro_f1"]],
@@ -178,7 +180,7 @@ def run_fold(fold):
         picked = [pool[i] for i in order[:50]]
         big = subset(full, fold_dir / "base-5x", keep, repeat=5)
         big_parent, _ = train(big, fold_dir / "parent-5x")
-        _, new_s, _ = retrain(big_parent, fold_dir / "k50" / "corrections.csv", big, fold_dir / "k50-5x-new", ["--replay-all"])
+        _, new_s, _ = retrain(big_parent, fold_dir / "k50" / "corrections.csv", big, fold_dir / "k50-5x-new", NEW_FLAGS)
         _, old_s, _ = retrain(big_parent, fold_dir / "k50" / "corrections.csv", big, fold_dir / "k50-5x-old", [])
         data = subset(full, fold_dir / "data-full-5x", keep, picked, repeat=5)
         _, full_s = train(data, fold_dir / "full-5x")
@@ -203,7 +205,7 @@ def fmt(mi):
 def report(results):
     n = len(results)
     lines = [f"{n} fold(s) of {OF} (each: parent trained on ~{results[0]['train_images']} photos, a pool of {POOL}, "
-             f"~{results[0]['unseen']} unseen test photos); recipe {RECIPE}; mean over folds, "
+             f"~{results[0]['unseen']} unseen test photos); recipe {RECIPE}; new = retrain {' '.join(NEW_FLAGS)}; mean over folds, "
              "gains paired by fold with 95% t-intervals.\n",
              "| K | parent mAP | old: mAP gain | new: mAP gain | shuffled: mAP gain | full retrain: mAP gain | new / full | "
              "macro-F1: parent, old, new, full | seconds: old, new, full |",
