@@ -63,6 +63,31 @@ fn early_stopping_stops_after_patience() {
 }
 
 #[test]
+fn refit_trains_on_train_and_val_for_exactly_its_epochs_and_decides_at_half() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared(dir.path(), 60, 64);
+    let runs = dir.path().join("runs");
+    // The same lr that stops early at patience 2 above runs all 6 epochs as a refit.
+    let o = train(&data, &runs, &["--epochs", "6", "--lr", "1e-12", "--patience", "2", "--refit"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = only_run(&runs);
+    assert_eq!(history_rows(&run).len(), 6);
+    assert_eq!(read_json(&run.join("metrics.json"))["best_epoch"], 6, "a refit keeps its last epoch");
+    let m = read_json(&data.join("manifest.json"));
+    let cfg = read_json(&run.join("config.json"));
+    let count = |s: &str| m["splits"][s]["count"].as_u64().unwrap();
+    assert_eq!(cfg["train_images"].as_u64().unwrap(), count("train") + count("val"));
+    assert_eq!(cfg["options"]["refit"], true);
+    let o = run_tool(bin("evaluate").arg("--data").arg(&data).arg("--run").arg(&run).arg("-q"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let th = read_json(&run.join("thresholds.json"));
+    assert_eq!((th["rule"].as_str(), th["why"].as_str()), (Some("half"), Some("a refit: its validation images were trained on")));
+    let o = train(&data, &runs, &["--refit", "--weight-decay", "0,1e-4"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("refit: a final fit has no validation data"), "{}", stderr(&o));
+}
+
+#[test]
 fn cached_and_uncached_training_reach_similar_quality_and_fine_tuning_runs() {
     let dir = tempfile::tempdir().unwrap();
     let data = prepared(dir.path(), 120, 64);

@@ -5,7 +5,8 @@ vocml connected as the ML backend, the predictions Label Studio stored compared 
 whose promotion shows in the next predictions' model_version.
 
 Usage: label_studio_e2e.py LS_URL TOKEN BACKEND_URL EXPECTED_JSON EXPORT_JSON IMAGE...
-EXPECTED_JSON: {"<file name>": [labels...]} from `predict`; the project's JSON export is written
+EXPECTED_JSON: {"<file name>": {"labels": [...], "margin": m}} from `predict` (m: the least
+certain class's |2p - 1|, the score the backend gives); the project's JSON export is written
 to EXPORT_JSON; prints a JSON summary.
 """
 import json
@@ -63,8 +64,9 @@ def main():
         # Uploads are stored as <8 hex>-<original name>.
         name = t["data"]["image"].rsplit("/", 1)[-1].split("-", 1)[1]
         got = sorted(p["result"][0]["value"]["choices"]) if p["result"] else None
-        assert got == sorted(expected[name]), f"{name}: Label Studio stored {got}, predict says {expected[name]}"
-        assert 0.0 <= p["score"] <= 1.0, p
+        want = expected[name]
+        assert got == sorted(want["labels"]), f"{name}: Label Studio stored {got}, predict says {want['labels']}"
+        assert abs(p["score"] - want["margin"]) < 1e-4, f"{name}: score {p['score']}, predict's margin {want['margin']}"
         compared += 1
     version_before = first[tasks[0]["id"]]["model_version"]
 

@@ -113,8 +113,10 @@ impl Tracker {
                 }
             }
         }
-        if let Some(t) = eval.get("tuned") {
-            numeric_leaves(t, &format!("{split}_tuned"), &mut metrics, &["per_class", "thresholds"]);
+        for set in ["tuned", "shrunk"] {
+            if let Some(t) = eval.get(set) {
+                numeric_leaves(t, &format!("{split}_{set}"), &mut metrics, &["per_class", "thresholds"]);
+            }
         }
         self.client.log_batch(&mref.run_id, &metrics, &[], &[])?;
         let root = self.client.artifact_root(&mref.run_id)?;

@@ -165,9 +165,10 @@ pub fn score_split(model: &Predictor, split: &SplitData, batch: usize) -> Result
     Ok((probs, ms))
 }
 
-/// The threshold rule of a run, and why: `flag` when given, else its recipe's `thresholds`
-/// (a trained run; an ensemble whose members agree), else the rule its stored thresholds
-/// were made with (a retrained run), else the default.
+/// The threshold rule of a run, and why: `flag` when given, else 0.5 for a refit (its
+/// validation images were trained on), else its recipe's `thresholds` (a trained run; an
+/// ensemble whose members agree), else the rule its stored thresholds were made with (a
+/// retrained run), else the default.
 pub fn threshold_rule_of(run_dir: &Path, flag: Option<ThresholdRule>) -> Result<(ThresholdRule, String)> {
     if let Some(rule) = flag {
         return Ok((rule, "--thresholds".into()));
@@ -177,6 +178,11 @@ pub fn threshold_rule_of(run_dir: &Path, flag: Option<ThresholdRule>) -> Result<
         _ => None,
     };
     let cfg = RunConfig::read(run_dir)?;
+    if let RunConfig::Train(r) = &cfg {
+        if r.options.options().refit {
+            return Ok((ThresholdRule::Half, "a refit: its validation images were trained on".into()));
+        }
+    }
     let from_recipe = match &cfg {
         RunConfig::Ensemble(e) => {
             let rules: Vec<Option<ThresholdRule>> = e.members.iter().map(|m| RunConfig::read(m).ok().as_ref().and_then(recipe)).collect();

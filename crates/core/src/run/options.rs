@@ -120,6 +120,12 @@ pub struct TrainOptions {
     /// Early stopping: epochs without a better validation score (the one --monitor names).
     #[cfg_attr(feature = "clap", arg(long, value_name = "N", default_value_t = TrainOptions::default().patience))]
     pub patience: usize,
+    /// A final fit: train on the train and val splits together for exactly --epochs epochs
+    /// (no early stopping: nothing is held out), once a recipe and its epoch count are
+    /// chosen (e.g. a run's best_epoch). Validation scores in its history are on trained
+    /// images; evaluate stores 0.5 thresholds for it unless --thresholds says otherwise.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub refit: bool,
     /// After the frozen phase, unfreeze the last N backbone blocks and train them too.
     #[cfg_attr(feature = "clap", arg(long, value_name = "N", default_value_t = TrainOptions::default().fine_tune_blocks))]
     pub fine_tune_blocks: usize,
@@ -259,6 +265,7 @@ impl Default for TrainOptions {
             batch_size: 16,
             lr: 1e-4,
             patience: 3,
+            refit: false,
             fine_tune_blocks: 0,
             fine_tune_epochs: 5,
             fine_tune_lr: 1e-5,
@@ -313,6 +320,9 @@ impl TrainOptions {
     /// Checks every option of one run (values named by their option keys, which are also the
     /// flags' long names).
     pub fn validate(&self) -> Result<()> {
+        if self.refit && self.weight_decay.len() > 1 {
+            bail!("refit: a final fit has no validation data to choose among weight_decay values; give one");
+        }
         if self.batch_size == 0 || self.epochs == 0 {
             bail!("batch_size and epochs must be at least 1");
         }

@@ -123,7 +123,8 @@ impl EpochLoop<'_> {
                 opt.lr = p.step(val_loss, opt.lr);
             }
             let score = cfg.monitor.score(self.task, &v);
-            if self.best.as_ref().is_none_or(|b| score > b.score + 1e-9) {
+            // A refit has no held-out data to stop on: every epoch is the latest best.
+            if cfg.refit || self.best.as_ref().is_none_or(|b| score > b.score + 1e-9) {
                 let snapshot = self.variables.iter().flat_map(|vs| vs.variables()).map(|(k, v)| (k, v.detach().copy())).collect();
                 self.best = Some(Best { score, epoch: rec.epoch, snapshot });
                 since_best = 0;

@@ -102,8 +102,11 @@ struct TrainingData {
 impl TrainingData {
     fn open(cfg: &TrainConfig) -> Result<Self> {
         let manifest = Manifest::load(&cfg.data)?;
-        let train = SplitData::open(&cfg.data, "train", &manifest)?;
+        let mut train = SplitData::open(&cfg.data, "train", &manifest)?;
         let val = SplitData::open(&cfg.data, "val", &manifest)?;
+        if cfg.refit {
+            train = train.joined(SplitData::open(&cfg.data, "val", &manifest)?)?;
+        }
         if train.is_empty() || val.is_empty() {
             bail!(
                 "{}: training needs non-empty train and val splits (found {} and {}); re-run voc-prep with --split 0.7,0.15,0.15",
