@@ -8,28 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use vocml_core::io::npy::NpyArray;
 
-const VOC20: [&str; 20] = [
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-];
+use vocml_core::dataset::classes::VOC_CLASSES as VOC20;
 
 /// Every image of a prepared directory (all splits): id -> label row.
 fn labels_by_id(out: &Path) -> BTreeMap<String, Vec<f32>> {

@@ -110,8 +110,9 @@ fn safe_join(root: &Path, rel: &str) -> Option<PathBuf> {
     p.components().all(|c| matches!(c, std::path::Component::Normal(_))).then(|| root.join(p))
 }
 
-/// `%XX` escapes decoded (invalid escapes kept as they are).
-fn percent_decode(s: &str) -> String {
+/// `%XX` escapes decoded (invalid escapes kept as they are), as Label Studio writes paths
+/// in its `?d=` and upload URLs.
+pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
