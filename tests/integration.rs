@@ -11,6 +11,7 @@ mod cli;
 mod deploy;
 mod evaluate_predict;
 mod explain;
+mod export;
 mod faults;
 mod hostile;
 mod imports;

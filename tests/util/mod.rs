@@ -38,6 +38,7 @@ pub fn bin(name: &str) -> Command {
         "retrain" => env!("CARGO_BIN_EXE_retrain"),
         "vocml-bench" => env!("CARGO_BIN_EXE_vocml-bench"),
         "serve" => env!("CARGO_BIN_EXE_serve"),
+        "export" => env!("CARGO_BIN_EXE_export"),
         other => panic!("unknown binary {other}"),
     };
     let mut c = Command::new(path);

@@ -9,6 +9,7 @@ pub mod dataset;
 pub mod device;
 pub mod eval;
 pub mod explain;
+pub mod export;
 pub mod io;
 pub mod model;
 pub mod predict;

@@ -28,7 +28,14 @@ pub fn host_values(t: &Tensor) -> Result<Vec<f32>> {
 /// Applies a backbone's normalisation to `[B, 3, H, W]` input in [0, 1].
 pub fn normalize(xs: &Tensor, norm: &Normalization) -> Tensor {
     let dev = xs.device();
-    let mean = upload(&Tensor::from_slice(&norm.mean.map(|v| v as f32)).view([1, 3, 1, 1]), dev);
-    let std = upload(&Tensor::from_slice(&norm.std.map(|v| v as f32)).view([1, 3, 1, 1]), dev);
+    let mean = per_channel(norm.mean, dev);
+    let std = per_channel(norm.std, dev);
     (xs - mean) / std
+}
+
+/// `[1, 3, 1, 1]` float32 values on `device`, made by operators rather than copied from host
+/// memory, so that a traced graph (ONNX export) records the values and not an empty tensor.
+fn per_channel(values: [f64; 3], device: Device) -> Tensor {
+    let parts: Vec<Tensor> = values.iter().map(|&v| Tensor::full([1], v, (Kind::Float, device))).collect();
+    Tensor::cat(&parts, 0).view([1, 3, 1, 1])
 }

@@ -100,6 +100,36 @@ impl Module for ConvBn {
     }
 }
 
+/// Adaptive average pooling of `[N, C, H, W]` to `size`, exactly as libtorch's (each output
+/// cell averages input rows `floor(i H / h)..ceil((i + 1) H / h)`, and so on for columns).
+/// When `size` does not divide the map, it is written as two products with averaging
+/// matrices, which ONNX expresses (its pooling operators cannot) and which the trace of
+/// `export` keeps as constants.
+pub fn adaptive_avg_pool(xs: &Tensor, size: [i64; 2]) -> Tensor {
+    let (h, w) = (xs.size()[2], xs.size()[3]);
+    if (h, w) == (size[0], size[1]) {
+        return xs.shallow_clone();
+    }
+    if h % size[0] == 0 && w % size[1] == 0 {
+        return xs.adaptive_avg_pool2d(size);
+    }
+    let rows = averaging_matrix(size[0], h, xs);
+    let cols = averaging_matrix(size[1], w, xs).transpose(0, 1);
+    rows.matmul(xs).matmul(&cols)
+}
+
+/// `[out, len]`: row i averages the inputs adaptive pooling gives output i. Built from
+/// operators (not host data), so a traced graph records the matrix itself.
+fn averaging_matrix(out: i64, len: i64, like: &Tensor) -> Tensor {
+    let opts = (tch::Kind::Int64, like.device());
+    let i = Tensor::arange(out, opts).view([out, 1]);
+    let start = (&i * len).floor_divide_scalar(out);
+    let end = ((&i + 1) * len + out - 1).floor_divide_scalar(out);
+    let j = Tensor::arange(len, opts).view([1, len]);
+    let inside = j.ge_tensor(&start).logical_and(&j.lt_tensor(&end)).to_kind(like.kind());
+    inside / (end - start).to_kind(like.kind())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +155,15 @@ mod tests {
         assert!(plain.abs().max().double_value(&[]) > 0.1);
         cb.unfold();
         assert!((&plain - tch::no_grad(|| cb.forward(&xs))).abs().max().double_value(&[]) == 0.0);
+    }
+
+    #[test]
+    fn adaptive_pooling_by_matrices_equals_libtorchs() {
+        for (h, w, size) in [(2, 3, [8, 8]), (10, 13, [8, 8]), (16, 16, [8, 8]), (7, 5, [3, 2])] {
+            let xs = Tensor::randn([2, 3, h, w], (tch::Kind::Float, tch::Device::Cpu));
+            let want = xs.adaptive_avg_pool2d(size);
+            let got = adaptive_avg_pool(&xs, size);
+            assert!(got.allclose(&want, 1e-5, 1e-6, false), "{h}x{w} -> {size:?}");
+        }
     }
 }

@@ -119,7 +119,7 @@ impl Sequential {
             Layer::Relu => h.relu(),
             Layer::MaxPool { kernel, stride, padding } => h.max_pool2d([*kernel; 2], [*stride; 2], [*padding; 2], [1, 1], true),
             Layer::Dropout(p) => h.dropout(*p, train),
-            Layer::AdaptiveAvgPool(s) => h.adaptive_avg_pool2d(*s),
+            Layer::AdaptiveAvgPool(s) => super::layers::adaptive_avg_pool(&h, *s),
             Layer::Flatten => h.flatten(1, -1),
         })
     }

@@ -66,7 +66,7 @@ impl BackboneNet for Vgg16 {
 
     fn imagenet_logits(&self, xs: &Tensor) -> Tensor {
         let [fc0, fc3, fc6] = self.classifier.as_ref().expect("built without the ImageNet classifier");
-        let h = self.feature_map(xs).adaptive_avg_pool2d([7, 7]).flatten(1, -1);
+        let h = super::layers::adaptive_avg_pool(&self.feature_map(xs), [7, 7]).flatten(1, -1);
         fc6.forward(&fc3.forward(&fc0.forward(&h).relu()).relu())
     }
 

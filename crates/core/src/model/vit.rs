@@ -39,13 +39,14 @@ impl SelfAttention {
 
 impl Module for SelfAttention {
     fn forward(&self, xs: &Tensor) -> Tensor {
-        let (n, l) = (xs.size()[0], xs.size()[1]);
-        let heads = |t: &Tensor| t.view([n, l, HEADS, WIDTH / HEADS]).transpose(1, 2);
+        // The batch size stays -1 in shapes, so a traced graph (ONNX export) keeps it dynamic.
+        let l = xs.size()[1];
+        let heads = |t: &Tensor| t.view([-1, l, HEADS, WIDTH / HEADS]).transpose(1, 2);
         let qkv = xs.linear(&self.in_proj_weight, Some(&self.in_proj_bias)).chunk(3, -1);
         let (q, k, v) = (heads(&qkv[0]), heads(&qkv[1]), heads(&qkv[2]));
         let scale = 1.0 / ((WIDTH / HEADS) as f64).sqrt();
         let attn = (q.matmul(&k.transpose(-2, -1)) * scale).softmax(-1, q.kind());
-        self.out_proj.forward(&attn.matmul(&v).transpose(1, 2).reshape([n, l, WIDTH]))
+        self.out_proj.forward(&attn.matmul(&v).transpose(1, 2).reshape([-1, l, WIDTH]))
     }
 }
 
@@ -119,9 +120,12 @@ impl VitB16 {
 impl BackboneNet for VitB16 {
     fn features(&self, xs: &Tensor) -> Tensor {
         let patches = self.conv_proj.forward(xs);
-        let (n, h, w) = (patches.size()[0], patches.size()[2], patches.size()[3]);
+        let (h, w) = (patches.size()[2], patches.size()[3]);
         let tokens = patches.flatten(2, 3).transpose(1, 2);
-        let x = Tensor::cat(&[self.class_token.expand([n, 1, WIDTH], false), tokens], 1) + self.positions(h, w);
+        // The class token broadcast over the batch without reading its size (kept dynamic
+        // when traced).
+        let class_tokens = tokens.narrow(1, 0, 1).zeros_like() + &self.class_token;
+        let x = Tensor::cat(&[class_tokens, tokens], 1) + self.positions(h, w);
         let x = self.layers.iter().fold(x, |h, l| l.forward(&h));
         self.ln.forward(&x).select(1, 0)
     }

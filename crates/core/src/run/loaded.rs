@@ -147,4 +147,10 @@ impl LoadedModel {
             (p, features)
         })
     }
+
+    /// Probabilities `[B, C]` (on the model's device) of input already normalised with the
+    /// run's [`normalization`](Self::normalization), `[B, 3, H, W]` float.
+    pub fn probabilities_of_normalized(&self, xs: &Tensor) -> Tensor {
+        tch::no_grad(|| self.task.probabilities(&self.head.forward_t(&self.net.features(xs), false)))
+    }
 }

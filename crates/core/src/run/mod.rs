@@ -22,6 +22,8 @@ pub const HISTORY_FILE: &str = "history.csv";
 pub const METRICS_FILE: &str = "metrics.json";
 pub const CLASSES_FILE: &str = "classes.json";
 pub const MODEL_FILE: &str = "model.safetensors";
+/// The ONNX export `export` writes into a run by default, run by the ONNX Runtime engine.
+pub const ONNX_FILE: &str = "model.onnx";
 pub const THRESHOLDS_FILE: &str = "thresholds.json";
 pub const CURVES_FILE: &str = "training_curves.png";
 pub const PR_CURVES_FILE: &str = "pr_curves.png";

@@ -160,6 +160,21 @@ impl Predictor {
         self.forward(pixels, false).0
     }
 
+    /// The input normalisation every member shares, if they do.
+    pub fn normalization(&self) -> Option<crate::model::Normalization> {
+        let first = self.members[0].normalization;
+        self.members.iter().all(|m| m.normalization == first).then_some(first)
+    }
+
+    /// Probabilities `[B, C]` of `[B, 3, H, W]` float input already normalised with the
+    /// shared [`normalization`](Self::normalization) (the ONNX export's default input): the
+    /// same mean over members and mirrored views as [`Self::probabilities`].
+    pub fn probabilities_of_normalized(&self, xs: &Tensor) -> Tensor {
+        let views = self.with_mirror(xs, 3);
+        let sum = self.members.iter().map(|m| self.mean_over_views(m.probabilities_of_normalized(&views))).reduce(|a, b| a + b);
+        sum.expect("at least one member") / self.members.len() as f64
+    }
+
     /// [`Self::probabilities`] and, from the same forward passes, a description of each image
     /// for comparing images: every member's backbone features of the unmirrored view, each
     /// scaled to unit length, side by side (`[B, F]` on the CPU).
@@ -171,27 +186,43 @@ impl Predictor {
     /// The mean probabilities over members and views, and when `describe` each member's
     /// unit-length features of the unmirrored view.
     fn forward(&self, pixels: &Tensor, describe: bool) -> (Tensor, Vec<Tensor>) {
-        let mirrored = self.tta.then(|| pixels.flip([2]));
+        let n = pixels.size()[0];
+        let views = self.with_mirror(pixels, 2);
         let mut sum: Option<Tensor> = None;
-        let mut views = 0.0;
         let mut features = Vec::new();
         for m in &self.members {
             let p = if describe {
-                let (p, f) = m.probabilities_and_features(pixels);
+                let (p, f) = m.probabilities_and_features(&views);
+                let f = f.narrow(0, 0, n);
                 features.push(&f / f.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12));
                 p
             } else {
-                m.probabilities(pixels)
+                m.probabilities(&views)
             };
-            for p in std::iter::once(p).chain(mirrored.as_ref().map(|px| m.probabilities(px))) {
-                sum = Some(match sum {
-                    Some(s) => s + p,
-                    None => p,
-                });
-                views += 1.0;
-            }
+            let p = self.mean_over_views(p);
+            sum = Some(match sum {
+                Some(s) => s + p,
+                None => p,
+            });
         }
-        (sum.expect("at least one member") / views, features)
+        (sum.expect("at least one member") / self.members.len() as f64, features)
+    }
+
+    /// The batch with TTA's mirrored copies appended (flipped along `width_dim`), so each
+    /// member scores an image and its mirror in one forward pass; the batch itself without TTA.
+    fn with_mirror(&self, xs: &Tensor, width_dim: i64) -> Tensor {
+        match self.tta {
+            true => Tensor::cat(&[xs, &xs.flip([width_dim])], 0),
+            false => xs.shallow_clone(),
+        }
+    }
+
+    /// Per image, the mean of its views' probabilities (rows `i` and `n + i` with TTA).
+    fn mean_over_views(&self, p: Tensor) -> Tensor {
+        match self.tta {
+            true => p.reshape([2, -1, self.classes().len() as i64]).mean_dim([0i64].as_slice(), false, tch::Kind::Float),
+            false => p,
+        }
     }
 }
 

@@ -1,0 +1,255 @@
+//! `export`: every backbone and task type as an ONNX file that ONNX Runtime runs like
+//! `predict` (probabilities within 1e-4, the same labels), read by a script that knows only
+//! the file (scripts/onnx_predict.py), and one clear error with nothing written on bad input.
+
+use crate::util::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use vocml_core::model::BackboneKind;
+
+/// Test images at exactly `size` px: the rows of the prepared `X_test.npy`, as PNG files, so
+/// `predict` and the ONNX script decode the same pixels without resizing.
+fn test_images(data: &Path, dir: &Path) -> PathBuf {
+    let x = vocml_core::io::npy::NpyArray::open(&data.join("X_test.npy")).unwrap();
+    let (n, h, w) = (x.shape()[0].min(6), x.shape()[1] as u32, x.shape()[2] as u32);
+    let pixels = x.read_all().unwrap();
+    let row = (h * w * 3) as usize;
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..n {
+        let img = image::RgbImage::from_raw(w, h, pixels[i * row..(i + 1) * row].to_vec()).unwrap();
+        img.save(dir.join(format!("{i:02}.png"))).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+/// A random-weight checkpoint of a torchvision-layout backbone (the tests need no download).
+fn random_weights(kind: BackboneKind, path: &Path) {
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _net = kind.build(&vs.root(), false);
+    vs.save(path).unwrap();
+}
+
+fn export(run_dir: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    run(bin("export").arg("--run").arg(run_dir).arg("--out").arg(out).args(extra))
+}
+
+/// predict's CSV rows by path: (labels, probabilities).
+fn rows(csv: &str) -> HashMap<String, (String, Vec<f64>)> {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("a header").split(',').collect();
+    assert_eq!(header[..2], ["path", "labels"]);
+    lines
+        .map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            let probs = cells[2..cells.len() - 1].iter().map(|c| c.parse::<f64>().unwrap()).collect();
+            (cells[0].to_string(), (cells[1].to_string(), probs))
+        })
+        .collect()
+}
+
+/// Exports `run_dir`, checks the file independently (full onnx.checker, standard domain
+/// only, a dynamic batch axis) and scores `images` with the file alone: ONNX Runtime's
+/// probabilities equal `predict`'s to 1e-4 and the labels are the same.
+fn exported_file_scores_like_predict(run_dir: &Path, images: &Path, export_flags: &[&str], predict_flags: &[&str]) {
+    let onnx = run_dir.parent().unwrap().join(format!("{}.onnx", run_dir.file_name().unwrap().to_string_lossy()));
+    let o = export(run_dir, &onnx, &[&["-q"], export_flags].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), onnx.to_str().unwrap());
+    let check = format!(
+        "import onnx\nm = onnx.load('{f}')\nonnx.checker.check_model('{f}', full_check=True)\n\
+         print(sorted({{n.domain for n in m.graph.node}}), m.graph.input[0].type.tensor_type.shape.dim[0].dim_param, len(m.graph.initializer) > 0)",
+        f = onnx.display()
+    );
+    assert_eq!(python_eval(&check).trim(), "[''] batch True", "standard operators only, a dynamic batch axis, weights as initializers");
+
+    let want = run(bin("predict").arg("--run").arg(run_dir).args(["-q", "--threads", "2"]).args(predict_flags).arg(images));
+    assert!(want.status.success(), "{}", stderr(&want));
+    let got = run(std::process::Command::new(python()).arg(repo_root().join("scripts/onnx_predict.py")).arg(&onnx).arg(images));
+    assert!(got.status.success(), "{}", stderr(&got));
+    let (want, got) = (rows(&stdout(&want)), rows(&stdout(&got)));
+    assert_eq!(want.len(), got.len());
+    assert!(!want.is_empty());
+    for (path, (labels, p)) in &want {
+        let (onnx_labels, q) = &got[path];
+        let diff = p.iter().zip(q).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(diff <= 1e-4 + 1e-6, "{}: {path}: max |diff| {diff}: {p:?} vs {q:?}", run_dir.display());
+        assert_eq!(labels, onnx_labels, "{path}: {p:?}");
+    }
+}
+
+/// A multilabel run of `kind` (1 epoch on 32 px synthetic VOC photos) exported and compared.
+fn backbone_round_trip(kind: BackboneKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared(dir.path(), 24, 32);
+    let images = test_images(&data, &dir.path().join("images"));
+    let mut flags = vec!["--model".to_string(), kind.name().to_string(), "--epochs".into(), "1".into()];
+    if !kind.from_scratch() && !kind.embedded_weights() {
+        let w = dir.path().join("random.safetensors");
+        random_weights(kind, &w);
+        flags.extend(["--weights".to_string(), w.to_str().unwrap().to_string()]);
+    }
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let run_dir = quick_run(&data, &dir.path().join("runs"), &flags);
+    exported_file_scores_like_predict(&run_dir, &images, &[], &[]);
+}
+
+macro_rules! round_trips {
+    ($($name:ident: $kind:ident,)*) => {$(
+        #[test]
+        fn $name() {
+            backbone_round_trip(BackboneKind::$kind);
+        }
+    )*};
+}
+
+round_trips! {
+    efficientnet_lite0_exports: EfficientnetLite0,
+    efficientnet_lite1_exports: EfficientnetLite1,
+    efficientnet_lite2_exports: EfficientnetLite2,
+    efficientnet_b0_exports: EfficientnetB0,
+    mobilenet_v2_exports: MobilenetV2,
+    resnet18_exports: Resnet18,
+    resnet50_exports: Resnet50,
+    vgg16_exports: Vgg16,
+    googlenet_exports: Googlenet,
+    convnext_tiny_exports: ConvnextTiny,
+    vit_b_16_exports: VitB16,
+    small_cnn_exports: SmallCnn,
+    alexnet_like_exports: AlexnetLike,
+    smaller_vggnet_exports: SmallerVggnet,
+}
+
+#[test]
+fn every_backbone_has_an_export_test() {
+    let source = std::fs::read_to_string(repo_root().join("tests/export.rs")).unwrap();
+    for kind in BackboneKind::ALL {
+        assert!(source.contains(&format!("{}_exports:", kind.name())), "no export test for {}", kind.name());
+    }
+}
+
+/// The shapes dataset (colour and shape of each image) imported as `task`, at 32 px.
+fn shapes_as(dir: &Path, task: &str) -> PathBuf {
+    let src = dir.join("shapes");
+    let o = run(bin("voc-prep").args(["shapes", "--images", "90", "--size", "32", "--out"]).arg(&src));
+    assert!(o.status.success());
+    let out = dir.join(format!("pd-{task}"));
+    let args: Vec<String> = match task {
+        "multiclass" => vec!["folders".into(), "--root".into(), src.join("images").to_str().unwrap().into()],
+        _ => vec!["csv".into(), "--task".into(), task.into(), "--file".into(), src.join("labels.csv").to_str().unwrap().into()],
+    };
+    let o = run(bin("voc-prep").args(&args).args(["-q", "--size", "32", "--out"]).arg(&out));
+    assert!(o.status.success());
+    out
+}
+
+#[test]
+fn multiclass_and_multihead_runs_export_a_softmax_per_head() {
+    let dir = tempfile::tempdir().unwrap();
+    for (task, model) in [("multiclass", "efficientnet_lite0"), ("multihead", "small_cnn")] {
+        let data = shapes_as(dir.path(), task);
+        let images = test_images(&data, &dir.path().join(format!("images-{task}")));
+        let run_dir = quick_run(&data, &dir.path().join(format!("runs-{task}")), &["--model", model, "--epochs", "2"]);
+        exported_file_scores_like_predict(&run_dir, &images, &["--preprocess"], &[]);
+        // Each head's probabilities sum to 1 in the file's output.
+        let onnx = run_dir.parent().unwrap().join(format!("{}.onnx", run_dir.file_name().unwrap().to_string_lossy()));
+        let sums = python_eval(&format!(
+            "import json, numpy as np, onnxruntime as ort\ns = ort.InferenceSession('{}')\n\
+             g = json.loads(s.get_modelmeta().custom_metadata_map['vocml.label_groups'])\n\
+             p = s.run(None, {{'images': np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)}})[0]\n\
+             i = 0\nfor h in g:\n    n = len(h['classes']); print(h['name'], np.round(p[:, i:i + n].sum(1), 5).tolist()); i += n",
+            onnx.display()
+        ));
+        let expected: Vec<String> = match task {
+            "multiclass" => vec!["class [1.0, 1.0, 1.0]".into()],
+            _ => vec!["color [1.0, 1.0, 1.0]".into(), "shape [1.0, 1.0, 1.0]".into()],
+        };
+        assert_eq!(sums.lines().map(String::from).collect::<Vec<_>>(), expected);
+    }
+}
+
+#[test]
+fn ensembles_and_tta_export_as_one_graph_with_the_runs_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared(dir.path(), 24, 32);
+    let images = test_images(&data, &dir.path().join("images"));
+    let runs = dir.path().join("runs");
+    let a = quick_run(&data, &runs, &["--epochs", "2"]);
+    let b = quick_run(&data, &runs, &["--epochs", "2", "--seed", "7", "--head", "linear"]);
+    let o = run(bin("evaluate").arg("--data").arg(&data).arg("--run").arg(&a).arg("--run").arg(&b).args([
+        "--ensemble",
+        "--tta",
+        "-q",
+        "--no-select",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ensemble =
+        std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().ends_with("_ensemble")).unwrap();
+    exported_file_scores_like_predict(&ensemble, &images, &[], &[]);
+    exported_file_scores_like_predict(&a, &images, &["--tta", "--preprocess"], &["--tta"]);
+
+    // Without --out the file goes into the run, with the run's thresholds and contract.
+    let o = run(bin("export").arg("--run").arg(&ensemble));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("matches libtorch"), "{}", stdout(&o));
+    let meta = python_eval(&format!(
+        "import onnx, json\nm = {{p.key: p.value for p in onnx.load('{}').metadata_props}}\n\
+         print(m['vocml.members'], m['vocml.tta'], m['vocml.image_size'], m['vocml.task'], m['vocml.input_dtype'], json.loads(m['vocml.classes']) == json.load(open('{}')))",
+        ensemble.join("model.onnx").display(),
+        ensemble.join("classes.json").display()
+    ));
+    assert_eq!(meta.trim(), "2 true 32 multilabel float32 True");
+    let thresholds = read_json(&ensemble.join("thresholds.json"));
+    let stored = python_eval(&format!(
+        "import onnx\nprint({{p.key: p.value for p in onnx.load('{}').metadata_props}}['vocml.thresholds'])",
+        ensemble.join("model.onnx").display()
+    ));
+    let stored: Vec<f64> = serde_json::from_str(stored.trim()).unwrap();
+    let want: Vec<f64> = thresholds["thresholds"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(stored.len(), want.len());
+    assert!(stored.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6), "{stored:?} vs {want:?}");
+}
+
+#[test]
+fn bad_export_requests_fail_with_one_line_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _, run_dir) = best_run(dir.path(), 16, 32, &["--epochs", "1"]);
+    let cases: [(Vec<String>, i32, &str); 5] = [
+        (vec!["--run".into(), "/no/such/run".into(), "--out".into(), "m.onnx".into()], 1, "cannot open run /no/such/run"),
+        (vec!["--run".into(), run_dir.to_str().unwrap().into(), "--format".into(), "tflite".into()], 2, "invalid value 'tflite'"),
+        (
+            vec!["--run".into(), run_dir.to_str().unwrap().into(), "--out".into(), "/no/such/dir/m.onnx".into()],
+            1,
+            "the folder /no/such/dir does not exist",
+        ),
+        (vec!["--run".into(), run_dir.to_str().unwrap().into(), "--out".into(), "/proc/m.onnx".into()], 1, "cannot write in /proc"),
+        (vec!["--run".into(), run_dir.to_str().unwrap().into(), "--out".into(), dir.path().to_str().unwrap().into()], 1, "is a directory"),
+    ];
+    for (args, code, message) in cases {
+        let o = run(bin("export").args(&args));
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains(message), "{args:?}: {err}");
+        if code == 1 {
+            assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        }
+    }
+    assert!(!dir.path().join("m.onnx").exists());
+
+    // Interrupted: exit 130, no file, no work folder left.
+    let out = dir.path().join("late.onnx");
+    let child = bin("export").arg("--run").arg(&run_dir).arg("--out").arg(&out).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let work = wait_for(std::time::Duration::from_secs(60), || {
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().contains(".late.onnx.export-"))
+    });
+    assert!(work.is_some(), "export never started its work folder");
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(!out.exists(), "an interrupted export left {}", out.display());
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".late"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
