@@ -253,3 +253,55 @@ fn bad_export_requests_fail_with_one_line_and_write_nothing() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `--engine`: ONNX Runtime on the run's exported file gives predict's and evaluate's
+/// libtorch results (1e-4, same labels); auto picks it once the run is exported; a missing
+/// or stale file is one clear error with `--engine onnx`, and auto falls back to libtorch.
+#[test]
+fn the_onnx_runtime_engine_scores_like_libtorch_and_refuses_stale_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, _, run_dir) = best_run(dir.path(), 24, 32, &["--epochs", "2"]);
+    let images = test_images(&data, &dir.path().join("images"));
+    let predict = |engine: &str, extra: &[&str]| {
+        run(bin("predict").arg("--run").arg(&run_dir).args(["--threads", "2", "--engine", engine]).args(extra).arg(&images))
+    };
+    let o = predict("onnx", &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("has no model.onnx: run `export --run"), "{}", stderr(&o));
+
+    let o = run(bin("export").arg("--run").arg(&run_dir).arg("-q"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (torch, onnx, auto) = (predict("torch", &[]), predict("onnx", &[]), predict("auto", &[]));
+    assert!(stderr(&torch).contains("on libtorch") && stderr(&onnx).contains("on onnxruntime"), "{}", stderr(&onnx));
+    assert!(stderr(&auto).contains("on onnxruntime"), "auto uses the exported file: {}", stderr(&auto));
+    let (want, got) = (rows(&stdout(&torch)), rows(&stdout(&onnx)));
+    assert_eq!(want.len(), got.len());
+    for (path, (labels, p)) in &want {
+        let (l, q) = &got[path];
+        let diff = p.iter().zip(q).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(diff <= 1e-4 && labels == l, "{path}: {p:?} {labels} vs {q:?} {l}");
+    }
+    let evaluate = |engine: &str| {
+        let o = run(bin("evaluate").arg("--data").arg(&data).arg("--run").arg(&run_dir).args(["-q", "--no-select", "--engine", engine]));
+        assert!(o.status.success(), "{}", stderr(&o));
+        read_json(&run_dir.join("evaluation.json"))
+    };
+    let (a, b) = (evaluate("torch"), evaluate("onnx"));
+    assert_eq!((a["engine"].as_str(), b["engine"].as_str()), (Some("libtorch"), Some("onnxruntime")));
+    assert!((a["mAP"].as_f64().unwrap() - b["mAP"].as_f64().unwrap()).abs() < 1e-6);
+    assert!((a["macro_f1"].as_f64().unwrap() - b["macro_f1"].as_f64().unwrap()).abs() < 1e-9);
+
+    // A file exported without TTA does not serve a TTA request: an error with --engine onnx,
+    // libtorch (and a note) with auto.
+    let o = predict("onnx", &["--tta"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("does not match its run (the run uses flip TTA, the file does not); export it again"), "{}", stderr(&o));
+    let o = predict("auto", &["--tta"]);
+    assert!(o.status.success() && stderr(&o).contains("on libtorch (model.onnx not used:"), "{}", stderr(&o));
+    // A file that is not ONNX at all.
+    std::fs::write(run_dir.join("model.onnx"), b"not onnx").unwrap();
+    let o = predict("onnx", &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("ONNX Runtime cannot load it"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+}

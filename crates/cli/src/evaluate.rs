@@ -74,6 +74,8 @@ struct Cli {
     #[command(flatten)]
     compute: ComputeArgs,
     #[command(flatten)]
+    engine: vocml::EngineArgs,
+    #[command(flatten)]
     tracking: TrackingArgs,
     /// Images per forward pass [default: 8 on a CPU (as fast as larger batches, with less
     /// memory), 32 on a GPU].
@@ -113,7 +115,7 @@ fn print_grouped(e: &Evaluation) {
         }
     }
     println!("\naccuracy {:.4} (every head right)  loss {:.4}  macro-F1 {:.4}  mAP {:.4}", e.accuracy, e.loss, e.at_half.macro_f1, e.map);
-    println!("inference {:.2} ms/image, {} parameters", e.inference_ms_per_image, e.parameters);
+    println!("inference {:.2} ms/image ({}), {} parameters", e.inference_ms_per_image, e.engine, e.parameters);
 }
 
 fn print_table(e: &Evaluation) {
@@ -155,11 +157,12 @@ fn print_table(e: &Evaluation) {
     if let Some(rule) = e.threshold_rule {
         println!("thresholds stored: {rule} (from {})", e.threshold_rule_why);
     }
-    println!("inference {:.2} ms/image, {} parameters", e.inference_ms_per_image, e.parameters);
+    println!("inference {:.2} ms/image ({}), {} parameters", e.inference_ms_per_image, e.engine, e.parameters);
 }
 
 fn run(cli: Cli) -> Result<()> {
     let device = cli.compute.resolve()?;
+    cli.engine.apply();
     let batch_size = cli.batch_size.map_or_else(|| vocml_core::device::inference_batch(device), |b| b as usize);
     // What was named explicitly must be right; runs found in --runs that cannot be evaluated
     // are skipped with a warning.

@@ -406,3 +406,20 @@ pub fn args_with_config(cmd: &clap::Command, args: Vec<std::ffi::OsString>) -> a
     out.extend(args.into_iter().skip(1));
     Ok(out)
 }
+
+/// The inference engine flag of `predict`, `evaluate` and `serve`.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct EngineArgs {
+    /// Inference engine: auto (ONNX Runtime on the CPU when the run holds a matching
+    /// model.onnx written by `export`, else libtorch), torch, or onnx (ONNX Runtime, an
+    /// error when the run has no exported file). Both give the same probabilities (1e-4).
+    #[arg(long, value_enum, default_value_t = vocml_core::run::onnx_engine::EngineChoice::Auto, value_name = "ENGINE")]
+    pub engine: vocml_core::run::onnx_engine::EngineChoice,
+}
+
+impl EngineArgs {
+    /// Sets the engine for every run this process loads.
+    pub fn apply(&self) {
+        vocml_core::run::onnx_engine::set_engine(self.engine);
+    }
+}

@@ -96,6 +96,8 @@ struct Cli {
     #[command(flatten)]
     compute: ComputeArgs,
     #[command(flatten)]
+    engine: vocml::EngineArgs,
+    #[command(flatten)]
     decode: DecodeArgs,
     /// No progress bar or summary.
     #[arg(long, short)]
@@ -183,7 +185,7 @@ fn explain_options(cli: &Cli, model: &Predictor) -> Result<Option<vocml_core::ex
 /// The one-line summary on stderr.
 fn print_summary(cli: &Cli, model: &Predictor, scored: usize, failed: usize, ignored: usize, secs: f64) {
     eprintln!(
-        "predict: {scored} scored, {failed} failed{} in {secs:.1}s ({:.1} images/s) with {}{}{}",
+        "predict: {scored} scored, {failed} failed{} in {secs:.1}s ({:.1} images/s) with {}{}{} on {}{}",
         if ignored > 0 { format!(", {ignored} non-image files ignored") } else { String::new() },
         (scored + failed) as f64 / secs.max(1e-9),
         if model.len() > 1 && cli.run.len() > 1 {
@@ -192,12 +194,15 @@ fn print_summary(cli: &Cli, model: &Predictor, scored: usize, failed: usize, ign
             model.run_dir.display().to_string()
         },
         if cli.threshold.is_none() && model.thresholds_tuned { " (tuned thresholds)" } else { "" },
-        if model.tta { " + flip TTA" } else { "" }
+        if model.tta { " + flip TTA" } else { "" },
+        model.engine(),
+        model.engine_note().map(|n| format!(" (model.onnx not used: {n})")).unwrap_or_default()
     );
 }
 
 fn run(cli: Cli) -> Result<()> {
     let device = cli.compute.resolve()?;
+    cli.engine.apply();
     cli.decode.apply();
     let batch_size = cli.batch_size.map_or_else(|| vocml_core::device::inference_batch(device), |b| b as usize);
     let shard = cli.shard;

@@ -131,6 +131,8 @@ struct Cli {
     decode: DecodeArgs,
     #[command(flatten)]
     compute: ComputeArgs,
+    #[command(flatten)]
+    engine: vocml::EngineArgs,
 }
 
 /// `CHOICE=CLASS`.
@@ -155,6 +157,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let device = cli.compute.resolve()?;
+    cli.engine.apply();
     cli.decode.apply();
     let token = match &cli.token_file {
         Some(f) => {

@@ -20,6 +20,7 @@ pub mod select;
 pub mod task;
 pub mod tensor;
 pub mod train;
+pub mod venv;
 
 /// Version of the tool, recorded in every manifest and run.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -165,7 +165,7 @@ pub fn score_pixels(model: &Predictor, images: &[&[u8]]) -> Result<Rows> {
     if images.is_empty() {
         return Rows::new(classes, Vec::new());
     }
-    Rows::new(classes, host_values(&model.probabilities(&pixel_batch(model, images)?))?)
+    Rows::new(classes, host_values(&model.score(&pixel_batch(model, images)?)?)?)
 }
 
 /// [`score_pixels`] and each image's features from the same forward pass

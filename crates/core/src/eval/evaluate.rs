@@ -106,6 +106,9 @@ pub struct Evaluation {
     pub parameters: i64,
     pub train_seconds: f64,
     pub inference_ms_per_image: f64,
+    /// The engine that scored: `libtorch` or `onnxruntime`.
+    #[serde(default)]
+    pub engine: String,
 }
 
 impl Evaluation {
@@ -158,7 +161,7 @@ pub fn score_split(model: &Predictor, split: &SplitData, batch: usize) -> Result
     let mut probs = Vec::with_capacity(split.len() * split.classes);
     let idx: Vec<usize> = (0..split.len()).collect();
     for chunk in idx.chunks(batch.max(1)) {
-        let p = model.probabilities(&split.pixels(chunk)?);
+        let p = model.score(&split.pixels(chunk)?)?;
         probs.extend(host_values(&p)?);
     }
     let ms = t0.elapsed().as_secs_f64() * 1e3 / split.len().max(1) as f64;
@@ -292,6 +295,7 @@ pub fn evaluate_run(
         parameters: model.parameters(),
         train_seconds: model.train_seconds(),
         inference_ms_per_image: ms,
+        engine: model.engine().to_string(),
     };
     write_atomic(run_dir, EVALUATION_FILE, (serde_json::to_string_pretty(&eval)? + "\n").as_bytes())?;
     write_plots(&eval, &probs, &target.y, run_dir)?;

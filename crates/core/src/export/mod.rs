@@ -264,13 +264,7 @@ pub fn project_python() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("VOCML_PYTHON") {
         return Ok(PathBuf::from(p));
     }
-    let rel = Path::new(".venv/bin/python");
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        candidates.extend(exe.ancestors().skip(1).take(4).map(|d| d.join(rel)));
-    }
-    candidates.push(rel.to_path_buf());
-    if let Some(p) = candidates.into_iter().find(|p| p.is_file()) {
+    if let Some(p) = crate::venv::project_path(Path::new(".venv/bin/python")) {
         return Ok(p);
     }
     let on_path = std::env::var_os("PATH")

@@ -13,14 +13,7 @@ pub fn default_weights(kind: BackboneKind) -> Option<PathBuf> {
     if !kind.embedded_weights() {
         return None;
     }
-    let rel = format!(".venv/vocml-weights/{}.safetensors", kind.name());
-    let mut candidates = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        // target/release/<bin> -> project root
-        candidates.extend(exe.ancestors().skip(1).take(4).map(|d| d.join(&rel)));
-    }
-    candidates.push(PathBuf::from(&rel));
-    candidates.into_iter().find(|p| p.is_file())
+    crate::venv::project_path(Path::new(&format!(".venv/vocml-weights/{}.safetensors", kind.name())))
 }
 
 /// Builds a backbone and loads its weights (features only: the ImageNet classifier is

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod loaded;
+pub mod onnx_engine;
 pub mod options;
 pub mod predictor;
 pub mod thresholds;

@@ -9,6 +9,7 @@
 use crate::io::image::ResizeMode;
 use crate::run::config::{EnsembleKind, EnsembleRun, RunConfig};
 use crate::run::loaded::LoadedModel;
+use crate::run::onnx_engine::{engine, EngineChoice, Expected, OnnxModel};
 use crate::run::thresholds::thresholds_for;
 use crate::run::{RunWriter, CONFIG_FILE};
 use anyhow::{bail, Context, Result};
@@ -26,6 +27,9 @@ pub struct Predictor {
     pub tta: bool,
     /// Non-empty; they share classes, input size and resize mode.
     members: Vec<LoadedModel>,
+    /// The run's exported file in ONNX Runtime, when the engine choice uses it.
+    onnx: Option<OnnxModel>,
+    engine_note: Option<String>,
 }
 
 impl Predictor {
@@ -40,10 +44,64 @@ impl Predictor {
                 let mut p = Self::from_members(&paths, device, Some(tta.unwrap_or(cfg.tta)))?;
                 p.run_dir = dir.clone();
                 (p.thresholds, p.thresholds_tuned) = thresholds_for(dir, p.classes())?;
+                p.attach_engine(device)?;
                 Ok(p)
             }
-            single => Self::from_loaded(vec![LoadedModel::from_config(dir, &single, device)?], tta),
+            single => {
+                let mut p = Self::from_loaded(vec![LoadedModel::from_config(dir, &single, device)?], tta)?;
+                p.attach_engine(device)?;
+                Ok(p)
+            }
         }
+    }
+
+    /// Opens the run's exported `model.onnx` in ONNX Runtime when the process's engine choice
+    /// ([`engine`]) asks for it: always with `onnx` (an error if it cannot), with `auto` when
+    /// the device is the CPU and the file exists and matches the run.
+    fn attach_engine(&mut self, device: Device) -> Result<()> {
+        let choice = engine();
+        let file = self.run_dir.join(crate::run::ONNX_FILE);
+        match choice {
+            EngineChoice::Torch => return Ok(()),
+            EngineChoice::Auto if device != Device::Cpu || !file.is_file() => return Ok(()),
+            EngineChoice::Onnx if device != Device::Cpu => {
+                bail!("the ONNX Runtime engine runs on the CPU; use --device cpu or --engine torch")
+            }
+            EngineChoice::Onnx if !file.is_file() => bail!(
+                "{} has no {}: run `export --run {}` first, or use --engine torch",
+                self.run_dir.display(),
+                crate::run::ONNX_FILE,
+                self.run_dir.display()
+            ),
+            _ => {}
+        }
+        let want = Expected {
+            classes: self.classes(),
+            image_size: self.image_size(),
+            tta: self.tta,
+            members: self.members.len(),
+            normalization: self.normalization(),
+        };
+        match OnnxModel::load(&file, &want, tch::get_num_threads().max(1) as usize) {
+            Ok(m) => self.onnx = Some(m),
+            Err(e) if choice == EngineChoice::Onnx => return Err(e),
+            Err(e) => self.engine_note = Some(format!("{e:#}")),
+        }
+        Ok(())
+    }
+
+    /// The engine that scores images: `onnxruntime` or `libtorch`.
+    pub fn engine(&self) -> &'static str {
+        if self.onnx.is_some() {
+            "onnxruntime"
+        } else {
+            "libtorch"
+        }
+    }
+
+    /// Why `--engine auto` kept libtorch although the run has an exported file.
+    pub fn engine_note(&self) -> Option<&str> {
+        self.engine_note.as_deref()
     }
 
     /// Averages the given runs (an unsaved ensemble when there are several: thresholds 0.5;
@@ -52,6 +110,9 @@ impl Predictor {
     pub fn from_members(dirs: &[PathBuf], device: Device, tta: Option<bool>) -> Result<Self> {
         if dirs.is_empty() {
             bail!("an ensemble needs at least one run");
+        }
+        if dirs.len() > 1 && engine() == EngineChoice::Onnx {
+            bail!("the ONNX Runtime engine runs one exported file: save the ensemble with `evaluate --ensemble`, export it, and pass it as one --run");
         }
         let mut members = Vec::with_capacity(dirs.len());
         for d in dirs {
@@ -101,6 +162,8 @@ impl Predictor {
             thresholds_tuned: single && first.thresholds_tuned,
             tta,
             members,
+            onnx: None,
+            engine_note: None,
         })
     }
 
@@ -151,7 +214,16 @@ impl Predictor {
         self.members.is_empty()
     }
 
-    /// Probabilities `[B, C]` on the CPU: the mean over members (and over the mirrored view
+    /// Probabilities `[B, C]` on the CPU from the chosen engine: ONNX Runtime when the run's
+    /// exported file is attached, else [`Self::probabilities`] (libtorch).
+    pub fn score(&self, pixels: &Tensor) -> Result<Tensor> {
+        match &self.onnx {
+            Some(m) => m.probabilities(pixels),
+            None => Ok(self.probabilities(pixels)),
+        }
+    }
+
+    /// Probabilities `[B, C]` on the CPU from libtorch: the mean over members (and over the mirrored view
     /// with TTA) of each member's sigmoid outputs.
     pub fn probabilities(&self, pixels: &Tensor) -> Tensor {
         if let ([one], false) = (self.members.as_slice(), self.tta) {
