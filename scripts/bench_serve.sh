@@ -15,6 +15,11 @@ command -v oha > /dev/null || cargo install oha --locked
 "$PY" -c "import fastapi, uvicorn, multipart" 2> /dev/null || "$PY" -m pip install -q fastapi uvicorn python-multipart
 
 serve_fixture
+# The engine serve and the ceiling's predict run: ONNX Runtime on the run's exported file on
+# the CPU (ENGINE=torch for libtorch).
+ENGINE=${ENGINE:-onnx}
+[[ $DEVICE == cpu ]] || ENGINE=torch
+[[ $ENGINE == onnx ]] && target/release/export -q --run "$run" > /dev/null
 port_ours=$(( 20000 + RANDOM % 10000 )); port_peer=$(( port_ours + 1 )); port_grpc=$(( port_ours + 2 ))
 # The OIP binary body: JSON header, then the photo as one BYTES element (4-byte length first).
 "$PY" - "$photo" "$TMP/oip-body" > "$TMP/oip-header-length" <<'PY'
@@ -56,7 +61,7 @@ MULTIPART=(-m POST -T "multipart/form-data; boundary=$boundary" -D "$TMP/body")
 OIP_BINARY=(-m POST -T application/octet-stream -H "Inference-Header-Content-Length: $(cat "$TMP/oip-header-length")" -D "$TMP/oip-body")
 
 target/release/serve --runs "$TMP/runs" --run "$run" --addr "127.0.0.1:$port_ours" --grpc-addr "127.0.0.1:$port_grpc" \
-  --device "$DEVICE" ${SERVE_ARGS:-} 2> "$TMP/serve.log" &
+  --device "$DEVICE" --engine "$ENGINE" ${SERVE_ARGS:-} 2> "$TMP/serve.log" &
 ours_pid=$!
 wait_up "$port_ours" "$TMP/serve.log" /ready
 load vocml "http://127.0.0.1:$port_ours/predict" "${MULTIPART[@]}"
@@ -78,11 +83,11 @@ kill -TERM "$peer_pid"; wait "$peer_pid" || true
 mkdir -p "$TMP/few" "$TMP/many"
 for i in $(seq 40); do cp "$photo" "$TMP/few/$i.jpg"; done
 for i in $(seq 400); do cp "$photo" "$TMP/many/$i.jpg"; done
-read -r t_few _ < <(measure target/release/predict -q --run "$run" --device "$DEVICE" --output "$TMP/few.csv" "$TMP/few")
-read -r t_many _ < <(measure target/release/predict -q --run "$run" --device "$DEVICE" --output "$TMP/many.csv" "$TMP/many")
+read -r t_few _ < <(measure target/release/predict -q --run "$run" --device "$DEVICE" --engine "$ENGINE" --output "$TMP/few.csv" "$TMP/few")
+read -r t_many _ < <(measure target/release/predict -q --run "$run" --device "$DEVICE" --engine "$ENGINE" --output "$TMP/many.csv" "$TMP/many")
 ceiling=$(awk "BEGIN{printf \"%.1f\", 360 / ($t_many - $t_few)}")
 
-echo "bench-serve: one $DATA_NAME photo per request, EfficientNet-Lite0 224px, $DEVICE, $(nproc) cores, $(date -u +%F)"
+echo "bench-serve: one $DATA_NAME photo per request, EfficientNet-Lite0 224px, $DEVICE ($ENGINE engine), $(nproc) cores, $(date -u +%F)"
 printf '%-5s %-28s %10s %9s %9s %7s %11s\n' conc server "images/s" "p50 ms" "p99 ms" errors "vs peer"
 paste -d' ' "$TMP/vocml" "$TMP/peer" "$TMP/oip-binary" "$TMP/oip-grpc" | while read -r c r50 p50 p99 bad _ pr pp50 pp99 pbad _ br bp50 bp99 bbad _ gr gp50 gp99 gbad; do
   printf '%-5s %-28s %10s %9s %9s %7s %10.2fx\n' "$c" "vocml serve" "$r50" "$p50" "$p99" "$bad" "$(awk "BEGIN{print $r50 / $pr}")"
