@@ -4,7 +4,7 @@
 
 use crate::util::*;
 
-const TOOLS: [&str; 7] = ["voc-prep", "train", "evaluate", "predict", "retrain", "serve", "vocml-bench"];
+const TOOLS: [&str; 8] = ["voc-prep", "train", "evaluate", "predict", "retrain", "export", "serve", "vocml-bench"];
 
 /// Runs `tool args` and checks exit 2 with an error line naming `expect`.
 fn usage_error(tool: &str, args: &[&str], expect: &str) {
@@ -35,6 +35,7 @@ fn bad_values_are_usage_errors() {
     usage_error("voc-prep", &["--voc-root", "v", "--image-set", "holdout"], "--image-set");
     usage_error("vocml-bench", &["--model", "nope"], "--model");
     usage_error("retrain", &["--no-such-flag"], "--no-such-flag");
+    usage_error("export", &["--format", "tflite"], "--format");
     usage_error("serve", &["--grpc-addr", "localhost"], "--grpc-addr");
     usage_error("serve", &["--http_port", "70000"], "--http-port");
     usage_error("serve", &["--model-name", "a/b"], "--model-name");

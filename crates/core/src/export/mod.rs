@@ -26,26 +26,7 @@ pub const OPSET: i64 = 17;
 
 const SCRIPT: &str = include_str!("onnx_export.py");
 
-/// What the exported graph takes as input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InputKind {
-    /// `float32 [batch, 3, H, W]`, normalised with the run's mean and std (what most ONNX
-    /// consumers expect; the metadata gives the normalisation).
-    Normalized,
-    /// `uint8 [batch, H, W, 3]` RGB pixels at the run's size, scaled and normalised inside the
-    /// graph (no knowledge of ImageNet means needed; what vocml's own engine feeds).
-    Pixels,
-}
-
-impl InputKind {
-    /// How the input is described in the file's metadata (`vocml.input`).
-    pub fn describe(self) -> &'static str {
-        match self {
-            InputKind::Normalized => "float32 [batch, 3, H, W]: RGB in [0, 1], minus vocml.mean, divided by vocml.std",
-            InputKind::Pixels => "uint8 [batch, H, W, 3]: RGB pixels, resized to vocml.image_size by vocml.resize",
-        }
-    }
-}
+pub use crate::run::onnx_engine::InputKind;
 
 /// Export settings.
 #[derive(Debug, Clone)]

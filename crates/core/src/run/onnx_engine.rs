@@ -7,7 +7,6 @@
 //! when the run has no matching exported file); `auto` (the default of the tools): ONNX
 //! Runtime on the CPU when the run holds a `model.onnx` that matches it, libtorch otherwise.
 
-use crate::export::InputKind;
 use crate::model::Normalization;
 use anyhow::{anyhow, bail, Context, Result};
 use ort::session::{builder::GraphOptimizationLevel, Session};
@@ -39,6 +38,27 @@ pub fn set_engine(choice: EngineChoice) {
 /// The engine chosen with [`set_engine`] (libtorch unless set).
 pub fn engine() -> EngineChoice {
     *ENGINE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the exported graph takes as input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// `float32 [batch, 3, H, W]`, normalised with the run's mean and std (what most ONNX
+    /// consumers expect; the metadata gives the normalisation).
+    Normalized,
+    /// `uint8 [batch, H, W, 3]` RGB pixels at the run's size, scaled and normalised inside the
+    /// graph (no knowledge of ImageNet means needed; what vocml's own engine feeds).
+    Pixels,
+}
+
+impl InputKind {
+    /// How the input is described in the file's metadata (`vocml.input`).
+    pub fn describe(self) -> &'static str {
+        match self {
+            InputKind::Normalized => "float32 [batch, 3, H, W]: RGB in [0, 1], minus vocml.mean, divided by vocml.std",
+            InputKind::Pixels => "uint8 [batch, H, W, 3]: RGB pixels, resized to vocml.image_size by vocml.resize",
+        }
+    }
 }
 
 /// What the exported file must agree on with the run that loads it.
