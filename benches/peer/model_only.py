@@ -4,7 +4,8 @@ file, batches of BATCH over the rows of a voc-prep X_<split>.npy, THREADS intra-
 
 Usage: model_only.py torch RUN_DIR X.npy THREADS BATCH
        model_only.py onnxruntime MODEL.onnx X.npy THREADS BATCH
-Prints: "<images> <seconds>" (after one warm-up batch).
+Prints: "<images> <seconds>": every batch timed, the first one included, as vocml's
+`evaluate` times its scoring pass (model loading excluded in both).
 """
 import json
 import os
@@ -46,7 +47,6 @@ def main():
             with torch.inference_mode():
                 x = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5
                 return torch.sigmoid(head(net(x))).numpy()
-    forward(xs[:batch])
     t0 = time.perf_counter()
     for start in range(0, len(xs), batch):
         forward(xs[start:start + batch])

