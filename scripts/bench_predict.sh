@@ -65,6 +65,19 @@ if [[ $DEVICE == cpu ]]; then
   done
   echo "(vocml's figures are evaluate's inference time per image; peak MiB of the whole process;"
   echo " ratio = vocml's ONNX Runtime engine images/s / the tool's)"
+  # The same pass on the int8 file (`export --int8`; its mAP check means nothing on this short
+  # synthetic run, hence --max-map-drop 1: docs/benchmarks.md has the accuracy on real photos).
+  target/release/export -q --run "$run" --int8 --max-map-drop 1 --threads "$THREADS" > /dev/null
+  cp -r "$run" "$TMP/run-int8" && cp "$run/model.int8.onnx" "$TMP/run-int8/model.onnx"
+  read -r _ mib[vocml-int8] < <(measure target/release/evaluate -q --data "$TMP/data600" --run "$TMP/run-int8" --split train --engine onnx --threads "$THREADS" --batch-size "$BATCH" --no-select)
+  ips[vocml-int8]=$("$PY" -c "import json; print(1000 / json.load(open('$TMP/run-int8/evaluation.json'))['inference_ms_per_image'])")
+  read -r _ mib[ort-int8] < <(measure "$PY" -W ignore benches/peer/model_only.py onnxruntime "$run/model.int8.onnx" "$x" "$THREADS" "$BATCH")
+  ips[ort-int8]=$(awk '{print $1 / $2}' "$TMP/last.out")
+  echo
+  echo "model only, int8 file (export --int8): speed-up = int8 images/s / the same tool's fp32"
+  printf '%-38s %10s %9s %8s\n' tool images/s "peak MiB" speed-up
+  printf '%-38s %10.1f %9s %7.2fx\n' "vocml (ONNX Runtime engine), int8" "${ips[vocml-int8]}" "${mib[vocml-int8]}" "$(awk "BEGIN{print ${ips[vocml-int8]} / ${ips[vocml-onnx]}}")"
+  printf '%-38s %10.1f %9s %7.2fx\n' "ONNX Runtime (Python), int8" "${ips[ort-int8]}" "${mib[ort-int8]}" "$(awk "BEGIN{print ${ips[ort-int8]} / ${ips[ort]}}")"
 fi
 # Same probabilities (max abs difference over all rows and classes).
 "$PY" - "$TMP/ours.csv" "$TMP/py.csv" <<'PY'

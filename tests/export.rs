@@ -254,6 +254,72 @@ fn bad_export_requests_fail_with_one_line_and_write_nothing() {
     assert!(left.is_empty(), "{left:?}");
 }
 
+/// `--int8`: a QDQ file beside the run (the engine keeps the fp32 `model.onnx`), with the
+/// run's contract and `vocml.quantization` in its metadata, standard operators, scored by the
+/// file-only script; the fp32 mAP it reports is `evaluate`'s on the same validation split;
+/// bad int8 requests are one-line errors that write nothing.
+#[test]
+fn int8_export_is_calibrated_checked_against_fp32_and_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, _, run_dir) = best_run(dir.path(), 24, 32, &["--epochs", "1"]);
+    let images = test_images(&data, &dir.path().join("images"));
+    let o = run(bin("export").arg("--run").arg(&run_dir).args(["--int8", "--max-map-drop", "1", "--threads", "2"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let file = run_dir.join("model.int8.onnx");
+    assert!(file.is_file() && !run_dir.join("model.onnx").exists(), "int8 goes to model.int8.onnx only");
+    let out = stdout(&o);
+    let line = out.lines().find(|l| l.starts_with("int8: validation mAP")).unwrap_or_else(|| panic!("{out}"));
+    let fp32_map: f64 = line.split("(fp32 ").nth(1).and_then(|r| r.split(',').next()).unwrap().parse().unwrap();
+    assert!(line.contains("calibrated on"), "{line}");
+
+    let check = format!(
+        "import onnx, json\nm = onnx.load('{f}')\nonnx.checker.check_model('{f}', full_check=True)\nmeta = {{p.key: p.value for p in m.metadata_props}}\n\
+         q = json.loads(meta['vocml.quantization'])\nops = [n.op_type for n in m.graph.node]\n\
+         print(sorted({{n.domain for n in m.graph.node}}), ops.count('QuantizeLinear') > 10, json.loads(meta['vocml.classes']), q['calibration_images'] > 0, q['val_map_fp32'] >= 0)",
+        f = file.display()
+    );
+    assert_eq!(python_eval(&check), "[''] True ['person', 'chair', 'dog', 'sofa'] True True");
+    let got = run(std::process::Command::new(python()).arg(repo_root().join("scripts/onnx_predict.py")).arg(&file).arg(&images));
+    assert!(got.status.success(), "{}", stderr(&got));
+    let got = rows(&stdout(&got));
+    assert_eq!(got.len(), std::fs::read_dir(&images).unwrap().count());
+    assert!(got.values().all(|(_, p)| p.len() == 4 && p.iter().all(|v| (0.0..=1.0).contains(v))), "{got:?}");
+
+    // The fp32 figure is evaluate's mAP on the validation split, through the same file.
+    let o = export(&run_dir, &run_dir.join("model.onnx"), &["-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(bin("evaluate").arg("--data").arg(&data).arg("--run").arg(&run_dir).args([
+        "--split",
+        "val",
+        "--engine",
+        "onnx",
+        "--no-select",
+        "-q",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let evaluated = read_json(&run_dir.join("evaluation.json"))["mAP"].as_f64().unwrap();
+    assert!((evaluated - fp32_map).abs() < 1e-4, "evaluate {evaluated} vs the int8 report's fp32 {fp32_map}");
+
+    let other = prepared(&dir.path().join("other"), 12, 48);
+    let out = dir.path().join("q.onnx");
+    let cases: [(Vec<String>, i32, &str); 4] = [
+        (vec!["--int8".into(), "--data".into(), "/no/such/data".into()], 1, "cannot open /no/such/data/X_train.npy"),
+        (vec!["--int8".into(), "--data".into(), other.to_str().unwrap().into()], 1, "but the run takes 32x32x3"),
+        (vec!["--data".into(), other.to_str().unwrap().into()], 2, "--int8"),
+        (vec!["--int8".into(), "--max-map-drop".into(), "1.5".into()], 2, "not an mAP difference between 0 and 1"),
+    ];
+    for (args, code, message) in cases {
+        let o = export(&run_dir, &out, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains(message), "{args:?}: {err}");
+        if code == 1 {
+            assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        }
+        assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    }
+}
+
 /// `--engine`: ONNX Runtime on the run's exported file gives predict's and evaluate's
 /// libtorch results (1e-4, same labels); auto picks it once the run is exported; a missing
 /// or stale file is one clear error with `--engine onnx`, and auto falls back to libtorch.

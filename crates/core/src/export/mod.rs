@@ -7,8 +7,10 @@
 //! onnx, which `make setup` installs), given the run's contract as metadata (`vocml.*`
 //! keys), checked with `onnx.checker` (full check, standard operators only) and, when
 //! onnxruntime is installed, run by ONNX Runtime on images libtorch scored too: outputs must
-//! agree to [`PARITY_TOLERANCE`]. The file is written under a hidden name and renamed into
-//! place, so an interrupted or failed export leaves nothing behind.
+//! agree to [`PARITY_TOLERANCE`]. With [`Int8Options`] that file is then quantised to int8 by
+//! ONNX Runtime's static quantiser (calibrated on the run's training images) and refused when
+//! it loses more validation mAP than allowed. The file is written under a hidden name and
+//! renamed into place, so an interrupted or failed export leaves nothing behind.
 
 use crate::run::predictor::Predictor;
 use crate::tensor::{normalize, to_unit_nchw};
@@ -25,6 +27,13 @@ pub const PARITY_TOLERANCE: f64 = 1e-4;
 pub const OPSET: i64 = 17;
 
 const SCRIPT: &str = include_str!("onnx_export.py");
+const QUANTIZE_SCRIPT: &str = include_str!("onnx_quantize.py");
+
+/// The int8 file's name in a run directory (the engine keeps running the fp32 `model.onnx`).
+pub const INT8_FILE: &str = "model.int8.onnx";
+
+/// Training images that calibrate the int8 activation ranges.
+pub const CALIBRATION_IMAGES: usize = 200;
 
 pub use crate::run::onnx_engine::InputKind;
 
@@ -34,6 +43,31 @@ pub struct ExportOptions {
     pub input: InputKind,
     /// Intra-op threads for the parity check.
     pub threads: usize,
+    /// Quantise to int8 after the fp32 checks.
+    pub int8: Option<Int8Options>,
+}
+
+/// Static int8 quantisation.
+#[derive(Debug, Clone)]
+pub struct Int8Options {
+    /// Prepared dataset (voc-prep's layout): its training images calibrate, its validation
+    /// split is scored by both files.
+    pub data: PathBuf,
+    /// Largest validation mAP the int8 file may lose against fp32.
+    pub max_map_drop: f64,
+}
+
+/// What the int8 step measured (validation split, ONNX Runtime, the export's threads).
+#[derive(Debug, Clone)]
+pub struct Int8Report {
+    pub calibration_images: usize,
+    pub val_images: usize,
+    pub map_fp32: f64,
+    pub map_int8: f64,
+    pub ms_fp32: f64,
+    pub ms_int8: f64,
+    /// Largest |int8 - fp32| probability over the validation images.
+    pub max_abs_diff: f64,
 }
 
 /// What an export wrote and found.
@@ -50,6 +84,8 @@ pub struct ExportReport {
     pub onnxruntime: Option<String>,
     /// The `vocml.*` metadata written into the file.
     pub metadata: Vec<(String, String)>,
+    /// The int8 step's findings, when it ran (`operators` and `nodes` are then the int8 graph's).
+    pub int8: Option<Int8Report>,
 }
 
 /// Exports `predictor` (loaded on the CPU) to `out`. `cancel` stops between steps (the
@@ -62,6 +98,9 @@ pub fn export_onnx(predictor: &Predictor, out: &Path, opts: &ExportOptions, canc
             "the members of {} normalise their input differently; export it with --preprocess (pixels in, each member normalising its own)",
             predictor.run_dir.display()
         );
+    }
+    if let Some(q) = &opts.int8 {
+        check_int8_data(&q.data, predictor.image_size() as usize)?;
     }
     let python = project_python()?;
     let work = WorkDir::new(&out)?;
@@ -112,31 +151,43 @@ pub fn export_onnx(predictor: &Predictor, out: &Path, opts: &ExportOptions, canc
     std::fs::write(file("job.json"), serde_json::to_vec_pretty(&job)?).context("writing the export job")?;
     std::fs::write(file("onnx_export.py"), SCRIPT).context("writing the converter script")?;
 
-    let run = std::process::Command::new(&python)
-        .arg(file("onnx_export.py"))
-        .arg(file("job.json"))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {}", python.display()))?;
-    if cancel.load(Ordering::SeqCst) {
-        bail!(crate::Interrupted);
-    }
-    if !run.status.success() {
-        let stderr = String::from_utf8_lossy(&run.stderr);
-        let line = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message");
-        bail!("ONNX export failed: {line}");
-    }
-    // The exporter may print warnings first; the report is the last line.
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    let report = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
-    let found: serde_json::Value = serde_json::from_str(report).context("reading the converter's report")?;
+    let mut found = run_script(&python, &file("onnx_export.py"), &file("job.json"), "ONNX export", cancel)?;
     let max_abs_diff = found["max_abs_diff"].as_f64();
+    let onnxruntime = found["onnxruntime"].as_str().map(String::from);
     if let Some(d) = max_abs_diff {
         if d.is_nan() || d > PARITY_TOLERANCE {
             bail!("ONNX Runtime's probabilities differ from libtorch's by {d:.2e} (more than {PARITY_TOLERANCE:.0e}); nothing was written");
         }
     }
-    let written = file("model.onnx");
+    let mut written = file("model.onnx");
+    let mut int8 = None;
+    if let Some(q) = &opts.int8 {
+        let job = json!({
+            "fp32": written,
+            "out": file("model.int8.onnx"),
+            "x_train": absolute(&q.data.join("X_train.npy"))?,
+            "x_val": absolute(&q.data.join("X_val.npy"))?,
+            "y_val": absolute(&q.data.join("y_val.npy"))?,
+            "input": if opts.input == InputKind::Pixels { "pixels" } else { "normalized" },
+            "images": CALIBRATION_IMAGES,
+            "threads": opts.threads.max(1),
+            "max_map_drop": q.max_map_drop,
+        });
+        std::fs::write(file("quantize.json"), serde_json::to_vec_pretty(&job)?).context("writing the quantisation job")?;
+        std::fs::write(file("onnx_quantize.py"), QUANTIZE_SCRIPT).context("writing the quantisation script")?;
+        found = run_script(&python, &file("onnx_quantize.py"), &file("quantize.json"), "int8 export", cancel)?;
+        let number = |k: &str| found[k].as_f64().with_context(|| format!("the quantiser's report has no {k}"));
+        int8 = Some(Int8Report {
+            calibration_images: number("calibration_images")? as usize,
+            val_images: number("val_images")? as usize,
+            map_fp32: number("map_fp32")?,
+            map_int8: number("map_int8")?,
+            ms_fp32: number("ms_fp32")?,
+            ms_int8: number("ms_int8")?,
+            max_abs_diff: number("max_abs_diff")?,
+        });
+        written = file("model.int8.onnx");
+    }
     let bytes = std::fs::metadata(&written).context("the converter wrote no file")?.len();
     std::fs::rename(&written, &out).with_context(|| format!("cannot move the exported file to {}", out.display()))?;
     Ok(ExportReport {
@@ -148,9 +199,64 @@ pub fn export_onnx(predictor: &Predictor, out: &Path, opts: &ExportOptions, canc
             .unwrap_or_default(),
         nodes: found["nodes"].as_u64().unwrap_or(0) as usize,
         max_abs_diff,
-        onnxruntime: found["onnxruntime"].as_str().map(String::from),
+        onnxruntime,
         metadata: metadata.into_iter().map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string())).collect(),
+        int8,
     })
+}
+
+/// Runs one of the embedded scripts on its job file; returns its report (the last line of
+/// stdout, JSON) or its one-line error.
+fn run_script(python: &Path, script: &Path, job: &Path, what: &str, cancel: &AtomicBool) -> Result<serde_json::Value> {
+    let run = std::process::Command::new(python)
+        .arg(script)
+        .arg(job)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    if cancel.load(Ordering::SeqCst) {
+        bail!(crate::Interrupted);
+    }
+    if !run.status.success() {
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        let line = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message");
+        bail!("{what} failed: {line}");
+    }
+    // The tools may print warnings first; the report is the last line.
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let report = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    serde_json::from_str(report).with_context(|| format!("reading the {what} report"))
+}
+
+/// The int8 step's dataset: training images to calibrate on, a labelled validation split,
+/// both at the run's image size.
+fn check_int8_data(data: &Path, image_size: usize) -> Result<()> {
+    for (split, need_labels) in [("train", false), ("val", true)] {
+        let x = data.join(format!("X_{split}.npy"));
+        let array = crate::io::npy::NpyArray::open(&x).with_context(|| {
+            format!(
+                "int8 export calibrates on the training images of {} and checks mAP on its validation split (--data names another prepared dataset)",
+                data.display()
+            )
+        })?;
+        let shape = array.shape();
+        if shape.len() != 4 || shape[1] != image_size || shape[2] != image_size || shape[3] != 3 {
+            bail!(
+                "{}: images of shape {shape:?}, but the run takes {image_size}x{image_size}x3 (prepare the data at its size)",
+                x.display()
+            );
+        }
+        if array.dtype() != crate::io::npy::DType::U8 {
+            bail!("{}: {:?} pixels; int8 export reads voc-prep's uint8 arrays", x.display(), array.dtype());
+        }
+        if shape[0] == 0 {
+            bail!("{}: no images; int8 export needs {split} images", x.display());
+        }
+        if need_labels && !data.join(format!("y_{split}.npy")).is_file() {
+            bail!("{}: no y_{split}.npy beside X_{split}.npy", data.display());
+        }
+    }
+    Ok(())
 }
 
 /// The run's contract as `vocml.*` metadata: everything a consumer needs to feed the graph

@@ -185,6 +185,11 @@ impl Predictor {
         }
     }
 
+    /// The first member's data directory, as its config records it.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.members[0].data_dir()
+    }
+
     /// Input side in pixels.
     pub fn image_size(&self) -> u32 {
         self.members[0].image_size
