@@ -254,6 +254,32 @@ fn bad_export_requests_fail_with_one_line_and_write_nothing() {
     assert!(left.is_empty(), "{left:?}");
 }
 
+/// Multi-scale runs (`--scales`): libtorch's anti-aliased downsizing becomes opset 18's Resize
+/// with `antialias`, the backbone run at both scales is stored once, and the file scores like
+/// `predict`.
+#[test]
+fn multi_scale_runs_export_with_an_antialiased_resize_and_one_copy_of_the_backbone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared(dir.path(), 24, 48);
+    let images = test_images(&data, &dir.path().join("images"));
+    let run_dir = quick_run(&data, &dir.path().join("runs"), &["--epochs", "1", "--scales", "48,32"]);
+    exported_file_scores_like_predict(&run_dir, &images, &[], &[]);
+    let onnx = run_dir.parent().unwrap().join(format!("{}.onnx", run_dir.file_name().unwrap().to_string_lossy()));
+    let check = format!(
+        "import onnx\nm = onnx.load('{f}')\nr = [n for n in m.graph.node if n.op_type == 'Resize']\n\
+         a = {{x.name: x.i for x in r[0].attribute}} if r else {{}}\nprint(m.opset_import[0].version, len(r), a.get('antialias'), a.get('exclude_outside'), len(m.graph.initializer))",
+        f = onnx.display()
+    );
+    let found = python_eval(&check);
+    let fields: Vec<&str> = found.split(' ').collect();
+    assert_eq!(fields[..4], ["18", "1", "1", "1"], "{found}");
+    let single = quick_run(&data, &dir.path().join("runs-single"), &["--epochs", "1"]);
+    let out = dir.path().join("single.onnx");
+    assert!(export(&single, &out, &["-q"]).status.success());
+    let single_count = python_eval(&format!("import onnx\nprint(len(onnx.load('{}').graph.initializer))", out.display()));
+    assert_eq!(fields[4], single_count, "the multi-scale file stores its backbone once");
+}
+
 /// `--int8`: a QDQ file beside the run (the engine keeps the fp32 `model.onnx`), with the
 /// run's contract and `vocml.quantization` in its metadata, standard operators, scored by the
 /// file-only script; the fp32 mAP it reports is `evaluate`'s on the same validation split;

@@ -14,9 +14,10 @@ use vocml_core::run::predictor::Predictor;
 /// The graph is the forward `predict` runs: backbone, head and its activation (sigmoid per
 /// class for multilabel, softmax per head for multiclass/multihead), ensemble members
 /// averaged, flip TTA when the run uses it. Input `images`, output `probabilities`
-/// [batch, classes], a dynamic batch axis, opset 17, standard operators only. The run's
-/// contract is in the file's metadata (vocml.classes, vocml.task, vocml.label_groups,
-/// vocml.thresholds, vocml.image_size, vocml.resize, vocml.mean, vocml.std, vocml.input, ...).
+/// [batch, classes], a dynamic batch axis, opset 17 (18 for multi-scale runs), standard
+/// operators only. The run's contract is in the file's metadata (vocml.classes, vocml.task,
+/// vocml.label_groups, vocml.thresholds, vocml.image_size, vocml.resize, vocml.mean,
+/// vocml.std, vocml.input, ...).
 /// Default input: float32 [batch, 3, H, W] normalised with vocml.mean / vocml.std;
 /// --preprocess takes uint8 [batch, H, W, 3] RGB pixels and normalises inside the graph.
 ///
@@ -121,7 +122,7 @@ fn run(cli: Cli) -> Result<()> {
         report.path.display(),
         report.bytes as f64 / 1e6,
         report.nodes,
-        vocml_core::export::OPSET,
+        report.opset,
         opts.input.describe()
     );
     println!("operators: {}", report.operators.join(" "));

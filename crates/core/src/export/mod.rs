@@ -23,7 +23,8 @@ use tch::{Device, Kind, Tensor};
 /// Largest difference allowed between ONNX Runtime's and libtorch's probabilities.
 pub const PARITY_TOLERANCE: f64 = 1e-4;
 
-/// The ONNX opset written (LayerNormalization needs 17).
+/// The ONNX opset written (LayerNormalization needs 17); multi-scale runs get 18, whose
+/// Resize can anti-alias as libtorch does when it shrinks the input for a second scale.
 pub const OPSET: i64 = 17;
 
 const SCRIPT: &str = include_str!("onnx_export.py");
@@ -82,6 +83,8 @@ pub struct ExportReport {
     /// installed (the check was skipped).
     pub max_abs_diff: Option<f64>,
     pub onnxruntime: Option<String>,
+    /// The opset written.
+    pub opset: i64,
     /// The `vocml.*` metadata written into the file.
     pub metadata: Vec<(String, String)>,
     /// The int8 step's findings, when it ran (`operators` and `nodes` are then the int8 graph's).
@@ -154,6 +157,7 @@ pub fn export_onnx(predictor: &Predictor, out: &Path, opts: &ExportOptions, canc
     let mut found = run_script(&python, &file("onnx_export.py"), &file("job.json"), "ONNX export", cancel)?;
     let max_abs_diff = found["max_abs_diff"].as_f64();
     let onnxruntime = found["onnxruntime"].as_str().map(String::from);
+    let opset = found["opset"].as_i64().unwrap_or(OPSET);
     if let Some(d) = max_abs_diff {
         if d.is_nan() || d > PARITY_TOLERANCE {
             bail!("ONNX Runtime's probabilities differ from libtorch's by {d:.2e} (more than {PARITY_TOLERANCE:.0e}); nothing was written");
@@ -200,6 +204,7 @@ pub fn export_onnx(predictor: &Predictor, out: &Path, opts: &ExportOptions, canc
         nodes: found["nodes"].as_u64().unwrap_or(0) as usize,
         max_abs_diff,
         onnxruntime,
+        opset,
         metadata: metadata.into_iter().map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string())).collect(),
         int8,
     })

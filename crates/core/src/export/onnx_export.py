@@ -7,6 +7,7 @@ the opset and the metadata. Prints one JSON line (the check's findings) on succe
 one line on stderr naming the problem and exit status 1.
 """
 
+import hashlib
 import json
 import math
 import sys
@@ -20,18 +21,50 @@ def fail(message):
 def as_initializers(model):
     """Weights as graph initializers (what quantizers, optimizers and viewers look for)
     instead of the Constant nodes the traced module's captured tensors become; small
-    shape constants stay nodes."""
-    keep = []
+    shape constants stay nodes. A weight the trace captured more than once (a multi-scale
+    run's backbone, run at each scale) is stored once."""
+    from onnx import numpy_helper
+
+    keep, first, renamed = [], {}, {}
     for node in model.graph.node:
         value = next((a.t for a in node.attribute if a.name == "value"), None) if node.op_type == "Constant" else None
         if value is not None and len(node.attribute) == 1 and len(value.dims) >= 1 and min(value.dims) > 0 and \
                 math.prod(value.dims) >= 16:
-            value.name = node.output[0]
+            key = (value.data_type, tuple(value.dims), hashlib.sha256(numpy_helper.to_array(value).tobytes()).digest())
+            if key in first:
+                renamed[node.output[0]] = first[key]
+                continue
+            first[key] = value.name = node.output[0]
             model.graph.initializer.append(value)
         else:
             keep.append(node)
+    for node in keep:
+        for i, name in enumerate(node.input):
+            if name in renamed:
+                node.input[i] = renamed[name]
     del model.graph.node[:]
     model.graph.node.extend(keep)
+
+
+ANTIALIAS = "aten::_upsample_bilinear2d_aa"
+
+
+def antialiased_resize(g, x, output_size, align_corners, *scales):
+    """libtorch's anti-aliased bilinear downsampling (multi-scale runs) as ONNX Resize with
+    `antialias` (opset 18); `exclude_outside` renormalises the weights at the borders as
+    libtorch does (measured: |diff| <= 2e-5 on 448 -> 320 px)."""
+    import torch
+    from torch.onnx import symbolic_helper
+
+    sizes = symbolic_helper._maybe_get_const(output_size, "is")
+    if not isinstance(sizes, (list, tuple)) or align_corners is True:
+        raise RuntimeError("anti-aliased resizing is exported for constant output sizes without align_corners only")
+    shape = g.op("Shape", x)
+    batch_channels = g.op("Slice", shape, g.op("Constant", value_t=torch.tensor([0])), g.op("Constant", value_t=torch.tensor([2])))
+    full = g.op("Concat", batch_channels, g.op("Constant", value_t=torch.tensor(list(sizes), dtype=torch.int64)), axis_i=0)
+    empty = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))
+    return g.op("Resize", x, empty, empty, full, mode_s="linear", antialias_i=1, exclude_outside_i=1,
+                coordinate_transformation_mode_s="half_pixel")
 
 
 def main():
@@ -46,12 +79,16 @@ def main():
 
     module = torch.jit.load(job["traced"], map_location="cpu").eval()
     example = torch.from_numpy(np.load(job["example"]))
+    opset = job["opset"]
+    if ANTIALIAS in str(module.inlined_graph):
+        opset = max(opset, 18)
+        torch.onnx.register_custom_op_symbolic(ANTIALIAS, antialiased_resize, 18)
     names = {"input_names": ["images"], "output_names": ["probabilities"]}
     axes = {"images": {0: "batch"}, "probabilities": {0: "batch"}}
     try:
         with torch.no_grad():
             torch.onnx.export(
-                module, (example,), job["out"], opset_version=job["opset"], dynamic_axes=axes,
+                module, (example,), job["out"], opset_version=opset, dynamic_axes=axes,
                 do_constant_folding=True, dynamo=False, **names)
     except Exception as e:  # the exporter raises many types; one line names the failure
         fail(f"the ONNX exporter failed: {type(e).__name__}: {e}")
@@ -74,7 +111,7 @@ def main():
     except Exception as e:
         fail(f"onnx.checker rejected the exported file: {e}")
 
-    report = {"opset": job["opset"], "nodes": len(model.graph.node),
+    report = {"opset": opset, "nodes": len(model.graph.node),
               "operators": sorted({n.op_type for n in model.graph.node})}
     try:
         import onnxruntime as ort
