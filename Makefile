@@ -137,8 +137,8 @@ quality-voc20: build
 
 ## loop: do corrections improve the model on unseen photos, and can the gate tell? Per fold
 ## (FOLDS="1 2 3" of 5), a parent trained without a pool of 400 photos, its K (KS="10 50 200")
-## worst pool photos corrected: retrain as shipped, retrain $NEW_FLAGS (default --replay-all
-## --replicate 1), shuffled labels, and a full retrain with them added, scored on the untouched
+## worst pool photos corrected: retrain as shipped, retrain $NEW_FLAGS (default --config
+## configs/retrain-gentle.toml), shuffled labels, and a full retrain with them added, scored on the untouched
 ## fold (benches/loop.py; docs/loop.md; ~34 min on 2 cores)
 loop: build
 	@$(VENV)/bin/python benches/loop.py

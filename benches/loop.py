@@ -7,8 +7,9 @@ configs/voc4-best.toml) trains on the rest (the parent). The parent scores the p
 photos it gets most wrong (largest binary cross-entropy against the true labels) are
 corrected with their true labels, for each K in KS. Each K is learnt four ways:
   old       retrain's reference recipe (corrections x10, replay 3 per correction, 30 epochs)
-  new       retrain NEW_FLAGS (default --replay-all --replicate 1: the head fine-tuned on the
-            whole training split with each correction once)
+  new       retrain NEW_FLAGS (default --config configs/retrain-gentle.toml: the head
+            fine-tuned on the whole training split with each correction once, 8 epochs at 1e-4;
+            the 2026-12-02 table used --replay-all --replicate 1, 30 epochs at 3e-4)
   shuffled  as new, with the K label sets shuffled among the K photos (a no-op baseline)
   full      the recipe trained from scratch with the K photos added to its training split
 and each result is scored on the unseen split (mAP, macro-F1 at 0.5). The gate's decision
@@ -40,7 +41,7 @@ POOL = int(os.environ.get("POOL", "400"))
 RECIPE = os.environ.get("RECIPE", "configs/voc4-best.toml")
 SIZE = int(os.environ.get("SIZE", "320"))
 OUT = Path(os.environ.get("OUT", "target/loop"))
-NEW_FLAGS = os.environ.get("NEW_FLAGS", "--replay-all --replicate 1").split()
+NEW_FLAGS = os.environ.get("NEW_FLAGS", "--config configs/retrain-gentle.toml").split()
 TOLERANCE = 0.01
 WAYS = ["old", "new", "shuffled", "full"]
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}

@@ -130,6 +130,24 @@ fn a_retrain_is_made_again_from_its_config_and_a_train_config_is_not_a_retrain_r
     assert_eq!(read_json(&second.join("config.json"))["parent"], read_json(&first.join("config.json"))["parent"]);
     same_metrics(&first, &second);
 
+    // A shipped retrain recipe leaves --corrections to the command line.
+    let before = entries(&runs);
+    let o = run(bin("retrain")
+        .arg("--config")
+        .arg(repo_root().join("configs/retrain-gentle.toml"))
+        .args(["-q", "--threads", "2", "--force", "--runs-dir"])
+        .arg(&runs)
+        .arg("--from")
+        .arg(&parent)
+        .arg("--corrections")
+        .arg(&csv));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let recorded = read_json(&new_run(&runs, &before).join("config.json"))["retrain_options"].clone();
+    assert_eq!(
+        (recorded["replay_all"].as_bool(), recorded["replicate"].as_u64(), recorded["epochs"].as_u64(), recorded["lr"].as_f64()),
+        (Some(true), Some(1), Some(8), Some(1e-4))
+    );
+
     let o = run(bin("retrain").arg("--config").arg(parent.join("config.json")));
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("a trained run: its options are train's (train --config)"), "{}", stderr(&o));

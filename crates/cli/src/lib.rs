@@ -392,10 +392,12 @@ pub fn args_with_config(cmd: &clap::Command, args: Vec<std::ffi::OsString>) -> a
         // `--flag=value`, so a negative number is a value rather than a flag.
         flags.push(format!("--{flag}={text}").into());
     }
-    // The recipe's values alone must parse: an error names the file, not just the flag.
+    // The recipe's values alone must parse: an error names the file, not just the flag. What
+    // the command line must add (retrain's --corrections) is not the recipe's to give.
     let mut alone = vec![std::ffi::OsString::from(cmd.get_name())];
     alone.extend(flags.iter().cloned());
-    if let Err(e) = cmd.clone().try_get_matches_from(alone) {
+    let parsed = cmd.clone().try_get_matches_from(alone);
+    if let Some(e) = parsed.err().filter(|e| e.kind() != clap::error::ErrorKind::MissingRequiredArgument) {
         let text = e.to_string();
         let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
         bail!("{path}: {first}");
