@@ -178,6 +178,7 @@ pub fn export_onnx(predictor: &Predictor, out: &Path, opts: &ExportOptions, canc
             "max_map_drop": q.max_map_drop,
         });
         std::fs::write(file("quantize.json"), serde_json::to_vec_pretty(&job)?).context("writing the quantisation job")?;
+        // Beside onnx_export.py, whose checks it imports.
         std::fs::write(file("onnx_quantize.py"), QUANTIZE_SCRIPT).context("writing the quantisation script")?;
         found = run_script(&python, &file("onnx_quantize.py"), &file("quantize.json"), "int8 export", cancel)?;
         let number = |k: &str| found[k].as_f64().with_context(|| format!("the quantiser's report has no {k}"));

@@ -46,6 +46,25 @@ def as_initializers(model):
     model.graph.node.extend(keep)
 
 
+def save_checked(model, path, metadata, what):
+    """Gives `model` exactly `metadata` (key -> value) as its metadata, saves it to `path` and
+    checks the file: onnx.checker's full check, operators of the standard domain only."""
+    import onnx
+
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
+    onnx.save(model, path)
+    try:
+        onnx.checker.check_model(path, full_check=True)
+    except Exception as e:
+        fail(f"onnx.checker rejected the {what}: {e}")
+    custom = sorted({n.domain for n in model.graph.node if n.domain not in ("", "ai.onnx")})
+    if custom:
+        fail(f"the {what} uses operators outside the standard ONNX domain: {', '.join(custom)}")
+
+
 ANTIALIAS = "aten::_upsample_bilinear2d_aa"
 
 
@@ -95,21 +114,10 @@ def main():
 
     model = onnx.load(job["out"])
     as_initializers(model)
-    custom = sorted({n.domain for n in model.graph.node if n.domain not in ("", "ai.onnx")})
-    if custom:
-        fail(f"the graph uses operators outside the standard ONNX domain: {', '.join(custom)}")
     model.producer_name = "vocml"
     model.producer_version = job["version"]
     model.doc_string = job["doc"]
-    del model.metadata_props[:]
-    for key, value in job["metadata"].items():
-        prop = model.metadata_props.add()
-        prop.key, prop.value = key, value
-    onnx.save(model, job["out"])
-    try:
-        onnx.checker.check_model(job["out"], full_check=True)
-    except Exception as e:
-        fail(f"onnx.checker rejected the exported file: {e}")
+    save_checked(model, job["out"], job["metadata"], "exported file")
 
     report = {"opset": opset, "nodes": len(model.graph.node),
               "operators": sorted({n.op_type for n in model.graph.node})}

@@ -1,6 +1,7 @@
 """Quantises an exported vocml ONNX file to int8 and checks what it costs.
 
-Run by `export --int8` with the project's Python (onnx and onnxruntime):
+Run by `export --int8` with the project's Python (onnx and onnxruntime), beside
+onnx_export.py, whose helpers it shares:
   python onnx_quantize.py JOB.json
 JOB.json names the fp32 file (already checked against libtorch), the output path, the
 prepared dataset's arrays (training images calibrate, the validation split is scored), the
@@ -18,10 +19,7 @@ import json
 import sys
 import time
 
-
-def fail(message):
-    print(message.replace("\n", " ").strip(), file=sys.stderr)
-    sys.exit(1)
+from onnx_export import fail, save_checked  # written beside this script by `export`
 
 
 def average_precision(scores, truth):
@@ -127,7 +125,6 @@ def main():
              f"({map_fp32:.4f} -> {map_int8:.4f}; at most {job['max_map_drop']} allowed); nothing was written")
 
     model = onnx.load(job["out"])
-    del model.metadata_props[:]
     quantization = {
         "method": "ONNX Runtime static quantisation: QDQ, int8 weights per output channel, uint8 activations, "
                   "MinMax calibration",
@@ -138,17 +135,7 @@ def main():
         "val_map_fp32": round(map_fp32, 6),
         "val_map_int8": round(map_int8, 6),
     }
-    for key, value in list(meta.items()) + [("vocml.quantization", json.dumps(quantization))]:
-        prop = model.metadata_props.add()
-        prop.key, prop.value = key, value
-    onnx.save(model, job["out"])
-    try:
-        onnx.checker.check_model(job["out"], full_check=True)
-    except Exception as e:
-        fail(f"onnx.checker rejected the int8 file: {e}")
-    custom = sorted({n.domain for n in model.graph.node if n.domain not in ("", "ai.onnx")})
-    if custom:
-        fail(f"the int8 graph uses operators outside the standard ONNX domain: {', '.join(custom)}")
+    save_checked(model, job["out"], {**meta, "vocml.quantization": json.dumps(quantization)}, "int8 file")
     report["nodes"] = len(model.graph.node)
     report["operators"] = sorted({n.op_type for n in model.graph.node})
     print(json.dumps(report))
