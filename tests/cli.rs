@@ -97,3 +97,47 @@ fn the_readme_and_the_contract_tests_list_the_binaries_the_build_makes() {
     assert!(readme.contains(&format!("{} small tools", words[listed.len()])), "the README's tool count");
     assert!(readme.contains(&format!("makes {} binaries", words[bins.len()])), "the README's binary count");
 }
+
+/// libtorch's CUDA part is loaded only where the NVIDIA driver's `libcuda.so.1` loads and
+/// the device is not `cpu` (a stand-in driver library here): `--device auto` then still runs
+/// on the CPU of a machine without a GPU, and `--device cuda` is one clear error.
+#[test]
+fn the_cuda_library_is_loaded_only_where_a_driver_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _, run_dir) = best_run(dir.path(), 16, 32, &["--epochs", "1"]);
+    let photo = std::fs::read_dir(dir.path().join("voc/JPEGImages")).unwrap().next().unwrap().unwrap().path();
+    let driver = dir.path().join("driver");
+    std::fs::create_dir(&driver).unwrap();
+    let source = driver.join("stand_in.c");
+    std::fs::write(&source, "int vocml_stand_in_driver;\n").unwrap();
+    let cc = run(std::process::Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(driver.join("libcuda.so.1")).arg(&source));
+    assert!(cc.status.success(), "cc: {}", stderr(&cc));
+    // The torch wheel's lib folder (.venv/lib/python3.X/site-packages/torch/lib).
+    let has_cuda_part = std::fs::read_dir(repo_root().join(".venv/lib"))
+        .unwrap()
+        .any(|e| e.unwrap().path().join("site-packages/torch/lib/libtorch_cuda.so").is_file());
+    let predict = |device: &str, with_driver: bool| {
+        let mut cmd = bin("predict");
+        cmd.args(["-q", "--engine", "torch", "--device", device, "--run"]).arg(&run_dir).arg(&photo).env("LD_DEBUG", "files");
+        if with_driver {
+            cmd.env("LD_LIBRARY_PATH", &driver);
+        }
+        let o = run(&mut cmd);
+        let cuda_loaded = stderr(&o).contains("file=libtorch_cuda.so");
+        (o, cuda_loaded)
+    };
+    for device in ["auto", "cpu"] {
+        let (o, loaded) = predict(device, false);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(!loaded, "--device {device} without a driver loaded libtorch_cuda");
+    }
+    let (o, loaded) = predict("cpu", true);
+    assert!(o.status.success() && !loaded, "--device cpu loaded libtorch_cuda");
+    let (o, loaded) = predict("auto", true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 2, "a header and the photo's row: {}", stdout(&o));
+    assert_eq!(loaded, has_cuda_part, "with a driver, libtorch_cuda is loaded where the torch wheel has it");
+    let (o, _) = predict("cuda", true);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("predict: error: --device cuda: no CUDA device is available"), "{}", stderr(&o));
+}
