@@ -14,8 +14,8 @@ corrected with their true labels, for each K in KS. Each K is learnt four ways:
   full      the recipe trained from scratch with the K photos added to its training split
 and each result is scored on the unseen split (mAP, macro-F1 at 0.5). The gate's decision
 (retrain.json) is set against the unseen verdict (the unseen mAP change >= -tolerance).
-Seconds are wall time of the process. With TIME_5X=1, fold 1 also times `new` and `full` at
-K=50 with the training split repeated 5 times (the same photos: time only).
+Seconds are wall time of the process. Unless TIME_5X=0, the first fold also times `old`, `new`
+and `full` at K=50 with the training split repeated 5 times (the same photos: time only).
 
 Raw results: OUT/fold<f>/results.json; the table: OUT/loop.md.
 Usage: loop.py (environment: VOC_ROOT FOLDS KS POOL RECIPE NEW_FLAGS OUT B TIME_5X)
@@ -34,7 +34,7 @@ import numpy as np
 
 B = Path(os.environ.get("B", "target/release"))
 VOC_ROOT = Path(os.environ.get("VOC_ROOT", "../shared/data/voc2007-train/VOCdevkit/VOC2007"))
-FOLDS = [int(f) for f in os.environ.get("FOLDS", "1 2 3").split()]
+FOLDS = [int(f) for f in os.environ.get("FOLDS", "1 2 3 4 5").split()]
 OF = int(os.environ.get("OF", "5"))
 KS = [int(k) for k in os.environ.get("KS", "10 50 200").split()]
 POOL = int(os.environ.get("POOL", "400"))
@@ -177,7 +177,7 @@ def run_fold(fold):
         res["k"][str(k)] = row
         print(f"make loop: fold {fold} K={k}: " + ", ".join(f"{w} {row[w]['mAP']:.4f}" for w in WAYS) +
               f" (parent {res['parent']['mAP']:.4f})", file=sys.stderr)
-    if os.environ.get("TIME_5X") == "1" and fold == FOLDS[0] and 50 in KS:
+    if os.environ.get("TIME_5X", "1") == "1" and fold == FOLDS[0] and 50 in KS:
         picked = [pool[i] for i in order[:50]]
         big = subset(full, fold_dir / "base-5x", keep, repeat=5)
         big_parent, _ = train(big, fold_dir / "parent-5x")
@@ -251,6 +251,25 @@ def report(results):
     lines.append("|---|---|---|---|")
     for name, (a, t, bad, lost) in agree.items():
         lines.append(f"| {name} | {a}/{t} | {bad} | {lost} |")
+    lines.append("\nThe shipped rule at wider tolerances (`retrain --tolerance D`), over every candidate and over the new way's:\n")
+    lines.append("| tolerance | agrees (all) | promoted a worse model | refused one not worse | agrees (new) |")
+    lines.append("|---|---|---|---|---|")
+    for tol in (0.01, 0.02, 0.03, 0.05):
+        tally = {"all": [0, 0, 0, 0], "new": [0, 0, 0, 0]}
+        for r in results:
+            for k in KS:
+                for w in ("old", "new", "shuffled"):
+                    row = r["k"][str(k)][w]
+                    unseen_ok = row["mAP"] - r["parent"]["mAP"] >= -TOLERANCE
+                    promote = row["gate"]["low"] >= -tol
+                    for name in ("all", "new") if w == "new" else ("all",):
+                        t = tally[name]
+                        t[0] += promote == unseen_ok
+                        t[1] += 1
+                        t[2] += promote and not unseen_ok
+                        t[3] += (not promote) and unseen_ok
+        a, n = tally["all"], tally["new"]
+        lines.append(f"| {tol} | {a[0]}/{a[1]} | {a[2]} | {a[3]} | {n[0]}/{n[1]} |")
     lines.append("\n| fold | K | way | promoted | unseen not worse | unseen mAP change | gate |")
     lines.append("|---|---|---|---|---|---|---|")
     for d in decisions:

@@ -55,6 +55,13 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
+/// A retrain run's recorded `retrain_options` as the keys a gentle recipe sets: replay_all,
+/// replicate, epochs, lr, tolerance.
+pub fn gentle_recipe_values(recorded: &serde_json::Value) -> (Option<bool>, Option<u64>, Option<u64>, Option<f64>, Option<f64>) {
+    let r = recorded;
+    (r["replay_all"].as_bool(), r["replicate"].as_u64(), r["epochs"].as_u64(), r["lr"].as_f64(), r["tolerance"].as_f64())
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
