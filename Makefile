@@ -4,7 +4,7 @@ VENV := .venv
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup test-tools build install demo serve test test-quick fuzz bench bench-prep bench-train bench-train-step bench-predict bench-serve bench-deploy quality quality-cv quality-tradeoff quality-levers quality-sizes quality-smoothing quality-voc20 loop active-learning clean
+.PHONY: all setup test-tools build install demo serve test test-quick fuzz bench bench-prep bench-train bench-train-step bench-predict bench-serve bench-deploy quality quality-cv learning-curve quality-tradeoff quality-levers quality-sizes quality-smoothing quality-voc20 loop active-learning clean
 
 all: build
 
@@ -109,6 +109,13 @@ quality: build
 quality-cv: build
 	@bash scripts/quality_cv.sh
 
+## learning-curve: accuracy against the number of training photos under make quality-cv's
+## folds (FULL=best, the recipe on 1/8, 1/4, 1/2 of each fold's training split), and the
+## photos the targets would take at the last doubling's rate (benches/learning_curve.py;
+## ~15 min on 2 cores after make quality-cv)
+learning-curve: build
+	@$(VENV)/bin/python benches/learning_curve.py
+
 ## quality-tradeoff: training time against accuracy over input sizes and fine-tuning
 quality-tradeoff: build
 	@CASES="$(TRADEOFF_CASES)" bash scripts/quality.sh
@@ -136,10 +143,11 @@ quality-voc20: build
 	@CASES="voc20=voc20-best" OUT=target/quality-voc20 bash scripts/quality.sh
 
 ## loop: do corrections improve the model on unseen photos, and can the gate tell? Per fold
-## (FOLDS="1 2 3" of 5), a parent trained without a pool of 400 photos, its K (KS="10 50 200")
+## (FOLDS="1 2 3 4 5" of 5), a parent trained without a pool of 400 photos, its K (KS="10 50 200")
 ## worst pool photos corrected: retrain as shipped, retrain $NEW_FLAGS (default --config
-## configs/retrain-gentle.toml), shuffled labels, and a full retrain with them added, scored on the untouched
-## fold (benches/loop.py; docs/loop.md; ~34 min on 2 cores)
+## configs/retrain-gentle.toml), shuffled labels, and a full retrain with them added, scored on
+## the untouched fold; the first fold also timed at 5x the training split (TIME_5X=0: not)
+## (benches/loop.py; docs/loop.md; ~38 min on 2 cores)
 loop: build
 	@$(VENV)/bin/python benches/loop.py
 
