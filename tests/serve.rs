@@ -415,3 +415,48 @@ fn the_queue_ranks_uncorrected_inbox_images_by_margin_or_as_asked() {
     assert_eq!(r.status, 404);
     assert!(r.json()["error"].as_str().unwrap().contains("--inbox DIR"), "{}", r.body);
 }
+
+#[test]
+fn retrain_jobs_follow_a_retrain_recipe_and_a_bad_recipe_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (_, runs, first) = fixture(root, 60, 64, "1");
+    let recipe = root.join("recipe.toml");
+    for (text, want) in [
+        ("corrections = \"fixes.csv\"\n", "corrections is the service's to set"),
+        ("epochz = 3\n", "unknown field `epochz`"),
+        ("tolerance = 2.0\n", "tolerance 2"),
+        ("epochs = [\n", "not valid TOML"),
+    ] {
+        std::fs::write(&recipe, text).unwrap();
+        let o = run(bin("serve").arg("--runs").arg(&runs).arg("--retrain-config").arg(&recipe).args(["--addr", "127.0.0.1:0"]));
+        assert_eq!(o.status.code(), Some(2), "{text}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("--retrain-config") && err.contains(want), "{text}: {err}");
+    }
+    let o = run(bin("serve").arg("--runs").arg(&runs).arg("--retrain-config").arg(root.join("missing.toml")));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("missing.toml") && stderr(&o).trim().lines().count() == 1, "{}", stderr(&o));
+    let o = run(bin("serve").arg("--runs").arg(&runs).arg("--retrain-config").arg(&recipe).args(["--retrain-epochs", "3"]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
+    std::fs::write(&recipe, "replay-all = true\nreplicate = 1\nepochs = 2\nlr = 1e-4\ntolerance = 0.05\n").unwrap();
+    let server = Server::start(&runs, &["--retrain-config", recipe.to_str().unwrap()]);
+    let jpeg = std::fs::read(root.join("voc/JPEGImages/000001.jpg")).unwrap();
+    let form: &[(&str, Option<&str>, &[u8])] = &[("files", Some("a.jpg"), &jpeg), ("labels", None, b"[[\"dog\"]]")];
+    let r = server.post_form("/retrain", form, &[]);
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    server.wait_until(Duration::from_secs(120), |s| s.get(&format!("/jobs/{id}")).json()["state"] != "running");
+    let job = server.get(&format!("/jobs/{id}")).json();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let run_dir = runs.join(job["outcome"]["run"].as_str().unwrap());
+    let recorded = read_json(&run_dir.join("config.json"))["retrain_options"].clone();
+    assert_eq!(gentle_recipe_values(&recorded), (Some(true), Some(1), Some(2), Some(1e-4), Some(0.05)));
+    assert_eq!(
+        recorded["from"].as_str().unwrap(),
+        std::fs::canonicalize(&first).unwrap().to_str().unwrap(),
+        "the served run is the parent"
+    );
+}

@@ -100,6 +100,11 @@ struct Cli {
     /// reaches below minus this (as `retrain --tolerance`).
     #[arg(long, default_value_t = RetrainOptions::default().tolerance, value_name = "D")]
     retrain_tolerance: f64,
+    /// Retrain jobs: a retrain recipe (TOML keyed by retrain's long flags, e.g.
+    /// configs/retrain-gentle.toml) instead of the --retrain-* flags; the parent, the
+    /// corrections and the folders stay the service's.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["retrain_epochs", "retrain_replicate", "retrain_tolerance"])]
+    retrain_config: Option<PathBuf>,
     /// A folder of images to label: GET /queue (and the page's "Review these") lists the ones
     /// the served model is least sure about and nobody has corrected yet.
     #[arg(long, value_name = "DIR")]
@@ -155,7 +160,38 @@ fn main() -> ExitCode {
     vocml::tool_main("serve", run)
 }
 
+/// Retrain jobs' options: the --retrain-config recipe, or the --retrain-* flags over the
+/// reference defaults; checked before the service starts (bad values exit 2).
+fn retrain_options(cli: &Cli) -> Result<RetrainOptions> {
+    let Some(path) = &cli.retrain_config else {
+        let options = RetrainOptions {
+            epochs: cli.retrain_epochs as usize,
+            replicate: cli.retrain_replicate as usize,
+            tolerance: cli.retrain_tolerance,
+            ..RetrainOptions::default()
+        };
+        options.validate().map_err(|e| vocml::usage(anyhow::anyhow!("--retrain-{e}")))?;
+        return Ok(options);
+    };
+    let named = |e: anyhow::Error| vocml::usage(anyhow::anyhow!("--retrain-config {}: {e}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| named(e.into()))?;
+    let table: toml::Table =
+        text.parse().map_err(|e: toml::de::Error| named(anyhow::anyhow!("not valid TOML: {}", e.message().trim().replace('\n', ", "))))?;
+    let mut keys = serde_json::Map::new();
+    for (key, value) in table {
+        let key = key.replace('-', "_");
+        if ["from", "corrections", "data", "runs_dir", "feedback_dir", "force"].contains(&key.as_str()) {
+            return Err(named(anyhow::anyhow!("{key} is the service's to set for each job, not a recipe's")));
+        }
+        keys.insert(key, serde_json::to_value(value)?);
+    }
+    let options: RetrainOptions = serde_json::from_value(serde_json::Value::Object(keys)).map_err(|e| named(e.into()))?;
+    options.validate().map_err(named)?;
+    Ok(options)
+}
+
 fn run(cli: Cli) -> Result<()> {
+    let retrain = retrain_options(&cli)?;
     let device = cli.compute.resolve()?;
     cli.engine.apply();
     cli.decode.apply();
@@ -228,13 +264,6 @@ fn run(cli: Cli) -> Result<()> {
         map: ClassMap(cli.label_studio_map.into_iter().collect()),
         train_after: cli.label_studio_train_after as usize,
     };
-    let retrain = RetrainOptions {
-        epochs: cli.retrain_epochs as usize,
-        replicate: cli.retrain_replicate as usize,
-        tolerance: cli.retrain_tolerance,
-        ..RetrainOptions::default()
-    };
-    retrain.validate().map_err(|e| vocml::usage(anyhow::anyhow!("--retrain-{e}")))?;
     vocml_serve::run(ServeConfig {
         runs_dir: runs,
         target,
