@@ -249,3 +249,88 @@ fn killed_retrain_and_concurrent_predict_are_safe() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     assert!(reader.join().unwrap() >= 1);
 }
+
+#[test]
+fn the_feedback_store_joins_a_prepared_training_split_for_the_next_train() {
+    let f = fixture(80);
+    let m = read_json(&f.data.join("manifest.json"));
+    let test_ids: Vec<String> = m["splits"]["test"]["ids"].as_array().unwrap().iter().take(3).map(|v| v.as_str().unwrap().into()).collect();
+    let rows: Vec<(PathBuf, Vec<&str>)> =
+        test_ids.iter().map(|id| (f.root.join(format!("voc/JPEGImages/{id}.jpg")), truth(&f.root, id))).collect();
+    let csv = f.root.join("c.csv");
+    write_csv(&csv, &rows);
+    assert!(retrain(&f, &csv, &["--epochs", "1"]).status.success());
+    let store = f.runs.join("feedback");
+
+    let feedback = |base: &Path, out: &Path| {
+        run(bin("voc-prep").args(["feedback", "-q", "--base"]).arg(base).arg("--feedback").arg(&store).arg("--out").arg(out))
+    };
+    let fb1 = f.root.join("fb1");
+    let o = feedback(&f.data, &fb1);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("added 3 corrections"), "{}", stdout(&o));
+    let base_train = m["splits"]["train"]["count"].as_u64().unwrap() as usize;
+    let m1 = read_json(&fb1.join("manifest.json"));
+    assert_eq!(m1["splits"]["train"]["count"].as_u64().unwrap() as usize, base_train + 3);
+    assert_eq!((m1["feedback"]["added"].as_u64(), m1["feedback"]["replaced"].as_u64()), (Some(3), Some(0)));
+    assert_eq!(m1["splits"]["val"], m["splits"]["val"]);
+    assert_eq!(m1["splits"]["test"], m["splits"]["test"]);
+    for name in ["X_val.npy", "y_val.npy", "X_test.npy", "y_test.npy"] {
+        assert_eq!(std::fs::read(f.data.join(name)).unwrap(), std::fs::read(fb1.join(name)).unwrap(), "{name}");
+    }
+    let open = |dir: &Path, name: &str| vocml_core::io::npy::NpyArray::open(&dir.join(name)).unwrap();
+    let (bx, nx) = (open(&f.data, "X_train.npy"), open(&fb1, "X_train.npy"));
+    let first: Vec<usize> = (0..base_train).collect();
+    assert_eq!(bx.gather_rows(&first).unwrap(), nx.gather_rows(&first).unwrap(), "the base's rows come first, unchanged");
+    let ids: Vec<&str> = m1["splits"]["train"]["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(ids[base_train..].iter().all(|id| id.starts_with("feedback:")), "{ids:?}");
+    let y = open(&fb1, "y_train.npy").to_f32_vec().unwrap();
+    let classes = ["person", "chair", "dog", "sofa"];
+    for (k, (_, want)) in rows.iter().enumerate() {
+        let row = &y[(base_train + k) * 4..(base_train + k + 1) * 4];
+        let got: Vec<&str> = classes.iter().zip(row).filter(|(_, &v)| v == 1.0).map(|(c, _)| *c).collect();
+        assert_eq!(&got, want, "row {k}");
+    }
+    let o = run(bin("train").arg("--data").arg(&fb1).arg("--runs-dir").arg(f.root.join("runs-fb")).args([
+        "-q",
+        "--threads",
+        "2",
+        "--epochs",
+        "1",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // A later correction of the same image replaces its row when the store joins fb1 again.
+    write_csv(&csv, &[(rows[0].0.clone(), vec![])]);
+    assert!(retrain(&f, &csv, &["--epochs", "1"]).status.success());
+    let fb2 = f.root.join("fb2");
+    let o = feedback(&fb1, &fb2);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m2 = read_json(&fb2.join("manifest.json"));
+    assert_eq!(m2["splits"]["train"]["count"].as_u64().unwrap() as usize, base_train + 3);
+    assert_eq!((m2["feedback"]["added"].as_u64(), m2["feedback"]["replaced"].as_u64()), (Some(3), Some(3)));
+    let y2 = open(&fb2, "y_train.npy").to_f32_vec().unwrap();
+    assert_eq!(&y2[(base_train + 2) * 4..(base_train + 3) * 4], &[0.0; 4], "the relabelled image is last, with no class");
+
+    // Bad input: one line, nothing written.
+    let empty = f.root.join("empty-store");
+    std::fs::create_dir(&empty).unwrap();
+    let bad = f.root.join("bad");
+    for (o, want) in [
+        (
+            run(bin("voc-prep").args(["feedback", "--base"]).arg(&f.data).arg("--feedback").arg(&empty).arg("--out").arg(&bad)),
+            "holds no corrections",
+        ),
+        (
+            run(bin("voc-prep").args(["feedback", "--base"]).arg(f.root.join("voc")).arg("--feedback").arg(&store).arg("--out").arg(&bad)),
+            "manifest.json",
+        ),
+        (feedback(&f.data, &f.data), "would delete the input"),
+    ] {
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{}", stderr(&o));
+    }
+    assert!(!bad.exists());
+    assert!(f.data.join("X_train.npy").is_file());
+}

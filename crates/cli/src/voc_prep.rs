@@ -16,6 +16,7 @@ use vocml_core::dataset::split::{Fold, SplitFractions};
 use vocml_core::dataset::voc::synth::{generate, SynthConfig};
 use vocml_core::io::image::ResizeMode;
 use vocml_core::io::npy::DType;
+use vocml_core::retrain::training_set::{add_feedback, FeedbackDataConfig};
 use vocml_core::task::TaskKind;
 
 /// Prepare PASCAL VOC images for multi-label training.
@@ -101,6 +102,17 @@ enum Command {
     ///            --images-root ~/.local/share/label-studio/media --size 224 --out processed_ls
     #[command(verbatim_doc_comment, name = "label-studio")]
     LabelStudio(LabelStudioArgs),
+    /// Add the feedback store's corrections (retrain, serve's /correct and /retrain, Label
+    /// Studio annotations) to a prepared dataset's training split, for a full `train` that
+    /// learns from every correction so far. The images are the store's copies, resized as the
+    /// base was; a base training row that a correction relabels is replaced; validation and
+    /// test are the base's, unchanged, so the new run is scored on the same images.
+    ///
+    /// Example:
+    ///   voc-prep feedback --base processed_data --feedback runs/feedback --out processed_fb
+    ///   train --config configs/voc4-best.toml --data processed_fb
+    #[command(verbatim_doc_comment)]
+    Feedback(FeedbackArgs),
     /// Write the embedded example dataset of the other task types: drawn shapes of three
     /// colours and forms, as a class-per-folder tree (images/<color>_<shape>/) and a CSV
     /// (labels.csv: path,color,shape).
@@ -257,6 +269,27 @@ struct LabelStudioArgs {
 }
 
 #[derive(Args, Debug)]
+struct FeedbackArgs {
+    /// The prepared dataset (a voc-prep output) whose training split the corrections join.
+    #[arg(long, value_name = "DIR")]
+    base: PathBuf,
+    /// The feedback store.
+    #[arg(long, value_name = "DIR", default_value = "runs/feedback")]
+    feedback: PathBuf,
+    /// Output directory (replaced atomically if it holds an earlier voc-prep output).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Replace --out even if it does not hold an earlier voc-prep output.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    decode: DecodeArgs,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
 struct ShapesArgs {
     /// Directory to write.
     #[arg(long, value_name = "DIR")]
@@ -387,6 +420,7 @@ fn main() -> ExitCode {
             };
             import_label_studio(&how, spec, pb, cancel)
         }),
+        Some(Command::Feedback(args)) => run_feedback(args),
         Some(Command::Shapes(args)) => {
             let csv = vocml_core::dataset::shapes::generate(&args.out, args.images, args.size, args.seed)?;
             println!(
@@ -421,6 +455,27 @@ fn run_import<'a>(
     let manifest = import(&spec, &pb, &cancel)?;
     pb.finish_and_clear();
     print_summary(&manifest, &spec.out, started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn run_feedback(args: FeedbackArgs) -> Result<()> {
+    args.decode.apply();
+    let cfg = FeedbackDataConfig { base: args.base, feedback: args.feedback, out: args.out, force: args.force };
+    let cancel = interrupt_flag();
+    let pb = progress_bar("feedback", args.quiet);
+    let started = std::time::Instant::now();
+    let manifest = add_feedback(&cfg, &pb, &cancel)?;
+    pb.finish_and_clear();
+    print_summary(&manifest, &cfg.out, started.elapsed().as_secs_f64());
+    if let Some(f) = &manifest.feedback {
+        println!(
+            "added {} corrections from {} to the training split of {} ({} of its rows relabelled)",
+            f.added,
+            cfg.feedback.display(),
+            cfg.base.display(),
+            f.replaced
+        );
+    }
     Ok(())
 }
 

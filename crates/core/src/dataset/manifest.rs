@@ -37,6 +37,23 @@ pub struct Manifest {
     pub skipped: Vec<Skipped>,
     /// Annotations carrying an `<incomplete>` element (objects known to be missing).
     pub incomplete_annotations: usize,
+    /// Set when `voc-prep feedback` added a feedback store's corrections to a base dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<FeedbackAdded>,
+}
+
+/// Where a dataset's added corrections came from (`voc-prep feedback`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FeedbackAdded {
+    /// The base dataset directory, and the SHA-256 of its manifest.
+    pub base: String,
+    pub base_manifest_sha256: String,
+    /// The feedback store directory.
+    pub store: String,
+    /// Corrections added to the training split (ids `feedback:<sha256>`).
+    pub added: usize,
+    /// Training rows of the base replaced by a later correction of the same image.
+    pub replaced: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

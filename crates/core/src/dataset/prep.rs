@@ -180,6 +180,7 @@ pub fn write_dataset(
         splits,
         skipped,
         incomplete_annotations: incomplete,
+        feedback: None,
     };
     let text = serde_json::to_string_pretty(&manifest)?;
     let manifest_path = staging.path().join(MANIFEST_FILE);
@@ -306,7 +307,7 @@ fn label_images(cfg: &PrepConfig, layout: &VocLayout, ids: &[String], skipped: &
 /// Decodes, resizes and streams one split to `X_<name>.npy` / `y_<name>.npy`. Chunks are
 /// decoded in parallel while a writer thread appends the previous chunk, in input order.
 #[allow(clippy::too_many_arguments)]
-fn write_split(
+pub(crate) fn write_split(
     cfg: &OutputSpec,
     classes: &[String],
     dir: &Path,

@@ -124,6 +124,16 @@ impl NpyWriter {
         written.with_context(|| format!("cannot write {}", self.path.display()))
     }
 
+    /// Appends rows as raw little-endian bytes of the file's dtype (rows copied from an
+    /// [`NpyArray`] of the same dtype).
+    pub fn write_raw_rows(&mut self, bytes: &[u8]) -> Result<()> {
+        if !bytes.len().is_multiple_of(self.dtype.size()) {
+            bail!("{}: {} bytes is not a whole number of {} values", self.path.display(), bytes.len(), self.dtype.name());
+        }
+        self.check_len(bytes.len() / self.dtype.size())?;
+        self.out.write_all(bytes).with_context(|| format!("cannot write {}", self.path.display()))
+    }
+
     /// Appends float32 rows (the file must be float32).
     pub fn write_f32_rows(&mut self, data: &[f32]) -> Result<()> {
         if self.dtype != DType::F32 {

@@ -12,6 +12,7 @@
 pub mod feedback;
 pub mod gate;
 pub mod steps;
+pub mod training_set;
 
 use crate::dataset::manifest::Manifest;
 use crate::dataset::prepared::SplitData;
