@@ -316,7 +316,18 @@ fn the_feedback_store_joins_a_prepared_training_split_for_the_next_train() {
     let empty = f.root.join("empty-store");
     std::fs::create_dir(&empty).unwrap();
     let bad = f.root.join("bad");
+    let foreign = f.root.join("foreign-store");
+    std::fs::create_dir(&foreign).unwrap();
+    let line = r#"{"source":"cat.jpg","sha256":"00","labels":["cat"],"added":"2026-12-03T00:00:00+00:00"}"#;
+    std::fs::write(foreign.join("corrections.jsonl"), format!("{line}\n")).unwrap();
+    let damaged = f.root.join("damaged-store");
+    std::fs::create_dir(&damaged).unwrap();
+    std::fs::write(damaged.join("corrections.jsonl"), format!("{{not json\n{line}\n")).unwrap();
+    let with_store =
+        |dir: &Path| run(bin("voc-prep").args(["feedback", "--base"]).arg(&f.data).arg("--feedback").arg(dir).arg("--out").arg(&bad));
     for (o, want) in [
+        (with_store(&foreign), "names \"cat\", not a class of"),
+        (with_store(&damaged), "corrections.jsonl:1: damaged record"),
         (
             run(bin("voc-prep").args(["feedback", "--base"]).arg(&f.data).arg("--feedback").arg(&empty).arg("--out").arg(&bad)),
             "holds no corrections",

@@ -38,6 +38,9 @@ use vocml_core::task::TaskKind;
 ///   voc-prep shapes --out data/shapes
 ///   voc-prep folders --root data/shapes/images --size 64 --out processed_shapes
 ///   voc-prep csv --file data/shapes/labels.csv --task multihead --size 64 --out processed_heads
+///
+/// Corrections (the feedback store) into a training split for the next full train:
+///   voc-prep feedback --base processed_data --feedback runs/feedback --out processed_fb
 #[derive(Parser, Debug)]
 #[command(name = "voc-prep", version, long_about, verbatim_doc_comment, args_override_self = true)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
