@@ -1,24 +1,28 @@
 """make loop: do corrections improve the model on photos nobody corrected, and can the
 promotion gate tell? Measured the way a user meets it, on real VOC photos.
 
-Per fold f (voc-prep --fold f/FOLDS: fold f is the untouched test split, "unseen"), POOL
-images of the training split are held out as a correction pool; the recipe (RECIPE, default
-configs/voc4-best.toml) trains on the rest (the parent). The parent scores the pool and the K
-photos it gets most wrong (largest binary cross-entropy against the true labels) are
-corrected with their true labels, for each K in KS. Each K is learnt four ways:
+Per fold f (voc-prep --fold f/FOLDS: fold f is the untouched split, "unseen"), POOL images
+of the training split are held out as a correction pool and GATE others as the data's own test
+split (what a user's voc-prep keeps back, and what retrain's gate judges on); the recipe
+(RECIPE, default configs/voc4-best.toml) trains on the rest (the parent). The parent scores
+the pool and the K photos it gets most wrong (largest binary cross-entropy against the true
+labels) are corrected with their true labels, for each K in KS. Each K is learnt four ways:
   old       retrain's reference recipe (corrections x10, replay 3 per correction, 30 epochs)
   new       retrain NEW_FLAGS (default --config configs/retrain-gentle.toml: the head
             fine-tuned on the whole training split with each correction once, 8 epochs at 1e-4;
             the 2026-12-02 table used --replay-all --replicate 1, 30 epochs at 3e-4)
   shuffled  as new, with the K label sets shuffled among the K photos (a no-op baseline)
   full      the recipe trained from scratch with the K photos added to its training split
-and each result is scored on the unseen split (mAP, macro-F1 at 0.5). The gate's decision
-(retrain.json) is set against the unseen verdict (the unseen mAP change >= -tolerance).
+and each result is scored on the unseen split (mAP, macro-F1 at 0.5). Every candidate's gate
+measurements (retrain.json: `gate` on the test split with the run's TTA, the shipped gate;
+`validation` on the validation split, the gate before 2026-12-06) are set against the unseen
+verdict. The gate's tolerance is chosen on the folds CHOOSE (default the first two) and its
+decisions are reported on the others.
 Seconds are wall time of the process. Unless TIME_5X=0, the first fold also times `old`, `new`
 and `full` at K=50 with the training split repeated 5 times (the same photos: time only).
 
 Raw results: OUT/fold<f>/results.json; the table: OUT/loop.md.
-Usage: loop.py (environment: VOC_ROOT FOLDS KS POOL RECIPE NEW_FLAGS OUT B TIME_5X)
+Usage: loop.py (environment: VOC_ROOT FOLDS KS POOL GATE CHOOSE RECIPE NEW_FLAGS OUT B TIME_5X)
 """
 import json
 import os
@@ -37,12 +41,14 @@ VOC_ROOT = Path(os.environ.get("VOC_ROOT", "../shared/data/voc2007-train/VOCdevk
 FOLDS = [int(f) for f in os.environ.get("FOLDS", "1 2 3 4 5").split()]
 OF = int(os.environ.get("OF", "5"))
 KS = [int(k) for k in os.environ.get("KS", "10 50 200").split()]
-POOL = int(os.environ.get("POOL", "400"))
+POOL = int(os.environ.get("POOL", "300"))
+GATE = int(os.environ.get("GATE", "160"))
+CHOOSE = [int(f) for f in os.environ.get("CHOOSE", "1 2").split()]
 RECIPE = os.environ.get("RECIPE", "configs/voc4-best.toml")
 SIZE = int(os.environ.get("SIZE", "320"))
 OUT = Path(os.environ.get("OUT", "target/loop"))
 NEW_FLAGS = os.environ.get("NEW_FLAGS", "--config configs/retrain-gentle.toml").split()
-TOLERANCE = 0.01
+VERDICT = 0.01
 WAYS = ["old", "new", "shuffled", "full"]
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
@@ -69,25 +75,24 @@ def prepare(fold):
     return data
 
 
-def subset(full, out, keep, extra_rows=(), repeat=1):
+def subset(full, out, keep, gate, extra_rows=(), repeat=1):
     """A prepared-data directory like `full` whose training split is the rows `keep` (then
-    `extra_rows` of the same split), all `repeat` times; val and test are full's."""
+    `extra_rows` of the same split), all `repeat` times, and whose test split is the training
+    rows `gate`; val is full's."""
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     m = json.loads((full / "manifest.json").read_text())
     x = np.load(full / "X_train.npy", mmap_mode="r")
     y = np.load(full / "y_train.npy")
-    rows = (list(keep) + list(extra_rows)) * repeat
-    np.save(out / "X_train.npy", np.ascontiguousarray(x[rows]))
-    np.save(out / "y_train.npy", y[rows])
-    for name in ("X_val.npy", "y_val.npy", "X_test.npy", "y_test.npy"):
-        os.link(full / name, out / name)
     ids = m["splits"]["train"]["ids"]
-    t = m["splits"]["train"]
-    t["ids"] = [ids[i] for i in rows]
-    t["count"] = len(rows)
-    t["per_class"] = {c: int(y[rows, k].sum()) for k, c in enumerate(m["classes"])}
+    for split, rows in (("train", (list(keep) + list(extra_rows)) * repeat), ("test", list(gate))):
+        np.save(out / f"X_{split}.npy", np.ascontiguousarray(x[rows]))
+        np.save(out / f"y_{split}.npy", y[rows])
+        m["splits"][split] = {"count": len(rows), "per_class": {c: int(y[rows, k].sum()) for k, c in enumerate(m["classes"])},
+                              "ids": [ids[i] for i in rows]}
+    for name in ("X_val.npy", "y_val.npy"):
+        os.link(full / name, out / name)
     (out / "manifest.json").write_text(json.dumps(m, indent=2))
     return out
 
@@ -147,13 +152,15 @@ def run_fold(fold):
     ids = m["splits"]["train"]["ids"]
     y = np.load(full / "y_train.npy")
     rng = random.Random(1000 + fold)
-    pool = sorted(rng.sample(range(len(ids)), POOL))
-    keep = [i for i in range(len(ids)) if i not in set(pool)]
-    base = subset(full, fold_dir / "base", keep)
-    print(f"make loop: fold {fold}: parent on {len(keep)} photos, pool {POOL}, unseen {m['splits']['test']['count']}", file=sys.stderr)
+    drawn = rng.sample(range(len(ids)), POOL + GATE)
+    pool, gate = sorted(drawn[:POOL]), sorted(drawn[POOL:])
+    keep = [i for i in range(len(ids)) if i not in set(drawn)]
+    base = subset(full, fold_dir / "base", keep, gate)
+    print(f"make loop: fold {fold}: parent on {len(keep)} photos, pool {POOL}, gate {GATE}, unseen {m['splits']['test']['count']}",
+          file=sys.stderr)
     parent, parent_seconds = train(base, fold_dir / "parent")
-    res = {"fold": fold, "train_images": len(keep), "pool": POOL, "unseen": m["splits"]["test"]["count"],
-           "parent": evaluate(base, parent), "parent_seconds": parent_seconds, "k": {}}
+    res = {"fold": fold, "train_images": len(keep), "pool": POOL, "gate": GATE, "unseen": m["splits"]["test"]["count"],
+           "parent": evaluate(full, parent), "parent_seconds": parent_seconds, "k": {}}
     order = worst_first(parent, [ids[i] for i in pool], y[pool], classes, fold_dir)
     for k in KS:
         picked = [pool[i] for i in order[:k]]
@@ -168,22 +175,22 @@ def run_fold(fold):
         row = {}
         for way, flags, source in (("old", [], csv), ("new", NEW_FLAGS, csv), ("shuffled", NEW_FLAGS, shuffled)):
             run, seconds, outcome = retrain(parent, source, base, kd / way, flags)
-            row[way] = {**evaluate(base, run), "seconds": seconds, "promoted": outcome["promoted"], "reason": outcome["reason"],
+            row[way] = {**evaluate(full, run), "seconds": seconds, "promoted": outcome["promoted"], "reason": outcome["reason"],
                         "val_macro_f1": [outcome["parent_val_macro_f1"], outcome["new_val_macro_f1"]],
-                        "gate": outcome["gate"]}
-        data = subset(full, kd / "data-full", keep, picked)
+                        "gate": outcome["gate"], "validation": outcome["validation"]}
+        data = subset(full, kd / "data-full", keep, gate, picked)
         run, seconds = train(data, kd / "full" / "runs")
-        row["full"] = {**evaluate(base, run), "seconds": seconds}
+        row["full"] = {**evaluate(full, run), "seconds": seconds}
         res["k"][str(k)] = row
         print(f"make loop: fold {fold} K={k}: " + ", ".join(f"{w} {row[w]['mAP']:.4f}" for w in WAYS) +
               f" (parent {res['parent']['mAP']:.4f})", file=sys.stderr)
     if os.environ.get("TIME_5X", "1") == "1" and fold == FOLDS[0] and 50 in KS:
         picked = [pool[i] for i in order[:50]]
-        big = subset(full, fold_dir / "base-5x", keep, repeat=5)
+        big = subset(full, fold_dir / "base-5x", keep, gate, repeat=5)
         big_parent, _ = train(big, fold_dir / "parent-5x")
         _, new_s, _ = retrain(big_parent, fold_dir / "k50" / "corrections.csv", big, fold_dir / "k50-5x-new", NEW_FLAGS)
         _, old_s, _ = retrain(big_parent, fold_dir / "k50" / "corrections.csv", big, fold_dir / "k50-5x-old", [])
-        data = subset(full, fold_dir / "data-full-5x", keep, picked, repeat=5)
+        data = subset(full, fold_dir / "data-full-5x", keep, gate, picked, repeat=5)
         _, full_s = train(data, fold_dir / "full-5x")
         res["time_5x"] = {"train_images": 5 * len(keep), "old": old_s, "new": new_s, "full": full_s}
     done.write_text(json.dumps(res, indent=2))
@@ -203,9 +210,97 @@ def fmt(mi):
     return f"{m:+.4f}" + (f" [{iv[0]:+.4f}, {iv[1]:+.4f}]" if iv else "")
 
 
+TOLERANCES = (0.0, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.07, 0.1)
+RULES = {
+    "change": "the change itself >= -tolerance (shipped since 2026-12-06)",
+    "interval": "the 95% interval's lower end >= -tolerance (shipped before)",
+}
+
+
+def candidates(results):
+    """Every gated candidate: (fold, K, way, unseen mAP change, its retrain.json gates, reason)."""
+    out = []
+    for r in results:
+        for k in KS:
+            for w in ("old", "new", "shuffled"):
+                row = r["k"][str(k)][w]
+                out.append((r["fold"], k, w, row["mAP"] - r["parent"]["mAP"], row["gate"], row["validation"], row["reason"]))
+    return out
+
+
+def promotes(g, rule, tol):
+    return (g["after"] - g["before"] if rule == "change" else g["low"]) >= -tol
+
+
+def tally(cands, which, rule, tol):
+    """How a gate (`gate`: the test split, shipped; `validation`: the split the gate used
+    before) decides `cands` under `rule` at `tol`, against the unseen verdict: (candidates,
+    not worse (unseen change >= -VERDICT), of those promoted, worse by more than tol, of those
+    promoted, agreement)."""
+    n = ok = ok_promoted = bad = bad_promoted = agree = 0
+    for c in cands:
+        promote, delta = promotes(c[4] if which == "gate" else c[5], rule, tol), c[3]
+        n += 1
+        ok += delta >= -VERDICT
+        ok_promoted += promote and delta >= -VERDICT
+        bad += delta < -tol
+        bad_promoted += promote and delta < -tol
+        agree += promote == (delta >= -VERDICT)
+    return n, ok, ok_promoted, bad, bad_promoted, agree
+
+
+def meets(t):
+    n, ok, ok_p, bad, bad_p, _ = t
+    return ok_p >= 0.9 * ok and bad_p == 0
+
+
+def choose(cands):
+    """The rule and the smallest tolerance at which the test-split gate, on `cands`, promotes
+    at least 90% of the candidates not worse on unseen photos and none worse by more than the
+    tolerance (the interval rule first on a tie); else the pair that agrees most."""
+    for tol in TOLERANCES:
+        for rule in ("interval", "change"):
+            if meets(tally(cands, "gate", rule, tol)):
+                return rule, tol, True
+    best = max(((r, t) for t in TOLERANCES for r in RULES), key=lambda rt: tally(cands, "gate", *rt)[5])
+    return best[0], best[1], False
+
+
+def gate_report(results):
+    cands = candidates(results)
+    chosen_on = [c for c in cands if c[0] in CHOOSE]
+    judged = [c for c in cands if c[0] not in CHOOSE] or cands
+    rule, tol, met = choose(chosen_on)
+    lines = [f"\nThe gate against the unseen photos' verdict (not worse: unseen mAP change >= -{VERDICT}). Chosen on "
+             f"fold(s) {', '.join(map(str, CHOOSE))} ({len(chosen_on)} candidates): **{RULES[rule]}, tolerance {tol}** "
+             f"({'meets' if met else 'does not meet'} >= 90% of not-worse promoted and none worse by more than the tolerance "
+             f"there). Decisions on the other folds ({len(judged)} candidates):\n",
+             "| gate | rule | tolerance | not worse: promoted | worse by more than the tolerance: promoted | agrees |",
+             "|---|---|---|---|---|---|"]
+    rows = [("gate", rule, tol), ("validation", "interval", 0.01), ("validation", "interval", 0.03), ("validation", rule, tol)]
+    for which, r, t in rows:
+        n, ok, ok_p, bad, bad_p, agree = tally(judged, which, r, t)
+        name = "test split, flip TTA (shipped)" if which == "gate" else "validation split (before)"
+        lines.append(f"| {name} | {r} | {t} | {ok_p}/{ok} ({ok_p / max(ok, 1):.0%}) | {bad_p}/{bad} | {agree}/{n} |")
+    lines.append("\nEvery rule and tolerance on the choosing folds (test-split gate):\n")
+    lines.append("| rule | tolerance | not worse: promoted | worse by more than it: promoted | agrees |")
+    lines.append("|---|---|---|---|---|")
+    for r in RULES:
+        for t in TOLERANCES:
+            n, ok, ok_p, bad, bad_p, agree = tally(chosen_on, "gate", r, t)
+            lines.append(f"| {r} | {t} | {ok_p}/{ok} | {bad_p}/{bad} | {agree}/{n} |")
+    lines.append("\n| fold | K | way | unseen mAP change | test-split change [95% interval] | validation change [95% interval] | "
+                 "promoted by the chosen gate |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for f, k, w, d, g, v, _ in cands:
+        lines.append(f"| {f} | {k} | {w} | {d:+.4f} | {g['after'] - g['before']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}] | "
+                     f"{v['after'] - v['before']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}] | {promotes(g, rule, tol)} |")
+    return lines
+
+
 def report(results):
     n = len(results)
-    lines = [f"{n} fold(s) of {OF} (each: parent trained on ~{results[0]['train_images']} photos, a pool of {POOL}, "
+    lines = [f"{n} fold(s) of {OF} (each: parent trained on ~{results[0]['train_images']} photos, a pool of {POOL}, a test split of {GATE}, "
              f"~{results[0]['unseen']} unseen test photos); recipe {RECIPE}; new = retrain {' '.join(NEW_FLAGS)}; mean over folds, "
              "gains paired by fold with 95% t-intervals.\n",
              "| K | parent mAP | old: mAP gain | new: mAP gain | shuffled: mAP gain | full retrain: mAP gain | new / full | "
@@ -221,59 +316,7 @@ def report(results):
         lines.append(f"| {k} | {statistics.fmean(base):.4f} | " + " | ".join(fmt(interval(gains[w])) for w in WAYS) +
                      f" | {ratio:.0%} | {statistics.fmean(r['parent']['macro_f1'] for r in results):.3f}, {f1('old'):.3f}, "
                      f"{f1('new'):.3f}, {f1('full'):.3f} | {secs('old'):.0f}, {secs('new'):.0f}, {secs('full'):.0f} |")
-    # Gate rules against the unseen verdict: the shipped one (the bootstrap interval's lower
-    # end above -tolerance), the old one (val macro-F1 within the tolerance), the point mAP
-    # change within the tolerance, and "not clearly worse" (the interval reaches 0).
-    rules = {
-        "bootstrap: interval above -0.01 (shipped)": lambda o, g: g["low"] >= -TOLERANCE,
-        "old: val macro-F1 within 0.01": lambda o, g: o["val_macro_f1"][1] + TOLERANCE >= o["val_macro_f1"][0],
-        "val mAP change within 0.01": lambda o, g: g["after"] - g["before"] >= -TOLERANCE,
-        "not clearly worse: interval reaches 0": lambda o, g: g["high"] >= 0,
-    }
-    agree = {name: [0, 0, 0, 0] for name in rules}  # agree, total, promoted-but-worse, refused-but-not-worse
-    decisions = []
-    for r in results:
-        for k in KS:
-            row = r["k"][str(k)]
-            for w in ("old", "new", "shuffled"):
-                unseen_ok = row[w]["mAP"] - r["parent"]["mAP"] >= -TOLERANCE
-                for name, rule in rules.items():
-                    promote = rule(row[w], row[w]["gate"])
-                    a = agree[name]
-                    a[0] += promote == unseen_ok
-                    a[1] += 1
-                    a[2] += promote and not unseen_ok
-                    a[3] += (not promote) and unseen_ok
-                decisions.append((r["fold"], k, w, row[w]["promoted"], unseen_ok, row[w]["mAP"] - r["parent"]["mAP"], row[w]["reason"]))
-    lines.append("\nGate rules against the unseen photos' verdict (not worse: unseen mAP change >= -0.01), over every "
-                 "candidate (old, new, shuffled; every fold and K):\n")
-    lines.append("| rule | agrees | promoted a worse model | refused one not worse |")
-    lines.append("|---|---|---|---|")
-    for name, (a, t, bad, lost) in agree.items():
-        lines.append(f"| {name} | {a}/{t} | {bad} | {lost} |")
-    lines.append("\nThe shipped rule at wider tolerances (`retrain --tolerance D`), over every candidate and over the new way's:\n")
-    lines.append("| tolerance | agrees (all) | promoted a worse model | refused one not worse | agrees (new) |")
-    lines.append("|---|---|---|---|---|")
-    for tol in (0.01, 0.02, 0.03, 0.05):
-        tally = {"all": [0, 0, 0, 0], "new": [0, 0, 0, 0]}
-        for r in results:
-            for k in KS:
-                for w in ("old", "new", "shuffled"):
-                    row = r["k"][str(k)][w]
-                    unseen_ok = row["mAP"] - r["parent"]["mAP"] >= -TOLERANCE
-                    promote = row["gate"]["low"] >= -tol
-                    for name in ("all", "new") if w == "new" else ("all",):
-                        t = tally[name]
-                        t[0] += promote == unseen_ok
-                        t[1] += 1
-                        t[2] += promote and not unseen_ok
-                        t[3] += (not promote) and unseen_ok
-        a, n = tally["all"], tally["new"]
-        lines.append(f"| {tol} | {a[0]}/{a[1]} | {a[2]} | {a[3]} | {n[0]}/{n[1]} |")
-    lines.append("\n| fold | K | way | promoted | unseen not worse | unseen mAP change | gate |")
-    lines.append("|---|---|---|---|---|---|---|")
-    for d in decisions:
-        lines.append(f"| {d[0]} | {d[1]} | {d[2]} | {d[3]} | {d[4]} | {d[5]:+.4f} | {d[6]} |")
+    lines += gate_report(results)
     t5 = [r["time_5x"] for r in results if "time_5x" in r]
     if t5:
         t = t5[0]

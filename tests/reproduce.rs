@@ -143,7 +143,7 @@ fn a_retrain_is_made_again_from_its_config_and_a_train_config_is_not_a_retrain_r
         .arg(&csv));
     assert!(o.status.success(), "{}", stderr(&o));
     let recorded = read_json(&new_run(&runs, &before).join("config.json"))["retrain_options"].clone();
-    assert_eq!(gentle_recipe_values(&recorded), (Some(true), Some(1), Some(8), Some(1e-4), Some(0.03)));
+    assert_eq!(gentle_recipe_values(&recorded), (Some(true), Some(1), Some(8), Some(1e-4), Some(0.02)));
 
     let o = run(bin("retrain").arg("--config").arg(parent.join("config.json")));
     assert_eq!(o.status.code(), Some(1));

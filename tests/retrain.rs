@@ -345,3 +345,71 @@ fn the_feedback_store_joins_a_prepared_training_split_for_the_next_train() {
     assert!(!bad.exists());
     assert!(f.data.join("X_train.npy").is_file());
 }
+
+#[test]
+fn the_gate_judges_on_the_test_split_without_the_corrections_and_names_a_next_step_that_runs() {
+    let f = fixture(80);
+    let m = read_json(&f.data.join("manifest.json"));
+    let tests = m["splits"]["test"]["count"].as_u64().unwrap();
+    let ids: Vec<String> = m["splits"]["test"]["ids"].as_array().unwrap().iter().take(2).map(|v| v.as_str().unwrap().into()).collect();
+    let rows: Vec<(PathBuf, Vec<&str>)> =
+        ids.iter().map(|id| (f.root.join(format!("voc/JPEGImages/{id}.jpg")), truth(&f.root, id))).collect();
+    let csv = f.root.join("c.csv");
+    write_csv(&csv, &rows);
+    let tta_parent = quick_run(&f.data, &f.runs, &["--epochs", "5", "--tta"]);
+    let o = retrain(&f, &csv, &["--epochs", "2", "--from", tta_parent.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let outcome = read_json(&newest_retrain(&f.runs).join("retrain.json"));
+    let gate = &outcome["gate"];
+    // The corrected test photos are left out; the rest are scored with their mirrors (TTA).
+    assert_eq!(
+        (gate["split"].as_str(), gate["images"].as_u64(), gate["excluded"].as_u64()),
+        (Some("test"), Some(tests - 2), Some(2)),
+        "{outcome}"
+    );
+    let reason = outcome["reason"].as_str().unwrap();
+    assert!(reason.contains(&format!("on {} test images (with flip TTA; 2 that are corrections left out)", tests - 2)), "{reason}");
+    let change = gate["after"].as_f64().unwrap() - gate["before"].as_f64().unwrap();
+    assert_eq!(outcome["promoted"].as_bool(), Some(change >= -0.02), "{outcome}");
+    assert!(gate["low"].as_f64().unwrap() <= change && change <= gate["high"].as_f64().unwrap(), "{gate}");
+    assert_eq!(outcome["validation"]["split"], "val");
+    assert!(stdout(&o).contains("next: "), "{}", stdout(&o));
+
+    // Two corrections are too few for a small update: the next step folds them into the data and
+    // trains the parent's recipe again, and its commands run as given.
+    let next = outcome["next_step"].as_str().unwrap();
+    assert!(next.starts_with("with 2 corrections a small update gains little"), "{next}");
+    let commands = next.split_once("train again: ").unwrap().1;
+    for command in commands.split(" && ") {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        let quiet: &[&str] = if words[0] == "train" { &["-q", "--threads", "2"] } else { &["-q"] };
+        let o = run(bin(words[0]).args(&words[1..]).args(quiet));
+        assert!(o.status.success(), "{command}: {}", stderr(&o));
+    }
+    let fed = PathBuf::from(format!("{}-feedback", f.data.display()));
+    let grown = read_json(&fed.join("manifest.json"))["splits"]["train"]["count"].as_u64().unwrap();
+    assert_eq!(grown, m["splits"]["train"]["count"].as_u64().unwrap() + 2);
+
+    // Data without a test split: the gate falls back to validation and says what that means.
+    let no_test = f.root.join("no-test");
+    let o = run(bin("voc-prep").arg("--voc-root").arg(f.root.join("voc")).arg("--out").arg(&no_test).args([
+        "-q",
+        "--size",
+        "96",
+        "--split",
+        "0.7,0.3,0",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = retrain(
+        &f,
+        &csv,
+        &["--epochs", "1", "--data", no_test.to_str().unwrap(), "--feedback-dir", f.root.join("fb-no-test").to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let outcome = read_json(&newest_retrain(&f.runs).join("retrain.json"));
+    assert_eq!(outcome["gate"]["split"], "val", "{outcome}");
+    assert!(
+        outcome["reason"].as_str().unwrap().contains("validation images (no test split: the parent was early-stopped on these"),
+        "{outcome}"
+    );
+}

@@ -10,23 +10,27 @@ use vocml_core::run::options::RetrainOptions;
 
 /// Retrain a model from user corrections, as a new versioned run.
 ///
-/// corrections.csv has a header `path,labels` and one image per line, labels separated by
-/// `;` (an empty field means "none of the classes"). For a multiclass run a line names
+/// corrections.csv has a header `path,labels` (or `path,labels,source`, `source` naming the
+/// correction in the store) and one image per line, labels separated by `;` (an empty field
+/// means "none of the classes"). For a multiclass run a line names
 /// exactly one class; for a multihead run one class per head (`color/red;shape/circle`, or
 /// `red;circle` when the names are unambiguous). Every accepted correction is added to
 /// the feedback store (runs/feedback/), so each retrain learns from all corrections so
 /// far. The corrected images are replicated with augmentation (--replicate), mixed with a
 /// replay sample of the parent's training data so the model does not forget (--replay-all:
 /// the whole training split), and the parent's head is fine-tuned for --epochs. The new run
-/// is compared with its parent on the validation images by mAP (accuracy for multiclass and
-/// multihead runs) with a paired bootstrap interval of the change, and becomes runs/best
-/// only if that interval stays above -tolerance (or with --force): a change the validation
-/// split cannot resolve is not called worse. The decision and its figures are in the run's
-/// retrain.json. The switch is atomic, so a running `predict` sees the old model or the new
-/// one.
+/// is compared with its parent on the data's test split, which neither was selected on, by
+/// mAP (accuracy for multiclass and multihead runs), scored as the run scores (flip TTA when
+/// it has it) and without test images that are also corrections; it becomes runs/best only
+/// if its change is at least -tolerance (or with --force), and a paired bootstrap interval
+/// says how sure that is. The decision and its figures are in the run's retrain.json; with
+/// few corrections, or when refused, the output names the next step (the corrections added
+/// to the training data, and a full train). The switch is atomic, so a running `predict`
+/// sees the old model or the new one.
 ///
 /// Examples:
 ///   retrain --corrections corrections.csv
+///   retrain --config configs/retrain-gentle.toml --corrections corrections.csv
 ///   retrain --from runs/20261123-101500_efficientnet_lite0 --corrections fixes.csv --force
 #[derive(Parser, Debug)]
 #[command(name = "retrain", version, long_about, verbatim_doc_comment, args_override_self = true)]
@@ -72,8 +76,8 @@ fn run(cli: Cli) -> Result<()> {
         o.corrected_right_before, o.corrections_used, o.corrected_right_after, o.corrections_used
     );
     println!(
-        "  validation {}: parent {:.4} -> new {:.4}, 95% interval of the change [{:+.4}, {:+.4}] ({} images)",
-        o.monitor, o.parent_val_score, o.new_val_score, o.gate.low, o.gate.high, o.gate.images
+        "  {} on validation (where the parent was early-stopped, not decided on): parent {:.4} -> new {:.4}",
+        o.monitor, o.validation.before, o.validation.after
     );
     println!(
         "  new run {} {} ({}) in {:.1}s",
@@ -82,6 +86,9 @@ fn run(cli: Cli) -> Result<()> {
         o.reason,
         o.seconds
     );
+    if let Some(next) = &o.next_step {
+        println!("  next: {next}");
+    }
     if let Some(t) = &tracker {
         if let Some(r) = t.settle("the run", t.log_run(&o.run_dir))? {
             println!(

@@ -169,8 +169,11 @@ impl Task {
         if !self.is_grouped() {
             return y * (1.0 - epsilon) + epsilon / 2.0;
         }
-        let parts: Vec<Tensor> =
-            self.ranges().iter().map(|r| y.narrow(1, r.start as i64, r.len() as i64) * (1.0 - epsilon) + epsilon / r.len() as f64).collect();
+        let parts: Vec<Tensor> = self
+            .ranges()
+            .iter()
+            .map(|r| y.narrow(1, r.start as i64, r.len() as i64) * (1.0 - epsilon) + epsilon / r.len() as f64)
+            .collect();
         Tensor::cat(&parts, 1)
     }
 

@@ -71,6 +71,13 @@ impl SplitData {
 
     /// Pixels of rows `idx` as a `[B, H, W, 3]` uint8 tensor (float32 arrays are scaled back).
     pub fn pixels(&self, idx: &[usize]) -> Result<Tensor> {
+        crate::tensor::pixel_tensor(&self.pixel_bytes(idx)?, idx.len(), self.size)
+    }
+
+    /// Pixels of rows `idx` as uint8 bytes, `H * W * 3` per row (float32 arrays are scaled
+    /// back): the bytes [`pixels`](Self::pixels) holds, and what an image resized as this
+    /// data was gives.
+    pub fn pixel_bytes(&self, idx: &[usize]) -> Result<Vec<u8>> {
         let raw = self.gather_rows(idx)?;
         let x = &self.x[0];
         let buf = match x.dtype() {
@@ -84,7 +91,7 @@ impl SplitData {
                 })
                 .collect::<Result<Vec<u8>>>()?,
         };
-        crate::tensor::pixel_tensor(&buf, idx.len(), self.size)
+        Ok(buf)
     }
 
     /// Labels of rows `idx` as `[B, C]` float32.

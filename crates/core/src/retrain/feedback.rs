@@ -25,13 +25,24 @@ pub struct Correction {
     pub added: String,
 }
 
-/// Parses a corrections CSV (`path,labels` with `;`-separated labels; empty = no class).
+/// One correction to store: its image file, its true labels and the name the store records
+/// it under.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewCorrection {
+    pub path: PathBuf,
+    pub labels: Vec<String>,
+    /// The CSV's `source` column, else the path as listed.
+    pub source: String,
+}
+
+/// Parses a corrections CSV (`path,labels` with `;`-separated labels; empty = no class; an
+/// optional third column `source` names each correction in the store instead of its path).
 /// For multiclass a row names exactly one class; for multihead one class per head, as
 /// `<head>/<class>` or as a class name only one head has. Labels are returned as the task's
 /// column names. Relative paths are resolved against the working directory, then the CSV's
 /// directory. Unknown classes, label sets the task forbids, unreadable images and duplicate
 /// paths are errors naming the line.
-pub fn read_corrections_csv(csv: &Path, task: &Task) -> Result<Vec<(PathBuf, Vec<String>)>> {
+pub fn read_corrections_csv(csv: &Path, task: &Task) -> Result<Vec<NewCorrection>> {
     let text = std::fs::read_to_string(csv).with_context(|| format!("cannot read corrections file {}", csv.display()))?;
     let rows = parse_corrections(&text, task).map_err(|(line, e)| match line {
         0 => anyhow::anyhow!("{}: {e}", csv.display()),
@@ -51,19 +62,23 @@ pub fn read_corrections_csv(csv: &Path, task: &Task) -> Result<Vec<(PathBuf, Vec
             bail!("{at}: {} is listed twice", row.path);
         }
         decode_file(&p).map_err(|e| anyhow::anyhow!("{at}: cannot use image {}: {e}", p.display()))?;
-        out.push((p, row.labels));
+        out.push(NewCorrection { path: p, labels: row.labels, source: row.source.unwrap_or(row.path) });
     }
     Ok(out)
 }
 
-/// One row of a corrections CSV as written: its first line, the path as listed, and its
-/// labels as the task's column names.
+/// One row of a corrections CSV as written: its first line, the path as listed, its labels
+/// as the task's column names, and its `source` when the file has that column.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CorrectionRow {
     pub line: usize,
     pub path: String,
     pub labels: Vec<String>,
+    pub source: Option<String>,
 }
+
+/// Longest `source` a corrections CSV may give.
+pub const MAX_SOURCE_LEN: usize = 1024;
 
 /// Parses the text of a corrections CSV against `task` (no file access): the header, the
 /// fields of each row, known classes, label sets the task allows. Errors carry the line they
@@ -71,18 +86,27 @@ pub struct CorrectionRow {
 pub fn parse_corrections(text: &str, task: &Task) -> Result<Vec<CorrectionRow>, (usize, String)> {
     let classes = &task.classes;
     let mut records = csv_line::records(text);
-    match records.next() {
-        Some((_, Ok(h))) if h.iter().map(|f| f.replace(' ', "")).eq(["path", "labels"]) => {}
-        Some((i, Ok(h))) => return Err((i, format!("header is {:?}, expected \"path,labels\"", h.join(",")))),
+    let with_source = match records.next() {
+        Some((_, Ok(h))) if h.iter().map(|f| f.replace(' ', "")).eq(["path", "labels"]) => false,
+        Some((_, Ok(h))) if h.iter().map(|f| f.replace(' ', "")).eq(["path", "labels", "source"]) => true,
+        Some((i, Ok(h))) => return Err((i, format!("header is {:?}, expected \"path,labels\" or \"path,labels,source\"", h.join(",")))),
         Some((i, Err(e))) => return Err((i, e)),
         None => return Err((0, "empty corrections file".into())),
-    }
+    };
+    let want = 2 + with_source as usize;
     let mut out = Vec::new();
     for (line, fields) in records {
         let fields = fields.map_err(|e| (line, e))?;
-        let [path, labels] = fields.as_slice() else {
-            return Err((line, format!("{} fields, expected 2 (\"path,labels\"; quote a path that holds a comma)", fields.len())));
+        let (path, labels, source) = match (fields.as_slice(), with_source) {
+            ([path, labels], false) => (path, labels, None),
+            ([path, labels, source], true) => (path, labels, Some(source.clone())),
+            _ => return Err((line, format!("{} fields, expected {want} (quote a path that holds a comma)", fields.len()))),
         };
+        if let Some(s) = &source {
+            if s.is_empty() || s.len() > MAX_SOURCE_LEN || s.chars().any(char::is_control) {
+                return Err((line, format!("source: expected 1 to {MAX_SOURCE_LEN} bytes without control characters")));
+            }
+        }
         if path.is_empty() {
             return Err((line, "empty path".into()));
         }
@@ -99,7 +123,7 @@ pub fn parse_corrections(text: &str, task: &Task) -> Result<Vec<CorrectionRow>, 
             let row: Vec<f32> = classes.iter().map(|c| set.contains(c) as u8 as f32).collect();
             task.check_row(&row).map_err(|e| (line, format!("{e} (a {} correction names one class per head)", task.kind.name())))?;
         }
-        out.push(CorrectionRow { line, path: path.clone(), labels: set });
+        out.push(CorrectionRow { line, path: path.clone(), labels: set, source });
     }
     if out.is_empty() {
         return Err((0, "no corrections listed".into()));
@@ -121,6 +145,8 @@ pub struct Pending {
 pub struct Stored {
     pub corrections: Vec<Correction>,
     pub torn_tail: bool,
+    /// The source of every record, replaced ones included: what the store has ever learnt.
+    pub sources: HashSet<String>,
 }
 
 /// The store in `dir`.
@@ -143,14 +169,14 @@ impl FeedbackStore {
     }
 
     /// Reads and hashes the corrections' images; nothing is written.
-    pub fn prepare(items: &[(PathBuf, Vec<String>)]) -> Result<Vec<Pending>> {
+    pub fn prepare(items: &[NewCorrection]) -> Result<Vec<Pending>> {
         let added = chrono::Local::now().to_rfc3339();
         items
             .iter()
-            .map(|(path, labels)| {
-                let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            .map(|item| {
+                let bytes = std::fs::read(&item.path).with_context(|| format!("cannot read {}", item.path.display()))?;
                 let sha256 = format!("{:x}", Sha256::digest(&bytes));
-                let correction = Correction { source: path.display().to_string(), sha256, labels: labels.clone(), added: added.clone() };
+                let correction = Correction { source: item.source.clone(), sha256, labels: item.labels.clone(), added: added.clone() };
                 Ok(Pending { correction, bytes })
             })
             .collect()
@@ -206,6 +232,7 @@ impl FeedbackStore {
                 }
                 Err(e) => bail!("{}:{}: damaged record ({e}); remove or fix that line", p.display(), i + 1),
             };
+            out.sources.insert(c.source.clone());
             out.corrections.retain(|o| o.sha256 != c.sha256);
             out.corrections.push(c);
         }
@@ -262,7 +289,9 @@ mod tests {
     fn pending(dir: &Path, name: &str, label: &str) -> Pending {
         let p = dir.join(name);
         std::fs::write(&p, name.as_bytes()).unwrap();
-        FeedbackStore::prepare(&[(p, vec![label.to_string()])]).unwrap().remove(0)
+        FeedbackStore::prepare(&[NewCorrection { source: p.display().to_string(), path: p, labels: vec![label.to_string()] }])
+            .unwrap()
+            .remove(0)
     }
 
     #[test]
@@ -301,5 +330,16 @@ mod tests {
         a2.correction.labels = vec!["cat".into()];
         let all = merged(std::slice::from_ref(&a.correction), &[a2.clone()]);
         assert_eq!(all, [a2.correction]);
+    }
+
+    #[test]
+    fn a_source_column_names_the_correction_and_is_checked() {
+        let task = Task::multilabel(vec!["dog".into(), "cat".into()]);
+        let rows = parse_corrections("path,labels,source\na.jpg,dog,label-studio:1/7/3@t\n", &task).unwrap();
+        assert_eq!(rows[0].source.as_deref(), Some("label-studio:1/7/3@t"));
+        assert_eq!(parse_corrections("path,labels\na.jpg,dog\n", &task).unwrap()[0].source, None);
+        assert!(parse_corrections("path,labels,source\na.jpg,dog\n", &task).unwrap_err().1.contains("expected 3"));
+        let long = format!("path,labels,source\na.jpg,dog,{}\n", "x".repeat(MAX_SOURCE_LEN + 1));
+        assert!(parse_corrections(&long, &task).unwrap_err().1.contains("source"));
     }
 }

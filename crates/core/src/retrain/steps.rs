@@ -7,7 +7,7 @@ use crate::io::image::SquareResizer;
 use crate::retrain::feedback::{Correction, FeedbackStore, Pending};
 use crate::retrain::RetrainConfig;
 use crate::run::loaded::LoadedModel;
-use crate::tensor::to_unit_nchw;
+use crate::tensor::{host_values, to_unit_nchw};
 use crate::train::augment::{augment, AugmentConfig};
 use crate::train::features::rows_features;
 use crate::train::history::{EpochRecord, TrainObserver};
@@ -16,17 +16,21 @@ use crate::train::step::head_step;
 use anyhow::{bail, Result};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tch::{Device, Tensor};
 
 /// The corrected images at the model's input size: `[K, 3, S, S]` in [0, 1] on the device,
-/// and their label rows.
+/// their label rows, and the SHA-256 of each one's resized pixels (to find the same image in
+/// the prepared splits).
 pub struct CorrectedImages {
     pub pixels: Tensor,
     pub labels: Vec<f32>,
     pub count: i64,
+    pub pixel_hashes: HashSet<[u8; 32]>,
 }
 
 /// Decodes and resizes every stored correction, checking its labels against the task.
@@ -43,6 +47,7 @@ pub fn load_corrected(
     let mut resizer = SquareResizer::new(parent.image_size, parent.resize);
     let mut pixels = Vec::new();
     let mut labels = Vec::new();
+    let mut pixel_hashes = HashSet::new();
     for corr in all {
         let row: Vec<f32> = classes.iter().map(|cl| corr.labels.contains(cl) as u8 as f32).collect();
         if let Some(l) = corr.labels.iter().find(|l| !classes.contains(l)) {
@@ -62,12 +67,83 @@ pub fn load_corrected(
                 .load(&store.image_path(corr))
                 .map_err(|e| anyhow::anyhow!("feedback image {} ({}): {e}", store.image_path(corr).display(), corr.source))?,
         };
+        pixel_hashes.insert(Sha256::digest(&buf).into());
         pixels.extend(buf);
         labels.extend(row);
     }
     let count = all.len() as i64;
     let pixels = to_unit_nchw(&Tensor::from_slice(&pixels).view([count, s, s, 3]), device);
-    Ok(CorrectedImages { pixels, labels, count })
+    Ok(CorrectedImages { pixels, labels, count, pixel_hashes })
+}
+
+/// The images the promotion gate judges on: the prepared data's test split, which neither the
+/// parent nor the candidate was trained, early-stopped or given thresholds on, less any image
+/// that is also a correction (the candidate was trained on those). Without a test split, the
+/// validation split (which favours the parent: it was early-stopped there).
+pub struct GateImages {
+    /// `test` or `val`.
+    pub split: &'static str,
+    /// Backbone features `[n, D]`, and with the run's flip TTA those of the mirrored images.
+    pub features: Tensor,
+    pub mirrored: Option<Tensor>,
+    /// Labels, row-major `[n, C]`.
+    pub labels: Vec<f32>,
+    /// Test images left out because they are corrections.
+    pub excluded: usize,
+}
+
+impl GateImages {
+    /// Probabilities `[n, C]` (host, row-major) of the parent's head as it is now: the mean
+    /// over the image and its mirror when the run scores with TTA, as `predict` does.
+    pub fn probabilities(&self, parent: &LoadedModel) -> Result<Vec<f32>> {
+        let p = |f: &Tensor| parent.task.probabilities(&parent.head_logits(f, false));
+        tch::no_grad(|| match &self.mirrored {
+            Some(m) => host_values(&((p(&self.features) + p(m)) / 2.0)),
+            None => host_values(&p(&self.features)),
+        })
+    }
+}
+
+/// Features of the gate's images (see [`GateImages`]).
+pub fn gate_images(
+    parent: &LoadedModel,
+    test: &SplitData,
+    val_features: &Tensor,
+    val: &SplitData,
+    corrected: &CorrectedImages,
+    cancel: &AtomicBool,
+) -> Result<GateImages> {
+    let mut keep = Vec::with_capacity(test.len());
+    for chunk in (0..test.len()).collect::<Vec<_>>().chunks(64) {
+        let bytes = test.pixel_bytes(chunk)?;
+        let row = bytes.len() / chunk.len();
+        let is_correction = |b: &[u8]| corrected.pixel_hashes.contains(&<[u8; 32]>::from(Sha256::digest(b)));
+        keep.extend(chunk.iter().zip(bytes.chunks_exact(row)).filter(|(_, b)| !is_correction(b)).map(|(&i, _)| i));
+    }
+    let excluded = test.len() - keep.len();
+    if keep.is_empty() {
+        let features = val_features.shallow_clone();
+        return Ok(GateImages { split: "val", features, mirrored: None, labels: val.y.clone(), excluded });
+    }
+    let c = test.classes;
+    let device = parent.device;
+    let batch = crate::device::inference_batch(device);
+    let mirror = parent.tta;
+    let mut plain = Vec::new();
+    let mut mirrored = Vec::new();
+    for idx in keep.chunks(batch) {
+        if cancel.load(Ordering::SeqCst) {
+            bail!(crate::Interrupted);
+        }
+        let xs = to_unit_nchw(&test.pixels(idx)?, device);
+        plain.push(parent.features_of_unit(&xs));
+        if mirror {
+            mirrored.push(parent.features_of_unit(&xs.flip([3])));
+        }
+    }
+    let labels = keep.iter().flat_map(|&i| test.y[i * c..(i + 1) * c].iter().copied()).collect();
+    let mirrored = mirror.then(|| Tensor::cat(&mirrored, 0));
+    Ok(GateImages { split: "test", features: Tensor::cat(&plain, 0), mirrored, labels, excluded })
 }
 
 /// Cached features of everything the head trains and is judged on.
