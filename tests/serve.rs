@@ -332,7 +332,12 @@ fn the_queue_ranks_uncorrected_inbox_images_by_margin_or_as_asked() {
     std::fs::write(inbox.join("notes.txt"), "not an image").unwrap();
     // One inbox image was corrected already: it is not asked for again.
     let store = vocml_core::retrain::feedback::FeedbackStore::open(&runs.join("feedback")).unwrap();
-    let done = vocml_core::retrain::feedback::FeedbackStore::prepare(&[(inbox.join("000002.jpg"), vec!["dog".to_string()])]).unwrap();
+    let done = vocml_core::retrain::feedback::FeedbackStore::prepare(&[vocml_core::retrain::feedback::NewCorrection {
+        path: inbox.join("000002.jpg"),
+        labels: vec!["dog".to_string()],
+        source: "000002.jpg".into(),
+    }])
+    .unwrap();
     store.commit(&done).unwrap();
     let done_id = done[0].correction.sha256.clone();
 
@@ -438,11 +443,10 @@ fn retrain_jobs_follow_a_retrain_recipe_and_a_bad_recipe_is_a_usage_error() {
     let o = run(bin("serve").arg("--runs").arg(&runs).arg("--retrain-config").arg(root.join("missing.toml")));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("missing.toml") && stderr(&o).trim().lines().count() == 1, "{}", stderr(&o));
-    let o = run(bin("serve").arg("--runs").arg(&runs).arg("--retrain-config").arg(&recipe).args(["--retrain-epochs", "3"]));
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 
-    std::fs::write(&recipe, "replay-all = true\nreplicate = 1\nepochs = 2\nlr = 1e-4\ntolerance = 0.05\n").unwrap();
-    let server = Server::start(&runs, &["--retrain-config", recipe.to_str().unwrap()]);
+    // A --retrain-* flag sets its key over the recipe's.
+    std::fs::write(&recipe, "replay-all = true\nreplicate = 1\nepochs = 7\nlr = 1e-4\ntolerance = 0.05\n").unwrap();
+    let server = Server::start(&runs, &["--retrain-config", recipe.to_str().unwrap(), "--retrain-epochs", "2"]);
     let jpeg = std::fs::read(root.join("voc/JPEGImages/000001.jpg")).unwrap();
     let form: &[(&str, Option<&str>, &[u8])] = &[("files", Some("a.jpg"), &jpeg), ("labels", None, b"[[\"dog\"]]")];
     let r = server.post_form("/retrain", form, &[]);
@@ -451,6 +455,14 @@ fn retrain_jobs_follow_a_retrain_recipe_and_a_bad_recipe_is_a_usage_error() {
     server.wait_until(Duration::from_secs(120), |s| s.get(&format!("/jobs/{id}")).json()["state"] != "running");
     let job = server.get(&format!("/jobs/{id}")).json();
     assert_eq!(job["state"], "succeeded", "{job}");
+    // GET /jobs lists the newest first, bounded.
+    let listed = server.get("/jobs").json();
+    assert_eq!(listed[0]["id"].as_str(), Some(id.as_str()), "{listed}");
+    for bad in ["/jobs?limit=0", "/jobs?limit=201", "/jobs?limit=x", "/jobs?order=asc"] {
+        let r = server.get(bad);
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+        assert!(r.json()["error"].as_str().unwrap().contains("limit"), "{bad}: {}", r.body);
+    }
     let run_dir = runs.join(job["outcome"]["run"].as_str().unwrap());
     let recorded = read_json(&run_dir.join("config.json"))["retrain_options"].clone();
     assert_eq!(gentle_recipe_values(&recorded), (Some(true), Some(1), Some(2), Some(1e-4), Some(0.05)));

@@ -24,7 +24,8 @@ use vocml_track::registry::ModelUri;
 /// (--max-batch, --max-wait-ms). SIGTERM or Ctrl-C drains in-flight requests and exits 0.
 ///
 /// Endpoints: GET / (the page), GET /health, GET /ready, GET /model, GET /metrics,
-/// POST /predict (multipart `files`), POST /retrain, GET /jobs/{id}, and the Open Inference
+/// POST /predict (multipart `files`), POST /retrain, GET /jobs, GET /jobs/{id}, the Label
+/// Studio ML backend under /label-studio, and the Open Inference
 /// Protocol v2 under /v2 (model name `vocml` unless --model-name; JSON and binary tensor
 /// data, classification), also over gRPC with --grpc-addr (Triton's and KServe's clients).
 ///
@@ -90,21 +91,22 @@ struct Cli {
     /// How often runs/best is checked for a new model, in milliseconds.
     #[arg(long, default_value_t = 500, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..=600_000))]
     poll_ms: u64,
-    /// Retrain jobs: epochs (as `retrain --epochs`).
-    #[arg(long, default_value_t = RetrainOptions::default().epochs as u64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
-    retrain_epochs: u64,
-    /// Retrain jobs: copies of each corrected image per epoch (as `retrain --replicate`).
-    #[arg(long, default_value_t = RetrainOptions::default().replicate as u64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1000))]
-    retrain_replicate: u64,
-    /// Retrain jobs: promote the new run unless the 95% interval of its validation mAP change
-    /// reaches below minus this (as `retrain --tolerance`).
-    #[arg(long, default_value_t = RetrainOptions::default().tolerance, value_name = "D")]
-    retrain_tolerance: f64,
-    /// Retrain jobs: a retrain recipe (TOML keyed by retrain's long flags, e.g.
-    /// configs/retrain-gentle.toml) instead of the --retrain-* flags; the parent, the
+    /// Retrain jobs: a retrain recipe (TOML keyed by retrain's long flags) [default: the
+    /// small-update recipe shipped as configs/retrain-gentle.toml]; the parent, the
     /// corrections and the folders stay the service's.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["retrain_epochs", "retrain_replicate", "retrain_tolerance"])]
+    #[arg(long, value_name = "FILE")]
     retrain_config: Option<PathBuf>,
+    /// Retrain jobs: epochs (as `retrain --epochs`), over the recipe's.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    retrain_epochs: Option<u64>,
+    /// Retrain jobs: copies of each corrected image per epoch (as `retrain --replicate`),
+    /// over the recipe's.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1000))]
+    retrain_replicate: Option<u64>,
+    /// Retrain jobs: promote the new run when its test-split mAP change is at least minus
+    /// this (as `retrain --tolerance`), over the recipe's.
+    #[arg(long, value_name = "D")]
+    retrain_tolerance: Option<f64>,
     /// A folder of images to label: GET /queue (and the page's "Review these") lists the ones
     /// the served model is least sure about and nobody has corrected yet.
     #[arg(long, value_name = "DIR")]
@@ -160,33 +162,49 @@ fn main() -> ExitCode {
     vocml::tool_main("serve", run)
 }
 
-/// Retrain jobs' options: the --retrain-config recipe, or the --retrain-* flags over the
-/// reference defaults; checked before the service starts (bad values exit 2).
+/// The recipe retrain jobs follow unless --retrain-config names another: the small update
+/// that `make loop` measured learning from corrections (docs/loop.md).
+const DEFAULT_RETRAIN_RECIPE: &str = include_str!("../../../configs/retrain-gentle.toml");
+
+/// Retrain jobs' options: the --retrain-config recipe (default: the shipped small-update
+/// recipe) with the --retrain-* flags over it; checked before the service starts (bad values
+/// exit 2).
 fn retrain_options(cli: &Cli) -> Result<RetrainOptions> {
-    let Some(path) = &cli.retrain_config else {
-        let options = RetrainOptions {
-            epochs: cli.retrain_epochs as usize,
-            replicate: cli.retrain_replicate as usize,
-            tolerance: cli.retrain_tolerance,
-            ..RetrainOptions::default()
-        };
-        options.validate().map_err(|e| vocml::usage(anyhow::anyhow!("--retrain-{e}")))?;
-        return Ok(options);
+    let mut options = match &cli.retrain_config {
+        Some(path) => {
+            let named = |e: anyhow::Error| vocml::usage(anyhow::anyhow!("--retrain-config {}: {e}", path.display()));
+            let text = std::fs::read_to_string(path).map_err(|e| named(e.into()))?;
+            retrain_recipe(&text).map_err(named)?
+        }
+        None => retrain_recipe(DEFAULT_RETRAIN_RECIPE).map_err(|e| vocml::usage(e.context("the shipped retrain recipe")))?,
     };
-    let named = |e: anyhow::Error| vocml::usage(anyhow::anyhow!("--retrain-config {}: {e}", path.display()));
-    let text = std::fs::read_to_string(path).map_err(|e| named(e.into()))?;
+    if let Some(n) = cli.retrain_epochs {
+        options.epochs = n as usize;
+    }
+    if let Some(n) = cli.retrain_replicate {
+        options.replicate = n as usize;
+    }
+    if let Some(d) = cli.retrain_tolerance {
+        options.tolerance = d;
+    }
+    options.validate().map_err(|e| vocml::usage(anyhow::anyhow!("--retrain-{e}")))?;
+    Ok(options)
+}
+
+/// A retrain recipe's options over the reference defaults.
+fn retrain_recipe(text: &str) -> Result<RetrainOptions> {
     let table: toml::Table =
-        text.parse().map_err(|e: toml::de::Error| named(anyhow::anyhow!("not valid TOML: {}", e.message().trim().replace('\n', ", "))))?;
+        text.parse().map_err(|e: toml::de::Error| anyhow::anyhow!("not valid TOML: {}", e.message().trim().replace('\n', ", ")))?;
     let mut keys = serde_json::Map::new();
     for (key, value) in table {
         let key = key.replace('-', "_");
         if ["from", "corrections", "data", "runs_dir", "feedback_dir", "force"].contains(&key.as_str()) {
-            return Err(named(anyhow::anyhow!("{key} is the service's to set for each job, not a recipe's")));
+            bail!("{key} is the service's to set for each job, not a recipe's");
         }
         keys.insert(key, serde_json::to_value(value)?);
     }
-    let options: RetrainOptions = serde_json::from_value(serde_json::Value::Object(keys)).map_err(|e| named(e.into()))?;
-    options.validate().map_err(named)?;
+    let options: RetrainOptions = serde_json::from_value(serde_json::Value::Object(keys))?;
+    options.validate()?;
     Ok(options)
 }
 

@@ -28,6 +28,18 @@ impl ApiError {
     }
 }
 
+/// Text from a client as it may be echoed in an error or a log line: control characters
+/// escaped (no forged lines), at most `max` characters (the rest counted).
+pub fn shown(text: &str, max: usize) -> String {
+    let mut out: String =
+        text.chars().take(max).flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect();
+    let total = text.chars().count();
+    if total > max {
+        out += &format!("... ({} more characters)", total - max);
+    }
+    out
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut r = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
@@ -73,5 +85,13 @@ mod tests {
         assert_eq!(status(EngineError::Unsupported("x".into())), StatusCode::UNPROCESSABLE_ENTITY);
         let e = ApiError::from(EngineError::Inference("out of memory".into()));
         assert_eq!((e.status, e.message.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "inference failed: out of memory"));
+    }
+
+    #[test]
+    fn echoed_text_is_one_bounded_line() {
+        assert_eq!(shown("a\nserve: FORGED", 100), "a\\nserve: FORGED");
+        let long = shown(&"x".repeat(5000), 10);
+        assert_eq!(long, format!("{}... (4990 more characters)", "x".repeat(10)));
+        assert_eq!(shown("☃☃", 1), "☃... (1 more characters)");
     }
 }

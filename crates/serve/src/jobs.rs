@@ -16,12 +16,14 @@ use vocml_core::retrain::{retrain, RetrainConfig};
 use vocml_core::run::options::RetrainOptions;
 use vocml_core::train::history::TrainObserver;
 
-/// One correction of a job: the image bytes, a file name for the record, the true labels.
+/// One correction of a job: the image bytes, a file name, the true labels, and the name the
+/// feedback store records it under (the upload's file name, or the Label Studio annotation).
 #[derive(Clone)]
 pub struct Correction {
     pub filename: String,
     pub bytes: Arc<Vec<u8>>,
     pub labels: Vec<String>,
+    pub source: String,
 }
 
 /// The jobs of this service.
@@ -56,6 +58,12 @@ impl Jobs {
     pub fn get(&self, id: &str) -> Option<JobStatus> {
         let mine = self.map.lock().unwrap().get(id).cloned();
         mine.or_else(|| self.journal.read(id))
+    }
+
+    /// The newest `limit` jobs, this server's and the runs directory's (other replicas' and
+    /// earlier servers'), newest first.
+    pub fn list(&self, limit: usize) -> Vec<JobStatus> {
+        self.journal.newest_first().iter().take(limit).filter_map(|id| self.get(id)).collect()
     }
 
     /// Starts a retrain job, or says why not (one runs at a time).
@@ -135,12 +143,16 @@ impl Jobs {
 
     fn run(&self, id: &str, corrections: &[Correction], target: &JobTarget) -> anyhow::Result<serde_json::Value> {
         let dir = tempfile::Builder::new().prefix("vocml-serve-").tempdir()?;
-        let mut csv = String::from("path,labels\n");
+        let mut csv = String::from("path,labels,source\n");
         for (i, c) in corrections.iter().enumerate() {
-            let name: String = c.filename.chars().map(|ch| if ch.is_alphanumeric() || ".-_".contains(ch) { ch } else { '_' }).collect();
+            // The file name is the client's: only its first 64 safe characters reach the disk.
+            let name: String =
+                c.filename.chars().map(|ch| if ch.is_ascii_alphanumeric() || ".-_".contains(ch) { ch } else { '_' }).take(64).collect();
             let path = dir.path().join(format!("{i:04}_{name}"));
             std::fs::write(&path, c.bytes.as_slice())?;
-            csv += &format!("{},{}\n", quote(&path.to_string_lossy()), c.labels.join(";"));
+            let source: String = c.source.chars().map(|ch| if ch.is_control() { '_' } else { ch }).take(200).collect();
+            let source = if source.is_empty() { format!("upload-{i}") } else { source };
+            csv += &format!("{},{},{}\n", quote(&path.to_string_lossy()), c.labels.join(";"), quote(&source));
         }
         let csv_path = dir.path().join("corrections.csv");
         std::fs::write(&csv_path, csv)?;
@@ -159,9 +171,12 @@ impl Jobs {
             "promoted": outcome.promoted,
             "reason": outcome.reason,
             "metric": outcome.monitor,
-            "before": outcome.parent_val_score,
-            "after": outcome.new_val_score,
+            "before": outcome.gate.before,
+            "after": outcome.gate.after,
             "interval": [outcome.gate.low, outcome.gate.high],
+            "judged_on": outcome.gate.split,
+            "images": outcome.gate.images,
+            "next_step": outcome.next_step,
             "corrected_right_before": outcome.corrected_right_before,
             "corrected_right_after": outcome.corrected_right_after,
             "corrections_used": outcome.corrections_used,

@@ -96,6 +96,13 @@ impl Journal {
         Some(status)
     }
 
+    /// The ids of the recorded jobs, newest first.
+    pub fn newest_first(&self) -> Vec<String> {
+        let mut ids = self.ids().unwrap_or_default();
+        ids.sort_by_key(|id| std::cmp::Reverse(id.strip_prefix("job-").and_then(|n| n.parse::<u64>().ok()).unwrap_or(0)));
+        ids
+    }
+
     /// Every recorded job, lost ones marked as such (at start-up).
     pub fn recover(&self) -> Vec<JobStatus> {
         self.ids().unwrap_or_default().iter().filter_map(|id| self.read(id)).collect()

@@ -11,6 +11,7 @@ pub mod inbox;
 pub mod jobs;
 pub mod journal;
 pub mod label_studio;
+pub mod labelling;
 pub mod metrics;
 pub mod oip;
 pub mod routes;
@@ -86,8 +87,9 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
         inbox: cfg.inbox.clone().map(inbox::Inbox::new),
         model_name: cfg.model_name.clone(),
         background_batch: 1,
-        label_studio: label_studio::LabelStudio::new(cfg.label_studio.clone()),
+        label_studio: label_studio::LabelStudio::new(cfg.label_studio.clone(), &cfg.runs_dir),
     });
+    labelling::sync::spawn(state.clone());
     let app = routes::router(state.clone(), cfg.max_body_bytes);
     let (stopping, stopped) = tokio::sync::watch::channel(false);
     let grpc = match cfg.grpc_addr {

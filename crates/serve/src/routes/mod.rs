@@ -1,5 +1,5 @@
 //! The HTTP surface: one small handler per endpoint over shared state, a bearer-token guard
-//! on the retrain endpoints, and a layer counting every request for `/metrics`.
+//! on the retrain, jobs and Label Studio endpoints, and a layer counting every request for `/metrics`.
 
 mod explain;
 mod info;
@@ -23,7 +23,11 @@ use std::sync::Arc;
 pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
     let guarded = Router::new()
         .route("/retrain", post(retrain::start))
+        .route("/jobs", get(retrain::jobs))
         .route("/jobs/{id}", get(retrain::job))
+        .route("/label-studio/health", get(label_studio::health))
+        .route("/label-studio/setup", post(label_studio::setup))
+        .route("/label-studio/predict", post(label_studio::predict))
         .route("/label-studio/webhook", post(label_studio::webhook))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -36,9 +40,6 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .route("/explain", post(explain::explain))
         .route("/queue", get(queue::queue))
         .route("/uploads/{id}", get(queue::upload))
-        .route("/label-studio/health", get(label_studio::health))
-        .route("/label-studio/setup", post(label_studio::setup))
-        .route("/label-studio/predict", post(label_studio::predict))
         .route("/v2", get(v2::server_metadata))
         .route("/v2/health/live", get(v2::live))
         .route("/v2/health/ready", get(v2::ready))
@@ -56,7 +57,8 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
 }
 
 /// With `--token-file`, the request must carry `Authorization: Bearer <token>`, or Basic
-/// credentials whose password is the token (how Label Studio authenticates to ML backends).
+/// credentials whose password is the token (how Label Studio authenticates to ML backends;
+/// the webhook it makes for the backend is given the Bearer header through its API).
 async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Result<Response, ApiError> {
     if let Some(token) = &state.token {
         let header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");

@@ -1,12 +1,14 @@
 //! `POST /retrain` starts a retrain job from corrections, given as the reference's multipart
 //! (`files` + `labels`, a JSON list of label lists) or as JSON naming uploaded images
-//! (`{"corrections": [{"id", "labels"}], "force": false}`); `GET /jobs/{id}` follows it.
+//! (`{"corrections": [{"id", "labels"}], "force": false}`); `GET /jobs/{id}` follows it and
+//! `GET /jobs` lists the newest.
 
 use super::AppState;
-use crate::error::ApiError;
+use crate::error::{shown, ApiError};
 use crate::jobs::{Correction, JobStatus, JobTarget};
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::Json;
 use serde::Deserialize;
@@ -63,7 +65,32 @@ pub async fn start(State(state): State<Arc<AppState>>, req: Request) -> Result<(
 }
 
 pub async fn job(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<JobStatus>, ApiError> {
-    state.jobs.get(&id).map(Json).ok_or_else(|| ApiError::not_found(format!("no job {id:?}")))
+    state.jobs.get(&id).map(Json).ok_or_else(|| ApiError::not_found(format!("no job {}", shown(&format!("{id:?}"), 80))))
+}
+
+/// Most jobs `GET /jobs` lists.
+pub const MAX_LISTED: usize = 200;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /jobs?limit=N`: the newest jobs first (20 by default, at most 200).
+pub async fn jobs(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<JobStatus>>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(format!("{}; expected ?limit=N", e.body_text())))?;
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=MAX_LISTED).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit {limit}: expected 1 to {MAX_LISTED}")));
+    }
+    let jobs = tokio::task::spawn_blocking(move || state.jobs.list(limit))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(jobs))
 }
 
 /// The reference's form: `files` fields, then `labels` as `[["person","chair"], ...]`.
@@ -101,7 +128,14 @@ async fn from_multipart(state: &Arc<AppState>, req: Request) -> Result<(Vec<Corr
     if labels.len() != files.len() {
         return Err(ApiError::bad_request(format!("{} files but {} label lists", files.len(), labels.len())));
     }
-    Ok((files.into_iter().zip(labels).map(|((filename, bytes), labels)| Correction { filename, bytes, labels }).collect(), force))
+    Ok((
+        files
+            .into_iter()
+            .zip(labels)
+            .map(|((filename, bytes), labels)| Correction { source: filename.clone(), filename, bytes, labels })
+            .collect(),
+        force,
+    ))
 }
 
 /// Corrections naming images uploaded earlier by their `id`.
@@ -122,7 +156,7 @@ async fn from_json(state: &Arc<AppState>, req: Request) -> Result<(Vec<Correctio
                 c.id
             ))
         })?;
-        out.push(Correction { filename: up.filename, bytes: up.bytes, labels: c.labels });
+        out.push(Correction { source: up.filename.clone(), filename: up.filename, bytes: up.bytes, labels: c.labels });
     }
     Ok((out, body.force))
 }
