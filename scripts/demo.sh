@@ -26,34 +26,45 @@ echo "== predict: a few synthetic images (labels + probabilities, tuned threshol
 "$BIN/predict" --top-k 2 "$DATA"/JPEGImages/00000{1,2,3,4,5}.jpg
 
 echo
-echo "== retrain: correct up to 3 test images the model gets wrong, retrain, compare"
-"$PWD/.venv/bin/python" - processed_data "$DATA" > data/corrections.csv <<'PY'
+echo "== retrain: 60 new photos arrive; the ones the model gets wrong are corrected and learnt"
+echo "   (configs/retrain-gentle.toml, the recommended small update; the gate judges the new run"
+echo "   against runs/best on the test split, which neither was selected on)"
+NEW=data/synth-new
+[[ -f "$NEW/ImageSets/Main/train.txt" ]] || "$BIN/voc-prep" synth --out "$NEW" --images 60 --seed 8 -q
+"$PWD/.venv/bin/python" - "$NEW" processed_data data/careless.csv > data/corrections.csv <<'PY'
 import json, subprocess, sys
-data, voc = sys.argv[1], sys.argv[2]
-m = json.load(open(f"{data}/manifest.json"))
-ids = m["splits"]["test"]["ids"] + m["splits"]["val"]["ids"]
+voc, data, careless = sys.argv[1], sys.argv[2], open(sys.argv[3], "w")
+classes = json.load(open(f"{data}/manifest.json"))["classes"]
+ids = [l.strip() for l in open(f"{voc}/ImageSets/Main/trainval.txt") if l.strip()]
 files = [f"{voc}/JPEGImages/{i}.jpg" for i in ids]
 out = subprocess.run(["target/release/predict", "-q", "--format", "jsonl", *files], capture_output=True, text=True, check=True).stdout
 print("path,labels")
-wrong = 0
-for line, i in zip(out.splitlines(), ids):
+# The careless labeller: every photo, every label inverted.
+print("path,labels", file=careless)
+for line, f, i in zip(out.splitlines(), files, ids):
     xml = open(f"{voc}/Annotations/{i}.xml").read()
-    truth = [c for c in m["classes"] if f"<name>{c}</name>" in xml]
-    if sorted(json.loads(line)["labels"]) != sorted(truth) and wrong < 3:
-        print(f"{voc}/JPEGImages/{i}.jpg,{';'.join(truth)}")
-        wrong += 1
+    truth = [c for c in classes if f"<name>{c}</name>" in xml]
+    if sorted(json.loads(line)["labels"]) != sorted(truth):
+        print(f"{f},{';'.join(truth)}")
+    print(f"{f},{';'.join(c for c in classes if c not in truth)}", file=careless)
 PY
-cat data/corrections.csv
+echo "corrections of the photos the model got wrong ($(($(wc -l < data/corrections.csv) - 1)) of 60):"
+head -4 data/corrections.csv
 if [[ $(wc -l < data/corrections.csv) -gt 1 ]]; then
-  "$BIN/retrain" --corrections data/corrections.csv
+  "$BIN/retrain" --config configs/retrain-gentle.toml --corrections data/corrections.csv -q
   new_run=$(ls -d runs/*_retrain | sort | tail -1)
   echo
-  echo "== predict the corrected images with the retrained run $new_run"
-  echo "   (runs/best moves to it only if validation did not drop by more than the tolerance)"
-  tail -n +2 data/corrections.csv | cut -d, -f1 | xargs "$BIN/predict" -q --run "$new_run"
+  echo "== predict the corrected photos with the retrained run $new_run"
+  tail -n +2 data/corrections.csv | head -3 | cut -d, -f1 | xargs "$BIN/predict" -q --run "$new_run"
 else
-  echo "(the model gets every checked image right: nothing to correct)"
+  echo "(the model gets every new photo right: nothing to correct)"
 fi
+
+echo
+echo "== retrain: a careless labeller inverts every label of the 60 photos; the gate refuses the result"
+echo "   (retrain's reference recipe, which follows the corrections hard; a feedback store of its own)"
+rm -rf data/careless-feedback
+"$BIN/retrain" --corrections data/careless.csv --feedback-dir data/careless-feedback -q
 
 echo
 echo "== other task types: multihead (a softmax per head) on the embedded shapes dataset"
