@@ -4,7 +4,7 @@ VENV := .venv
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup test-tools build install demo serve test test-quick fuzz bench bench-prep bench-train bench-train-step bench-predict bench-serve bench-deploy quality quality-cv learning-curve quality-tradeoff quality-levers quality-sizes quality-smoothing quality-voc20 loop active-learning clean
+.PHONY: all setup test-tools build install demo serve test test-quick fuzz bench bench-prep bench-train bench-train-step bench-predict bench-serve bench-deploy compare-builds quality quality-cv learning-curve quality-tradeoff quality-levers quality-sizes quality-smoothing quality-voc20 loop active-learning clean
 
 all: build
 
@@ -52,6 +52,7 @@ serve: build
 ## (cargo test builds the binaries it runs; one invocation, so nothing is compiled twice)
 test: setup test-tools
 	python3 scripts/module_cycles.py crates/*/src
+	python3 scripts/architecture_doc.py --check
 	cargo test --release --workspace
 
 ## test-tools: chromium and chromedriver (browser test of the serve page), mlflow (tracking
@@ -59,10 +60,11 @@ test: setup test-tools
 test-tools:
 	@bash scripts/test_tools.sh
 
-## test-quick: no import cycles between modules, unit tests (every `tests::`), data
+## test-quick: no import cycles between modules, docs/architecture.md in step with the code, unit tests (every `tests::`), data
 ## preparation and the command-line contract; seconds once built
 test-quick: setup
 	python3 scripts/module_cycles.py crates/*/src
+	python3 scripts/architecture_doc.py --check
 	cargo test --release --workspace -- tests:: voc_prep:: cli::
 
 ## fuzz: libFuzzer on the parsers of untrusted bytes (npy header, VOC XML, corrections CSV,
@@ -85,6 +87,12 @@ bench-serve: build
 ## directory while one promotes a retrain job (failed requests, time until both serve it)
 bench-deploy: build
 	@bash scripts/bench_deploy.sh
+
+## compare-builds: BEFORE=DIR (another build's target/release): the demo's predict, evaluate and
+## serve outputs compared byte for byte with this build's, and their speed side by side
+compare-builds: build
+	@test -n "$(BEFORE)" || { echo "compare-builds: BEFORE=DIR (the binaries of the other build)" >&2; exit 2; }
+	@bash scripts/compare_builds.sh $(BEFORE)
 
 bench-prep: build
 	@bash scripts/bench_prep.sh

@@ -19,7 +19,7 @@ echo "   (15 epochs at lr 1e-3 for this small synthetic set; the defaults are th
 "$BIN/train" --data processed_data --runs-dir runs --epochs 15 --lr 1e-3 --patience 5
 echo
 echo "== evaluate: test split, thresholds tuned on val, runs/best selected"
-"$BIN/evaluate" --data processed_data --runs runs
+"$BIN/evaluate" --data processed_data --runs-dir runs
 
 echo
 echo "== predict: a few synthetic images (labels + probabilities, tuned thresholds)"
@@ -72,5 +72,5 @@ SHAPES=data/shapes
 [[ -f "$SHAPES/labels.csv" ]] || "$BIN/voc-prep" shapes --out "$SHAPES" --images 180 --size 48
 "$BIN/voc-prep" csv --file "$SHAPES/labels.csv" --task multihead --size 32 --out data/processed_heads -q
 "$BIN/train" --data data/processed_heads --model small_cnn --epochs 30 --lr 1e-3 --patience 10 --runs-dir data/runs_heads -q
-"$BIN/evaluate" --data data/processed_heads --runs data/runs_heads
+"$BIN/evaluate" --data data/processed_heads --runs-dir data/runs_heads
 "$BIN/predict" --run data/runs_heads/best --format jsonl -q "$SHAPES"/images/red_square/0011.png

@@ -70,20 +70,19 @@ def imported_paths(text: str) -> list:
     return paths
 
 
-def resolve(path: str, here: tuple, is_dir_module: bool, modules: set):
+def resolve(path: str, here: tuple, modules: set):
     parts = path.replace("r#", "").split("::")
     if parts[0] == "crate":
         base, rest = (), parts[1:]
     elif parts[0] in ("super", "self"):
-        base = here if is_dir_module else here[:-1]
+        # A module's path is the same whether it is `a/b.rs` or `a/b/mod.rs`: `self` is it,
+        # each `super` its parent.
+        base = here
         rest = parts
         while rest and rest[0] in ("super", "self"):
             if rest[0] == "super":
                 base = base[:-1]
             rest = rest[1:]
-        # `super` from a file module `a::b` is `a`; from `a/b/mod.rs` too.
-        if parts[0] == "self":
-            base = here
     else:
         return None
     target = base
@@ -126,26 +125,33 @@ def cycles(graph: dict) -> list:
     return out
 
 
-def check(src: Path) -> list:
+def imports(src: Path):
+    """(file, here, target, path) for each module named by another module's code: the edges
+    of both graphs. Also used by scripts/architecture_doc.py."""
     files = {module_path(src, f): f for f in src.rglob("*.rs")}
     modules = set(files)
-    top, inner, why = {}, {}, {}
     for here, f in files.items():
         dir_module = f.name in ("mod.rs", "lib.rs", "main.rs")
         for path in imported_paths(strip(f.read_text())):
-            target = resolve(path, here, dir_module, modules)
+            target = resolve(path, here, modules)
             if target is None or target == here:
                 continue
             if dir_module and target[: len(here)] == here:
                 continue  # a facade naming its own children
             if not here or not target:
                 continue
-            if here[0] != target[0]:
-                top.setdefault(here[0], set()).add(target[0])
-                why.setdefault((here[0], target[0]), []).append(f"{f.relative_to(src)}: {path}")
-            else:
-                inner.setdefault(here, set()).add(target)
-                why.setdefault((here, target), []).append(f"{f.relative_to(src)}: {path}")
+            yield f, here, target, path
+
+
+def check(src: Path) -> list:
+    top, inner, why = {}, {}, {}
+    for f, here, target, path in imports(src):
+        if here[0] != target[0]:
+            top.setdefault(here[0], set()).add(target[0])
+            why.setdefault((here[0], target[0]), []).append(f"{f.relative_to(src)}: {path}")
+        else:
+            inner.setdefault(here, set()).add(target)
+            why.setdefault((here, target), []).append(f"{f.relative_to(src)}: {path}")
     problems = []
     for graph, kind in ((top, "modules"), (inner, "files")):
         for comp in cycles(graph):

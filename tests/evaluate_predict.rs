@@ -230,7 +230,7 @@ fn predict_uses_the_same_preprocessing_as_training() {
             v["probabilities"].as_object().unwrap().values().map(|p| p.as_f64().unwrap()).collect()
         })
         .collect();
-    let model = vocml_core::run::loaded::LoadedModel::load(&r, tch::Device::Cpu).unwrap();
+    let model = vocml_core::infer::loaded::LoadedModel::load(&r, tch::Device::Cpu).unwrap();
     let manifest = vocml_core::dataset::manifest::Manifest::load(&f.data).unwrap();
     let split = vocml_core::dataset::prepared::SplitData::open(&f.data, "test", &manifest).unwrap();
     let probs = model.probabilities(&split.pixels(&[0, 1, 2, 3, 4]).unwrap());

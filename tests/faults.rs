@@ -54,7 +54,8 @@ fn complete_runs(runs: &Path) -> BTreeSet<String> {
         if name.starts_with('.') || name == "feedback" || name == "best" || !p.is_dir() {
             continue;
         }
-        vocml_core::run::loaded::LoadedModel::load(&p, tch::Device::Cpu).unwrap_or_else(|e| panic!("{name} is visible but broken: {e:#}"));
+        vocml_core::infer::loaded::LoadedModel::load(&p, tch::Device::Cpu)
+            .unwrap_or_else(|e| panic!("{name} is visible but broken: {e:#}"));
         names.insert(name);
     }
     let best = runs.join("best");

@@ -6,6 +6,7 @@
 
 mod util;
 
+mod batch;
 mod browser;
 mod cli;
 mod deploy;
@@ -14,6 +15,7 @@ mod explain;
 mod export;
 mod faults;
 mod hostile;
+mod hostile_clients;
 mod imports;
 mod label_studio;
 mod mlflow;

@@ -150,9 +150,9 @@ fn a_server_that_is_down_warns_and_keeps_the_run_unless_required() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("warning: MLflow") && stderr(&o).contains("the local run is complete"), "{}", stderr(&o));
     assert_eq!(stderr(&o).matches("warning").count(), 1, "one warning: {}", stderr(&o));
-    vocml_core::run::loaded::LoadedModel::load(&only_run(&root.join("runs")), tch::Device::Cpu).unwrap();
+    vocml_core::infer::loaded::LoadedModel::load(&only_run(&root.join("runs")), tch::Device::Cpu).unwrap();
     let o = train("runs2", &["--mlflow-required"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("--mlflow-required"), "{}", stderr(&o));
-    vocml_core::run::loaded::LoadedModel::load(&only_run(&root.join("runs2")), tch::Device::Cpu).unwrap();
+    vocml_core::infer::loaded::LoadedModel::load(&only_run(&root.join("runs2")), tch::Device::Cpu).unwrap();
 }

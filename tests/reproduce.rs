@@ -120,7 +120,11 @@ fn a_retrain_is_made_again_from_its_config_and_a_train_config_is_not_a_retrain_r
         .arg(&csv));
     assert!(o.status.success(), "{}", stderr(&o));
     let first = new_run(&runs, &before);
-    let recorded = read_json(&first.join("config.json"))["retrain_options"].clone();
+    let record = read_json(&first.join("config.json"));
+    // What the retrain was given, and apart from it what it inherited from its parent.
+    let recorded = record["options"].clone();
+    assert_eq!(record["inherited"]["model"], "efficientnet_lite0", "{record}");
+    assert!(record.get("retrain_options").is_none() && recorded.get("model").is_none(), "{record}");
     assert_eq!(recorded["from"].as_str().unwrap(), std::fs::canonicalize(&parent).unwrap().to_str().unwrap(), "the parent, not runs/best");
     assert_eq!((recorded["epochs"].as_u64(), recorded["no_replay"].as_bool()), (Some(3), Some(false)));
     let before = entries(&runs);
@@ -142,7 +146,7 @@ fn a_retrain_is_made_again_from_its_config_and_a_train_config_is_not_a_retrain_r
         .arg("--corrections")
         .arg(&csv));
     assert!(o.status.success(), "{}", stderr(&o));
-    let recorded = read_json(&new_run(&runs, &before).join("config.json"))["retrain_options"].clone();
+    let recorded = read_json(&new_run(&runs, &before).join("config.json"))["options"].clone();
     assert_eq!(gentle_recipe_values(&recorded), (Some(true), Some(1), Some(8), Some(1e-4), Some(0.02)));
 
     let o = run(bin("retrain").arg("--config").arg(parent.join("config.json")));

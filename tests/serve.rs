@@ -464,7 +464,7 @@ fn retrain_jobs_follow_a_retrain_recipe_and_a_bad_recipe_is_a_usage_error() {
         assert!(r.json()["error"].as_str().unwrap().contains("limit"), "{bad}: {}", r.body);
     }
     let run_dir = runs.join(job["outcome"]["run"].as_str().unwrap());
-    let recorded = read_json(&run_dir.join("config.json"))["retrain_options"].clone();
+    let recorded = read_json(&run_dir.join("config.json"))["options"].clone();
     assert_eq!(gentle_recipe_values(&recorded), (Some(true), Some(1), Some(2), Some(1e-4), Some(0.05)));
     assert_eq!(
         recorded["from"].as_str().unwrap(),

@@ -45,8 +45,8 @@ fn imagenet_top1(kind: vocml_core::model::BackboneKind, weights: &std::path::Pat
     vocml_core::model::weights::load_into(&vs, tensors, weights, &[], &[]).unwrap();
     let mut out = Vec::new();
     for name in ["pig.jpg", "plane.jpg", "ios_dog.jpg"] {
-        let img = decode_file(&shared.join("data/imagenet-samples").join(name)).unwrap();
-        let mut r = SquareResizer::new(224, ResizeMode::Stretch);
+        let img = decode_file(&shared.join("data/imagenet-samples").join(name), vocml_core::io::image::DEFAULT_MAX_PIXELS).unwrap();
+        let mut r = SquareResizer::new(224, ResizeMode::Stretch, vocml_core::io::image::DEFAULT_MAX_PIXELS);
         let mut buf = vec![0u8; r.output_len()];
         r.resize_into(&img, &mut buf).unwrap();
         let px = tch::Tensor::from_slice(&buf).view([1, 224, 224, 3]);

@@ -254,7 +254,7 @@ fn multi_scale_features_are_recorded_and_used_by_every_tool() {
     assert!(explained.lines().count() >= 2, "{explained}");
     // A retrain inherits the sizes with the head.
     let retrained = retrain_on_one_correction(dir.path(), &run, &runs, &img);
-    assert_eq!(read_json(&retrained.join("config.json"))["options"]["scales"], serde_json::json!([64, 32]));
+    assert_eq!(read_json(&retrained.join("config.json"))["inherited"]["scales"], serde_json::json!([64, 32]));
     assert_eq!(head_shapes(&retrained), head_shapes(&run));
     assert!(run_tool(bin("evaluate").arg("--data").arg(&data).arg("--run").arg(&retrained).arg("-q")).status.success());
 }

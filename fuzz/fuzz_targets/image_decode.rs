@@ -2,12 +2,14 @@
 //! then the resize to a model input.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use vocml_core::io::image::{decode_bytes, set_max_pixels, ResizeMode, SquareResizer};
+use vocml_core::io::image::{decode_bytes, ResizeMode, SquareResizer};
+
+/// The limit the fuzzer decodes under (small, so it spends its time on parsing).
+const MAX_PIXELS: u64 = 4_000_000;
 
 fuzz_target!(|data: &[u8]| {
-    set_max_pixels(4_000_000);
-    if decode_bytes(data).is_ok() {
-        let mut r = SquareResizer::new(32, ResizeMode::Letterbox);
+    if decode_bytes(data, MAX_PIXELS).is_ok() {
+        let mut r = SquareResizer::new(32, ResizeMode::Letterbox, MAX_PIXELS);
         let _ = r.load_bytes(data).map(|v| assert_eq!(v.len(), r.output_len()));
     }
 });

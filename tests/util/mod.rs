@@ -55,7 +55,7 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
-/// A retrain run's recorded `retrain_options` as the keys a gentle recipe sets: replay_all,
+/// A retrain run's recorded `options` (what it was given) as the keys a gentle recipe sets: replay_all,
 /// replicate, epochs, lr, tolerance.
 pub fn gentle_recipe_values(recorded: &serde_json::Value) -> (Option<bool>, Option<u64>, Option<u64>, Option<f64>, Option<f64>) {
     let r = recorded;

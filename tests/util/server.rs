@@ -125,6 +125,18 @@ impl Server {
         self.post(path, &ct, &body, headers)
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's peak resident memory so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap();
+        kb * 1024
+    }
+
     /// Sends SIGTERM and waits for the exit status (at most 30 s).
     pub fn terminate(&mut self) -> Option<i32> {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };

@@ -6,10 +6,11 @@ use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vocml::{ComputeArgs, TrackingArgs, TtaArgs};
-use vocml_core::eval::evaluate::{best_index, evaluate_run, write_comparison, Evaluation, RankMetric};
-use vocml_core::run::predictor::create_ensemble;
-use vocml_core::run::thresholds::ThresholdRule;
+use vocml_core::eval::comparison::{best_index, write_comparison, RankMetric};
+use vocml_core::eval::evaluate::{evaluate_run, Evaluation};
+use vocml_core::infer::predictor::create_ensemble;
 use vocml_core::run::{list_runs, point_best};
+use vocml_core::thresholds::ThresholdRule;
 
 /// Evaluate trained runs on a prepared split and compare them.
 ///
@@ -43,8 +44,9 @@ struct Cli {
     /// A run directory to evaluate (repeatable).
     #[arg(long = "run", value_name = "DIR")]
     runs_list: Vec<PathBuf>,
-    /// Evaluate every finished run in this directory and select the best.
-    #[arg(long = "runs", value_name = "DIR")]
+    /// Evaluate every finished run in this directory and select the best (`--runs` is the
+    /// same flag).
+    #[arg(long = "runs-dir", visible_alias = "runs", value_name = "DIR")]
     runs_dir: Option<PathBuf>,
     /// Split to score.
     #[arg(long, value_enum, default_value_t = SplitArg::Test)]
@@ -162,7 +164,6 @@ fn print_table(e: &Evaluation) {
 
 fn run(cli: Cli) -> Result<()> {
     let device = cli.compute.resolve()?;
-    cli.engine.apply();
     let batch_size = cli.batch_size.map_or_else(|| vocml_core::device::inference_batch(device), |b| b as usize);
     // What was named explicitly must be right; runs found in --runs that cannot be evaluated
     // are skipped with a warning.
@@ -198,7 +199,8 @@ fn run(cli: Cli) -> Result<()> {
     let many = runs.len() > 1;
     let mut evals = Vec::new();
     for r in &runs {
-        match evaluate_run(r, &cli.data, split, device, batch_size, tta, cli.thresholds) {
+        let load = vocml_core::infer::LoadOptions { device, tta, engine: cli.engine.engine };
+        match evaluate_run(r, &cli.data, split, &load, batch_size, cli.thresholds) {
             Ok(e) => {
                 if !cli.quiet {
                     print_table(&e);

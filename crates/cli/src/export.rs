@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use vocml::{interrupt_flag, TtaArgs};
 use vocml_core::export::{export_onnx, ExportOptions, InputKind, Int8Options, INT8_FILE, PARITY_TOLERANCE};
-use vocml_core::run::predictor::Predictor;
+use vocml_core::infer::{LoadOptions, Predictor};
 
 /// Export a trained run (or a saved ensemble) to ONNX, for ONNX Runtime, OpenVINO, TensorRT,
 /// Triton's ONNX backend or onnxruntime-web.
@@ -99,7 +99,9 @@ fn run(cli: Cli) -> Result<()> {
     tch::set_num_threads(cli.threads as i32);
     let cancel = interrupt_flag();
     let run_dir = vocml::resolve_run(&cli.run, cli.mlflow.as_deref())?;
-    let predictor = Predictor::load(&run_dir, tch::Device::Cpu, cli.tta.choice())?;
+    // What is exported is the libtorch model, whatever the run already holds.
+    let load = LoadOptions { tta: cli.tta.choice(), ..LoadOptions::torch(tch::Device::Cpu) };
+    let predictor = Predictor::load(&run_dir, &load)?;
     let int8 = cli.int8.then(|| Int8Options {
         data: cli.data.clone().unwrap_or_else(|| predictor.data_dir().to_path_buf()),
         max_map_drop: cli.max_map_drop,

@@ -310,13 +310,6 @@ pub struct DecodeArgs {
     pub max_image_pixels: u64,
 }
 
-impl DecodeArgs {
-    /// Sets the limit for every later decode in this process.
-    pub fn apply(&self) {
-        vocml_core::io::image::set_max_pixels(self.max_image_pixels);
-    }
-}
-
 /// Horizontal-flip test-time augmentation flags of `evaluate` and `predict`.
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct TtaArgs {
@@ -340,12 +333,13 @@ impl TtaArgs {
     }
 }
 
-/// Expands `--config FILE` into command-line flags. The file is TOML whose keys are the
-/// command's long flag names (`batch_size = 16` or `batch-size = 16`; `true` for switches), or
-/// a run's `config.json`, whose recorded options have the same names; its flags are placed
-/// before the command line's own, so explicit flags override it.
+/// Expands `--config FILE` into command-line flags. The file is a recipe
+/// ([`vocml_core::run::recipe::Recipe`]): TOML whose keys are the command's options
+/// (`batch_size = 16`; `true` for switches), or a run's `config.json`, whose recorded options
+/// have the same names; its flags are placed before the command line's own, so explicit flags
+/// override it. Keys spelled the flags' way (`batch-size`) are read and reported on stderr.
 pub fn args_with_config(cmd: &clap::Command, args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ffi::OsString>> {
-    use anyhow::{bail, Context};
+    use anyhow::bail;
     let text_args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let path = text_args.iter().enumerate().find_map(|(i, a)| {
         if a == "--config" {
@@ -355,17 +349,11 @@ pub fn args_with_config(cmd: &clap::Command, args: Vec<std::ffi::OsString>) -> a
         }
     });
     let Some(path) = path else { return Ok(args) };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config {path}"))?;
-    let table = if text.trim_start().starts_with('{') {
-        let run = vocml_core::run::config::RunConfig::parse(&text).with_context(|| format!("{path}: not a valid run config"))?;
-        run.recipe(cmd.get_name()).with_context(|| path.clone())?
-    } else {
-        let table: toml::Table = text.parse().with_context(|| format!("{path}: not valid TOML"))?;
-        match serde_json::to_value(table)? {
-            serde_json::Value::Object(map) => map,
-            _ => unreachable!("a TOML table is an object"),
-        }
-    };
+    let recipe = vocml_core::run::recipe::Recipe::read(std::path::Path::new(&path), cmd.get_name())?;
+    if let Some(note) = recipe.note() {
+        eprintln!("{}: note: {note}", cmd.get_name());
+    }
+    let table = recipe.keys;
     let known: Vec<String> = cmd.get_arguments().filter_map(|a| a.get_long().map(String::from)).collect();
     let mut flags: Vec<std::ffi::OsString> = Vec::new();
     for (key, value) in &table {
@@ -415,13 +403,6 @@ pub struct EngineArgs {
     /// Inference engine: auto (ONNX Runtime on the CPU when the run holds a matching
     /// model.onnx written by `export`, else libtorch), torch, or onnx (ONNX Runtime, an
     /// error when the run has no exported file). Both give the same probabilities (1e-4).
-    #[arg(long, value_enum, default_value_t = vocml_core::run::onnx_engine::EngineChoice::Auto, value_name = "ENGINE")]
-    pub engine: vocml_core::run::onnx_engine::EngineChoice,
-}
-
-impl EngineArgs {
-    /// Sets the engine for every run this process loads.
-    pub fn apply(&self) {
-        vocml_core::run::onnx_engine::set_engine(self.engine);
-    }
+    #[arg(long, value_enum, default_value_t = vocml_core::infer::onnx::Engine::Auto, value_name = "ENGINE")]
+    pub engine: vocml_core::infer::onnx::Engine,
 }

@@ -6,10 +6,12 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vocml::{interrupt_flag, progress_bar, ComputeArgs, DecodeArgs, TtaArgs};
+use vocml_core::infer::{LoadOptions, Predictor};
 use vocml_core::io::staging::StagingFile;
 use vocml_core::io::walk::collect_inputs;
-use vocml_core::predict::{score_files, Format, RowWriter, Scored, Shard};
-use vocml_core::run::predictor::Predictor;
+use vocml_core::predict::merge::merge;
+use vocml_core::predict::output::{csv_header, written_rows, Format, RowWriter, Written};
+use vocml_core::predict::{score_files, Scored, Shard};
 use vocml_core::select::{diverse_selection, informativeness, Informativeness};
 
 /// Score images with a trained run: labels plus a probability for every class.
@@ -29,7 +31,8 @@ use vocml_core::select::{diverse_selection, informativeness, Informativeness};
 ///   predict --run runs/20261123-101500_efficientnet_lite0 --format jsonl --top-k 2 a.jpg b.png
 ///   predict --shard 3/8 --output part-3.csv /data/images    # one of 8 cluster jobs
 ///   predict --run runs/A --run runs/B --tta photos/          # average two runs and mirrors
-///   predict --shard $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT --output part.csv /data
+///   predict --shard $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT --resume --output part.csv /data
+///   predict --merge part-1.csv --merge part-2.csv --output all.csv /data   # check and join the parts
 #[derive(Parser, Debug)]
 #[command(name = "predict", version, long_about, verbatim_doc_comment, args_override_self = true)]
 struct Cli {
@@ -62,6 +65,17 @@ struct Cli {
     /// Score only shard K of N (a stable hash of each path), for splitting huge folders.
     #[arg(long, value_name = "K/N", value_parser = |s: &str| Shard::parse(s).map_err(|e| e.to_string()))]
     shard: Option<Shard>,
+    /// Go on with --output FILE where an earlier run stopped (killed, preempted): its rows are
+    /// kept, the other images scored and appended. Rows are written whole, one at a time, so
+    /// FILE is valid at every point; a FILE of another run, format or --top-k is refused.
+    #[arg(long, requires = "output", conflicts_with_all = ["rank", "explain", "merge"])]
+    resume: bool,
+    /// Instead of scoring: join the outputs of shards (repeat it, one per part, in --format)
+    /// into one, in the order one predict over PATH... writes; every image under PATH must have
+    /// exactly one row in the parts and every row an image (an error names the first that does
+    /// not). No model is loaded.
+    #[arg(long, value_name = "PART", conflicts_with_all = ["rank", "explain", "shard"])]
+    merge: Vec<PathBuf>,
     /// Exit with status 1 if any input could not be scored.
     #[arg(long)]
     strict: bool,
@@ -120,10 +134,7 @@ fn load_model(cli: &Cli, device: tch::Device) -> Result<Predictor> {
     if let Some(r) = runs.iter().find(|r| !r.join(vocml_core::run::CONFIG_FILE).is_file()) {
         bail!("{} is not a trained run; train one and select it with `evaluate --runs runs`, or pass --run DIR", r.display());
     }
-    match runs.as_slice() {
-        [one] => Predictor::load(one, device, cli.tta.choice()),
-        many => Predictor::from_members(many, device, cli.tta.choice()),
-    }
+    Predictor::from_members(&runs, &LoadOptions { device, tta: cli.tta.choice(), engine: cli.engine.engine })
 }
 
 /// The rows by informativeness, most informative first (unscored failures last), the first
@@ -179,7 +190,13 @@ fn explain_options(cli: &Cli, model: &Predictor) -> Result<Option<vocml_core::ex
         ),
         None => None,
     };
-    Ok(Some(vocml_core::explain::ExplainOptions { dir: dir.clone(), classes, npy: cli.explain_npy, alpha: 0.5 }))
+    Ok(Some(vocml_core::explain::ExplainOptions {
+        dir: dir.clone(),
+        classes,
+        npy: cli.explain_npy,
+        alpha: 0.5,
+        max_pixels: cli.decode.max_image_pixels,
+    }))
 }
 
 /// The one-line summary on stderr.
@@ -201,9 +218,10 @@ fn print_summary(cli: &Cli, model: &Predictor, scored: usize, failed: usize, ign
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if !cli.merge.is_empty() {
+        return merge_parts(&cli);
+    }
     let device = cli.compute.resolve()?;
-    cli.engine.apply();
-    cli.decode.apply();
     let batch_size = cli.batch_size.map_or_else(|| vocml_core::device::inference_batch(device), |b| b as usize);
     let shard = cli.shard;
     let model = load_model(&cli, device)?;
@@ -222,15 +240,29 @@ fn run(cli: Cli) -> Result<()> {
         None => model.thresholds.clone(),
     };
     let explain = explain_options(&cli, &model)?;
-    let (staged, out) = output(&cli)?;
-    let format = match cli.format {
-        FormatArg::Csv => Format::Csv,
-        FormatArg::Jsonl => Format::Jsonl,
-    };
+    let format = format_of(&cli);
     let dest = cli.output.as_ref().map_or("standard output".to_string(), |p| p.display().to_string());
     let written = |r: Result<()>| r.with_context(|| format!("cannot write {dest}"));
-    let mut writer = RowWriter::with_score(out, format, model.task().clone(), thresholds.clone(), cli.top_k, cli.rank.is_some())
-        .with_context(|| format!("cannot write {dest}"))?;
+    let (staged, mut writer, kept) = match (&cli.output, cli.resume) {
+        (Some(path), true) => {
+            let header = csv_header(model.task(), cli.top_k, false);
+            let (file, done) = resume_output(path, format, &header)?;
+            inputs.files.retain(|p| !done.paths.contains(p.to_string_lossy().as_ref()));
+            let file: Box<dyn Write> = Box::new(file);
+            let (task, th) = (model.task().clone(), thresholds.clone());
+            let writer = match done.whole {
+                0 => RowWriter::with_score(file, format, task, th, cli.top_k, false).with_context(|| format!("cannot write {dest}"))?,
+                _ => RowWriter::continuing(file, format, task, th, cli.top_k),
+            };
+            (None, writer, done.paths.len())
+        }
+        _ => {
+            let (staged, out) = output(&cli)?;
+            let writer = RowWriter::with_score(out, format, model.task().clone(), thresholds.clone(), cli.top_k, cli.rank.is_some())
+                .with_context(|| format!("cannot write {dest}"))?;
+            (staged, writer, 0)
+        }
+    };
     let mut held = Vec::new();
     let pb = progress_bar("predict", cli.quiet);
     pb.set_length(inputs.files.len() as u64);
@@ -239,7 +271,7 @@ fn run(cli: Cli) -> Result<()> {
     let mut to_explain = Vec::new();
     let (mut scored, mut failed) = (0usize, 0usize);
     let mut features = Vec::new();
-    score_files(&model, &inputs.files, batch_size, &cancel, cli.diverse, |row, described| {
+    score_files(&model, &inputs.files, batch_size, cli.decode.max_image_pixels, &cancel, cli.diverse, |row, described| {
         features.push(described);
         if let Ok(p) = &row.result {
             scored += 1;
@@ -273,9 +305,59 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     if !cli.quiet {
+        if kept > 0 {
+            eprintln!("predict: {kept} rows were in {dest} already (--resume)");
+        }
         print_summary(&cli, &model, scored, failed, inputs.ignored, started.elapsed().as_secs_f64());
     }
-    outcome(scored, failed, cli.strict)
+    match (kept, scored + failed) {
+        (1.., 0) => Ok(()),
+        _ => outcome(scored, failed, cli.strict),
+    }
+}
+
+fn format_of(cli: &Cli) -> Format {
+    match cli.format {
+        FormatArg::Csv => Format::Csv,
+        FormatArg::Jsonl => Format::Jsonl,
+    }
+}
+
+/// `--resume`: `path` opened to append after its whole rows (a row cut short is dropped), and
+/// the rows it holds; created (empty) when it does not exist.
+fn resume_output(path: &std::path::Path, format: Format, header: &str) -> Result<(std::fs::File, Written)> {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("--resume {}: not a text output of predict", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(anyhow::anyhow!("--resume {}: {e}", path.display())),
+    };
+    let done = written_rows(&text, format, header).with_context(|| format!("--resume {}", path.display()))?;
+    let file =
+        std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    file.set_len(done.whole as u64).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok((file, done))
+}
+
+/// `--merge`: the parts joined into --output (staged) or standard output.
+fn merge_parts(cli: &Cli) -> Result<()> {
+    let inputs = collect_inputs(&cli.inputs)?;
+    let expected: Vec<String> = inputs.files.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let parts = cli
+        .merge
+        .iter()
+        .map(|p| Ok((p.display().to_string(), std::fs::read_to_string(p).with_context(|| format!("--merge {}", p.display()))?)))
+        .collect::<Result<Vec<_>>>()?;
+    let merged = merge(&parts, &expected, format_of(cli))?;
+    let (staged, mut out) = output(cli)?;
+    out.write_all(merged.as_bytes()).and_then(|_| out.flush()).with_context(|| "cannot write the merged rows")?;
+    drop(out);
+    if let Some(staged) = staged {
+        staged.commit()?;
+    }
+    if !cli.quiet {
+        eprintln!("predict: merged {} parts: {} rows, one per image", parts.len(), expected.len());
+    }
+    Ok(())
 }
 
 /// Where rows go: a file is staged and renamed into place once every row is written (through

@@ -57,9 +57,8 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let cfg = RetrainConfig::new(cli.options).map_err(usage)?;
+    let cfg = RetrainConfig::new(cli.options, cli.decode.max_image_pixels).map_err(usage)?;
     let device = cli.compute.resolve()?;
-    cli.decode.apply();
     let tracker = cli.tracking.tracker("retrain")?;
     let pb = progress_bar("retrain", cli.quiet);
     let cancel = interrupt_flag();

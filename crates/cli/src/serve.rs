@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use vocml::{ComputeArgs, DecodeArgs};
 use vocml_core::run::options::RetrainOptions;
+use vocml_core::run::recipe::Recipe;
 use vocml_serve::follow::Target;
 use vocml_serve::label_studio::config::ClassMap;
 use vocml_serve::label_studio::fetch::ImageSource;
@@ -38,8 +39,9 @@ use vocml_track::registry::ModelUri;
 #[derive(Parser, Debug)]
 #[command(name = "serve", version, long_about, verbatim_doc_comment, args_override_self = true)]
 struct Cli {
-    /// Runs directory: its `best` is served and followed; retrain jobs write here.
-    #[arg(long, value_name = "DIR", default_value = "runs")]
+    /// Runs directory: its `best` is served and followed; retrain jobs write here (`--runs` is
+    /// the same flag).
+    #[arg(long = "runs-dir", visible_alias = "runs", value_name = "DIR", default_value = "runs")]
     runs: PathBuf,
     /// Serve this run only (not followed); or a registered model version in MLflow:
     /// `models:/NAME@ALIAS` (followed: a moved alias is swapped in) or `models:/NAME/N`.
@@ -85,6 +87,10 @@ struct Cli {
     /// Most images in one request.
     #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
     max_files: u64,
+    /// Most pixels (width x height, read from the headers before decoding) the images of one
+    /// request may hold together.
+    #[arg(long, default_value_t = 1_000_000_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_request_pixels: u64,
     /// Requests waiting for inference; beyond it the answer is 503 with Retry-After.
     #[arg(long, default_value_t = 256, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
     queue: u64,
@@ -170,14 +176,14 @@ const DEFAULT_RETRAIN_RECIPE: &str = include_str!("../../../configs/retrain-gent
 /// recipe) with the --retrain-* flags over it; checked before the service starts (bad values
 /// exit 2).
 fn retrain_options(cli: &Cli) -> Result<RetrainOptions> {
-    let mut options = match &cli.retrain_config {
-        Some(path) => {
-            let named = |e: anyhow::Error| vocml::usage(anyhow::anyhow!("--retrain-config {}: {e}", path.display()));
-            let text = std::fs::read_to_string(path).map_err(|e| named(e.into()))?;
-            retrain_recipe(&text).map_err(named)?
-        }
-        None => retrain_recipe(DEFAULT_RETRAIN_RECIPE).map_err(|e| vocml::usage(e.context("the shipped retrain recipe")))?,
+    let recipe = match &cli.retrain_config {
+        Some(path) => Recipe::read(path, "retrain").map_err(|e| vocml::usage(e.context("--retrain-config")))?,
+        None => Recipe::parse_toml(DEFAULT_RETRAIN_RECIPE, "the shipped configs/retrain-gentle.toml")?,
     };
+    if let Some(note) = recipe.note() {
+        eprintln!("serve: note: {note}");
+    }
+    let mut options = recipe.retrain_options(JOB_KEYS).map_err(|e| vocml::usage(e.context("--retrain-config")))?;
     if let Some(n) = cli.retrain_epochs {
         options.epochs = n as usize;
     }
@@ -191,28 +197,12 @@ fn retrain_options(cli: &Cli) -> Result<RetrainOptions> {
     Ok(options)
 }
 
-/// A retrain recipe's options over the reference defaults.
-fn retrain_recipe(text: &str) -> Result<RetrainOptions> {
-    let table: toml::Table =
-        text.parse().map_err(|e: toml::de::Error| anyhow::anyhow!("not valid TOML: {}", e.message().trim().replace('\n', ", ")))?;
-    let mut keys = serde_json::Map::new();
-    for (key, value) in table {
-        let key = key.replace('-', "_");
-        if ["from", "corrections", "data", "runs_dir", "feedback_dir", "force"].contains(&key.as_str()) {
-            bail!("{key} is the service's to set for each job, not a recipe's");
-        }
-        keys.insert(key, serde_json::to_value(value)?);
-    }
-    let options: RetrainOptions = serde_json::from_value(serde_json::Value::Object(keys))?;
-    options.validate()?;
-    Ok(options)
-}
+/// The retrain options serve sets for each job: a recipe may not.
+const JOB_KEYS: &[&str] = &["from", "corrections", "data", "runs_dir", "feedback_dir", "force"];
 
 fn run(cli: Cli) -> Result<()> {
     let retrain = retrain_options(&cli)?;
     let device = cli.compute.resolve()?;
-    cli.engine.apply();
-    cli.decode.apply();
     let token = match &cli.token_file {
         Some(f) => {
             let t = std::fs::read_to_string(f).with_context(|| format!("--token-file {}", f.display()))?.trim().to_string();
@@ -293,8 +283,11 @@ fn run(cli: Cli) -> Result<()> {
         max_wait: Duration::from_millis(cli.max_wait_ms),
         max_body_bytes: (cli.max_body_mb as usize) << 20,
         max_files: cli.max_files as usize,
+        max_request_pixels: cli.max_request_pixels,
+        max_image_pixels: cli.decode.max_image_pixels,
         queue: cli.queue as usize,
         device,
+        runtime: cli.engine.engine,
         poll: Duration::from_millis(cli.poll_ms),
         retrain,
         inbox: cli.inbox,

@@ -41,6 +41,8 @@ pub struct ExplainOptions {
     pub npy: bool,
     /// Opacity of the colour map over the photo.
     pub alpha: f32,
+    /// Largest photo decoded (width x height).
+    pub max_pixels: u64,
 }
 
 /// One written explanation: the image, the class, the overlay (and raw map) paths.
@@ -55,7 +57,7 @@ pub struct Explanation {
 /// Writes a Grad-CAM overlay PNG per explained class of each scored image (`probabilities`
 /// as `predict` gave them), and `explanations.csv` listing them, into `opts.dir`.
 pub fn explain_files(
-    model: &crate::run::predictor::Predictor,
+    model: &crate::infer::predictor::Predictor,
     scored: &[(std::path::PathBuf, Vec<f32>)],
     opts: &ExplainOptions,
 ) -> Result<Vec<Explanation>> {
@@ -63,7 +65,7 @@ pub fn explain_files(
     std::fs::create_dir_all(&opts.dir).with_context(|| format!("cannot create {}", opts.dir.display()))?;
     let task = model.task();
     let side = model.image_size();
-    let mut resizer = crate::io::image::SquareResizer::new(side, model.resize());
+    let mut resizer = crate::io::image::SquareResizer::new(side, model.resize(), opts.max_pixels);
     let mut out = Vec::new();
     for (i, (path, p)) in scored.iter().enumerate() {
         let cols = match &opts.classes {
@@ -81,7 +83,7 @@ pub fn explain_files(
             let class = &task.classes[col];
             let name = format!("{i:05}_{}_{}", safe(&stem), safe(class));
             let overlay_path = opts.dir.join(format!("{name}.png"));
-            overlay_image(path, &px, side, &cam, model.resize(), opts.alpha)?
+            overlay_image(path, &px, side, &cam, model.resize(), opts.alpha, opts.max_pixels)?
                 .save(&overlay_path)
                 .with_context(|| format!("cannot write {}", overlay_path.display()))?;
             let map = if opts.npy {
@@ -114,10 +116,11 @@ fn overlay_image(
     cam: &[f32],
     mode: crate::io::image::ResizeMode,
     alpha: f32,
+    max_pixels: u64,
 ) -> Result<image::RgbImage> {
     let photo = match mode {
         crate::io::image::ResizeMode::Stretch => {
-            Some(crate::io::image::decode_file(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
+            Some(crate::io::image::decode_file(path, max_pixels).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
         }
         _ => None,
     };

@@ -1,7 +1,7 @@
-//! vocml-core: the engine behind the `voc-prep`, `train`, `evaluate`, `predict` and `retrain`
-//! binaries. Data flows `dataset` (prepare, read back) -> `train` (a `model` on the prepared
-//! splits) -> `run` (a directory with the typed contract) -> `eval`, `predict` and `retrain`
-//! (which load a run); `io` holds the file formats they share. See docs/architecture.md.
+//! vocml-core: the library behind vocml's tools. Data flows `dataset` (prepare, read back) ->
+//! `train` (a `model` on the prepared splits) -> `run` (a directory with the typed contract) ->
+//! `infer` (a run loaded for scoring) -> `eval`, `predict`, `retrain`, `export` (and serve);
+//! `thresholds` decides; `io` holds the file formats they share. See docs/architecture.md.
 //! Library code returns errors and never prints; the binaries report.
 
 pub mod bench;
@@ -10,6 +10,7 @@ pub mod device;
 pub mod eval;
 pub mod explain;
 pub mod export;
+pub mod infer;
 pub mod io;
 pub mod model;
 pub mod predict;
@@ -19,6 +20,7 @@ pub mod run;
 pub mod select;
 pub mod task;
 pub mod tensor;
+pub mod thresholds;
 pub mod train;
 pub mod venv;
 

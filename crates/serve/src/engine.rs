@@ -12,9 +12,9 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use vocml_core::infer::predictor::Predictor;
+use vocml_core::infer::Rows;
 use vocml_core::io::image::{ResizeMode, SquareResizer};
-use vocml_core::predict::{score_pixels, score_pixels_with_features, Rows};
-use vocml_core::run::predictor::Predictor;
 use vocml_core::task::Task;
 
 /// Interactive batches that may go ahead of a waiting background job before it runs anyway.
@@ -189,15 +189,18 @@ impl std::fmt::Display for EngineError {
 /// The handle the request handlers and the model follower share.
 pub struct Engine {
     tx: SyncSender<Work>,
+    /// Largest image decoded again when a swap came between decoding and scoring.
+    max_image_pixels: u64,
     pending: Mutex<Option<Served>>,
     current: RwLock<Option<Arc<ModelInfo>>>,
 }
 
 impl Engine {
-    /// Starts the inference thread; `queue` jobs may wait for it.
-    pub fn start(max_batch: usize, max_wait: Duration, queue: usize, metrics: Arc<Metrics>) -> Arc<Engine> {
+    /// Starts the inference thread; `queue` jobs may wait for it; images are decoded up to
+    /// `max_image_pixels`.
+    pub fn start(max_batch: usize, max_wait: Duration, queue: usize, max_image_pixels: u64, metrics: Arc<Metrics>) -> Arc<Engine> {
         let (tx, rx) = sync_channel(queue);
-        let engine = Arc::new(Engine { tx, pending: Mutex::new(None), current: RwLock::new(None) });
+        let engine = Arc::new(Engine { tx, max_image_pixels, pending: Mutex::new(None), current: RwLock::new(None) });
         let e = engine.clone();
         std::thread::Builder::new()
             .name("inference".into())
@@ -309,10 +312,10 @@ impl Engine {
             if !batch.is_empty() {
                 metrics.batch_size.observe(images as f64);
                 metrics.images.fetch_add(images as u64, Ordering::Relaxed);
-                answer(s, batch);
+                answer(s, batch, self.max_image_pixels);
             }
             for e in explains {
-                let reply = explain(s, &e);
+                let reply = explain(s, &e, self.max_image_pixels);
                 let _ = e.reply.send(reply);
             }
         }
@@ -320,14 +323,14 @@ impl Engine {
 }
 
 /// Grad-CAM maps of one image by the served model.
-fn explain(s: &Served, job: &ExplainJob) -> Result<Explained, EngineError> {
+fn explain(s: &Served, job: &ExplainJob, max_pixels: u64) -> Result<Explained, EngineError> {
     let info = &s.info;
     let i = &job.input;
     let pixels = match i.size == info.image_size && i.mode == info.resize {
         true => i.pixels.clone(),
-        false => SquareResizer::new(info.image_size, info.resize).load_bytes(&i.bytes).map_err(EngineError::BadImage)?,
+        false => SquareResizer::new(info.image_size, info.resize, max_pixels).load_bytes(&i.bytes).map_err(EngineError::BadImage)?,
     };
-    let rows = score_pixels(&s.predictor, &[&pixels]).map_err(|e| EngineError::Inference(format!("{e:#}")))?;
+    let rows = s.predictor.score_images(&[&pixels]).map_err(|e| EngineError::Inference(format!("{e:#}")))?;
     let p = rows.row(0).to_vec();
     let cols = job.classes.clone().unwrap_or_else(|| vocml_core::explain::explained_columns(&info.task, &p, &info.thresholds));
     let side = info.image_size as i64;
@@ -345,9 +348,9 @@ fn explain(s: &Served, job: &ExplainJob) -> Result<Explained, EngineError> {
 }
 
 /// Scores every image of `batch` in one forward pass and answers each job.
-fn answer(s: &Served, batch: Vec<Job>) {
+fn answer(s: &Served, batch: Vec<Job>, max_pixels: u64) {
     let info = &s.info;
-    let mut resizer = SquareResizer::new(info.image_size, info.resize);
+    let mut resizer = SquareResizer::new(info.image_size, info.resize, max_pixels);
     // Images decoded for another model (a swap came between decoding and now) are resized
     // again from their bytes.
     let per_job: Vec<Result<Vec<Cow<[u8]>>, EngineError>> = batch
@@ -365,8 +368,8 @@ fn answer(s: &Served, batch: Vec<Job>) {
     let pixels: Vec<&[u8]> = per_job.iter().filter_map(|r| r.as_ref().ok()).flatten().map(|c| c.as_ref()).collect();
     let with_features = batch.iter().any(|j| j.features);
     let scored = match with_features {
-        true => score_pixels_with_features(&s.predictor, &pixels),
-        false => score_pixels(&s.predictor, &pixels).map(|p| (p, Rows::default())),
+        true => s.predictor.score_images_with_features(&pixels),
+        false => s.predictor.score_images(&pixels).map(|p| (p, Rows::default())),
     };
     let counts: Vec<Result<usize, EngineError>> = per_job.iter().map(|r| r.as_ref().map(Vec::len).map_err(Clone::clone)).collect();
     drop(pixels);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use vocml_core::run::predictor::Predictor;
+use vocml_core::infer::{LoadOptions, Predictor};
 
 /// The follower's view, shared with `/model` and `/ready`.
 #[derive(Default)]
@@ -56,6 +56,8 @@ impl Target {
 pub struct Follower {
     pub target: Target,
     pub device: tch::Device,
+    /// What scores: libtorch or ONNX Runtime on the run's exported file.
+    pub runtime: vocml_core::infer::Engine,
     pub poll: Duration,
 }
 
@@ -89,7 +91,7 @@ impl Follower {
             return;
         }
         *tried = Some(dir.clone());
-        match load(&dir, self.device, *version + 1, registry) {
+        match load(&dir, &LoadOptions { device: self.device, tta: None, engine: self.runtime }, *version + 1, registry) {
             Ok(served) => {
                 *version += 1;
                 eprintln!("serve: serving {} ({}, version {})", served.info.run, served.info.model, served.info.version);
@@ -107,8 +109,8 @@ impl Follower {
 }
 
 /// Loads a run for serving.
-fn load(dir: &Path, device: tch::Device, version: u64, registry: Option<RegistryVersion>) -> anyhow::Result<Served> {
-    let predictor = Predictor::load(dir, device, None)?;
+fn load(dir: &Path, opts: &LoadOptions, version: u64, registry: Option<RegistryVersion>) -> anyhow::Result<Served> {
+    let predictor = Predictor::load(dir, opts)?;
     let info = Arc::new(ModelInfo::of(&predictor, version, registry));
     Ok(Served { predictor, info })
 }

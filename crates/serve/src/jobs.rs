@@ -43,6 +43,11 @@ pub struct JobTarget {
     pub device: tch::Device,
     pub options: RetrainOptions,
     pub force: bool,
+    /// Largest image decoded (width x height).
+    pub max_image_pixels: u64,
+    /// Told whether the job succeeded, once its outcome is recorded (a failed job's
+    /// corrections can then wait for the next one).
+    pub on_finish: Option<Box<dyn FnOnce(bool) + Send>>,
 }
 
 impl Jobs {
@@ -101,7 +106,15 @@ impl Jobs {
         let jobs = self.clone();
         let handle = std::thread::Builder::new()
             .name(id.clone())
-            .spawn(move || jobs.finish(claim, jobs.run(&id, &corrections, &target)))
+            .spawn(move || {
+                let mut target = target;
+                let result = jobs.run(&id, &corrections, &target);
+                let ok = result.is_ok();
+                jobs.finish(claim, result);
+                if let Some(tell) = target.on_finish.take() {
+                    tell(ok);
+                }
+            })
             .map_err(|e| format!("cannot start a retrain job: {e}"))?;
         *self.worker.lock().unwrap() = Some(handle);
         Ok(status)
@@ -156,13 +169,16 @@ impl Jobs {
         }
         let csv_path = dir.path().join("corrections.csv");
         std::fs::write(&csv_path, csv)?;
-        let cfg = RetrainConfig::new(RetrainOptions {
-            from: Some(target.from.clone()),
-            corrections: csv_path,
-            force: target.force,
-            runs_dir: target.runs_dir.clone(),
-            ..target.options.clone()
-        })?;
+        let cfg = RetrainConfig::new(
+            RetrainOptions {
+                from: Some(target.from.clone()),
+                corrections: csv_path,
+                force: target.force,
+                runs_dir: target.runs_dir.clone(),
+                ..target.options.clone()
+            },
+            target.max_image_pixels,
+        )?;
         let observer = JobProgress { jobs: self, id };
         let outcome = retrain(&cfg, target.device, &observer, &self.cancel)?;
         Ok(serde_json::json!({

@@ -69,7 +69,7 @@ impl Journal {
     /// Writes a job's record (atomically: readers see the old or the new one).
     pub fn write(&self, status: &JobStatus) -> Result<()> {
         let text = serde_json::to_string_pretty(status)? + "\n";
-        vocml_core::run::write_atomic(&self.dir, &format!("{}.json", status.id), text.as_bytes())
+        vocml_core::io::staging::write_atomic(&self.dir, &format!("{}.json", status.id), text.as_bytes())
     }
 
     /// Ends a claim once its final record is written: the lock file goes, the lock with it.

@@ -4,6 +4,7 @@
 //! loads `runs/best` whenever it moves and swaps it in between batches (`follow`); retrain
 //! jobs run the existing `retrain` on a worker thread (`jobs`).
 
+pub mod decode_gate;
 pub mod engine;
 pub mod error;
 pub mod follow;
@@ -42,8 +43,14 @@ pub struct ServeConfig {
     pub max_wait: Duration,
     pub max_body_bytes: usize,
     pub max_files: usize,
+    /// Most pixels one request's images may hold (read from their headers).
+    pub max_request_pixels: u64,
+    /// Largest image decoded (width x height, read from its header).
+    pub max_image_pixels: u64,
     pub queue: usize,
     pub device: tch::Device,
+    /// What scores: libtorch, or ONNX Runtime on the run's exported file (`--engine`).
+    pub runtime: vocml_core::infer::Engine,
     /// How often `runs/best` is checked.
     pub poll: Duration,
     pub retrain: vocml_core::run::options::RetrainOptions,
@@ -64,10 +71,10 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.addr).await.with_context(|| format!("cannot listen on {}", cfg.addr))?;
     let addr = listener.local_addr()?;
     let metrics = Arc::new(metrics::Metrics::default());
-    let engine = engine::Engine::start(cfg.max_batch, cfg.max_wait, cfg.queue, metrics.clone());
+    let engine = engine::Engine::start(cfg.max_batch, cfg.max_wait, cfg.queue, cfg.max_image_pixels, metrics.clone());
     let follow_state = Arc::new(follow::FollowState::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let follower = follow::Follower { target: cfg.target, device: cfg.device, poll: cfg.poll }.spawn(
+    let follower = follow::Follower { target: cfg.target, device: cfg.device, runtime: cfg.runtime, poll: cfg.poll }.spawn(
         engine.clone(),
         follow_state.clone(),
         stop.clone(),
@@ -83,7 +90,10 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
         runs_dir: cfg.runs_dir.clone(),
         retrain: cfg.retrain.clone(),
         device: cfg.device,
-        decoders: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
+        decoders: decode_gate::DecodeGate::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
+        max_request_pixels: cfg.max_request_pixels,
+        max_image_pixels: cfg.max_image_pixels,
+        fetchers: Arc::new(tokio::sync::Semaphore::new(labelling::MAX_FETCHES)),
         inbox: cfg.inbox.clone().map(inbox::Inbox::new),
         model_name: cfg.model_name.clone(),
         background_batch: 1,

@@ -22,8 +22,14 @@ pub struct AppState {
     pub runs_dir: PathBuf,
     pub retrain: RetrainOptions,
     pub device: tch::Device,
-    /// Requests decoding at once: one per core, so decoding never starves inference.
-    pub decoders: tokio::sync::Semaphore,
+    /// The decoders' permits: one per core, one of them kept from bulk requests.
+    pub decoders: crate::decode_gate::DecodeGate,
+    /// Most pixels (from the images' headers) one request may carry.
+    pub max_request_pixels: u64,
+    /// Largest image decoded (width x height, from its header).
+    pub max_image_pixels: u64,
+    /// Label Studio image fetches at once, across the service (each holds a blocking thread).
+    pub fetchers: Arc<tokio::sync::Semaphore>,
     /// `--inbox`: the folder `GET /queue` ranks.
     pub inbox: Option<Inbox>,
     /// The name the model answers to on the inference protocols (besides its run's name).

@@ -173,7 +173,7 @@ fn run_tags(dir: &Path, v: &Value) -> Vec<(String, String)> {
     tags
 }
 
-/// Every scalar of the config as a param (`options.lr`, `retrain_options.epochs`, ...),
+/// Every scalar of the config as a param (`options.lr`, a retrain's `options.epochs` and `inherited.model`, ...),
 /// values cut to MLflow's 6,000 characters.
 fn flatten_params(v: &Value) -> Vec<(String, String)> {
     fn walk(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {

@@ -120,6 +120,8 @@ pub struct OutputSpec {
     pub dtype: DType,
     /// Replace an output directory that voc-prep did not write.
     pub force: bool,
+    /// Largest image decoded (width x height); larger ones are skipped and listed.
+    pub max_pixels: u64,
 }
 
 /// Splits `candidates` (stratified by their rarest class), decodes and resizes their images
@@ -347,7 +349,7 @@ pub(crate) fn write_split(
             }
             let decoded: Decoded = chunk
                 .par_iter()
-                .map_init(|| SquareResizer::new(cfg.size, cfg.resize), |resizer, cand| (*cand, resizer.load(&cand.path)))
+                .map_init(|| SquareResizer::new(cfg.size, cfg.resize, cfg.max_pixels), |resizer, cand| (*cand, resizer.load(&cand.path)))
                 .collect();
             if tx.send(decoded).is_err() {
                 break;

@@ -1,23 +1,23 @@
-//! `evaluate`: metrics of a run on a prepared split, written to the run; comparison of runs
-//! and selection of the best. Multilabel runs are scored at 0.5 and at per-class thresholds
+//! `evaluate`: metrics of a run on a prepared split, written to the run (the comparison of
+//! runs is [`crate::eval::comparison`]'s). Multilabel runs are scored at 0.5 and at per-class thresholds
 //! tuned on validation; grouped tasks (multiclass, multihead) by arg-max per group, with
 //! accuracy and a confusion matrix per group.
 
 use crate::dataset::manifest::Manifest;
 use crate::dataset::prepared::SplitData;
-use crate::eval::metrics::{compute, confusion_matrix, mean_ap, per_class_ap, positives_per_class, tune_thresholds, MultiLabelMetrics};
+use crate::eval::metrics::{compute, confusion_matrix, mean_ap, per_class_ap, MultiLabelMetrics};
+use crate::infer::{LoadOptions, Predictor};
+use crate::io::staging::write_atomic;
 use crate::run::check_data_compatible;
 use crate::run::config::RunConfig;
-use crate::run::predictor::Predictor;
-use crate::run::thresholds::{read_thresholds, ThresholdRule, Thresholds};
-use crate::run::{write_atomic, COMPARISON_CSV, COMPARISON_MD, CONFUSION_FILE, EVALUATION_FILE, PR_CURVES_FILE, THRESHOLDS_FILE};
+use crate::run::{CONFUSION_FILE, EVALUATION_FILE, PR_CURVES_FILE};
 use crate::task::TaskKind;
 use crate::tensor::host_values;
+use crate::thresholds::{read_thresholds, rule_for, ThresholdRule, Tuned};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tch::Device;
 
 /// Metrics at one set of thresholds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -168,54 +168,26 @@ pub fn score_split(model: &Predictor, split: &SplitData, batch: usize) -> Result
     Ok((probs, ms))
 }
 
-/// The threshold rule of a run, and why: `flag` when given, else 0.5 for a refit (its
-/// validation images were trained on), else its recipe's `thresholds` (a trained run; an
-/// ensemble whose members agree), else the rule its stored thresholds were made with (a
-/// retrained run), else the default.
+/// The threshold rule of a run, and why ([`crate::thresholds::rule_for`] of what its record
+/// and its stored thresholds say).
 pub fn threshold_rule_of(run_dir: &Path, flag: Option<ThresholdRule>) -> Result<(ThresholdRule, String)> {
-    if let Some(rule) = flag {
-        return Ok((rule, "--thresholds".into()));
-    }
-    let recipe = |cfg: &RunConfig| match cfg {
-        RunConfig::Train(r) => Some(r.options.options().thresholds),
-        _ => None,
-    };
-    let cfg = RunConfig::read(run_dir)?;
-    if let RunConfig::Train(r) = &cfg {
-        if r.options.options().refit {
-            return Ok((ThresholdRule::Half, "a refit: its validation images were trained on".into()));
-        }
-    }
-    let from_recipe = match &cfg {
-        RunConfig::Ensemble(e) => {
-            let rules: Vec<Option<ThresholdRule>> = e.members.iter().map(|m| RunConfig::read(m).ok().as_ref().and_then(recipe)).collect();
-            rules.first().copied().flatten().filter(|r| rules.iter().all(|x| *x == Some(*r)))
-        }
-        other => recipe(other),
-    };
-    if let Some(rule) = from_recipe {
-        return Ok((rule, "the run's recipe (thresholds)".into()));
-    }
-    if let Some(t) = read_thresholds(run_dir)? {
-        return Ok((t.rule, "the rule its thresholds were stored with".into()));
-    }
-    Ok((ThresholdRule::default(), "the default rule".into()))
+    let recorded = RunConfig::read(run_dir)?.recorded_threshold_rule(run_dir);
+    Ok(rule_for(flag, recorded, read_thresholds(run_dir)?.as_ref()))
 }
 
 /// Evaluates a run (or a saved ensemble) on `split` of `data`, tuning thresholds on the
 /// validation split and deciding with the run's [`threshold_rule_of`] (`rule` overrides
-/// it), and writes `evaluation.json` and `thresholds.json` into it. `tta` overrides the run's
-/// recorded test-time augmentation default.
+/// it), and writes `evaluation.json` and `thresholds.json` into it; the run is loaded as
+/// `load` says.
 pub fn evaluate_run(
     run_dir: &Path,
     data: &Path,
     split: &str,
-    device: Device,
+    load: &LoadOptions,
     batch: usize,
-    tta: Option<bool>,
     rule: Option<ThresholdRule>,
 ) -> Result<Evaluation> {
-    let model = Predictor::load(run_dir, device, tta)?;
+    let model = Predictor::load(run_dir, load)?;
     let (rule, why) = threshold_rule_of(&model.run_dir, rule)?;
     let manifest = Manifest::load(data)?;
     let task = model.task().clone();
@@ -250,30 +222,19 @@ pub fn evaluate_run(
 
     let val =
         if split == "val" || task.is_grouped() { None } else { SplitData::open(data, "val", &manifest).ok().filter(|v| !v.is_empty()) };
-    let (tuned_th, positives, tuned_on) = match (&val, split) {
-        (Some(v), _) => {
-            let (vp, _) = score_split(&model, v, batch)?;
-            (Some(tune_thresholds(&vp, &v.y, c)), positives_per_class(&v.y, c), Some("val".to_string()))
-        }
-        (None, "val") if !task.is_grouped() => {
-            (Some(tune_thresholds(&probs, &target.y, c)), positives_per_class(&target.y, c), Some("val".to_string()))
-        }
-        _ => (None, Vec::new(), None),
+    let tuned_th = match (&val, split) {
+        (Some(v), _) => Some(Tuned::on(&score_split(&model, v, batch)?.0, &v.y, c)),
+        (None, "val") if !task.is_grouped() => Some(Tuned::on(&probs, &target.y, c)),
+        _ => None,
     };
     let at = |th: &Vec<f32>| metric_set(&compute(&probs, &target.y, model.classes(), th), &aps, th);
-    let tuned = tuned_th.as_ref().map(at);
-    let shrunk = tuned_th.as_ref().map(|th| at(&ThresholdRule::Shrunk.apply(th, &positives)));
-    if let (Some(th), Some(on)) = (&tuned_th, &tuned_on) {
-        let t = Thresholds {
-            classes: model.classes().to_vec(),
-            thresholds: rule.apply(th, &positives),
-            tuned_on: on.clone(),
-            rule,
-            why: why.clone(),
-        };
-        write_atomic(run_dir, THRESHOLDS_FILE, (serde_json::to_string_pretty(&t)? + "\n").as_bytes())?;
+    let tuned = tuned_th.as_ref().map(|t| at(&t.thresholds));
+    let shrunk = tuned_th.as_ref().map(|t| at(&t.decide_with(ThresholdRule::Shrunk)));
+    if let Some(t) = &tuned_th {
+        t.record(model.classes(), rule, "val", &why).write(run_dir)?;
     }
     let threshold_rule = tuned_th.is_some().then_some(rule);
+    let tuned_on = tuned_th.is_some().then(|| "val".to_string());
     let eval = Evaluation {
         run: model.run_dir.clone(),
         model: model.name.clone(),
@@ -367,118 +328,4 @@ fn write_plots(e: &Evaluation, probs: &[f32], labels: &[f32], run_dir: &Path) ->
     let rule = e.threshold_rule.map_or("0.5".to_string(), |r| r.name().to_uppercase());
     let title = format!("{} SPLIT {} N={} THRESHOLDS {rule}", e.model, e.split, e.images);
     render_table(&title, &header, &rows, &run_dir.join(CONFUSION_FILE))
-}
-
-/// Metrics a comparison can rank runs by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum), value(rename_all = "snake_case"))]
-pub enum RankMetric {
-    /// Accuracy when every run is multiclass or multihead, else macro-F1.
-    Auto,
-    MacroF1,
-    MicroF1,
-    #[cfg_attr(feature = "clap", value(name = "mAP"))]
-    Map,
-    /// Exact-match accuracy (every label of an image right).
-    Accuracy,
-    /// The same as accuracy.
-    SubsetAccuracy,
-    LabelAccuracy,
-}
-
-impl RankMetric {
-    /// The name used on the command line and in messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            RankMetric::Auto => "auto",
-            RankMetric::MacroF1 => "macro_f1",
-            RankMetric::MicroF1 => "micro_f1",
-            RankMetric::Map => "mAP",
-            RankMetric::Accuracy => "accuracy",
-            RankMetric::SubsetAccuracy => "subset_accuracy",
-            RankMetric::LabelAccuracy => "label_accuracy",
-        }
-    }
-
-    /// `Auto` made concrete for these evaluations.
-    pub fn resolve(self, evals: &[Evaluation]) -> RankMetric {
-        match self {
-            RankMetric::Auto if evals.iter().all(|e| e.task != TaskKind::Multilabel) => RankMetric::Accuracy,
-            RankMetric::Auto => RankMetric::MacroF1,
-            m => m,
-        }
-    }
-
-    /// The value for an evaluation (at the run's decision thresholds, except mAP); `Auto`
-    /// ranks by macro-F1.
-    pub fn value(self, e: &Evaluation) -> f64 {
-        let m = e.decided();
-        match self {
-            RankMetric::Auto | RankMetric::MacroF1 => m.macro_f1,
-            RankMetric::MicroF1 => m.micro_f1,
-            RankMetric::Map => e.map,
-            RankMetric::Accuracy => e.accuracy,
-            RankMetric::SubsetAccuracy => m.subset_accuracy,
-            RankMetric::LabelAccuracy => m.label_accuracy,
-        }
-    }
-}
-
-/// Index of the best evaluation by `metric` (the first of equals); `None` when empty.
-pub fn best_index(evals: &[Evaluation], metric: RankMetric) -> Option<usize> {
-    (0..evals.len()).reduce(|best, i| if metric.value(&evals[i]) > metric.value(&evals[best]) { i } else { best })
-}
-
-/// Writes the comparison of `evals` into `dir` (`comparison.csv`, `comparison.md`, each
-/// atomically) and returns the Markdown table.
-pub fn write_comparison(dir: &Path, evals: &[Evaluation]) -> Result<String> {
-    let (csv, md) = comparison_tables(evals);
-    write_atomic(dir, COMPARISON_CSV, csv.as_bytes())?;
-    write_atomic(dir, COMPARISON_MD, md.as_bytes())?;
-    Ok(md)
-}
-
-/// The comparison of several evaluations as CSV and as a Markdown table.
-pub fn comparison_tables(evals: &[Evaluation]) -> (String, String) {
-    let header = [
-        "run",
-        "model",
-        "tta",
-        "macro_f1",
-        "micro_f1",
-        "mAP",
-        "subset_accuracy",
-        "label_accuracy",
-        "macro_f1_at_0.5",
-        "accuracy",
-        "loss",
-        "parameters",
-        "train_seconds",
-        "inference_ms_per_image",
-    ];
-    let mut csv = header.join(",") + "\n";
-    let mut md = format!("| {} |\n|{}\n", header.join(" | "), "---|".repeat(header.len()));
-    for e in evals {
-        let m = e.decided();
-        let name = e.run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let cells = [
-            name,
-            e.model.clone(),
-            e.tta.to_string(),
-            format!("{:.4}", m.macro_f1),
-            format!("{:.4}", m.micro_f1),
-            format!("{:.4}", e.map),
-            format!("{:.4}", m.subset_accuracy),
-            format!("{:.4}", m.label_accuracy),
-            format!("{:.4}", e.at_half.macro_f1),
-            format!("{:.4}", e.accuracy),
-            format!("{:.4}", e.loss),
-            e.parameters.to_string(),
-            format!("{:.1}", e.train_seconds),
-            format!("{:.2}", e.inference_ms_per_image),
-        ];
-        csv += &(cells.join(",") + "\n");
-        md += &format!("| {} |\n", cells.join(" | "));
-    }
-    (csv, md)
 }

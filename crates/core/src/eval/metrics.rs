@@ -167,11 +167,6 @@ pub fn per_class_ap(probs: &[f32], labels: &[f32], c: usize) -> Vec<Option<f64>>
         .collect()
 }
 
-/// Positive labels (>= 0.5) per class of a row-major `[n, c]` label array.
-pub fn positives_per_class(labels: &[f32], c: usize) -> Vec<usize> {
-    (0..c).map(|k| labels.iter().skip(k).step_by(c).filter(|&&v| v >= 0.5).count()).collect()
-}
-
 /// Mean of the defined APs (classes with positives).
 pub fn mean_ap(aps: &[Option<f64>]) -> f64 {
     let v: Vec<f64> = aps.iter().flatten().copied().collect();
@@ -180,50 +175,6 @@ pub fn mean_ap(aps: &[Option<f64>]) -> f64 {
     } else {
         v.iter().sum::<f64>() / v.len() as f64
     }
-}
-
-/// Per-class thresholds maximising F1 on the given data (midpoints between distinct scores;
-/// ties go to the threshold closest to 0.5). Classes without positives keep 0.5.
-pub fn tune_thresholds(probs: &[f32], labels: &[f32], c: usize) -> Vec<f32> {
-    (0..c)
-        .map(|k| {
-            let s: Vec<f32> = probs.iter().skip(k).step_by(c).copied().collect();
-            let t: Vec<bool> = labels.iter().skip(k).step_by(c).map(|&v| v >= 0.5).collect();
-            let positives = t.iter().filter(|&&b| b).count();
-            if positives == 0 {
-                return 0.5;
-            }
-            let mut uniq = s.clone();
-            uniq.sort_by(|a, b| a.total_cmp(b));
-            uniq.dedup();
-            let mut candidates: Vec<f32> = uniq.windows(2).map(|w| (w[0] + w[1]) / 2.0).collect();
-            candidates.push(0.5);
-            candidates.push(uniq[0] / 2.0);
-            let score = |th: f32| {
-                let (mut tp, mut fp) = (0usize, 0usize);
-                for (&p, &truth) in s.iter().zip(&t) {
-                    if p >= th {
-                        if truth {
-                            tp += 1
-                        } else {
-                            fp += 1
-                        }
-                    }
-                }
-                let fn_ = positives - tp;
-                2.0 * tp as f64 / (2 * tp + fp + fn_).max(1) as f64
-            };
-            let mut best = (f64::MIN, 0.5f32);
-            for th in candidates {
-                let f = score(th);
-                let closer = (th - 0.5).abs() < (best.1 - 0.5).abs();
-                if f > best.0 + 1e-12 || ((f - best.0).abs() <= 1e-12 && closer) {
-                    best = (f, th);
-                }
-            }
-            best.1
-        })
-        .collect()
 }
 
 /// Confusion matrix of one group of mutually exclusive columns: `m[truth][predicted]`
@@ -260,18 +211,6 @@ mod tests {
         assert_eq!(average_precision(&[0.9, 0.1], &[true, true]), Some(1.0));
         assert_eq!(average_precision(&[0.9, 0.1], &[false, false]), None);
         assert!((mean_ap(&[Some(1.0), None, Some(0.5)]) - 0.75).abs() < 1e-12);
-    }
-
-    #[test]
-    fn tuned_thresholds_separate_the_classes() {
-        // class 0 positives score 0.3-0.4, negatives 0.1-0.2: the best cut is between.
-        let probs = [0.4, 0.9, 0.3, 0.8, 0.2, 0.1, 0.1, 0.2];
-        let labels = [1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0];
-        let th = tune_thresholds(&probs, &labels, 2);
-        assert!(th[0] > 0.2 && th[0] <= 0.3, "{th:?}");
-        assert_eq!(th[1], 0.5, "no positives keeps 0.5");
-        let m = compute(&probs, &labels, &names(2), &th);
-        assert_eq!(m.per_class[0].f1, 1.0);
     }
 
     use super::*;

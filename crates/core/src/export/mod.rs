@@ -12,7 +12,7 @@
 //! it loses more validation mAP than allowed. The file is written under a hidden name and
 //! renamed into place, so an interrupted or failed export leaves nothing behind.
 
-use crate::run::predictor::Predictor;
+use crate::infer::predictor::Predictor;
 use crate::tensor::{normalize, to_unit_nchw};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
@@ -36,7 +36,7 @@ pub const INT8_FILE: &str = "model.int8.onnx";
 /// Training images that calibrate the int8 activation ranges.
 pub const CALIBRATION_IMAGES: usize = 200;
 
-pub use crate::run::onnx_engine::InputKind;
+pub use crate::infer::onnx::InputKind;
 
 /// Export settings.
 #[derive(Debug, Clone)]
@@ -304,7 +304,7 @@ fn metadata(p: &Predictor, input: InputKind) -> Vec<(String, serde_json::Value)>
 
 /// Which thresholds the file carries and why (the run's `thresholds.json`).
 fn threshold_rule(p: &Predictor) -> String {
-    match crate::run::thresholds::read_thresholds(&p.run_dir) {
+    match crate::thresholds::read_thresholds(&p.run_dir) {
         Ok(Some(t)) if p.thresholds_tuned && t.why.is_empty() => format!("{} (tuned on {})", t.rule, t.tuned_on),
         Ok(Some(t)) if p.thresholds_tuned => format!("{} (tuned on {}; {})", t.rule, t.tuned_on, t.why),
         _ => "0.5 for every class (the run was not evaluated)".to_string(),

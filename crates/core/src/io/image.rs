@@ -34,19 +34,6 @@ pub const MAX_IMAGE_SIZE: u32 = 4096;
 /// Largest image (width x height) decoded by default: 100 megapixels, about 400 MB of RGBA.
 pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
 
-static MAX_PIXELS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(DEFAULT_MAX_PIXELS);
-
-/// Sets the largest image every later decode accepts (width x height, checked from the header
-/// before any pixel memory is allocated).
-pub fn set_max_pixels(limit: u64) {
-    MAX_PIXELS.store(limit, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// The current decode limit in pixels.
-pub fn max_pixels() -> u64 {
-    MAX_PIXELS.load(std::sync::atomic::Ordering::Relaxed)
-}
-
 /// How a picture is brought to the square model input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -74,8 +61,16 @@ impl ResizeMode {
 /// Gray level used to pad letterboxed images.
 pub const LETTERBOX_FILL: u8 = 114;
 
-/// Reads and decodes an image file to RGB8.
-pub fn decode_file(path: &Path) -> Result<RgbImage, DecodeError> {
+/// The width x height an encoded image's header declares (nothing is decoded), if it can be
+/// read.
+pub fn pixel_count(bytes: &[u8]) -> Option<u64> {
+    let (w, h) = ImageReader::new(Cursor::new(bytes)).with_guessed_format().ok()?.into_dimensions().ok()?;
+    Some(w as u64 * h as u64)
+}
+
+/// Reads and decodes an image file to RGB8; images over `max_pixels` (width x height, read
+/// from the header before any pixel memory is allocated) are refused.
+pub fn decode_file(path: &Path, max_pixels: u64) -> Result<RgbImage, DecodeError> {
     // A FIFO or device would block or never end: only regular files are read.
     match std::fs::metadata(path) {
         Ok(m) if !m.is_file() => return Err(DecodeError::Unreadable("not a regular file".into())),
@@ -87,12 +82,13 @@ pub fn decode_file(path: &Path) -> Result<RgbImage, DecodeError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(DecodeError::Missing),
         Err(e) => return Err(DecodeError::Unreadable(e.to_string())),
     };
-    decode_bytes(&bytes)
+    decode_bytes(&bytes, max_pixels)
 }
 
 /// Decodes an encoded image to RGB8: grayscale, alpha, CMYK and 16-bit inputs are converted,
-/// EXIF orientation is applied, truncated JPEGs are rejected rather than gray-filled.
-pub fn decode_bytes(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
+/// EXIF orientation is applied, truncated JPEGs are rejected rather than gray-filled; images
+/// over `max_pixels` are refused from their header.
+pub fn decode_bytes(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
@@ -105,7 +101,7 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
     }
     let mut decoder = reader.into_decoder().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     let (width, height) = decoder.dimensions();
-    let limit = max_pixels();
+    let limit = max_pixels;
     if width as u64 * height as u64 > limit {
         return Err(DecodeError::TooLarge { width, height, limit });
     }
@@ -147,17 +143,20 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
     }
 }
 
-/// Resizes RGB8 images to a `size` x `size` square; reuse one per thread.
+/// Decodes (up to a pixel limit) and resizes images to a `size` x `size` square; reuse one
+/// per thread.
 pub struct SquareResizer {
     size: u32,
     mode: ResizeMode,
+    max_pixels: u64,
     resizer: fir::Resizer,
     scratch: Vec<u8>,
 }
 
 impl SquareResizer {
-    pub fn new(size: u32, mode: ResizeMode) -> Self {
-        SquareResizer { size, mode, resizer: fir::Resizer::new(), scratch: Vec::new() }
+    /// A resizer to `size` in `mode` that decodes images of at most `max_pixels`.
+    pub fn new(size: u32, mode: ResizeMode, max_pixels: u64) -> Self {
+        SquareResizer { size, mode, max_pixels, resizer: fir::Resizer::new(), scratch: Vec::new() }
     }
 
     /// Output length in bytes (size * size * 3).
@@ -168,7 +167,7 @@ impl SquareResizer {
     /// Decodes the image file at `path` and resizes it: the model input of one file (HWC,
     /// RGB, `output_len()` bytes), or why the file cannot be used.
     pub fn load(&mut self, path: &Path) -> Result<Vec<u8>, String> {
-        let img = decode_file(path).map_err(|e| e.to_string())?;
+        let img = decode_file(path, self.max_pixels).map_err(|e| e.to_string())?;
         let mut buf = vec![0u8; self.output_len()];
         self.resize_into(&img, &mut buf)?;
         Ok(buf)
@@ -176,7 +175,7 @@ impl SquareResizer {
 
     /// [`SquareResizer::load`] of an encoded image in memory.
     pub fn load_bytes(&mut self, bytes: &[u8]) -> Result<Vec<u8>, String> {
-        let img = decode_bytes(bytes).map_err(|e| e.to_string())?;
+        let img = decode_bytes(bytes, self.max_pixels).map_err(|e| e.to_string())?;
         let mut buf = vec![0u8; self.output_len()];
         self.resize_into(&img, &mut buf)?;
         Ok(buf)
@@ -266,23 +265,23 @@ mod tests {
     fn images_over_the_pixel_limit_are_refused_before_decoding() {
         let bomb = png_header_only(100_000, 100_000);
         assert!(bomb.len() < 100);
-        let err = decode_bytes(&bomb).unwrap_err();
+        let err = decode_bytes(&bomb, DEFAULT_MAX_PIXELS).unwrap_err();
         assert_eq!(err, DecodeError::TooLarge { width: 100_000, height: 100_000, limit: DEFAULT_MAX_PIXELS });
         assert_eq!(err.to_string(), "image is 100000x100000 pixels, over the limit of 100000000 pixels");
-        assert!(matches!(decode_bytes(&png_header_only(65_535, 65_535)), Err(DecodeError::TooLarge { .. })));
+        assert!(matches!(decode_bytes(&png_header_only(65_535, 65_535), DEFAULT_MAX_PIXELS), Err(DecodeError::TooLarge { .. })));
     }
 
     #[test]
     fn decodes_jpeg_and_rejects_bad_inputs() {
         let good = jpeg_bytes(40, 30);
-        assert_eq!(decode_bytes(&good).unwrap().dimensions(), (40, 30));
-        assert_eq!(decode_bytes(&[]), Err(DecodeError::Empty));
-        assert_eq!(decode_bytes(&good[..good.len() / 2]), Err(DecodeError::TruncatedJpeg));
-        assert_eq!(decode_bytes(b"hello, this is text"), Err(DecodeError::NotAnImage));
+        assert_eq!(decode_bytes(&good, DEFAULT_MAX_PIXELS).unwrap().dimensions(), (40, 30));
+        assert_eq!(decode_bytes(&[], DEFAULT_MAX_PIXELS), Err(DecodeError::Empty));
+        assert_eq!(decode_bytes(&good[..good.len() / 2], DEFAULT_MAX_PIXELS), Err(DecodeError::TruncatedJpeg));
+        assert_eq!(decode_bytes(b"hello, this is text", DEFAULT_MAX_PIXELS), Err(DecodeError::NotAnImage));
         let mut garbage = vec![0xFF, 0xD8, 0xFF, 0xE0];
         garbage.extend(std::iter::repeat(0x11).take(100));
         garbage.extend([0xFF, 0xDA, 0x00, 0xFF, 0xD9]);
-        assert!(matches!(decode_bytes(&garbage), Err(DecodeError::Corrupt(_))));
+        assert!(matches!(decode_bytes(&garbage, DEFAULT_MAX_PIXELS), Err(DecodeError::Corrupt(_))));
     }
 
     #[test]
@@ -292,21 +291,21 @@ mod tests {
         rgba.put_pixel(1, 0, image::Rgba([10, 20, 30, 255]));
         let mut png = Vec::new();
         rgba.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
-        let rgb = decode_bytes(&png).unwrap();
+        let rgb = decode_bytes(&png, DEFAULT_MAX_PIXELS).unwrap();
         assert_eq!(rgb.get_pixel(0, 0).0, [255, 255, 255]);
         assert_eq!(rgb.get_pixel(1, 0).0, [10, 20, 30]);
 
         let gray = image::GrayImage::from_pixel(3, 3, image::Luma([77]));
         let mut png = Vec::new();
         gray.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
-        assert_eq!(decode_bytes(&png).unwrap().get_pixel(1, 1).0, [77, 77, 77]);
+        assert_eq!(decode_bytes(&png, DEFAULT_MAX_PIXELS).unwrap().get_pixel(1, 1).0, [77, 77, 77]);
     }
 
     #[test]
     fn resize_modes_fill_the_square() {
         let img = RgbImage::from_pixel(100, 50, image::Rgb([200, 10, 10]));
         for mode in [ResizeMode::Stretch, ResizeMode::CenterCrop, ResizeMode::Letterbox] {
-            let mut r = SquareResizer::new(32, mode);
+            let mut r = SquareResizer::new(32, mode, DEFAULT_MAX_PIXELS);
             let mut out = vec![0u8; r.output_len()];
             r.resize_into(&img, &mut out).unwrap();
             let centre = ((16 * 32 + 16) * 3) as usize;

@@ -247,6 +247,13 @@ impl Drop for StagingDir {
     }
 }
 
+/// Writes `bytes` to `dir/name` atomically (temporary file, then rename).
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join(name)).with_context(|| format!("cannot write {}", dir.join(name).display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,7 +42,7 @@ pub struct NewCorrection {
 /// column names. Relative paths are resolved against the working directory, then the CSV's
 /// directory. Unknown classes, label sets the task forbids, unreadable images and duplicate
 /// paths are errors naming the line.
-pub fn read_corrections_csv(csv: &Path, task: &Task) -> Result<Vec<NewCorrection>> {
+pub fn read_corrections_csv(csv: &Path, task: &Task, max_pixels: u64) -> Result<Vec<NewCorrection>> {
     let text = std::fs::read_to_string(csv).with_context(|| format!("cannot read corrections file {}", csv.display()))?;
     let rows = parse_corrections(&text, task).map_err(|(line, e)| match line {
         0 => anyhow::anyhow!("{}: {e}", csv.display()),
@@ -61,7 +61,7 @@ pub fn read_corrections_csv(csv: &Path, task: &Task) -> Result<Vec<NewCorrection
         if !seen.insert(key) {
             bail!("{at}: {} is listed twice", row.path);
         }
-        decode_file(&p).map_err(|e| anyhow::anyhow!("{at}: cannot use image {}: {e}", p.display()))?;
+        decode_file(&p, max_pixels).map_err(|e| anyhow::anyhow!("{at}: cannot use image {}: {e}", p.display()))?;
         out.push(NewCorrection { path: p, labels: row.labels, source: row.source.unwrap_or(row.path) });
     }
     Ok(out)

@@ -16,18 +16,19 @@ pub mod training_set;
 
 use crate::dataset::manifest::Manifest;
 use crate::dataset::prepared::SplitData;
-use crate::eval::metrics::{positives_per_class, tune_thresholds, MultiLabelMetrics};
+use crate::eval::metrics::MultiLabelMetrics;
 use crate::eval::validation::{score_logits, ValidationSet};
+use crate::infer::loaded::LoadedModel;
+use crate::io::staging::write_atomic;
 use crate::retrain::feedback::{merged, read_corrections_csv, Correction, FeedbackStore, Pending};
 use crate::retrain::gate::GateScore;
 use crate::retrain::steps::{compute_features, fine_tune_head, gate_images, load_corrected};
 use crate::run::config::{CorrectionRecord, HeadSpec, InheritedOptions, RetrainRun, RetrainTool, RunConfig};
-use crate::run::loaded::LoadedModel;
 use crate::run::options::{RecordedRetrainOptions, RetrainOptions};
-use crate::run::thresholds::{read_thresholds, Thresholds};
-use crate::run::{point_best, write_atomic, RunWriter, RETRAIN_FILE, THRESHOLDS_FILE};
+use crate::run::{point_best, RunWriter, RETRAIN_FILE};
 use crate::task::Task;
 use crate::tensor::host_values;
+use crate::thresholds::{read_thresholds, Thresholds, Tuned};
 use crate::train::history::{EpochRecord, TrainObserver};
 use crate::train::record::write_run_files;
 use anyhow::{bail, Result};
@@ -48,13 +49,16 @@ pub struct RetrainConfig {
     /// The run to start from.
     pub from: PathBuf,
     pub feedback_dir: PathBuf,
+    /// Largest image decoded (width x height).
+    pub max_pixels: u64,
 }
 
 impl RetrainConfig {
-    /// Checks `options` and resolves the parent and the feedback store.
-    pub fn new(options: RetrainOptions) -> Result<Self> {
+    /// Checks `options` and resolves the parent and the feedback store; images over
+    /// `max_pixels` are refused.
+    pub fn new(options: RetrainOptions, max_pixels: u64) -> Result<Self> {
         options.validate()?;
-        Ok(RetrainConfig { from: options.parent(), feedback_dir: options.feedback_dir(), options })
+        Ok(RetrainConfig { from: options.parent(), feedback_dir: options.feedback_dir(), options, max_pixels })
     }
 }
 
@@ -133,13 +137,13 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
     let task = parent.task.clone();
     let c = parent.classes.len();
 
-    let items = read_corrections_csv(&cfg.corrections, &task)?;
+    let items = read_corrections_csv(&cfg.corrections, &task, cfg.max_pixels)?;
     // The new corrections are stored only once the new run is written (see `write_run`).
     let pending = FeedbackStore::prepare(&items)?;
     let store = FeedbackStore::open(&cfg.feedback_dir)?;
     let stored = store.all()?;
     let all = merged(&stored.corrections, &pending);
-    let corrected = load_corrected(&store, &all, &pending, &parent, &cfg.feedback_dir, device)?;
+    let corrected = load_corrected(&store, &all, &pending, &parent, &cfg.feedback_dir, cfg.max_pixels, device)?;
 
     // Both generators seeded: the augmentation and replay draws and the head's dropout repeat.
     tch::manual_seed(cfg.seed as i64);
@@ -170,8 +174,8 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
     let (new_val, val_probs) = val_scores(&parent)?;
     // The parent's threshold rule carries over (a parent without stored thresholds: the default).
     let rule = read_thresholds(&parent.run_dir)?.map(|t| t.rule).unwrap_or_default();
-    let thresholds =
-        if task.is_grouped() { half.clone() } else { rule.apply(&tune_thresholds(&val_probs, &val.y, c), &positives_per_class(&val.y, c)) };
+    let tuned = (!task.is_grouped()).then(|| Tuned::on(&val_probs, &val.y, c));
+    let thresholds = tuned.as_ref().map_or_else(|| half.clone(), |t| t.decide_with(rule));
     let right_after = corrected_right(&parent, &thresholds)?;
 
     let gate = GateScore::measure(&task, &parent_judged, &judged.probabilities(&parent)?, &judged.labels, cfg.seed).on(
@@ -206,13 +210,7 @@ pub fn retrain(cfg: &RetrainConfig, device: Device, observer: &dyn TrainObserver
         seconds,
     };
     let metrics = serde_json::json!({"split": "val", "threshold": 0.5, "metrics": new_val});
-    let thresholds = (!task.is_grouped()).then(|| Thresholds {
-        classes: parent.classes.clone(),
-        thresholds,
-        tuned_on: "val".into(),
-        rule,
-        why: "the parent's rule".into(),
-    });
+    let thresholds = tuned.map(|t| t.record(&parent.classes, rule, "val", "the parent's rule"));
     let new = NewRun { config: &config, metrics: &metrics, thresholds: thresholds.as_ref(), history: &records };
     write_run(cfg, &parent, new, &store, &pending, outcome, cancel)
 }
@@ -264,12 +262,12 @@ fn run_config(cfg: &RetrainConfig, parent: &LoadedModel, data: &Path, used: &[Co
         version: crate::VERSION.to_string(),
         created: chrono::Local::now().to_rfc3339(),
         parent: parent.run_dir.clone(),
-        retrain_options: RecordedRetrainOptions::Flags(RetrainOptions {
+        options: RecordedRetrainOptions::Flags(RetrainOptions {
             from: Some(parent.run_dir.clone()),
             feedback_dir: Some(cfg.feedback_dir.clone()),
             ..cfg.options.clone()
         }),
-        options: InheritedOptions { model: parent.kind, data: data.to_path_buf(), tta: parent.tta, scales: parent.scales.clone() },
+        inherited: InheritedOptions { model: parent.kind, data: data.to_path_buf(), tta: parent.tta, scales: parent.scales.clone() },
         task: Some(parent.task.kind),
         label_groups: Some(parent.task.groups.clone()),
         corrections_file: cfg.corrections.clone(),
@@ -314,7 +312,7 @@ fn write_run(
     let run = RunWriter::create(&cfg.runs_dir, &format!("{}_retrain", parent.kind.name()))?;
     write_run_files(&run, new.config, new.metrics, new.history)?;
     if let Some(t) = new.thresholds {
-        run.write_json(THRESHOLDS_FILE, t)?;
+        t.write(run.dir())?;
     }
     run.write_model(parent.variables())?;
     outcome.run_dir = run.target().to_path_buf();

@@ -3,10 +3,10 @@
 
 use crate::dataset::prepared::SplitData;
 use crate::eval::validation::ValidationSet;
+use crate::infer::loaded::LoadedModel;
 use crate::io::image::SquareResizer;
 use crate::retrain::feedback::{Correction, FeedbackStore, Pending};
 use crate::retrain::RetrainConfig;
-use crate::run::loaded::LoadedModel;
 use crate::tensor::{host_values, to_unit_nchw};
 use crate::train::augment::{augment, AugmentConfig};
 use crate::train::features::rows_features;
@@ -40,11 +40,12 @@ pub fn load_corrected(
     pending: &[Pending],
     parent: &LoadedModel,
     feedback_dir: &Path,
+    max_pixels: u64,
     device: Device,
 ) -> Result<CorrectedImages> {
     let classes = &parent.classes;
     let s = parent.image_size as i64;
-    let mut resizer = SquareResizer::new(parent.image_size, parent.resize);
+    let mut resizer = SquareResizer::new(parent.image_size, parent.resize, max_pixels);
     let mut pixels = Vec::new();
     let mut labels = Vec::new();
     let mut pixel_hashes = HashSet::new();

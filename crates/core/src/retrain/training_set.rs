@@ -26,6 +26,8 @@ pub struct FeedbackDataConfig {
     pub out: PathBuf,
     /// Replace `out` even if it does not hold an earlier voc-prep output.
     pub force: bool,
+    /// Largest stored image decoded (width x height).
+    pub max_pixels: u64,
 }
 
 /// Rows copied per read.
@@ -82,6 +84,7 @@ pub fn add_feedback(cfg: &FeedbackDataConfig, progress: &dyn Progress, cancel: &
         seed: base.split.seed,
         dtype,
         force: cfg.force,
+        max_pixels: cfg.max_pixels,
     };
     let mut skipped = base.skipped.clone();
     progress.phase("feedback", candidates.len() as u64);

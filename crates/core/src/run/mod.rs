@@ -1,13 +1,10 @@
-//! Runs: directories `runs/<YYYYmmdd-HHMMSS>_<model>/`, staged under a temporary name and
-//! renamed when complete (so an interrupted run never looks finished), their typed
-//! `config.json` contract, and loading them for scoring.
+//! Runs on disk: directories `runs/<YYYYmmdd-HHMMSS>_<model>/`, staged under a temporary name
+//! and renamed when complete (so an interrupted run never looks finished), and their typed
+//! `config.json` contract with its readers. Loading a run to score is [`crate::infer`]'s job.
 
 pub mod config;
-pub mod loaded;
-pub mod onnx_engine;
 pub mod options;
-pub mod predictor;
-pub mod thresholds;
+pub mod recipe;
 
 use crate::dataset::manifest::Manifest;
 use crate::io::staging::StagingDir;
@@ -25,7 +22,6 @@ pub const CLASSES_FILE: &str = "classes.json";
 pub const MODEL_FILE: &str = "model.safetensors";
 /// The ONNX export `export` writes into a run by default, run by the ONNX Runtime engine.
 pub const ONNX_FILE: &str = "model.onnx";
-pub const THRESHOLDS_FILE: &str = "thresholds.json";
 pub const CURVES_FILE: &str = "training_curves.png";
 pub const PR_CURVES_FILE: &str = "pr_curves.png";
 pub const CONFUSION_FILE: &str = "confusion.png";
@@ -86,13 +82,6 @@ impl RunWriter {
     pub fn finish(self) -> Result<PathBuf> {
         self.staging.commit_unique()
     }
-}
-
-/// Writes `bytes` to `dir/name` atomically (temporary file, then rename).
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, dir.join(name)).with_context(|| format!("cannot write {}", dir.join(name).display()))
 }
 
 /// Points `runs_dir/best` at `run` (a sibling directory) atomically: a new symlink is

@@ -145,7 +145,7 @@ impl LabelStudio {
         let dir = self.projects_file.parent().unwrap_or(Path::new("."));
         let name = self.projects_file.file_name().and_then(|n| n.to_str()).unwrap_or(PROJECTS_FILE);
         let text = serde_json::to_string(&ids).unwrap_or_default() + "\n";
-        if let Err(e) = vocml_core::run::write_atomic(dir, name, text.as_bytes()) {
+        if let Err(e) = vocml_core::io::staging::write_atomic(dir, name, text.as_bytes()) {
             eprintln!("serve: label-studio: cannot record the served projects: {e:#}");
         }
     }

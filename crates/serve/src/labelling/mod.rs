@@ -44,21 +44,66 @@ pub fn api_for(state: &AppState, project: u64) -> Option<Api> {
     Some(Api::new(host, &key, API_TIMEOUT))
 }
 
-/// Fetches each image reference (cached by reference; fetched bytes kept like uploads).
+/// Image fetches at once across the service: each holds a blocking thread while Label Studio
+/// (or another host) answers, so a stalling host cannot take the threads decoding needs.
+pub const MAX_FETCHES: usize = 32;
+/// Fetches at once for one request.
+pub const FETCHES_PER_REQUEST: usize = 8;
+/// How long one request's fetches may take in all: within Label Studio's 100 s timeout for a
+/// predict call, with time left to score.
+pub const FETCH_BUDGET: Duration = Duration::from_secs(75);
+
+/// Fetches each image reference: one fetch per distinct reference, cached ones (fetched
+/// before, kept like uploads) not again, the rest concurrently within [`FETCHES_PER_REQUEST`],
+/// [`MAX_FETCHES`] and [`FETCH_BUDGET`]; the outcomes in the order of `refs`.
 pub async fn fetch_images(state: &Arc<AppState>, refs: Vec<String>) -> Vec<Result<(String, Arc<Vec<u8>>), String>> {
-    let mut out = Vec::with_capacity(refs.len());
-    for r in refs {
+    let deadline = tokio::time::Instant::now() + FETCH_BUDGET;
+    let mut distinct: Vec<String> = refs.clone();
+    distinct.sort();
+    distinct.dedup();
+    let per_request = Arc::new(tokio::sync::Semaphore::new(FETCHES_PER_REQUEST));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut got: std::collections::HashMap<String, Result<Arc<Vec<u8>>, String>> = std::collections::HashMap::new();
+    for r in distinct {
         let known = state.label_studio.fetched.lock().unwrap().get(&r).cloned().and_then(|id| state.uploads.get(&id));
         if let Some(up) = known {
-            out.push(Ok((r, up.bytes)));
+            got.insert(r, Ok(up.bytes));
             continue;
         }
-        let source = state.label_studio.options.images.clone();
-        let reference = r.clone();
-        let got = tokio::task::spawn_blocking(move || source.fetch(&reference)).await.unwrap_or_else(|e| Err(e.to_string()));
-        out.push(got.map(|b| (r, Arc::new(b))));
+        let (state, per_request) = (state.clone(), per_request.clone());
+        tasks.spawn(async move {
+            let fetched = async {
+                let _mine = per_request.acquire_owned().await.map_err(|e| e.to_string())?;
+                let global = state.fetchers.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+                let source = state.label_studio.options.images.clone();
+                let reference = r.clone();
+                // The global permit is held until the blocking fetch itself returns.
+                tokio::task::spawn_blocking(move || {
+                    let _global = global;
+                    source.fetch(&reference)
+                })
+                .await
+                .map_err(|e| e.to_string())?
+            };
+            let outcome = match tokio::time::timeout_at(deadline, fetched).await {
+                Ok(result) => result.map(Arc::new),
+                Err(_) => Err(format!("not fetched within the request's {} s for images", FETCH_BUDGET.as_secs())),
+            };
+            (r, outcome)
+        });
     }
-    out
+    while let Some(done) = tasks.join_next().await {
+        if let Ok((r, outcome)) = done {
+            got.insert(r, outcome);
+        }
+    }
+    refs.into_iter()
+        .map(|r| match got.get(&r) {
+            Some(Ok(bytes)) => Ok((r, bytes.clone())),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err("the fetch failed".to_string()),
+        })
+        .collect()
 }
 
 /// The image reference of `task` under `cfg`.
@@ -141,7 +186,7 @@ pub async fn accept(
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("task {task_id}: the image is not usable: {e}")));
     }
     state.uploads.keep(id, Upload { filename: reference.clone(), bytes: bytes.clone() });
-    state.label_studio.fetched.lock().unwrap().insert(reference, id.clone());
+    remember_fetch(state, reference, id.clone());
     let correction = Correction { filename: format!("label-studio-{project}-{task_id}"), bytes, labels, source };
     let mut pending = state.label_studio.pending.lock().unwrap();
     pending.retain(|p| (p.project, p.task) != (project, task_id));
@@ -204,19 +249,35 @@ pub async fn catch_up(state: &Arc<AppState>, info: &ModelInfo, project: u64) -> 
 }
 
 /// Starts a retrain job from the pending annotations, unless one is running (they wait for
-/// the next trigger) or none is pending; the job's id.
+/// the next trigger) or none is pending; the job's id. If the job fails, its annotations wait
+/// again (unless a newer annotation of the same task came meanwhile).
 pub fn start_job(state: &Arc<AppState>, info: &ModelInfo) -> Option<String> {
     let mut pending = state.label_studio.pending.lock().unwrap();
     if pending.is_empty() {
         return None;
     }
-    let corrections: Vec<Correction> = pending.iter().map(|p| p.correction.clone()).collect();
+    let taken = pending.clone();
+    let corrections: Vec<Correction> = taken.iter().map(|p| p.correction.clone()).collect();
+    let back = state.clone();
+    let on_finish = move |ok: bool| {
+        if ok {
+            return;
+        }
+        let mut pending = back.label_studio.pending.lock().unwrap();
+        for p in taken.into_iter().rev() {
+            if !pending.iter().any(|q| (q.project, q.task) == (p.project, p.task)) {
+                pending.insert(0, p);
+            }
+        }
+    };
     let target = JobTarget {
         from: info.run_dir.clone(),
         runs_dir: state.runs_dir.clone(),
         device: state.device,
         options: state.retrain.clone(),
+        max_image_pixels: state.max_image_pixels,
         force: false,
+        on_finish: Some(Box::new(on_finish)),
     };
     match state.jobs.start(corrections, target) {
         Ok(status) => {
@@ -228,6 +289,23 @@ pub fn start_job(state: &Arc<AppState>, info: &ModelInfo) -> Option<String> {
             None
         }
     }
+}
+
+/// Most image references whose upload id is remembered, and the longest remembered.
+const MAX_REMEMBERED: usize = 4096;
+const MAX_REFERENCE_LEN: usize = 2048;
+
+/// Remembers that `reference` was fetched as upload `id` (bounded: the map is emptied when
+/// full, and long references are not kept).
+pub fn remember_fetch(state: &AppState, reference: String, id: String) {
+    if reference.len() > MAX_REFERENCE_LEN {
+        return;
+    }
+    let mut fetched = state.label_studio.fetched.lock().unwrap();
+    if fetched.len() >= MAX_REMEMBERED {
+        fetched.clear();
+    }
+    fetched.insert(reference, id);
 }
 
 #[cfg(test)]

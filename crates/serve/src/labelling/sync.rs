@@ -11,6 +11,7 @@
 //! A failure is said once on stderr and retried after [`RETRY`].
 
 use super::{api_for, catch_up, model_version, start_job};
+use crate::error::shown;
 use crate::label_studio::api::PAGE;
 use crate::state::AppState;
 use std::sync::Arc;
@@ -43,7 +44,7 @@ pub fn spawn(state: Arc<AppState>) {
                     eprintln!("serve: label-studio: project {project}: {} annotations made while serve was away", c.added)
                 }
                 Ok(_) => {}
-                Err(e) => eprintln!("serve: label-studio: project {project}: cannot catch up with its annotations: {e}"),
+                Err(e) => eprintln!("serve: label-studio: project {project}: cannot catch up with its annotations: {}", shown(&e, 300)),
             }
         }
         let waiting = state.label_studio.pending.lock().unwrap().len();
@@ -105,7 +106,7 @@ async fn keep_in_step(state: &Arc<AppState>) {
             }
             Err(e) => {
                 if p.last_error.as_ref() != Some(&e) {
-                    eprintln!("serve: label-studio: project {project}: {e}; retrying every {} s", RETRY.as_secs());
+                    eprintln!("serve: label-studio: project {project}: {}; retrying every {} s", shown(&e, 300), RETRY.as_secs());
                 }
                 p.last_error = Some(e);
                 p.retry_at = Some(Instant::now() + RETRY);

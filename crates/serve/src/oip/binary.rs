@@ -22,6 +22,9 @@ pub fn bytes_elements(raw: &[u8], count: usize) -> Result<Vec<Vec<u8>>, String> 
     let mut rest = raw;
     let mut elements = Vec::with_capacity(count.min(raw.len() / 4));
     while !rest.is_empty() {
+        if elements.len() == count {
+            return Err(format!("more elements in the raw data than its shape's {count}"));
+        }
         let Some((len, tail)) = rest.split_first_chunk::<4>() else {
             return Err(format!("element {}: {} bytes left, too few for its 4-byte length", elements.len(), rest.len()));
         };
@@ -71,6 +74,9 @@ mod tests {
     fn lying_lengths_are_refused() {
         let raw = bytes_raw(&[b"abc".to_vec()]);
         assert!(bytes_elements(&raw, 2).unwrap_err().contains("shape says 2"));
+        assert!(bytes_elements(&bytes_raw(&[vec![], vec![], vec![]]), 1)
+            .unwrap_err()
+            .contains("more elements in the raw data than its shape's 1"));
         assert!(bytes_elements(&raw[..5], 1).unwrap_err().contains("length 3 overruns the 1 bytes left"));
         assert!(bytes_elements(&raw[..2], 1).unwrap_err().contains("too few for its 4-byte length"));
         assert!(bytes_elements(&[0xff, 0xff, 0xff, 0xff], 1).unwrap_err().contains("overruns"));

@@ -51,7 +51,7 @@ fn int_param(p: Option<&InferParameter>, key: &str, of: &str) -> Result<Option<u
         None => Ok(None),
         Some(ParameterChoice::Int64Param(n)) if *n >= 0 => Ok(Some(*n as usize)),
         Some(ParameterChoice::Uint64Param(n)) => Ok(Some(*n as usize)),
-        Some(other) => Err(OipError::bad(format!("{of}: {key} {other:?} is not a count"))),
+        Some(other) => Err(OipError::bad(format!("{of}: {key} {} is not a count", crate::error::shown(&format!("{other:?}"), 40)))),
     }
 }
 
@@ -85,7 +85,7 @@ fn request(r: ModelInferRequest, max_files: usize) -> Result<InferRequest, OipEr
         .outputs
         .into_iter()
         .map(|o| {
-            let what = format!("output {}", o.name);
+            let what = format!("output {}", crate::error::shown(&o.name, 64));
             let classification = int_param(o.parameters.get("classification"), "classification", &what)?;
             Ok(RequestedOutput { name: o.name, classification, binary: None })
         })

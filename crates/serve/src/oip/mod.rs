@@ -7,15 +7,16 @@
 
 pub mod binary;
 pub mod grpc;
+pub mod json;
 
 use crate::engine::ModelInfo;
-use crate::error::ApiError;
+use crate::error::{shown, ApiError};
 use crate::scoring::{score, Scoring};
 use crate::state::AppState;
 use axum::http::StatusCode;
 use base64::Engine as _;
 use std::sync::Arc;
-use vocml_core::predict::Rows;
+use vocml_core::infer::Rows;
 
 /// The protocol extensions `serve` supports, as `GET /v2` lists them.
 pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "classification"];
@@ -93,20 +94,31 @@ impl From<ApiError> for OipError {
     }
 }
 
+/// A client's name as an error may echo it: quoted, escaped, at most 64 characters (so a
+/// gRPC status stays within its metadata limit whatever was sent).
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", shown(name, 64))
+}
+
 /// The served model if `name` (and `version`, when given and not empty) names it.
 pub fn model(state: &AppState, name: &str, version: Option<&str>) -> Result<Arc<ModelInfo>, OipError> {
     let Some(info) = state.engine.info() else {
         return Err(match name == state.model_name {
             true => OipError::unavailable("no model loaded yet (see GET /ready)"),
-            false => OipError::not_found(format!("unknown model {name:?}; this server serves {:?}", state.model_name)),
+            false => OipError::not_found(format!("unknown model {}; this server serves {:?}", quoted(name), state.model_name)),
         });
     };
     if name != state.model_name && name != info.run {
-        return Err(OipError::not_found(format!("unknown model {name:?}; this server serves {:?} (run {})", state.model_name, info.run)));
+        return Err(OipError::not_found(format!(
+            "unknown model {}; this server serves {:?} (run {})",
+            quoted(name),
+            state.model_name,
+            info.run
+        )));
     }
     match version.filter(|v| !v.is_empty()) {
         Some(v) if v != info.version.to_string() => {
-            Err(OipError::not_found(format!("model {name:?} has no version {v:?}; version {} is served", info.version)))
+            Err(OipError::not_found(format!("model {} has no version {}; version {} is served", quoted(name), quoted(v), info.version)))
         }
         _ => Ok(info),
     }
@@ -214,17 +226,20 @@ pub struct InferResponse {
 /// elements it must hold: one BYTES element per image, shape `[N]` or `[N, 1]`.
 pub fn check_input(name: &str, datatype: &str, shape: &[i64], max_files: usize) -> Result<usize, OipError> {
     if name != INPUT {
-        return Err(OipError::bad(format!("unknown input {name:?}; the model's one input is {INPUT:?} (BYTES: encoded images)")));
+        return Err(OipError::bad(format!("unknown input {}; the model's one input is {INPUT:?} (BYTES: encoded images)", quoted(name))));
     }
     if datatype != "BYTES" {
-        return Err(OipError::bad(format!("input {name}: datatype {datatype}, expected BYTES (encoded image files)")));
+        return Err(OipError::bad(format!("input {INPUT}: datatype {}, expected BYTES (encoded image files)", shown(datatype, 32))));
     }
     let n = match shape {
         [n] | [n, 1] if *n >= 0 => *n as usize,
-        _ => return Err(OipError::bad(format!("input {name}: shape {shape:?}, expected [N] or [N, 1] (one image per element)"))),
+        _ if shape.len() > 8 => {
+            return Err(OipError::bad(format!("input {INPUT}: a shape of {} dimensions, expected [N] or [N, 1]", shape.len())))
+        }
+        _ => return Err(OipError::bad(format!("input {INPUT}: shape {shape:?}, expected [N] or [N, 1] (one image per element)"))),
     };
     if n == 0 || n > max_files {
-        return Err(OipError::bad(format!("input {name}: 1 to {max_files} images per request (serve --max-files), got {n}")));
+        return Err(OipError::bad(format!("input {INPUT}: 1 to {max_files} images per request (serve --max-files), got {n}")));
     }
     Ok(n)
 }
@@ -243,13 +258,13 @@ fn image_bytes(element: Vec<u8>) -> Vec<u8> {
 fn check_outputs(outputs: &[RequestedOutput]) -> Result<(), OipError> {
     for (i, o) in outputs.iter().enumerate() {
         if o.name != OUTPUT {
-            return Err(OipError::bad(format!("unknown output {:?}; the model's one output is {OUTPUT:?}", o.name)));
+            return Err(OipError::bad(format!("unknown output {}; the model's one output is {OUTPUT:?}", quoted(&o.name))));
         }
         if outputs[..i].iter().any(|p| p.name == o.name) {
-            return Err(OipError::bad(format!("output {:?} asked for twice", o.name)));
+            return Err(OipError::bad(format!("output {OUTPUT:?} asked for twice")));
         }
         if o.classification == Some(0) {
-            return Err(OipError::bad(format!("output {}: classification must be at least 1", o.name)));
+            return Err(OipError::bad(format!("output {OUTPUT}: classification must be at least 1")));
         }
     }
     Ok(())

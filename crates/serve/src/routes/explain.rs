@@ -14,7 +14,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use std::sync::Arc;
 use vocml_core::io::image::{decode_bytes, ResizeMode};
-use vocml_core::predict::decision_json;
+use vocml_core::predict::output::decision_json;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,7 +58,8 @@ pub async fn explain(
         let explained = rx.await.map_err(|_| EngineError::ShuttingDown)??;
         let (model, probs) = (explained.model.clone(), explained.probabilities.clone());
         let m = model.clone();
-        let maps = tokio::task::spawn_blocking(move || overlays(&m, &bytes, &pixels, &explained.maps))
+        let max_pixels = state.max_image_pixels;
+        let maps = tokio::task::spawn_blocking(move || overlays(&m, &bytes, &pixels, max_pixels, &explained.maps))
             .await
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode the overlay: {e}")))?;
@@ -76,8 +77,14 @@ pub async fn explain(
 
 /// Each map as a PNG overlay on the photo (at its own size when it was stretched to the
 /// model's input), as `data:` URLs.
-fn overlays(m: &ModelInfo, bytes: &[u8], pixels: &[u8], maps: &[(usize, Vec<f32>)]) -> image::ImageResult<Vec<serde_json::Value>> {
-    let photo = if m.resize == ResizeMode::Stretch { decode_bytes(bytes).ok() } else { None };
+fn overlays(
+    m: &ModelInfo,
+    bytes: &[u8],
+    pixels: &[u8],
+    max_pixels: u64,
+    maps: &[(usize, Vec<f32>)],
+) -> image::ImageResult<Vec<serde_json::Value>> {
+    let photo = if m.resize == ResizeMode::Stretch { decode_bytes(bytes, max_pixels).ok() } else { None };
     maps.iter()
         .map(|(c, cam)| {
             let img = vocml_core::explain::overlay_on(photo.as_ref(), pixels, m.image_size, cam, 0.5);

@@ -11,7 +11,7 @@ use crate::engine::ModelInfo;
 use crate::error::{shown, ApiError};
 use crate::label_studio::config::LabelConfig;
 use crate::label_studio::project_id;
-use crate::labelling::{accept, catch_up, fetch_images, image_ref, model_version, start_job, Accepted};
+use crate::labelling::{accept, catch_up, fetch_images, image_ref, model_version, remember_fetch, start_job, Accepted};
 use crate::scoring::{score, Scoring};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -20,6 +20,10 @@ use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use vocml_core::select::{informativeness, Informativeness};
+
+/// Most tasks in one predict call: Label Studio sends every selected task in one call
+/// ("Retrieve predictions"); their images are fetched concurrently and scored as bulk work.
+const MAX_TASKS: usize = 1000;
 
 /// Longest API token kept from a setup call.
 const MAX_TOKEN_LEN: usize = 256;
@@ -110,8 +114,8 @@ pub async fn predict(State(state): State<Arc<AppState>>, Json(body): Json<Value>
     let info = model(&state)?;
     let (_, cfg) = project_config(&state, &info, &body, "label_config")?;
     let tasks = body.get("tasks").and_then(Value::as_array).ok_or_else(|| ApiError::bad_request("no `tasks` list"))?;
-    if tasks.len() > state.max_files {
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("more than {} tasks in one request", state.max_files)));
+    if tasks.len() > MAX_TASKS {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("more than {MAX_TASKS} tasks in one request")));
     }
     let refs: Vec<Result<String, String>> = tasks.iter().map(|t| image_ref(t, &cfg)).collect();
     let fetched = fetch_images(&state, refs.iter().filter_map(|r| r.as_ref().ok().cloned()).collect()).await;
@@ -133,7 +137,7 @@ pub async fn predict(State(state): State<Arc<AppState>>, Json(body): Json<Value>
         let scored = outcome.and_then(|(reference, _)| {
             let s = scores.next().expect("one score per fetched image");
             if s.result.is_ok() {
-                state.label_studio.fetched.lock().unwrap().insert(reference, s.id.clone());
+                remember_fetch(&state, reference, s.id.clone());
             }
             s.result.map_err(|e| format!("the image is not usable: {e}"))
         });
@@ -187,7 +191,7 @@ pub async fn webhook(State(state): State<Arc<AppState>>, Json(body): Json<Value>
             if crate::labelling::api_for(&state, project).is_some() {
                 match catch_up(&state, &info, project).await {
                     Ok(c) => caught_up = c.added,
-                    Err(e) => eprintln!("serve: label-studio: project {project}: cannot catch up with its annotations: {e}"),
+                    Err(e) => eprintln!("serve: label-studio: project {project}: cannot catch up with its annotations: {}", shown(&e, 300)),
                 }
             }
             let job = start_job(&state, &info);

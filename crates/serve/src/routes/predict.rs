@@ -11,7 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use std::sync::Arc;
-use vocml_core::predict::decision_json;
+use vocml_core::predict::output::decision_json;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

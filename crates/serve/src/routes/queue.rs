@@ -19,7 +19,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
-use vocml_core::predict::decision_json;
+use vocml_core::predict::output::decision_json;
 use vocml_core::select::{diverse_selection, informativeness, Informativeness};
 
 /// Most images `k` may ask for.

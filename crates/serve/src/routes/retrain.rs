@@ -47,9 +47,11 @@ pub async fn start(State(state): State<Arc<AppState>>, req: Request) -> Result<(
         check_labels(&info.task, &c.labels).map_err(|e| ApiError::bad_request(format!("correction {} ({}): {e}", i + 1, c.filename)))?;
     }
     let checked: Vec<Arc<Vec<u8>>> = corrections.iter().map(|c| c.bytes.clone()).collect();
-    let undecodable = tokio::task::spawn_blocking(move || checked.iter().position(|b| vocml_core::io::image::decode_bytes(b).is_err()))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let max_pixels = state.max_image_pixels;
+    let undecodable =
+        tokio::task::spawn_blocking(move || checked.iter().position(|b| vocml_core::io::image::decode_bytes(b, max_pixels).is_err()))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     if let Some(i) = undecodable {
         return Err(ApiError::bad_request(format!("correction {} ({}): not a decodable image", i + 1, corrections[i].filename)));
     }
@@ -58,7 +60,9 @@ pub async fn start(State(state): State<Arc<AppState>>, req: Request) -> Result<(
         runs_dir: state.runs_dir.clone(),
         device: state.device,
         options: state.retrain.clone(),
+        max_image_pixels: state.max_image_pixels,
         force,
+        on_finish: None,
     };
     let status = state.jobs.start(corrections, target).map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
     Ok((StatusCode::ACCEPTED, Json(status)))

@@ -5,17 +5,15 @@
 //! `crate::oip`.
 
 use super::AppState;
-use crate::error::ApiError;
-use crate::oip::{self, binary, InferRequest, InferResponse, InputTensor, OipError, RequestedOutput};
+use crate::error::{shown, ApiError};
+use crate::oip::{self, binary, json, InferRequest, InferResponse, InputTensor, OipError, RequestedOutput};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::Engine as _;
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -69,35 +67,6 @@ pub async fn metadata(State(state): State<Arc<AppState>>, Path(p): ModelPath) ->
     })))
 }
 
-#[derive(Deserialize)]
-struct RestRequest {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    parameters: Map<String, Value>,
-    inputs: Vec<RestInput>,
-    #[serde(default)]
-    outputs: Vec<RestOutput>,
-}
-
-#[derive(Deserialize)]
-struct RestInput {
-    name: String,
-    datatype: String,
-    shape: Vec<i64>,
-    #[serde(default)]
-    parameters: Map<String, Value>,
-    #[serde(default)]
-    data: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct RestOutput {
-    name: String,
-    #[serde(default)]
-    parameters: Map<String, Value>,
-}
-
 pub async fn infer(
     State(state): State<Arc<AppState>>,
     Path(p): ModelPath,
@@ -112,41 +81,41 @@ pub async fn infer(
     Ok(respond(answer))
 }
 
-/// Reads an inference request, JSON or JSON followed by binary tensor data.
+/// Reads an inference request, JSON or JSON followed by binary tensor data (`oip::json`: no
+/// tree of values, every list bounded as it is read).
 fn parse(body: &[u8], headers: &HeaderMap, max_files: usize) -> Result<InferRequest, OipError> {
     let header = match headers.get(binary::HEADER) {
         Some(v) => Some(v.to_str().map_err(|_| OipError::bad(format!("{}: not text", binary::HEADER)))?),
         None => None,
     };
     let (json, mut raw) = binary::split(body, header).map_err(OipError::bad)?;
-    let req: RestRequest = serde_json::from_slice(json).map_err(|e| OipError::bad(format!("bad inference request: {e}")))?;
-    let binary_output = flag(&req.parameters, "binary_data_output", "the request")?.unwrap_or(false);
+    let req: json::Request = serde_json::from_slice(json).map_err(|e| OipError::bad(format!("bad inference request: {e}")))?;
+    let of_request =
+        |key| json::parameter(req.parameters, key).and_then(json::flag).map_err(|e| OipError::bad(format!("the request: {key} {e}")));
+    let binary_output = of_request("binary_data_output")?.unwrap_or(false);
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for input in req.inputs {
         let count = oip::check_input(&input.name, &input.datatype, &input.shape, max_files)?;
-        let size = match input.parameters.get("binary_data_size") {
-            None => None,
-            Some(v) => {
-                Some(v.as_u64().ok_or_else(|| OipError::bad(format!("input {}: binary_data_size {v} is not a byte count", input.name)))?
-                    as usize)
-            }
-        };
+        let shown_name = shown(&input.name, 64);
+        let size = json::parameter(input.parameters, "binary_data_size")
+            .and_then(|v| json::count(v, "byte count"))
+            .map_err(|e| OipError::bad(format!("input {shown_name}: binary_data_size {e}")))?
+            .map(|n| n as usize);
         let elements = match (size, input.data) {
-            (Some(_), Some(_)) => return Err(OipError::bad(format!("input {}: both data and binary_data_size", input.name))),
-            (None, None) => return Err(OipError::bad(format!("input {}: no data (nor binary_data_size)", input.name))),
+            (Some(_), Some(_)) => return Err(OipError::bad(format!("input {shown_name}: both data and binary_data_size"))),
+            (None, None) => return Err(OipError::bad(format!("input {shown_name}: no data (nor binary_data_size)"))),
             (Some(n), None) => {
                 if n > raw.len() {
                     return Err(OipError::bad(format!(
-                        "input {}: binary_data_size {n} overruns the {} bytes of binary data left",
-                        input.name,
+                        "input {shown_name}: binary_data_size {n} overruns the {} bytes of binary data left",
                         raw.len()
                     )));
                 }
                 let (mine, rest) = raw.split_at(n);
                 raw = rest;
-                binary::bytes_elements(mine, count).map_err(|e| OipError::bad(format!("input {}: {e}", input.name)))?
+                binary::bytes_elements(mine, count).map_err(|e| OipError::bad(format!("input {shown_name}: {e}")))?
             }
-            (None, Some(data)) => json_elements(&input.name, &data, count)?,
+            (None, Some(data)) => json::bytes_elements(data, count).map_err(|e| OipError::bad(format!("input {shown_name}: {e}")))?,
         };
         inputs.push(InputTensor { name: input.name, elements });
     }
@@ -155,48 +124,17 @@ fn parse(body: &[u8], headers: &HeaderMap, max_files: usize) -> Result<InferRequ
     }
     let mut outputs = Vec::with_capacity(req.outputs.len());
     for o in req.outputs {
-        let what = format!("output {}", o.name);
-        let classification = match o.parameters.get("classification") {
-            None => None,
-            Some(v) => Some(v.as_u64().ok_or_else(|| OipError::bad(format!("{what}: classification {v} is not a count")))? as usize),
-        };
-        let binary = flag(&o.parameters, "binary_data", &what)?;
+        let what = format!("output {}", shown(&o.name, 64));
+        let classification = json::parameter(o.parameters, "classification")
+            .and_then(|v| json::count(v, "count"))
+            .map_err(|e| OipError::bad(format!("{what}: classification {e}")))?
+            .map(|n| n as usize);
+        let binary = json::parameter(o.parameters, "binary_data")
+            .and_then(json::flag)
+            .map_err(|e| OipError::bad(format!("{what}: binary_data {e}")))?;
         outputs.push(RequestedOutput { name: o.name, classification, binary });
     }
     Ok(InferRequest { id: req.id, inputs, outputs, binary_output })
-}
-
-/// A boolean parameter, if given.
-fn flag(parameters: &Map<String, Value>, key: &str, of: &str) -> Result<Option<bool>, OipError> {
-    match parameters.get(key) {
-        None => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(v) => Err(OipError::bad(format!("{of}: {key} {v} is not true or false"))),
-    }
-}
-
-/// The elements of a BYTES input sent as JSON: base64 strings, flat or nested like its shape.
-fn json_elements(name: &str, data: &Value, count: usize) -> Result<Vec<Vec<u8>>, OipError> {
-    fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
-        match v {
-            Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
-            other => out.push(other),
-        }
-    }
-    let mut flat = Vec::new();
-    flatten(data, &mut flat);
-    if flat.len() != count {
-        return Err(OipError::bad(format!("input {name}: data does not match its shape: {} elements, the shape says {count}", flat.len())));
-    }
-    flat.into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let s = v.as_str().ok_or_else(|| OipError::bad(format!("input {name} element {i}: expected a base64 string, got {v}")))?;
-            base64::engine::general_purpose::STANDARD
-                .decode(s)
-                .map_err(|e| OipError::bad(format!("input {name} element {i}: not base64: {e}")))
-        })
-        .collect()
 }
 
 /// The answer: JSON, or JSON followed by the outputs that travel as binary data.

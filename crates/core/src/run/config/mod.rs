@@ -6,17 +6,21 @@
 //! A run is one of three kinds, told apart by the tag each has always written: `"tool":
 //! "train"`, `"tool": "retrain"`, or `"kind": "ensemble"`.
 
-use crate::io::image::{ResizeMode, MAX_IMAGE_SIZE};
-use crate::model::head::HeadLayout;
-use crate::model::{BackboneKind, Normalization};
-use crate::run::options::{RecordedRetrainOptions, RecordedTrainOptions, TrainOptions};
-use crate::run::CONFIG_FILE;
-use crate::task::{LabelGroup, Task, TaskKind};
-use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+mod records;
 
-/// Largest input side a run may declare (the data tools refuse larger sizes too).
+pub use records::{
+    CorrectionRecord, EnsembleKind, EnsembleRun, HeadSpec, InheritedOptions, MlflowRef, ModelSpec, OneOrMany, RetrainRun, RetrainTool,
+    TrainRun, TrainTool,
+};
+
+use crate::io::image::MAX_IMAGE_SIZE;
+use crate::run::options::TrainOptions;
+use crate::run::CONFIG_FILE;
+use crate::task::Task;
+use crate::thresholds::{RecordedRule, ThresholdRule};
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::path::Path;
 
 /// `config.json` of a run.
 #[derive(Debug, Clone, Serialize)]
@@ -25,218 +29,6 @@ pub enum RunConfig {
     Train(Box<TrainRun>),
     Retrain(Box<RetrainRun>),
     Ensemble(EnsembleRun),
-}
-
-/// Value of the `tool` tag of a trained run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TrainTool {
-    Train,
-}
-
-/// Value of the `tool` tag of a retrained run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RetrainTool {
-    Retrain,
-}
-
-/// Value of the `kind` tag of an ensemble.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EnsembleKind {
-    Ensemble,
-}
-
-/// The head recorded with a run: its hidden widths and their dropouts, each `null` (a linear
-/// head), one number (one hidden layer, the format of every release) or a list.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeadSpec {
-    pub hidden: Option<OneOrMany<i64>>,
-    pub dropout: Option<OneOrMany<f64>>,
-}
-
-/// A value written as itself when alone, else as a list.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum OneOrMany<T> {
-    One(T),
-    Many(Vec<T>),
-}
-
-impl<T: Clone> OneOrMany<T> {
-    fn of(values: &[T]) -> Option<Self> {
-        match values {
-            [] => None,
-            [one] => Some(OneOrMany::One(one.clone())),
-            many => Some(OneOrMany::Many(many.to_vec())),
-        }
-    }
-
-    fn to_vec(v: &Option<Self>) -> Vec<T> {
-        match v {
-            None => Vec::new(),
-            Some(OneOrMany::One(x)) => vec![x.clone()],
-            Some(OneOrMany::Many(xs)) => xs.clone(),
-        }
-    }
-}
-
-impl HeadSpec {
-    /// The record of `layout`.
-    pub fn of(layout: &HeadLayout) -> Self {
-        HeadSpec { hidden: OneOrMany::of(&layout.hidden), dropout: OneOrMany::of(&layout.dropout) }
-    }
-
-    /// The layout to build, checked.
-    pub fn layout(&self) -> Result<HeadLayout> {
-        let layout = HeadLayout { hidden: OneOrMany::to_vec(&self.hidden), dropout: OneOrMany::to_vec(&self.dropout) };
-        layout.validate().context("head")?;
-        Ok(layout)
-    }
-}
-
-/// A run written by `train`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainRun {
-    pub tool: TrainTool,
-    pub version: String,
-    pub created: String,
-    pub options: RecordedTrainOptions,
-    pub weights_used: Option<PathBuf>,
-    pub device: String,
-    pub data_manifest_sha256: String,
-    /// Absent only in runs written before task types existed, which are all multilabel.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub task: Option<TaskKind>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub label_groups: Option<Vec<LabelGroup>>,
-    pub classes: Vec<String>,
-    pub image_size: u32,
-    pub resize: ResizeMode,
-    pub normalization: Normalization,
-    pub head: HeadSpec,
-    /// The L2 weight decay the head was trained with, when one was asked for (the value
-    /// chosen on validation when several were).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weight_decay: Option<f64>,
-    /// The validation metric early stopping followed (absent in the oldest runs).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub monitor: Option<String>,
-    pub best_epoch: usize,
-    pub train_seconds: f64,
-    pub train_images: usize,
-    pub val_images: usize,
-    /// Where the run was logged in MLflow (added once it was).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mlflow: Option<MlflowRef>,
-}
-
-/// A run's record in an MLflow tracking server: the experiment and run it was logged to and the
-/// registered model version its weights became. The URI carries no credentials.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MlflowRef {
-    pub tracking_uri: String,
-    pub experiment_id: String,
-    pub run_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub registered_model: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model_version: Option<String>,
-}
-
-/// The parent's options recorded by a retrain.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InheritedOptions {
-    pub model: BackboneKind,
-    pub data: PathBuf,
-    /// Absent in retrains written before `train --tta` existed (they had no TTA).
-    #[serde(default)]
-    pub tta: bool,
-    /// The parent's multi-scale sizes (absent: the input's size only).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub scales: Vec<u32>,
-}
-
-/// One stored correction a retrain learned from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CorrectionRecord {
-    pub source: String,
-    pub sha256: String,
-    pub labels: Vec<String>,
-}
-
-/// A run written by `retrain`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetrainRun {
-    pub tool: RetrainTool,
-    pub version: String,
-    pub created: String,
-    pub parent: PathBuf,
-    pub retrain_options: RecordedRetrainOptions,
-    pub options: InheritedOptions,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub task: Option<TaskKind>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub label_groups: Option<Vec<LabelGroup>>,
-    pub corrections_file: PathBuf,
-    pub corrections_sha256: String,
-    pub corrections_used: Vec<CorrectionRecord>,
-    pub device: String,
-    pub data_manifest_sha256: String,
-    pub classes: Vec<String>,
-    pub image_size: u32,
-    pub resize: ResizeMode,
-    pub normalization: Normalization,
-    /// The head, as the parent's (absent in retrains written before heads were configurable:
-    /// the backbone's default head).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub head: Option<HeadSpec>,
-    pub train_seconds: f64,
-    /// Where the run was logged in MLflow (added once it was).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mlflow: Option<MlflowRef>,
-}
-
-/// A saved ensemble (`evaluate --ensemble`): the mean of its members' probabilities.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnsembleRun {
-    pub kind: EnsembleKind,
-    /// Member runs: names of sibling directories, or absolute paths.
-    pub members: Vec<PathBuf>,
-    /// Horizontal-flip test-time augmentation by default.
-    pub tta: bool,
-    pub classes: Vec<String>,
-    pub image_size: u32,
-    pub resize: ResizeMode,
-    pub created: String,
-    pub tool_version: String,
-}
-
-/// What loading a single (non-ensemble) run needs, borrowed from its config.
-#[derive(Debug, Clone)]
-pub struct ModelSpec {
-    pub model: BackboneKind,
-    pub task: Task,
-    pub image_size: u32,
-    pub resize: ResizeMode,
-    /// The input normalisation recorded with the run.
-    pub normalization: Normalization,
-    /// Default of `evaluate` and `predict`: average each image with its mirror.
-    pub tta: bool,
-    /// The prepared data the run was trained on.
-    pub data: PathBuf,
-    pub train_seconds: f64,
-    pub head: HeadLayout,
-    /// Input sizes the backbone sees, features concatenated (empty: the input's size).
-    pub scales: Vec<u32>,
 }
 
 impl RunConfig {
@@ -248,11 +40,33 @@ impl RunConfig {
         Self::parse(&text).with_context(|| format!("{}: not a valid run config", path.display()))
     }
 
+    /// What this run's record says about its threshold rule (`dir`: where it was read from,
+    /// against which an ensemble's member names resolve).
+    pub fn recorded_threshold_rule(&self, dir: &Path) -> RecordedRule {
+        let recipe = |cfg: &RunConfig| match cfg {
+            RunConfig::Train(r) => Some(r.options.options().thresholds),
+            _ => None,
+        };
+        match self {
+            RunConfig::Train(r) if r.options.options().refit => RecordedRule::Refit,
+            RunConfig::Ensemble(e) => {
+                let base = dir.parent().unwrap_or(Path::new("."));
+                let rules: Vec<Option<ThresholdRule>> =
+                    e.members.iter().map(|m| RunConfig::read(&base.join(m)).ok().as_ref().and_then(recipe)).collect();
+                match rules.first().copied().flatten().filter(|r| rules.iter().all(|x| *x == Some(*r))) {
+                    Some(rule) => RecordedRule::Recipe(rule),
+                    None => RecordedRule::None,
+                }
+            }
+            other => recipe(other).map_or(RecordedRule::None, RecordedRule::Recipe),
+        }
+    }
+
     /// Rewrites `dir/config.json` with this config (atomically: a reader sees the old file or
     /// the new one).
     pub fn rewrite(&self, dir: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self)? + "\n";
-        crate::run::write_atomic(dir, CONFIG_FILE, text.as_bytes())
+        crate::io::staging::write_atomic(dir, CONFIG_FILE, text.as_bytes())
     }
 
     /// Parses and validates the text of a `config.json`.
@@ -262,7 +76,7 @@ impl RunConfig {
         let cfg = match (tag("kind").as_deref(), tag("tool").as_deref()) {
             (Some("ensemble"), _) => RunConfig::Ensemble(serde_json::from_value(value)?),
             (_, Some("train")) => RunConfig::Train(Box::new(serde_json::from_value(value)?)),
-            (_, Some("retrain")) => RunConfig::Retrain(Box::new(serde_json::from_value(value)?)),
+            (_, Some("retrain")) => RunConfig::Retrain(Box::new(serde_json::from_value(given_and_inherited(value))?)),
             (kind, tool) => {
                 bail!("unknown run kind (kind {kind:?}, tool {tool:?}); expected tool \"train\" or \"retrain\", or kind \"ensemble\"")
             }
@@ -276,7 +90,7 @@ impl RunConfig {
     pub fn recipe(&self, tool: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
         match (self, tool) {
             (RunConfig::Train(r), "train") => Ok(r.options.options().recipe()),
-            (RunConfig::Retrain(r), "retrain") => Ok(r.retrain_options.options().recipe()),
+            (RunConfig::Retrain(r), "retrain") => Ok(r.options.options().recipe()),
             (RunConfig::Train(_), _) => bail!("a trained run: its options are train's (train --config)"),
             (RunConfig::Retrain(_), _) => bail!("a retrained run: its options are retrain's (retrain --config)"),
             (RunConfig::Ensemble(_), _) => bail!("an ensemble records no training options (evaluate --ensemble made it)"),
@@ -349,18 +163,18 @@ impl RunConfig {
                 )
             }
             RunConfig::Retrain(r) => (
-                r.options.model,
+                r.inherited.model,
                 r.task,
                 &r.label_groups,
                 &r.classes,
                 r.image_size,
                 r.resize,
                 r.normalization,
-                r.options.tta,
-                &r.options.data,
+                r.inherited.tta,
+                &r.inherited.data,
                 r.train_seconds,
                 r.head.as_ref(),
-                &r.options.scales,
+                &r.inherited.scales,
             ),
             RunConfig::Ensemble(e) => bail!("is an ensemble of {} runs ({:?}); use one of them here", e.members.len(), e.members),
         };
@@ -419,9 +233,27 @@ impl RunConfig {
     }
 }
 
+/// A retrain record in the current layout: one written before 0.2 held what the retrain was
+/// given as `retrain_options` and what it inherited as `options`; they become `options` and
+/// `inherited` (a rewrite then writes the current layout).
+fn given_and_inherited(mut value: serde_json::Value) -> serde_json::Value {
+    if let Some(o) = value.as_object_mut() {
+        if let Some(given) = o.remove("retrain_options") {
+            if let Some(inherited) = o.remove("options") {
+                o.insert("inherited".into(), inherited);
+            }
+            o.insert("options".into(), given);
+        }
+    }
+    value
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::image::ResizeMode;
+    use crate::model::BackboneKind;
+    use crate::task::TaskKind;
 
     /// A train config as written by vocml 0.1.0 before this module existed.
     pub const TRAIN_V010: &str = r#"{
@@ -477,9 +309,9 @@ mod tests {
 
     /// Run configs written by vocml 0.1.0 before the typed contract (the demo's runs).
     const WRITTEN_BY_0_1_0: [&str; 3] = [
-        include_str!("testdata/train_v0.1.0.json"),
-        include_str!("testdata/retrain_v0.1.0.json"),
-        include_str!("testdata/train_multihead_v0.1.0.json"),
+        include_str!("../testdata/train_v0.1.0.json"),
+        include_str!("../testdata/retrain_v0.1.0.json"),
+        include_str!("../testdata/train_multihead_v0.1.0.json"),
     ];
 
     #[test]
@@ -488,7 +320,8 @@ mod tests {
             let cfg = RunConfig::parse(text).unwrap();
             let spec = cfg.model_spec().unwrap();
             assert_eq!(spec.task.classes, cfg.classes());
-            let before: serde_json::Value = serde_json::from_str(text).unwrap();
+            // A retrain's record comes back in the current layout, with the same values.
+            let before = given_and_inherited(serde_json::from_str(text).unwrap());
             assert_eq!(serde_json::to_value(&cfg).unwrap(), before, "same keys and values after a round trip");
         }
         let heads = RunConfig::parse(WRITTEN_BY_0_1_0[2]).unwrap().model_spec().unwrap();

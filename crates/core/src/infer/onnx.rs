@@ -3,9 +3,9 @@
 //! Training, features and Grad-CAM stay on libtorch. The library is the `libonnxruntime`
 //! the PyPI wheel ships, loaded at run time ([`crate::venv::onnxruntime_library`]).
 //!
-//! The process-wide choice ([`set_engine`], from `--engine`): `torch`; `onnx` (an error
-//! when the run has no matching exported file); `auto` (the default of the tools): ONNX
-//! Runtime on the CPU when the run holds a `model.onnx` that matches it, libtorch otherwise.
+//! The caller chooses ([`Engine`], from `--engine`): `torch`; `onnx` (an error when the run
+//! has no matching exported file); `auto` (the default of the tools): ONNX Runtime on the CPU
+//! when the run holds a `model.onnx` that matches it, libtorch otherwise.
 
 use crate::model::Normalization;
 use anyhow::{anyhow, bail, Context, Result};
@@ -18,7 +18,7 @@ use tch::{Device, Kind, Tensor};
 /// Which engine scores images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-pub enum EngineChoice {
+pub enum Engine {
     /// ONNX Runtime when the run has a matching `model.onnx` and the device is the CPU.
     Auto,
     /// libtorch always.
@@ -26,18 +26,6 @@ pub enum EngineChoice {
     Torch,
     /// ONNX Runtime; an error when it cannot be used.
     Onnx,
-}
-
-static ENGINE: Mutex<EngineChoice> = Mutex::new(EngineChoice::Torch);
-
-/// Sets the engine for every later [`crate::run::predictor::Predictor::load`] in this process.
-pub fn set_engine(choice: EngineChoice) {
-    *ENGINE.lock().unwrap_or_else(|e| e.into_inner()) = choice;
-}
-
-/// The engine chosen with [`set_engine`] (libtorch unless set).
-pub fn engine() -> EngineChoice {
-    *ENGINE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What the exported graph takes as input.

@@ -6,15 +6,33 @@
 //! `config.json` lists its members, so `evaluate` can tune and store its thresholds and
 //! `runs/best` can point at it like at any run.
 
+use crate::infer::loaded::LoadedModel;
+use crate::infer::onnx::{Engine, Expected, OnnxModel};
+use crate::infer::rows::Rows;
 use crate::io::image::ResizeMode;
 use crate::run::config::{EnsembleKind, EnsembleRun, RunConfig};
-use crate::run::loaded::LoadedModel;
-use crate::run::onnx_engine::{engine, EngineChoice, Expected, OnnxModel};
-use crate::run::thresholds::thresholds_for;
 use crate::run::{RunWriter, CONFIG_FILE};
+use crate::tensor::host_values;
+use crate::thresholds::thresholds_for;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
+
+/// How a run is loaded for scoring: where, with which test-time augmentation, by which engine.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    pub device: Device,
+    /// Horizontal-flip TTA; `None`: the run's recorded default.
+    pub tta: Option<bool>,
+    pub engine: Engine,
+}
+
+impl LoadOptions {
+    /// libtorch on `device`, the run's own TTA default.
+    pub fn torch(device: Device) -> Self {
+        LoadOptions { device, tta: None, engine: Engine::Torch }
+    }
+}
 
 /// One run or an ensemble, ready to score `[B, H, W, 3]` uint8 images.
 pub struct Predictor {
@@ -33,41 +51,41 @@ pub struct Predictor {
 }
 
 impl Predictor {
-    /// Loads a run or a saved ensemble; `tta` overrides the recorded default.
-    pub fn load(dir: &Path, device: Device, tta: Option<bool>) -> Result<Self> {
+    /// Loads a run or a saved ensemble as `opts` say.
+    pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Self> {
+        let (device, tta) = (opts.device, opts.tta);
         // Resolved once: a `best` link that moves meanwhile cannot mix two runs' files.
         let dir = &std::fs::canonicalize(dir).with_context(|| format!("cannot open run {}", dir.display()))?;
         match RunConfig::read(dir)? {
             RunConfig::Ensemble(cfg) => {
                 let base = dir.parent().unwrap_or(Path::new("."));
                 let paths: Vec<PathBuf> = cfg.members.iter().map(|m| base.join(m)).collect();
-                let mut p = Self::from_members(&paths, device, Some(tta.unwrap_or(cfg.tta)))?;
+                let mut p = Self::from_members(&paths, &LoadOptions { tta: Some(tta.unwrap_or(cfg.tta)), engine: Engine::Torch, ..*opts })?;
                 p.run_dir = dir.clone();
                 (p.thresholds, p.thresholds_tuned) = thresholds_for(dir, p.classes())?;
-                p.attach_engine(device)?;
+                p.attach_engine(opts.engine, device)?;
                 Ok(p)
             }
             single => {
                 let mut p = Self::from_loaded(vec![LoadedModel::from_config(dir, &single, device)?], tta)?;
-                p.attach_engine(device)?;
+                p.attach_engine(opts.engine, device)?;
                 Ok(p)
             }
         }
     }
 
-    /// Opens the run's exported `model.onnx` in ONNX Runtime when the process's engine choice
-    /// ([`engine`]) asks for it: always with `onnx` (an error if it cannot), with `auto` when
-    /// the device is the CPU and the file exists and matches the run.
-    fn attach_engine(&mut self, device: Device) -> Result<()> {
-        let choice = engine();
+    /// Opens the run's exported `model.onnx` in ONNX Runtime when `choice` asks for it: always
+    /// with `onnx` (an error if it cannot), with `auto` when the device is the CPU and the file
+    /// exists and matches the run.
+    fn attach_engine(&mut self, choice: Engine, device: Device) -> Result<()> {
         let file = self.run_dir.join(crate::run::ONNX_FILE);
         match choice {
-            EngineChoice::Torch => return Ok(()),
-            EngineChoice::Auto if device != Device::Cpu || !file.is_file() => return Ok(()),
-            EngineChoice::Onnx if device != Device::Cpu => {
+            Engine::Torch => return Ok(()),
+            Engine::Auto if device != Device::Cpu || !file.is_file() => return Ok(()),
+            Engine::Onnx if device != Device::Cpu => {
                 bail!("the ONNX Runtime engine runs on the CPU; use --device cpu or --engine torch")
             }
-            EngineChoice::Onnx if !file.is_file() => bail!(
+            Engine::Onnx if !file.is_file() => bail!(
                 "{} has no {}: run `export --run {}` first, or use --engine torch",
                 self.run_dir.display(),
                 crate::run::ONNX_FILE,
@@ -84,7 +102,7 @@ impl Predictor {
         };
         match OnnxModel::load(&file, &want, tch::get_num_threads().max(1) as usize) {
             Ok(m) => self.onnx = Some(m),
-            Err(e) if choice == EngineChoice::Onnx => return Err(e),
+            Err(e) if choice == Engine::Onnx => return Err(e),
             Err(e) => self.engine_note = Some(format!("{e:#}")),
         }
         Ok(())
@@ -105,13 +123,17 @@ impl Predictor {
     }
 
     /// Averages the given runs (an unsaved ensemble when there are several: thresholds 0.5;
-    /// TTA when every member records it, unless `tta` says). They must share classes, image
-    /// size and resize mode.
-    pub fn from_members(dirs: &[PathBuf], device: Device, tta: Option<bool>) -> Result<Self> {
+    /// TTA when every member records it, unless `opts.tta` says). They must share classes,
+    /// image size and resize mode. One run is loaded as [`Predictor::load`] would.
+    pub fn from_members(dirs: &[PathBuf], opts: &LoadOptions) -> Result<Self> {
+        if let [one] = dirs {
+            return Self::load(one, opts);
+        }
         if dirs.is_empty() {
             bail!("an ensemble needs at least one run");
         }
-        if dirs.len() > 1 && engine() == EngineChoice::Onnx {
+        let (device, tta) = (opts.device, opts.tta);
+        if opts.engine == Engine::Onnx {
             bail!("the ONNX Runtime engine runs one exported file: save the ensemble with `evaluate --ensemble`, export it, and pass it as one --run");
         }
         let mut members = Vec::with_capacity(dirs.len());
@@ -217,6 +239,38 @@ impl Predictor {
     /// Always false: a predictor has at least one run.
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
+    }
+
+    /// Probabilities of decoded images (each `image_size`² x 3 bytes, as
+    /// [`crate::io::image::SquareResizer`] gives them), a row per image in order, in one
+    /// forward pass.
+    pub fn score_images(&self, images: &[&[u8]]) -> Result<Rows> {
+        let classes = self.classes().len();
+        if images.is_empty() {
+            return Rows::new(classes, Vec::new());
+        }
+        Rows::new(classes, host_values(&self.score(&self.pixel_batch(images)?)?)?)
+    }
+
+    /// [`Predictor::score_images`] and each image's features from the same forward pass
+    /// ([`Predictor::probabilities_and_features`]), a row per image in order.
+    pub fn score_images_with_features(&self, images: &[&[u8]]) -> Result<(Rows, Rows)> {
+        let classes = self.classes().len();
+        if images.is_empty() {
+            return Ok((Rows::new(classes, Vec::new())?, Rows::default()));
+        }
+        let (p, f) = self.probabilities_and_features(&self.pixel_batch(images)?);
+        let width = f.size().get(1).copied().unwrap_or(0) as usize;
+        Ok((Rows::new(classes, host_values(&p)?)?, Rows::new(width, host_values(&f)?)?))
+    }
+
+    /// Decoded images as one `[B, H, W, 3]` uint8 tensor, each checked to be the model's size.
+    fn pixel_batch(&self, images: &[&[u8]]) -> Result<Tensor> {
+        let s = self.image_size() as i64;
+        if let Some(bad) = images.iter().find(|i| i.len() as i64 != s * s * 3) {
+            bail!("an image of {} bytes given to a model of {s}x{s}x3 inputs", bad.len());
+        }
+        crate::tensor::pixel_tensor(&images.concat(), images.len(), s as usize)
     }
 
     /// Probabilities `[B, C]` on the CPU from the chosen engine: ONNX Runtime when the run's
@@ -341,7 +395,7 @@ pub fn create_ensemble(runs_dir: &Path, members: &[PathBuf], tta: Option<bool>, 
             bail!("{} is listed twice; an ensemble averages different runs", m.display());
         }
     }
-    let loaded = Predictor::from_members(members, device, tta)?;
+    let loaded = Predictor::from_members(members, &LoadOptions { tta, ..LoadOptions::torch(device) })?;
     let tta = loaded.tta;
     let runs_abs = std::fs::canonicalize(runs_dir).with_context(|| format!("cannot open {}", runs_dir.display()))?;
     let recorded = members

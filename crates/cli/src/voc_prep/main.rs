@@ -1,23 +1,20 @@
 //! `voc-prep`: PASCAL VOC -> filtered, resized, split `.npy` arrays and `manifest.json`.
 //! Also writes the embedded synthetic dataset (`voc-prep synth`).
 
+mod args;
+
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::path::PathBuf;
+use args::{CocoArgs, CsvArgs, FeedbackArgs, FoldersArgs, LabelStudioArgs, OutputArgs, PrepArgs, ShapesArgs, SynthArgs};
+use clap::{Parser, Subcommand};
 use std::process::ExitCode;
-use vocml::{interrupt_flag, progress_bar, DecodeArgs};
-use vocml_core::dataset::classes::parse_class_list;
+use vocml::{interrupt_flag, progress_bar};
 use vocml_core::dataset::import::{import_csv, import_folders};
 use vocml_core::dataset::import_coco::import_coco;
-use vocml_core::dataset::import_label_studio::{import_label_studio, LabelStudioImport, UrlMap};
+use vocml_core::dataset::import_label_studio::{import_label_studio, LabelStudioImport};
 use vocml_core::dataset::manifest::{Manifest, SPLITS};
-use vocml_core::dataset::prep::{prepare, LabelSource, OutputSpec, PrepConfig};
-use vocml_core::dataset::split::{Fold, SplitFractions};
+use vocml_core::dataset::prep::{prepare, OutputSpec};
 use vocml_core::dataset::voc::synth::{generate, SynthConfig};
-use vocml_core::io::image::ResizeMode;
-use vocml_core::io::npy::DType;
 use vocml_core::retrain::training_set::{add_feedback, FeedbackDataConfig};
-use vocml_core::task::TaskKind;
 
 /// Prepare PASCAL VOC images for multi-label training.
 ///
@@ -122,283 +119,6 @@ enum Command {
     Shapes(ShapesArgs),
 }
 
-/// Output options shared by every importer.
-#[derive(Args, Debug)]
-struct OutputArgs {
-    /// Output directory (replaced atomically if it holds an earlier voc-prep output).
-    #[arg(long, value_name = "DIR", default_value = "processed_data")]
-    out: PathBuf,
-    /// Side of the square output images, in pixels.
-    #[arg(long, default_value_t = 224, value_name = "PX")]
-    size: u32,
-    /// How to make images square: stretch (reference), letterbox (pad) or center-crop.
-    #[arg(long, value_enum, default_value_t = ResizeArg::Stretch)]
-    resize: ResizeArg,
-    /// Train,val,test fractions; `0,0,1` puts everything in test.
-    #[arg(long, default_value = "0.7,0.15,0.15", value_name = "T,V,T", allow_hyphen_values = true, value_parser = |s: &str| SplitFractions::parse(s).map_err(|e| e.to_string()))]
-    split: SplitFractions,
-    /// Cross-validation: the test split is fold I of K (stratified like --split; over
-    /// I = 1..K every image is tested once), train and val split the rest in --split's
-    /// train:val ratio. Same --seed for every fold.
-    #[arg(long, value_name = "I/K", value_parser = |s: &str| Fold::parse(s).map_err(|e| e.to_string()))]
-    fold: Option<Fold>,
-    /// Seed of the split (same seed and inputs, same split).
-    #[arg(long, default_value_t = 42, value_name = "S")]
-    seed: u64,
-    /// Pixel dtype of X: uint8 (0..255, compact) or f32 ([0,1], like the reference).
-    #[arg(long, value_enum, default_value_t = DTypeArg::U8)]
-    dtype: DTypeArg,
-    /// Replace --out even if it does not hold an earlier voc-prep output.
-    #[arg(long)]
-    force: bool,
-    #[command(flatten)]
-    decode: DecodeArgs,
-    /// No progress bar.
-    #[arg(long, short)]
-    quiet: bool,
-}
-
-impl OutputArgs {
-    fn spec(&self) -> Result<OutputSpec> {
-        self.decode.apply();
-        Ok(OutputSpec {
-            out: self.out.clone(),
-            size: self.size,
-            resize: match self.resize {
-                ResizeArg::Stretch => ResizeMode::Stretch,
-                ResizeArg::Letterbox => ResizeMode::Letterbox,
-                ResizeArg::CenterCrop => ResizeMode::CenterCrop,
-            },
-            split: self.split,
-            fold: self.fold,
-            seed: self.seed,
-            dtype: match self.dtype {
-                DTypeArg::U8 => DType::U8,
-                DTypeArg::F32 => DType::F32,
-            },
-            force: self.force,
-        })
-    }
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum TaskArg {
-    Multilabel,
-    Multiclass,
-    Multihead,
-}
-
-impl TaskArg {
-    fn kind(self) -> TaskKind {
-        match self {
-            TaskArg::Multilabel => TaskKind::Multilabel,
-            TaskArg::Multiclass => TaskKind::Multiclass,
-            TaskArg::Multihead => TaskKind::Multihead,
-        }
-    }
-}
-
-#[derive(Args, Debug)]
-struct FoldersArgs {
-    /// Folder holding one sub-folder per class (or per label combination).
-    #[arg(long, value_name = "DIR")]
-    root: PathBuf,
-    /// multiclass (a folder is a class) or multilabel (folder names split into labels).
-    #[arg(long, value_enum, default_value_t = TaskArg::Multiclass)]
-    task: TaskArg,
-    /// With --task multilabel: what separates the labels in a folder name.
-    #[arg(long, default_value = "_", value_name = "TEXT")]
-    separator: String,
-    #[command(flatten)]
-    output: OutputArgs,
-}
-
-#[derive(Args, Debug)]
-struct CsvArgs {
-    /// The CSV file (header `path,<label columns...>`).
-    #[arg(long, value_name = "FILE")]
-    file: PathBuf,
-    /// multilabel (0/1 columns), multiclass (one class column) or multihead (a column per head).
-    #[arg(long, value_enum)]
-    task: TaskArg,
-    /// Base folder of relative image paths (default: the CSV's folder).
-    #[arg(long, value_name = "DIR")]
-    images_root: Option<PathBuf>,
-    #[command(flatten)]
-    output: OutputArgs,
-}
-
-#[derive(Args, Debug)]
-struct CocoArgs {
-    /// The COCO instances JSON (images, annotations, categories).
-    #[arg(long, value_name = "FILE")]
-    file: PathBuf,
-    /// Folder of the images' `file_name`s (default: the JSON's folder).
-    #[arg(long, value_name = "DIR")]
-    images_root: Option<PathBuf>,
-    /// Label columns, comma-separated category names in order (default: every category).
-    #[arg(long, value_name = "LIST", value_delimiter = ',')]
-    classes: Vec<String>,
-    /// Keep images with none of the classes (as all-negative rows).
-    #[arg(long)]
-    keep_empty: bool,
-    #[command(flatten)]
-    output: OutputArgs,
-}
-
-#[derive(Args, Debug)]
-struct LabelStudioArgs {
-    /// The export (Label Studio's `JSON` format).
-    #[arg(long, value_name = "FILE")]
-    file: PathBuf,
-    /// Folder of uploads, local files and plain paths (default: the JSON's folder).
-    #[arg(long, value_name = "DIR")]
-    images_root: Option<PathBuf>,
-    /// Read URLs starting with PREFIX from DIR (repeatable), e.g.
-    /// https://bucket.example/images/=/data/images.
-    #[arg(long, value_name = "PREFIX=DIR")]
-    url_map: Vec<UrlMap>,
-    /// The key of the image in each task's data.
-    #[arg(long, value_name = "KEY", default_value = "image")]
-    image_key: String,
-    /// The <Choices> tag to read, when the project has several.
-    #[arg(long, value_name = "NAME")]
-    from_name: Option<String>,
-    /// Label columns, comma-separated choices in order (default: every choice used).
-    #[arg(long, value_name = "LIST", value_delimiter = ',')]
-    classes: Vec<String>,
-    #[command(flatten)]
-    output: OutputArgs,
-}
-
-#[derive(Args, Debug)]
-struct FeedbackArgs {
-    /// The prepared dataset (a voc-prep output) whose training split the corrections join.
-    #[arg(long, value_name = "DIR")]
-    base: PathBuf,
-    /// The feedback store.
-    #[arg(long, value_name = "DIR", default_value = "runs/feedback")]
-    feedback: PathBuf,
-    /// Output directory (replaced atomically if it holds an earlier voc-prep output).
-    #[arg(long, value_name = "DIR")]
-    out: PathBuf,
-    /// Replace --out even if it does not hold an earlier voc-prep output.
-    #[arg(long)]
-    force: bool,
-    #[command(flatten)]
-    decode: DecodeArgs,
-    /// No progress bar.
-    #[arg(long, short)]
-    quiet: bool,
-}
-
-#[derive(Args, Debug)]
-struct ShapesArgs {
-    /// Directory to write.
-    #[arg(long, value_name = "DIR")]
-    out: PathBuf,
-    /// Number of images (cycling through the 9 colour/shape combinations).
-    #[arg(long, default_value_t = 360, value_name = "N")]
-    images: usize,
-    /// Side of the drawn images in pixels.
-    #[arg(long, default_value_t = 64, value_name = "PX")]
-    size: u32,
-    #[arg(long, default_value_t = 7, value_name = "S")]
-    seed: u64,
-}
-
-#[derive(Args, Debug)]
-struct SynthArgs {
-    /// Directory to write (becomes a VOC root with JPEGImages/, Annotations/, ImageSets/).
-    #[arg(long, value_name = "DIR")]
-    out: PathBuf,
-    /// Number of images.
-    #[arg(long, default_value_t = 240, value_name = "N")]
-    images: usize,
-    /// Random seed (same seed, same dataset).
-    #[arg(long, default_value_t = 7, value_name = "S")]
-    seed: u64,
-    /// No progress bar.
-    #[arg(long, short)]
-    quiet: bool,
-}
-
-#[derive(Args, Debug)]
-struct PrepArgs {
-    /// VOC root: the directory containing Annotations/, JPEGImages/ and ImageSets/.
-    #[arg(long, value_name = "DIR", required = true)]
-    voc_root: Option<PathBuf>,
-    /// Target classes: comma-separated VOC names in label order, or `all` (20, VOC order).
-    #[arg(long, value_name = "LIST", default_value = "person,chair,dog,sofa")]
-    classes: String,
-    /// Label source: XML objects, or the official ImageSets/Main/<class>_<set>.txt lists.
-    #[arg(long, value_enum, default_value_t = LabelsArg::Annotations)]
-    labels: LabelsArg,
-    /// Image id list from ImageSets/Main/<set>.txt (default: every annotated image).
-    #[arg(long, value_enum, value_name = "SET")]
-    image_set: Option<ImageSetArg>,
-    /// With --labels annotations: objects marked difficult do not count.
-    #[arg(long)]
-    ignore_difficult: bool,
-    /// With --labels imagesets: label 0 (only difficult instances) counts as present.
-    #[arg(long)]
-    difficult_as_positive: bool,
-    /// Keep images that hold none of the target classes (as all-negative rows).
-    #[arg(long)]
-    keep_empty: bool,
-    /// Skip malformed annotation XML files (listed in the manifest) instead of failing.
-    #[arg(long)]
-    skip_bad: bool,
-    #[command(flatten)]
-    output: OutputArgs,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum LabelsArg {
-    Annotations,
-    Imagesets,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum ImageSetArg {
-    Train,
-    Val,
-    Trainval,
-    Test,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum ResizeArg {
-    Stretch,
-    Letterbox,
-    CenterCrop,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum DTypeArg {
-    U8,
-    F32,
-}
-
-impl PrepArgs {
-    fn into_config(self) -> Result<PrepConfig> {
-        Ok(PrepConfig {
-            voc_root: self.voc_root.expect("required by clap"),
-            classes: parse_class_list(&self.classes)?,
-            labels: match self.labels {
-                LabelsArg::Annotations => LabelSource::Annotations,
-                LabelsArg::Imagesets => LabelSource::ImageSets,
-            },
-            ignore_difficult: self.ignore_difficult,
-            difficult_as_positive: self.difficult_as_positive,
-            image_set: self.image_set.map(|s| s.to_possible_value().expect("no skipped variants").get_name().to_string()),
-            keep_empty: self.keep_empty,
-            skip_bad: self.skip_bad,
-            output: self.output.spec()?,
-        })
-    }
-}
-
 fn main() -> ExitCode {
     vocml::tool_main("voc-prep", |cli: Cli| match cli.command {
         Some(Command::Synth(args)) => run_synth(args),
@@ -462,8 +182,13 @@ fn run_import<'a>(
 }
 
 fn run_feedback(args: FeedbackArgs) -> Result<()> {
-    args.decode.apply();
-    let cfg = FeedbackDataConfig { base: args.base, feedback: args.feedback, out: args.out, force: args.force };
+    let cfg = FeedbackDataConfig {
+        base: args.base,
+        feedback: args.feedback,
+        out: args.out,
+        force: args.force,
+        max_pixels: args.decode.max_image_pixels,
+    };
     let cancel = interrupt_flag();
     let pb = progress_bar("feedback", args.quiet);
     let started = std::time::Instant::now();
