@@ -1,6 +1,7 @@
 //! Batch scoring as data teams run it: `predict --shard K/N` parts merged with `--merge` equal
-//! one `predict` row for row, and `predict --resume` after a SIGKILL at random points scores
-//! every photo exactly once, its output whole at every kill point.
+//! one `predict` row for row; `predict --resume` after a SIGKILL at random points scores every
+//! photo exactly once, its output whole at every kill point; docs/deploy's Kubernetes Indexed
+//! Job and Slurm array script run as their schedulers would run each task.
 
 use crate::util::*;
 use std::path::{Path, PathBuf};
@@ -137,4 +138,83 @@ fn predict_killed_at_random_points_resumes_and_scores_every_photo_once() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("header"), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(&out).unwrap(), one);
+}
+
+/// The merged parts of `out` (part-0 .. part-{n-1}) of `photos`, by `predict --merge`.
+fn merged(out: &Path, n: usize, photos: &Path) -> String {
+    let mut merge = bin("predict");
+    for k in 0..n {
+        merge.arg("--merge").arg(out.join(format!("part-{k}.csv")));
+    }
+    whole(run(merge.arg(photos)))
+}
+
+/// docs/deploy's Kubernetes Indexed Job and Slurm array script, each task run as the scheduler
+/// would (its index in the environment, the manifest's paths mapped to the test's), one task
+/// killed halfway and run again: the parts merge into one row per photo, equal to one predict.
+#[test]
+fn the_indexed_job_and_the_slurm_array_in_docs_deploy_score_every_photo_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (_, runs, run_dir) = best_run(root, 40, 64, &["--epochs", "1"]);
+    let photos = root.join("voc/JPEGImages");
+    let one = whole(run(bin("predict").arg("--run").arg(&run_dir).arg("-q").arg(&photos)));
+    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_predict")).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+
+    let text = std::fs::read_to_string(repo_root().join("docs/deploy/predict-job.yaml")).unwrap();
+    let job: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!((job["kind"].as_str(), job["spec"]["completionMode"].as_str()), (Some("Job"), Some("Indexed")));
+    let n = job["spec"]["completions"].as_u64().unwrap() as usize;
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["command"], serde_yaml::from_str::<serde_yaml::Value>(r#"["/bin/sh", "-c"]"#).unwrap());
+    let script = container["args"][0].as_str().unwrap();
+    let out = root.join("k8s-out");
+    std::fs::create_dir_all(&out).unwrap();
+    let mapped = script
+        .replace("/runs/best", runs.join("best").to_str().unwrap())
+        .replace("/out/", &format!("{}/", out.display()))
+        .replace(" /data", &format!(" {}", photos.display()));
+    let task = |k: usize| {
+        let mut c = Command::new("/bin/sh");
+        c.args(["-c", &mapped]).env("JOB_COMPLETION_INDEX", k.to_string()).env("PATH", &path).env_remove("LD_LIBRARY_PATH");
+        c.stdout(Stdio::null()).stderr(Stdio::piped());
+        c
+    };
+    // Pod 0 is killed once its part holds a few rows; the Job restarts it.
+    let mut first = task(0).spawn().unwrap();
+    let part0 = out.join("part-0.csv");
+    let grown = wait_for(Duration::from_secs(60), || (std::fs::read_to_string(&part0).map_or(0, |t| t.lines().count()) > 2).then_some(()));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(grown.is_some(), "pod 0 wrote no rows in 60 s");
+    for k in 0..n {
+        let o = task(k).output().unwrap();
+        assert!(o.status.success(), "index {k}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let all = merged(&out, n, &photos);
+    assert_eq!(all.lines().count(), one.lines().count(), "{all}");
+    let labels = |t: &str| t.lines().map(|l| l.split(',').take(2).collect::<Vec<_>>().join(",")).collect::<Vec<_>>();
+    assert_eq!(labels(&all), labels(&one), "the same path and labels in the same order");
+
+    // The Slurm array script, each task with its array variables.
+    let slurm = repo_root().join("docs/deploy/slurm-predict.sh");
+    let text = std::fs::read_to_string(&slurm).unwrap();
+    let tasks = text.lines().find_map(|l| l.strip_prefix("#SBATCH --array=0-")).unwrap().trim().parse::<usize>().unwrap() + 1;
+    let out = root.join("slurm-out");
+    for k in 0..tasks {
+        let o = Command::new("bash")
+            .arg(&slurm)
+            .arg(runs.join("best"))
+            .arg(&photos)
+            .arg(&out)
+            .env("SLURM_ARRAY_TASK_ID", k.to_string())
+            .env("SLURM_ARRAY_TASK_COUNT", tasks.to_string())
+            .env("PATH", &path)
+            .env_remove("LD_LIBRARY_PATH")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "task {k}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(labels(&merged(&out, tasks, &photos)), labels(&one));
 }
