@@ -16,12 +16,7 @@ use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
 
-const CONFIG: &str = r#"<View>
-  <Image name="photo" value="$image"/>
-  <Choices name="objects" toName="photo" choice="multiple">
-    <Choice value="person"/><Choice value="chair"/><Choice value="dog"/><Choice value="sofa"/>
-  </Choices>
-</View>"#;
+use crate::label_studio::CONFIG;
 
 /// A stand-in for Label Studio's file serving: `GET /data/upload/1/<file>` from `dir` after
 /// `delay`; it counts the requests for each path.

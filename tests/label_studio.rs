@@ -14,7 +14,8 @@ use std::time::Duration;
 
 const KEY: &str = "ls-secret-key-5f2b";
 
-const CONFIG: &str = r#"<View>
+/// A labelling config whose choices are the test model's classes (as Label Studio users write it).
+pub(crate) const CONFIG: &str = r#"<View>
   <Image name="photo" value="$image"/>
   <Choices name="objects" toName="photo" choice="multiple">
     <Choice value="person"/><Choice value="chair"/><Choice value="dog"/><Choice value="sofa"/>

@@ -40,3 +40,19 @@ pub struct AppState {
     /// The Label Studio ML backend (`/label-studio/...`).
     pub label_studio: crate::label_studio::LabelStudio,
 }
+
+impl AppState {
+    /// A retrain job from the run `from` with the service's recipe, device and decode limit;
+    /// `on_finish` is told whether it succeeded.
+    pub fn job_target(&self, from: PathBuf, force: bool, on_finish: Option<Box<dyn FnOnce(bool) + Send>>) -> crate::jobs::JobTarget {
+        crate::jobs::JobTarget {
+            from,
+            runs_dir: self.runs_dir.clone(),
+            device: self.device,
+            options: self.retrain.clone(),
+            max_image_pixels: self.max_image_pixels,
+            force,
+            on_finish,
+        }
+    }
+}

@@ -10,7 +10,7 @@ pub mod sync;
 
 use crate::engine::ModelInfo;
 use crate::error::ApiError;
-use crate::jobs::{Correction, JobTarget};
+use crate::jobs::Correction;
 use crate::label_studio::api::Api;
 use crate::label_studio::config::LabelConfig;
 use crate::label_studio::{PendingAnnotation, MAX_PENDING};
@@ -270,15 +270,7 @@ pub fn start_job(state: &Arc<AppState>, info: &ModelInfo) -> Option<String> {
             }
         }
     };
-    let target = JobTarget {
-        from: info.run_dir.clone(),
-        runs_dir: state.runs_dir.clone(),
-        device: state.device,
-        options: state.retrain.clone(),
-        max_image_pixels: state.max_image_pixels,
-        force: false,
-        on_finish: Some(Box::new(on_finish)),
-    };
+    let target = state.job_target(info.run_dir.clone(), false, Some(Box::new(on_finish)));
     match state.jobs.start(corrections, target) {
         Ok(status) => {
             pending.clear();

@@ -5,7 +5,7 @@
 
 use super::AppState;
 use crate::error::{shown, ApiError};
-use crate::jobs::{Correction, JobStatus, JobTarget};
+use crate::jobs::{Correction, JobStatus};
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
@@ -55,15 +55,7 @@ pub async fn start(State(state): State<Arc<AppState>>, req: Request) -> Result<(
     if let Some(i) = undecodable {
         return Err(ApiError::bad_request(format!("correction {} ({}): not a decodable image", i + 1, corrections[i].filename)));
     }
-    let target = JobTarget {
-        from: info.run_dir.clone(),
-        runs_dir: state.runs_dir.clone(),
-        device: state.device,
-        options: state.retrain.clone(),
-        max_image_pixels: state.max_image_pixels,
-        force,
-        on_finish: None,
-    };
+    let target = state.job_target(info.run_dir.clone(), force, None);
     let status = state.jobs.start(corrections, target).map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
     Ok((StatusCode::ACCEPTED, Json(status)))
 }
