@@ -56,7 +56,8 @@ test: setup test-tools
 	cargo test --release --workspace
 
 ## test-tools: chromium and chromedriver (browser test of the serve page), mlflow (tracking
-## tests), Triton's and KServe's clients, a Label Studio server
+## tests), Triton's and KServe's clients, a Label Studio server, DVC (pipeline test), slurm-wlm
+## and munge (a one-node Slurm cluster for the batch test)
 test-tools:
 	@bash scripts/test_tools.sh
 

@@ -4,18 +4,29 @@
 # the project venv for the tracking tests (a real `mlflow server` is started by the tests);
 # the inference protocols' own clients (Triton's tritonclient, KServe's SDK) in a venv of their
 # own, .venv/clients (both bring protobuf and pinned web stacks that mlflow's need not match);
-# a real Label Studio server (and its Python, for the end-to-end client) in .venv/label-studio.
+# a real Label Studio server (and its Python, for the end-to-end client) in .venv/label-studio;
+# DVC in .venv/dvc for the pipeline test, and Debian's slurm-wlm and munge for the one-node
+# Slurm cluster the batch test starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
-  SUDO=
-  if [[ $(id -u) -ne 0 ]]; then
-    SUDO="sudo -n"
-  fi
-  echo "test-tools: installing chromium and chromium-driver (Debian packages) for the browser test" >&2
+SUDO=
+if [[ $(id -u) -ne 0 ]]; then
+  SUDO="sudo -n"
+fi
+# apt_install WHY PACKAGE...: installs the Debian packages, updating the package lists once if
+# the first try fails.
+apt_install() {
+  local why=$1; shift
+  echo "test-tools: installing $* (Debian packages) for $why" >&2
   export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
-    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium chromium-driver >/dev/null; }
+  $SUDO apt-get install -y -q "$@" >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q "$@" >/dev/null; }
+}
+if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
+  apt_install "the browser test" chromium chromium-driver
+fi
+if [[ ! -x /usr/sbin/slurmctld || ! -x /usr/sbin/slurmd || ! -x /usr/sbin/munged ]]; then
+  apt_install "the Slurm batch test" slurm-wlm munge
 fi
 if [[ ! -x .venv/bin/mlflow ]]; then
   echo "test-tools: installing mlflow into .venv for the tracking tests" >&2
@@ -34,4 +45,11 @@ if [[ ! -f $LS_STAMP ]]; then
   python3 -m venv .venv/label-studio
   .venv/label-studio/bin/python -m pip install -q --disable-pip-version-check 'label-studio==1.23.2'
   touch "$LS_STAMP"
+fi
+DVC_STAMP=.venv/dvc/.done-dvc-3.67.1
+if [[ ! -f $DVC_STAMP ]]; then
+  echo "test-tools: installing dvc into .venv/dvc for the pipeline test" >&2
+  python3 -m venv .venv/dvc
+  .venv/dvc/bin/python -m pip install -q --disable-pip-version-check 'dvc==3.67.1'
+  touch "$DVC_STAMP"
 fi

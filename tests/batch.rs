@@ -1,8 +1,9 @@
 //! Batch scoring as data teams run it: `predict --shard K/N` parts merged with `--merge` equal
 //! one `predict` row for row; `predict --resume` after a SIGKILL at random points scores every
 //! photo exactly once, its output whole at every kill point; docs/deploy's Kubernetes Indexed
-//! Job and Slurm array script run as their schedulers would run each task.
+//! Job run as the Job would run each task, and its Slurm array script on a real one-node Slurm.
 
+use crate::util::slurm::SlurmCluster;
 use crate::util::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -149,18 +150,17 @@ fn merged(out: &Path, n: usize, photos: &Path) -> String {
     whole(run(merge.arg(photos)))
 }
 
-/// docs/deploy's Kubernetes Indexed Job and Slurm array script, each task run as the scheduler
-/// would (its index in the environment, the manifest's paths mapped to the test's), one task
-/// killed halfway and run again: the parts merge into one row per photo, equal to one predict.
+/// docs/deploy's Kubernetes Indexed Job, each task run as the Job would (its index in the
+/// environment, the manifest's paths mapped to the test's), one pod killed halfway and run
+/// again: the parts merge into one row per photo, equal to one predict.
 #[test]
-fn the_indexed_job_and_the_slurm_array_in_docs_deploy_score_every_photo_once() {
+fn the_indexed_job_in_docs_deploy_scores_every_photo_once() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let (_, runs, run_dir) = best_run(root, 40, 64, &["--epochs", "1"]);
     let photos = root.join("voc/JPEGImages");
     let one = whole(run(bin("predict").arg("--run").arg(&run_dir).arg("-q").arg(&photos)));
-    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_predict")).parent().unwrap().to_path_buf();
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let path = path_with_tools();
 
     let text = std::fs::read_to_string(repo_root().join("docs/deploy/predict-job.yaml")).unwrap();
     let job: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
@@ -196,25 +196,56 @@ fn the_indexed_job_and_the_slurm_array_in_docs_deploy_score_every_photo_once() {
     assert_eq!(all.lines().count(), one.lines().count(), "{all}");
     let labels = |t: &str| t.lines().map(|l| l.split(',').take(2).collect::<Vec<_>>().join(",")).collect::<Vec<_>>();
     assert_eq!(labels(&all), labels(&one), "the same path and labels in the same order");
+}
 
-    // The Slurm array script, each task with its array variables.
-    let slurm = repo_root().join("docs/deploy/slurm-predict.sh");
-    let text = std::fs::read_to_string(&slurm).unwrap();
-    let tasks = text.lines().find_map(|l| l.strip_prefix("#SBATCH --array=0-")).unwrap().trim().parse::<usize>().unwrap() + 1;
-    let out = root.join("slurm-out");
-    for k in 0..tasks {
-        let o = Command::new("bash")
-            .arg(&slurm)
-            .arg(runs.join("best"))
-            .arg(&photos)
-            .arg(&out)
-            .env("SLURM_ARRAY_TASK_ID", k.to_string())
-            .env("SLURM_ARRAY_TASK_COUNT", tasks.to_string())
-            .env("PATH", &path)
-            .env_remove("LD_LIBRARY_PATH")
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "task {k}: {}", String::from_utf8_lossy(&o.stderr));
+/// PATH with the built tools first.
+fn path_with_tools() -> String {
+    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_predict")).parent().unwrap().to_path_buf();
+    format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default())
+}
+
+/// docs/deploy/slurm-predict.sh on a real one-node Slurm: an array of 4 predict shards over
+/// 300 photos, merged, equals one predict row for row; task 0 killed with SIGKILL (scancel)
+/// once its part holds some rows and re-submitted alone ends with the same merged result.
+#[test]
+fn the_slurm_array_on_a_real_slurm_scores_every_photo_once_after_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (_, _, run_dir) = best_run(root, 40, 224, &["--epochs", "1"]);
+    let photos = root.join("photos");
+    synth(&photos, 300, 21);
+    let photos = photos.join("JPEGImages");
+    let one = whole(run(&mut predict(&run_dir, &[], &photos)));
+    assert_eq!(one.lines().count(), 301);
+    let slurm = SlurmCluster::start();
+    let script = repo_root().join("docs/deploy/slurm-predict.sh");
+    let out = root.join("out");
+    // --batch-size 1: byte-equal rows (see `predict` above).
+    let args = [run_dir.as_path(), photos.as_path(), out.as_path(), Path::new("--batch-size"), Path::new("1")];
+    let job = slurm.sbatch(&[], &script, &args, &path_with_tools());
+    let part0 = out.join("part-0.csv");
+    let rows = |p: &Path| std::fs::read_to_string(p).map_or(0, |t| t.lines().count().saturating_sub(1));
+    let grown = wait_for(Duration::from_secs(120), || (rows(&part0) >= 5).then_some(()));
+    let o = slurm.command("scancel").args(["--full", "--signal=KILL", &format!("{job}_0")]).output().unwrap();
+    assert!(grown.is_some() && o.status.success(), "task 0 wrote no rows, or scancel failed: {}{}", stderr(&o), slurm.logs());
+    slurm.wait_done(&job, Duration::from_secs(300));
+    let killed_rows = rows(&part0);
+    let states = slurm.task_states(&job);
+    assert!(states.iter().any(|(t, s)| t == "0" && s != "COMPLETED"), "task 0 was not killed: {states:?}{}", slurm.logs());
+    assert!(states.iter().filter(|(t, _)| t != "0").all(|(_, s)| s == "COMPLETED"), "{states:?}{}", slurm.logs());
+    // The killed part is valid CSV with whole rows, short of its shard.
+    let text = std::fs::read_to_string(&part0).unwrap();
+    let fields = text.lines().next().unwrap().split(',').count();
+    assert!(text.ends_with('\n') && text.lines().all(|l| l.split(',').count() == fields), "{text}");
+    let mut merge = bin("predict");
+    for k in 0..4 {
+        merge.arg("--merge").arg(out.join(format!("part-{k}.csv")));
     }
-    assert_eq!(labels(&merged(&out, tasks, &photos)), labels(&one));
+    let incomplete = run(merge.arg(&photos));
+    assert_eq!(incomplete.status.code(), Some(1), "the parts of a killed task must not merge: {}", stdout(&incomplete));
+
+    let again = slurm.sbatch(&["--array=0"], &script, &args, &path_with_tools());
+    slurm.wait_done(&again, Duration::from_secs(300));
+    assert!(rows(&part0) > killed_rows, "the re-submitted task added no rows{}", slurm.logs());
+    assert_eq!(merged(&out, 4, &photos), one, "the merged parts differ from one predict{}", slurm.logs());
 }

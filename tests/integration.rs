@@ -20,6 +20,7 @@ mod imports;
 mod label_studio;
 mod mlflow;
 mod parity;
+mod pipelines;
 mod protocols;
 mod reproduce;
 mod retrain;

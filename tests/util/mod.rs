@@ -3,6 +3,7 @@
 
 pub mod mlflow;
 pub mod server;
+pub mod slurm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vocml::{ComputeArgs, TrackingArgs, TtaArgs};
+use vocml::{usage, ComputeArgs, TrackingArgs, TtaArgs};
 use vocml_core::eval::comparison::{best_index, write_comparison, RankMetric};
 use vocml_core::eval::evaluate::{evaluate_run, Evaluation};
 use vocml_core::infer::predictor::create_ensemble;
@@ -23,8 +23,10 @@ use vocml_core::thresholds::ThresholdRule;
 /// for `predict` and `serve`. Multiclass and multihead runs are scored by their most probable class per
 /// head, with each head's accuracy and confusion matrix (printed, in evaluation.json, and
 /// drawn to confusion.png, or confusion_<head>.png per head). Results go to
-/// <run>/evaluation.json. With several runs, a comparison table is printed and written
-/// (comparison.csv, comparison.md) and runs/best is pointed at the best run, atomically.
+/// <run>/evaluation.json (or, with --out DIR, to DIR with metrics.json and pr/<class>.csv
+/// for pipeline tools, the run untouched). With several runs, a comparison table is printed
+/// and written (comparison.csv, comparison.md) and runs/best is pointed at the best run,
+/// atomically.
 ///
 /// --ensemble saves the given runs as one more run that averages their probabilities
 /// (runs/<timestamp>_ensemble/: a config.json listing the members, then thresholds and
@@ -35,6 +37,7 @@ use vocml_core::thresholds::ThresholdRule;
 ///   evaluate --data processed_data --run runs/20261123-101500_efficientnet_lite0
 ///   evaluate --data processed_data --runs runs --metric mAP
 ///   evaluate --data processed_data --run runs/A --run runs/B --run runs/C --ensemble --tta
+///   evaluate --data prepared --run model --out evaluation      # a pipeline stage (DVC, Make)
 #[derive(Parser, Debug)]
 #[command(name = "evaluate", version, long_about, verbatim_doc_comment, args_override_self = true)]
 struct Cli {
@@ -66,6 +69,13 @@ struct Cli {
     /// probabilities, in the first run's directory, and evaluate it beside them.
     #[arg(long)]
     ensemble: bool,
+    /// Write the evaluation of the one --run to exactly DIR (for pipeline tools): its
+    /// evaluation.json, thresholds.json, plots, metrics.json (mAP, F1s, per class) and
+    /// pr/<class>.csv; the run and runs/best are left untouched, and `predict
+    /// --thresholds-file DIR/thresholds.json` decides with its thresholds. An earlier
+    /// evaluation or an empty directory there is replaced atomically.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["runs_dir", "ensemble", "select"])]
+    out: Option<PathBuf>,
     /// Decision thresholds to store in each run: tuned (F1-maximising on val), shrunk
     /// (tuned, moved toward 0.5 unless many validation positives back them) or half (0.5);
     /// default: the run's recipe's `thresholds`, else shrunk.
@@ -172,6 +182,9 @@ fn run(cli: Cli) -> Result<()> {
     for r in &cli.runs_list {
         vocml_core::run::config::RunConfig::read(r).with_context(|| format!("--run {}", r.display()))?;
     }
+    if cli.out.is_some() && cli.runs_list.len() != 1 {
+        return Err(usage(anyhow::anyhow!("--out takes the evaluation of one --run (got {})", cli.runs_list.len())));
+    }
     let mut runs = cli.runs_list.clone();
     if let Some(dir) = &cli.runs_dir {
         runs.extend(list_runs(dir)?);
@@ -200,7 +213,7 @@ fn run(cli: Cli) -> Result<()> {
     let mut evals = Vec::new();
     for r in &runs {
         let load = vocml_core::infer::LoadOptions { device, tta, engine: cli.engine.engine };
-        match evaluate_run(r, &cli.data, split, &load, batch_size, cli.thresholds) {
+        match evaluate_run(r, &cli.data, split, &load, batch_size, cli.thresholds, cli.out.as_deref()) {
             Ok(e) => {
                 if !cli.quiet {
                     print_table(&e);
@@ -226,7 +239,7 @@ fn run(cli: Cli) -> Result<()> {
         comparison = vec![out_dir.join(vocml_core::run::COMPARISON_CSV), out_dir.join(vocml_core::run::COMPARISON_MD)];
     }
     let e = &evals[best];
-    let selected = (many || cli.runs_dir.is_some() || cli.select) && !cli.no_select;
+    let selected = (many || cli.runs_dir.is_some() || cli.select) && !cli.no_select && cli.out.is_none();
     if selected {
         let parent = e.run.parent().map(PathBuf::from).unwrap_or_default();
         let link = point_best(&parent, &e.run)?;
@@ -234,19 +247,29 @@ fn run(cli: Cli) -> Result<()> {
     } else {
         println!("evaluate: {} {} = {:.4}, mAP {:.4}", e.model, metric.name(), metric.value(e), e.map);
     }
+    if let Some(out) = &cli.out {
+        println!("evaluate: written to {}", out.display());
+    }
     if let Some(t) = &tracker {
-        log_to_mlflow(t, &evals, best, selected, &comparison)?;
+        log_to_mlflow(t, &evals, cli.out.as_deref(), best, selected, &comparison)?;
     }
     Ok(())
 }
 
 /// Logs each evaluation to the MLflow run of its model (ensembles are not logged), the
 /// comparison to the best one's, and moves the `champion` alias when a best was selected.
-fn log_to_mlflow(t: &vocml_track::Tracker, evals: &[Evaluation], best: usize, selected: bool, comparison: &[PathBuf]) -> Result<()> {
+fn log_to_mlflow(
+    t: &vocml_track::Tracker,
+    evals: &[Evaluation],
+    out: Option<&std::path::Path>,
+    best: usize,
+    selected: bool,
+    comparison: &[PathBuf],
+) -> Result<()> {
     let is_ensemble = |run: &std::path::Path| vocml_core::run::config::RunConfig::read(run).is_ok_and(|c| c.as_ensemble().is_some());
     for (i, e) in evals.iter().enumerate().filter(|(_, e)| !is_ensemble(&e.run)) {
         let files = if i == best { comparison } else { &[] };
-        t.settle(&format!("the evaluation of {}", e.run.display()), t.log_evaluation(&e.run, files))?;
+        t.settle(&format!("the evaluation of {}", e.run.display()), t.log_evaluation(&e.run, out.unwrap_or(&e.run), files))?;
     }
     if selected && !is_ensemble(&evals[best].run) {
         if let Some(alias) = t.settle("the champion alias", t.promote(&evals[best].run))? {

@@ -55,6 +55,10 @@ struct Cli {
     /// One threshold for every class instead of the run's tuned thresholds.
     #[arg(long, value_name = "P", allow_hyphen_values = true, value_parser = vocml::probability)]
     threshold: Option<f32>,
+    /// Decide with the thresholds of this thresholds.json (one `evaluate --out DIR` wrote, or
+    /// another run's) instead of the run's own.
+    #[arg(long, value_name = "FILE", conflicts_with = "threshold")]
+    thresholds_file: Option<PathBuf>,
     /// Also output the K most probable classes.
     #[arg(long, default_value_t = 0, value_name = "K")]
     top_k: usize,
@@ -134,7 +138,15 @@ fn load_model(cli: &Cli, device: tch::Device) -> Result<Predictor> {
     if let Some(r) = runs.iter().find(|r| !r.join(vocml_core::run::CONFIG_FILE).is_file()) {
         bail!("{} is not a trained run; train one and select it with `evaluate --runs runs`, or pass --run DIR", r.display());
     }
-    Predictor::from_members(&runs, &LoadOptions { device, tta: cli.tta.choice(), engine: cli.engine.engine })
+    let mut model = Predictor::from_members(&runs, &LoadOptions { device, tta: cli.tta.choice(), engine: cli.engine.engine })?;
+    if let Some(file) = &cli.thresholds_file {
+        let t = vocml_core::thresholds::read_thresholds_file(file)?;
+        if t.classes != model.classes() {
+            bail!("--thresholds-file {}: thresholds for classes {:?}, the model has {:?}", file.display(), t.classes, model.classes());
+        }
+        (model.thresholds, model.thresholds_tuned) = (t.thresholds, true);
+    }
+    Ok(model)
 }
 
 /// The rows by informativeness, most informative first (unscored failures last), the first

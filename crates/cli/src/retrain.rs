@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use vocml::{args_with_config, interrupt_flag, progress_bar, usage, ComputeArgs, DecodeArgs, TrackingArgs};
 use vocml_core::retrain::{retrain, RetrainConfig};
 use vocml_core::run::options::RetrainOptions;
+use vocml_core::run::RunTarget;
 
 /// Retrain a model from user corrections, as a new versioned run.
 ///
@@ -47,6 +48,11 @@ struct Cli {
     tracking: TrackingArgs,
     #[command(flatten)]
     decode: DecodeArgs,
+    /// Write the new run to exactly DIR instead of a new <runs-dir>/<timestamp>_<model>_retrain/
+    /// (for pipeline tools): a run or an empty directory already there is replaced atomically.
+    /// runs/best is left alone; the gate's verdict is `promoted` in DIR/retrain.json.
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -57,7 +63,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let cfg = RetrainConfig::new(cli.options, cli.decode.max_image_pixels).map_err(usage)?;
+    let mut cfg = RetrainConfig::new(cli.options, cli.decode.max_image_pixels).map_err(usage)?;
+    cfg.target = RunTarget::new(cli.run_dir.as_deref(), &cfg.runs_dir);
+    cfg.target.check().map_err(usage)?;
     let device = cli.compute.resolve()?;
     let tracker = cli.tracking.tracker("retrain")?;
     let pb = progress_bar("retrain", cli.quiet);
@@ -81,7 +89,11 @@ fn run(cli: Cli) -> Result<()> {
     println!(
         "  new run {} {} ({}) in {:.1}s",
         o.run_dir.display(),
-        if o.promoted { "promoted to runs/best" } else { "NOT promoted" },
+        match (o.promoted, cli.run_dir.is_some()) {
+            (true, false) => "promoted to runs/best",
+            (true, true) => "passed the gate",
+            (false, _) => "NOT promoted",
+        },
         o.reason,
         o.seconds
     );

@@ -9,6 +9,7 @@ use vocml::{args_with_config, interrupt_flag, progress_bar, usage, Bar, ComputeA
 use vocml_core::model::BackboneKind;
 use vocml_core::progress::Progress;
 use vocml_core::run::options::TrainOptions;
+use vocml_core::run::RunTarget;
 use vocml_core::train::history::{EpochRecord, TrainObserver};
 use vocml_core::train::{train, TrainConfig, TrainOutcome};
 
@@ -25,7 +26,7 @@ use vocml_core::train::{train, TrainConfig, TrainOutcome};
 /// both stop early on accuracy). Each model's run
 /// is written to runs/<YYYYmmdd-HHMMSS>_<model>/ (config.json, history.csv, metrics.json,
 /// classes.json, model.safetensors, training_curves.png), renamed into place only when
-/// complete.
+/// complete; --run-dir DIR writes it to exactly DIR instead (for DVC or Make).
 ///
 /// A recipe file (`--config configs/voc4-reference.toml`: TOML keys are these long flags)
 /// sets options; flags given on the command line override it. A run records its options
@@ -52,6 +53,11 @@ struct Cli {
     /// With --models: a directory holding <model>.safetensors for each model.
     #[arg(long, value_name = "DIR")]
     weights_dir: Option<PathBuf>,
+    /// Write the run to exactly DIR instead of a new <runs-dir>/<timestamp>_<model>/ (for
+    /// pipeline tools that declare outputs in advance): a run or an empty directory already
+    /// there is replaced atomically, anything else is refused.
+    #[arg(long, value_name = "DIR", conflicts_with = "models")]
+    run_dir: Option<PathBuf>,
     #[command(flatten)]
     compute: ComputeArgs,
     #[command(flatten)]
@@ -126,7 +132,11 @@ fn run(cli: Cli) -> Result<()> {
     }
     // Every model's options are checked before anything else happens.
     let options = per_model_options(&cli).map_err(usage)?;
-    let configs = options.into_iter().map(|o| TrainConfig::new(o, device).map_err(usage)).collect::<Result<Vec<_>>>()?;
+    let mut configs = options.into_iter().map(|o| TrainConfig::new(o, device).map_err(usage)).collect::<Result<Vec<_>>>()?;
+    for cfg in &mut configs {
+        cfg.target = RunTarget::new(cli.run_dir.as_deref(), &cfg.runs_dir);
+        cfg.target.check().map_err(usage)?;
+    }
     if !cli.quiet {
         eprintln!("train: device {}", if device == tch::Device::Cpu { "cpu".to_string() } else { format!("{device:?}") });
     }

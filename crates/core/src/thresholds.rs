@@ -214,7 +214,13 @@ pub fn read_thresholds(run_dir: &Path) -> Result<Option<Thresholds>> {
     if !p.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+    read_thresholds_file(&p).map(Some)
+}
+
+/// Reads a `thresholds.json` (a run's, or one `evaluate --out` wrote), checked for length and
+/// range.
+pub fn read_thresholds_file(p: &Path) -> Result<Thresholds> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
     let t: Thresholds = serde_json::from_str(&text).with_context(|| format!("{}: invalid thresholds file", p.display()))?;
     if t.thresholds.len() != t.classes.len() {
         bail!("{}: {} thresholds for {} classes", p.display(), t.thresholds.len(), t.classes.len());
@@ -222,7 +228,7 @@ pub fn read_thresholds(run_dir: &Path) -> Result<Option<Thresholds>> {
     if let Some(bad) = t.thresholds.iter().find(|v| !(0.0..=1.0).contains(*v)) {
         bail!("{}: threshold {bad} is outside [0, 1]", p.display());
     }
-    Ok(Some(t))
+    Ok(t)
 }
 
 #[cfg(test)]

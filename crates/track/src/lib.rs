@@ -95,11 +95,12 @@ impl Tracker {
         Ok(mref)
     }
 
-    /// Logs an evaluation of the run in `run_dir` (`evaluation.json` and its plots) to the
-    /// MLflow run that trained it, logging that run first if it was not.
-    pub fn log_evaluation(&self, run_dir: &Path, extra_files: &[PathBuf]) -> Result<()> {
+    /// Logs an evaluation of the run in `run_dir` (`evaluation.json` and its plots, in
+    /// `eval_dir`: the run itself, or `evaluate --out`) to the MLflow run that trained it,
+    /// logging that run first if it was not.
+    pub fn log_evaluation(&self, run_dir: &Path, eval_dir: &Path, extra_files: &[PathBuf]) -> Result<()> {
         let mref = self.log_run(run_dir)?;
-        let eval: Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join(vocml_core::run::EVALUATION_FILE))?)?;
+        let eval: Value = serde_json::from_str(&std::fs::read_to_string(eval_dir.join(vocml_core::run::EVALUATION_FILE))?)?;
         let split = eval["split"].as_str().unwrap_or("test").to_string();
         let mut metrics = Vec::new();
         numeric_leaves(&eval, &split, &mut metrics, &["per_class", "tuned", "thresholds", "images", "parameters", "train_seconds"]);
@@ -121,7 +122,7 @@ impl Tracker {
         self.client.log_batch(&mref.run_id, &metrics, &[], &[])?;
         let root = self.client.artifact_root(&mref.run_id)?;
         let files = [vocml_core::run::EVALUATION_FILE, vocml_core::run::CONFUSION_FILE, vocml_core::run::PR_CURVES_FILE];
-        for f in files.iter().map(|f| run_dir.join(f)).chain(extra_files.iter().cloned()).filter(|p| p.is_file()) {
+        for f in files.iter().map(|f| eval_dir.join(f)).chain(extra_files.iter().cloned()).filter(|p| p.is_file()) {
             self.client.upload_artifact(&root, &format!("evaluation/{}", f.file_name().unwrap().to_string_lossy()), &f)?;
         }
         Ok(())

@@ -6,6 +6,7 @@
 use crate::dataset::manifest::Manifest;
 use crate::dataset::prepared::SplitData;
 use crate::eval::metrics::{compute, confusion_matrix, mean_ap, per_class_ap, MultiLabelMetrics};
+use crate::eval::pipeline::EvaluationDir;
 use crate::infer::{LoadOptions, Predictor};
 use crate::io::staging::write_atomic;
 use crate::run::check_data_compatible;
@@ -177,8 +178,8 @@ pub fn threshold_rule_of(run_dir: &Path, flag: Option<ThresholdRule>) -> Result<
 
 /// Evaluates a run (or a saved ensemble) on `split` of `data`, tuning thresholds on the
 /// validation split and deciding with the run's [`threshold_rule_of`] (`rule` overrides
-/// it), and writes `evaluation.json` and `thresholds.json` into it; the run is loaded as
-/// `load` says.
+/// it), and writes `evaluation.json`, `thresholds.json` and the plots into it, or into
+/// `out` (an [`EvaluationDir`], the run untouched); the run is loaded as `load` says.
 pub fn evaluate_run(
     run_dir: &Path,
     data: &Path,
@@ -186,7 +187,10 @@ pub fn evaluate_run(
     load: &LoadOptions,
     batch: usize,
     rule: Option<ThresholdRule>,
+    out: Option<&Path>,
 ) -> Result<Evaluation> {
+    let out = out.map(|dir| EvaluationDir::create(dir, run_dir, data)).transpose()?;
+    let dest = out.as_ref().map_or(run_dir, |o| o.path());
     let model = Predictor::load(run_dir, load)?;
     let (rule, why) = threshold_rule_of(&model.run_dir, rule)?;
     let manifest = Manifest::load(data)?;
@@ -231,7 +235,7 @@ pub fn evaluate_run(
     let tuned = tuned_th.as_ref().map(|t| at(&t.thresholds));
     let shrunk = tuned_th.as_ref().map(|t| at(&t.decide_with(ThresholdRule::Shrunk)));
     if let Some(t) = &tuned_th {
-        t.record(model.classes(), rule, "val", &why).write(run_dir)?;
+        t.record(model.classes(), rule, "val", &why).write(dest)?;
     }
     let threshold_rule = tuned_th.is_some().then_some(rule);
     let tuned_on = tuned_th.is_some().then(|| "val".to_string());
@@ -258,8 +262,11 @@ pub fn evaluate_run(
         inference_ms_per_image: ms,
         engine: model.engine().to_string(),
     };
-    write_atomic(run_dir, EVALUATION_FILE, (serde_json::to_string_pretty(&eval)? + "\n").as_bytes())?;
-    write_plots(&eval, &probs, &target.y, run_dir)?;
+    write_atomic(dest, EVALUATION_FILE, (serde_json::to_string_pretty(&eval)? + "\n").as_bytes())?;
+    write_plots(&eval, &probs, &target.y, dest)?;
+    if let Some(out) = out {
+        out.finish(&eval, &probs, &target.y)?;
+    }
     Ok(eval)
 }
 

@@ -418,7 +418,7 @@ pub fn create_ensemble(runs_dir: &Path, members: &[PathBuf], tta: Option<bool>, 
         created: chrono::Local::now().to_rfc3339(),
         tool_version: crate::VERSION.to_string(),
     };
-    let writer = RunWriter::create(runs_dir, "ensemble")?;
+    let writer = RunWriter::create(&crate::run::RunTarget::Timestamped(runs_dir.to_path_buf()), "ensemble")?;
     writer.write_json(CONFIG_FILE, &cfg)?;
     writer.write_json(crate::run::CLASSES_FILE, &cfg.classes)?;
     writer.finish()

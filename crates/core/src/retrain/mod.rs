@@ -25,7 +25,7 @@ use crate::retrain::gate::GateScore;
 use crate::retrain::steps::{compute_features, fine_tune_head, gate_images, load_corrected};
 use crate::run::config::{CorrectionRecord, HeadSpec, InheritedOptions, RetrainRun, RetrainTool, RunConfig};
 use crate::run::options::{RecordedRetrainOptions, RetrainOptions};
-use crate::run::{point_best, RunWriter, RETRAIN_FILE};
+use crate::run::{point_best, RunTarget, RunWriter, RETRAIN_FILE};
 use crate::task::Task;
 use crate::tensor::host_values;
 use crate::thresholds::{read_thresholds, Thresholds, Tuned};
@@ -51,6 +51,9 @@ pub struct RetrainConfig {
     pub feedback_dir: PathBuf,
     /// Largest image decoded (width x height).
     pub max_pixels: u64,
+    /// Where the new run is written (`--run-dir`, else a timestamped run in `runs_dir`,
+    /// which runs/best may point at).
+    pub target: RunTarget,
 }
 
 impl RetrainConfig {
@@ -58,7 +61,13 @@ impl RetrainConfig {
     /// `max_pixels` are refused.
     pub fn new(options: RetrainOptions, max_pixels: u64) -> Result<Self> {
         options.validate()?;
-        Ok(RetrainConfig { from: options.parent(), feedback_dir: options.feedback_dir(), options, max_pixels })
+        Ok(RetrainConfig {
+            from: options.parent(),
+            feedback_dir: options.feedback_dir(),
+            target: RunTarget::Timestamped(options.runs_dir.clone()),
+            options,
+            max_pixels,
+        })
     }
 }
 
@@ -309,7 +318,7 @@ fn write_run(
     mut outcome: RetrainOutcome,
     cancel: &AtomicBool,
 ) -> Result<RetrainOutcome> {
-    let run = RunWriter::create(&cfg.runs_dir, &format!("{}_retrain", parent.kind.name()))?;
+    let run = RunWriter::create(&cfg.target, &format!("{}_retrain", parent.kind.name()))?;
     write_run_files(&run, new.config, new.metrics, new.history)?;
     if let Some(t) = new.thresholds {
         t.write(run.dir())?;
@@ -327,7 +336,7 @@ fn write_run(
         outcome.run_dir = finished;
         write_atomic(&outcome.run_dir, RETRAIN_FILE, (serde_json::to_string_pretty(&outcome)? + "\n").as_bytes())?;
     }
-    if outcome.promoted {
+    if outcome.promoted && matches!(cfg.target, RunTarget::Timestamped(_)) {
         point_best(&cfg.runs_dir, &outcome.run_dir)?;
     }
     Ok(outcome)

@@ -34,20 +34,63 @@ pub const COMPARISON_MD: &str = "comparison.md";
 /// Name of the pointer to the selected run inside a runs directory.
 pub const BEST_LINK: &str = "best";
 
+/// Where a new run goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunTarget {
+    /// `runs_dir/<timestamp>_<model>`, a new directory each time (`-N` appended when taken).
+    Timestamped(PathBuf),
+    /// Exactly this directory (`--run-dir`, for pipeline tools that declare outputs in
+    /// advance): an earlier run there, or an empty directory, is replaced atomically.
+    Exact(PathBuf),
+}
+
+impl RunTarget {
+    /// `--run-dir` when given, else a timestamped run in `runs_dir`.
+    pub fn new(run_dir: Option<&Path>, runs_dir: &Path) -> Self {
+        match run_dir {
+            Some(dir) => RunTarget::Exact(dir.to_path_buf()),
+            None => RunTarget::Timestamped(runs_dir.to_path_buf()),
+        }
+    }
+
+    /// Refuses an exact target that holds something other than a run (before any work).
+    pub fn check(&self) -> Result<()> {
+        match self {
+            RunTarget::Exact(dir) if dir.exists() && !replaceable_run(dir) => bail!(
+                "--run-dir {}: exists and is not a run directory (no {CONFIG_FILE}); it is replaced only when it holds a run or is empty",
+                dir.display()
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Whether `--run-dir` may replace `dir`: an empty directory or a finished run.
+fn replaceable_run(dir: &Path) -> bool {
+    dir.is_dir() && (dir.join(CONFIG_FILE).is_file() || std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none()))
+}
+
 /// A run being written.
 pub struct RunWriter {
     staging: StagingDir,
     target: PathBuf,
+    exact: bool,
 }
 
 impl RunWriter {
-    /// Stages `runs_dir/<timestamp>_<model>`; the name gets a `-N` suffix if it is taken
-    /// when the run finishes.
-    pub fn create(runs_dir: &Path, model: &str) -> Result<Self> {
-        std::fs::create_dir_all(runs_dir).with_context(|| format!("cannot create {}", runs_dir.display()))?;
-        let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
-        let target = runs_dir.join(format!("{stamp}_{model}"));
-        Ok(RunWriter { staging: StagingDir::new(&target)?, target })
+    /// Stages the run: `runs_dir/<timestamp>_<model>` (the name gets a `-N` suffix if it is
+    /// taken when the run finishes) or the exact directory.
+    pub fn create(target: &RunTarget, model: &str) -> Result<Self> {
+        target.check()?;
+        let (target, exact) = match target {
+            RunTarget::Timestamped(runs_dir) => {
+                std::fs::create_dir_all(runs_dir).with_context(|| format!("cannot create {}", runs_dir.display()))?;
+                let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
+                (runs_dir.join(format!("{stamp}_{model}")), false)
+            }
+            RunTarget::Exact(dir) => (dir.clone(), true),
+        };
+        Ok(RunWriter { staging: StagingDir::new(&target)?, target, exact })
     }
 
     /// Directory files are staged in.
@@ -78,9 +121,14 @@ impl RunWriter {
     }
 
     /// Renames the staged run into place and returns where it went: the asked-for name, or
-    /// that name with a `-N` suffix when another run (of any process) finished under it first.
+    /// that name with a `-N` suffix when another run (of any process) finished under it first;
+    /// an exact target is replaced (when it holds a run or is empty).
     pub fn finish(self) -> Result<PathBuf> {
-        self.staging.commit_unique()
+        if self.exact {
+            self.staging.commit(replaceable_run)
+        } else {
+            self.staging.commit_unique()
+        }
     }
 }
 

@@ -26,7 +26,7 @@ use crate::model::pretrained::load_backbone;
 use crate::model::BackboneNet;
 use crate::run::config::{HeadSpec, RunConfig, TrainRun, TrainTool};
 use crate::run::options::{RecordedTrainOptions, TrainOptions};
-use crate::run::RunWriter;
+use crate::run::{RunTarget, RunWriter};
 use crate::task::Task;
 use crate::tensor::upload;
 use crate::train::augment::AugmentConfig;
@@ -52,6 +52,8 @@ pub struct TrainConfig {
     pub cache_features: bool,
     pub label_smoothing: f64,
     pub speed: SpeedOptions,
+    /// Where the run is written (`--run-dir`, else a timestamped run in `runs_dir`).
+    pub target: RunTarget,
 }
 
 impl TrainConfig {
@@ -67,6 +69,7 @@ impl TrainConfig {
             cache_features: !options.no_cache,
             label_smoothing: options.label_smoothing(),
             speed: SpeedOptions { channels_last: options.channels_last_on(device), bf16: options.bf16 },
+            target: RunTarget::Timestamped(options.runs_dir.clone()),
             options,
         })
     }
@@ -314,7 +317,7 @@ fn write_run(
     cancel: &AtomicBool,
 ) -> Result<PathBuf> {
     let task = &data.task;
-    let run = RunWriter::create(&cfg.runs_dir, cfg.model.name())?;
+    let run = RunWriter::create(&cfg.target, cfg.model.name())?;
     let config = RunConfig::Train(Box::new(TrainRun {
         tool: TrainTool::Train,
         version: crate::VERSION.to_string(),
