@@ -78,8 +78,9 @@ fuzz: build
 ## (real photos from ../shared when present, synthetic ones otherwise; DEVICE=cuda for a GPU)
 bench: bench-prep bench-train-step bench-train bench-predict
 
-## bench-serve: serve vs FastAPI + uvicorn + PyTorch (the reference stack) under oha load at
-## concurrency 1, 8, 32, and the batch ceiling of predict
+## bench-serve: serve vs MLServer (OIP gRPC) and BentoML (multipart), both ONNX Runtime with
+## adaptive batching in their own venvs, and FastAPI + uvicorn + PyTorch, at concurrency 1, 8,
+## 32; peak RSS, a probability check, and the batch ceiling of predict
 bench-serve: build
 	@bash scripts/bench_serve.sh
 

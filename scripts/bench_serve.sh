@@ -1,26 +1,38 @@
 #!/usr/bin/env bash
-# serve vs the reference system's stack (FastAPI + uvicorn + PyTorch, benches/peer/) serving
-# the same EfficientNet-Lite0 run: oha (HTTP load generator) POSTs one photo per request
-# (multipart `files`) at concurrency 1, 8 and 32; images/s and p50/p99 latency side by side,
-# plus the batch ceiling of this machine: `predict` on the same photo in one process (decode +
-# model, no HTTP; start-up removed by timing two folder sizes). Same machine, one run. serve is
-# also loaded through the Open Inference Protocol: binary tensor data over HTTP (oha, the body
-# tritonclient sends) and gRPC ModelInfer (examples/grpc_load.rs, one connection per worker).
+# serve against the servers teams deploy for this job, each serving the same EfficientNet-Lite0
+# run (224 px) on this machine, one after another, one VOC photo per request at concurrency 1,
+# 8 and 32, through the protocol each speaks natively:
+#   - MLServer (Seldon; ONNX Runtime on the run's exported file, adaptive batching, the
+#     settings in scripts/bench_peers.sh) and vocml over Open Inference Protocol gRPC
+#     ModelInfer, the request tritonclient.grpc sends (examples/grpc_load.rs; MLServer's REST
+#     side takes JSON only, no binary tensors);
+#   - BentoML (ONNX Runtime, adaptive batching, 2 workers) and vocml's /predict: the photo as a
+#     multipart upload (oha);
+#   - FastAPI + uvicorn + PyTorch (benches/peer/, the reference system's stack) against
+#     /predict too; and vocml's OIP binary tensors over HTTP (the body tritonclient.http sends).
+# images/s, p50/p99 latency, errors, the peak RSS of each server (its worker processes summed),
+# the peers' probabilities checked against vocml's (1e-4, benches/peer/check_peers.py), and the
+# batch ceiling of this machine: `predict` on the same photo in one process (decode + model, no
+# HTTP; start-up removed by timing two folder sizes). PEERS="mlserver bentoml fastapi" (default)
+# picks the peers.
 source "$(dirname "$0")/bench_common.sh"
 DEVICE=${DEVICE:-cpu}
 CONCURRENCY=${CONCURRENCY:-"1 8 32"}
 REQUESTS=${REQUESTS:-"150 400 800"}
 export PATH="$HOME/.cargo/bin:$PATH"
 command -v oha > /dev/null || cargo install oha --locked
+PEERS=${PEERS:-"mlserver bentoml fastapi"}
 "$PY" -c "import fastapi, uvicorn, multipart" 2> /dev/null || "$PY" -m pip install -q fastapi uvicorn python-multipart
+source "$(dirname "$0")/bench_peers.sh"
+peers_install
 
 serve_fixture
 # The engine serve and the ceiling's predict run: ONNX Runtime on the run's exported file on
-# the CPU (ENGINE=torch for libtorch).
+# the CPU (ENGINE=torch for libtorch); the peers run that same file.
 ENGINE=${ENGINE:-onnx}
 [[ $DEVICE == cpu ]] || ENGINE=torch
-[[ $ENGINE == onnx ]] && target/release/export -q --run "$run" > /dev/null
-port_ours=$(( 20000 + RANDOM % 10000 )); port_peer=$(( port_ours + 1 )); port_grpc=$(( port_ours + 2 ))
+target/release/export -q --run "$run" > /dev/null
+port_http=$(( 20000 + RANDOM % 10000 )); port_grpc=$(( port_http + 1 ))
 # The OIP binary body: JSON header, then the photo as one BYTES element (4-byte length first).
 "$PY" - "$photo" "$TMP/oip-body" > "$TMP/oip-header-length" <<'PY'
 import json, struct, sys
@@ -31,6 +43,9 @@ open(sys.argv[2], "wb").write(head + struct.pack("<I", len(photo)) + photo)
 print(len(head))
 PY
 cargo build --release --example grpc_load -q
+bentoml_body "$photo"
+# Sample photos for the probability check: the first 8.
+checked=("${photos[@]:0:8}")
 
 # wait_up PORT LOG PATH: until the server answers PATH with 200 (60 s at most): serve's /ready
 # (its model is loaded), the peer's /health (it loads its model before it listens).
@@ -60,24 +75,53 @@ PY
 MULTIPART=(-m POST -T "multipart/form-data; boundary=$boundary" -D "$TMP/body")
 OIP_BINARY=(-m POST -T application/octet-stream -H "Inference-Header-Content-Length: $(cat "$TMP/oip-header-length")" -D "$TMP/oip-body")
 
-target/release/serve --runs "$TMP/runs" --run "$run" --addr "127.0.0.1:$port_ours" --grpc-addr "127.0.0.1:$port_grpc" \
+# watch_rss NAME PID: the peak RSS of PID and its children while it serves, in $TMP/NAME.rss.
+watch_rss() { "$PY" benches/tree_rss.py "$2" "$TMP/$1.rss" & }
+# grpc NAME: grpc_load against port_grpc, one row per concurrency level, in $TMP/NAME.
+grpc() {
+  local requests=($REQUESTS) i=0
+  : > "$TMP/$1"
+  for c in $CONCURRENCY; do
+    target/release/examples/grpc_load "127.0.0.1:$port_grpc" vocml "$photo" 20 1 > /dev/null
+    echo "$c $(target/release/examples/grpc_load "127.0.0.1:$port_grpc" vocml "$photo" "${requests[$i]}" "$c")" >> "$TMP/$1"
+    i=$(( i + 1 ))
+  done
+}
+
+target/release/serve --runs "$TMP/runs" --run "$run" --addr "127.0.0.1:$port_http" --grpc-addr "127.0.0.1:$port_grpc" \
   --device "$DEVICE" --engine "$ENGINE" ${SERVE_ARGS:-} 2> "$TMP/serve.log" &
 ours_pid=$!
-wait_up "$port_ours" "$TMP/serve.log" /ready
-load vocml "http://127.0.0.1:$port_ours/predict" "${MULTIPART[@]}"
-load oip-binary "http://127.0.0.1:$port_ours/v2/models/vocml/infer" "${OIP_BINARY[@]}"
-requests=($REQUESTS) i=0
-: > "$TMP/oip-grpc"
-for c in $CONCURRENCY; do
-  echo "$c $(target/release/examples/grpc_load "127.0.0.1:$port_grpc" vocml "$photo" "${requests[$i]}" "$c")" >> "$TMP/oip-grpc"
-  i=$(( i + 1 ))
-done
+watch_rss vocml "$ours_pid"
+wait_up "$port_http" "$TMP/serve.log" /ready
+load vocml "http://127.0.0.1:$port_http/predict" "${MULTIPART[@]}"
+load vocml-oip-binary "http://127.0.0.1:$port_http/v2/models/vocml/infer" "${OIP_BINARY[@]}"
+grpc vocml-grpc
 kill -TERM "$ours_pid"; wait "$ours_pid" || true
-"$PY" benches/peer/serve_fastapi.py "$run" "$port_peer" 2> "$TMP/peer.log" &
-peer_pid=$!
-wait_up "$port_peer" "$TMP/peer.log" /health
-load peer "http://127.0.0.1:$port_peer/predict" "${MULTIPART[@]}"
-kill -TERM "$peer_pid"; wait "$peer_pid" || true
+
+check=()
+if [[ " $PEERS " == *" mlserver "* ]]; then
+  start_mlserver "$port_http" "$port_grpc"
+  watch_rss mlserver "$mlserver_pid"
+  grpc mlserver-grpc
+  check+=("$(.venv/peers/mlserver/bin/python benches/peer/check_peers.py "$run" "${checked[@]}" --mlserver-http "http://127.0.0.1:$port_http" | grep checked || true)")
+  stop_mlserver
+fi
+if [[ " $PEERS " == *" bentoml "* ]]; then
+  start_bentoml "$port_http"
+  watch_rss bentoml "$bentoml_pid"
+  load bentoml "http://127.0.0.1:$port_http/predict" "${BENTOML_MULTIPART[@]}"
+  check+=("$(.venv/peers/bentoml/bin/python benches/peer/check_peers.py "$run" "${checked[@]}" --bentoml "http://127.0.0.1:$port_http" | grep checked || true)")
+  stop_bentoml
+fi
+if [[ " $PEERS " == *" fastapi "* ]]; then
+  "$PY" benches/peer/serve_fastapi.py "$run" "$port_http" 2> "$TMP/fastapi.log" &
+  peer_pid=$!
+  watch_rss fastapi "$peer_pid"
+  wait_up "$port_http" "$TMP/fastapi.log" /health
+  load fastapi "http://127.0.0.1:$port_http/predict" "${MULTIPART[@]}"
+  kill -TERM "$peer_pid"; wait "$peer_pid" || true
+fi
+sleep 0.3
 
 # Ceiling: predict on copies of the photo, two sizes, start-up removed.
 mkdir -p "$TMP/few" "$TMP/many"
@@ -87,13 +131,30 @@ read -r t_few _ < <(measure target/release/predict -q --run "$run" --device "$DE
 read -r t_many _ < <(measure target/release/predict -q --run "$run" --device "$DEVICE" --engine "$ENGINE" --output "$TMP/many.csv" "$TMP/many")
 ceiling=$(awk "BEGIN{printf \"%.1f\", 360 / ($t_many - $t_few)}")
 
-echo "bench-serve: one $DATA_NAME photo per request, EfficientNet-Lite0 224px, $DEVICE ($ENGINE engine), $(nproc) cores, $(date -u +%F)"
-printf '%-5s %-28s %10s %9s %9s %7s %11s\n' conc server "images/s" "p50 ms" "p99 ms" errors "vs peer"
-paste -d' ' "$TMP/vocml" "$TMP/peer" "$TMP/oip-binary" "$TMP/oip-grpc" | while read -r c r50 p50 p99 bad _ pr pp50 pp99 pbad _ br bp50 bp99 bbad _ gr gp50 gp99 gbad; do
-  printf '%-5s %-28s %10s %9s %9s %7s %10.2fx\n' "$c" "vocml serve" "$r50" "$p50" "$p99" "$bad" "$(awk "BEGIN{print $r50 / $pr}")"
-  printf '%-5s %-28s %10s %9s %9s %7s %10.2fx\n' "$c" "vocml serve, OIP binary HTTP" "$br" "$bp50" "$bp99" "$bbad" "$(awk "BEGIN{print $br / $pr}")"
-  printf '%-5s %-28s %10s %9s %9s %7s %10.2fx\n' "$c" "vocml serve, OIP gRPC" "$gr" "$gp50" "$gp99" "$gbad" "$(awk "BEGIN{print $gr / $pr}")"
-  printf '%-5s %-28s %10s %9s %9s %7s %11s\n' "$c" "FastAPI+uvicorn+PyTorch" "$pr" "$pp50" "$pp99" "$pbad" "1.00x"
-done
+echo "bench-serve: one $DATA_NAME photo per request, EfficientNet-Lite0 224px, $DEVICE (vocml: $ENGINE engine; peers: ONNX Runtime, but FastAPI: PyTorch), $(nproc) cores, $(date -u +%F)"
+printf '%-5s %-36s %-22s %9s %8s %8s %6s %9s\n' conc server protocol "images/s" "p50 ms" "p99 ms" errors "peak MiB"
+# row FILE NAME PROTOCOL: its rows, one per concurrency level, when it was run.
+rows() {
+  [[ -s $TMP/$1 ]] || return 0
+  local rss; rss=$(cat "$TMP/${1%%-*}.rss" 2> /dev/null || echo -)
+  while read -r c r p50 p99 bad _; do printf '%-5s %-36s %-22s %9s %8s %8s %6s %9s\n' "$c" "$2" "$3" "$r" "$p50" "$p99" "$bad" "$rss"; done < "$TMP/$1"
+}
+rows vocml-grpc "vocml serve" "OIP gRPC"
+rows mlserver-grpc "MLServer $MLSERVER_VERSION" "OIP gRPC"
+rows vocml "vocml serve" "/predict multipart"
+rows bentoml "BentoML $BENTOML_VERSION" "/predict multipart"
+rows fastapi "FastAPI+uvicorn+PyTorch" "/predict multipart"
+rows vocml-oip-binary "vocml serve" "OIP binary HTTP"
+# ratio OURS PEER NAME: vocml's images/s over the peer's at each concurrency, and p99 at the first.
+ratio() {
+  [[ -s $TMP/$2 ]] || return 0
+  paste -d' ' "$TMP/$1" "$TMP/$2" | awk -v name="$3" '
+    { line = line sprintf("  c=%s %.2fx", $1, $2 / $7); if (NR == 1) p99 = sprintf("; p99 at c=%s: %s vs %s ms (%.2fx)", $1, $4, $9, $4 / $9) }
+    END { print "vocml / " name " images/s:" line p99 }'
+}
+ratio vocml-grpc mlserver-grpc "MLServer (OIP gRPC)"
+ratio vocml bentoml "BentoML (multipart)"
+ratio vocml fastapi "FastAPI+uvicorn+PyTorch (multipart)"
+printf '%s\n' "${check[@]}"
 last=$(tail -1 "$TMP/vocml" | cut -d' ' -f2)
-echo "ceiling (predict in one process, no HTTP): $ceiling images/s; vocml serve at concurrency $(tail -1 "$TMP/vocml" | cut -d' ' -f1): $(awk "BEGIN{printf \"%.0f\", 100 * $last / $ceiling}")% of it"
+echo "ceiling (predict in one process, no HTTP): $ceiling images/s; vocml serve /predict at concurrency $(tail -1 "$TMP/vocml" | cut -d' ' -f1): $(awk "BEGIN{printf \"%.0f\", 100 * $last / $ceiling}")% of it"

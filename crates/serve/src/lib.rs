@@ -108,7 +108,9 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
                 tokio::net::TcpListener::bind(grpc_addr).await.with_context(|| format!("cannot listen on {grpc_addr} (--grpc-addr)"))?;
             eprintln!("serve: gRPC listening on {}", listener.local_addr()?);
             let service = oip::grpc::Service::server(state.clone(), cfg.max_body_bytes);
-            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            // No Nagle: a reply's HEADERS, DATA and trailer frames go out at once instead of
+            // waiting for the client's delayed ACK (40 ms stalls at concurrency 1).
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let mut stopped = stopped.clone();
             let server = tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(incoming, async move {
                 let _ = stopped.wait_for(|s| *s).await;
@@ -123,6 +125,9 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
     });
     eprintln!("serve: listening on http://{addr}");
     let mut http_stopped = stopped.clone();
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = http_stopped.wait_for(|s| *s).await;
