@@ -26,9 +26,11 @@ peer_venv() {
   [[ -x $venv/bin/python ]] || "$PY" -m venv "$venv"
   "$venv/bin/python" -c "$check" 2> /dev/null || "$venv/bin/pip" install -q "$@"
 }
+# peers_install NAME...: the venvs of the named peers (mlserver, bentoml; others are ignored).
 peers_install() {
-  peer_venv mlserver "import mlserver, onnxruntime, PIL, numpy, uvloop; assert uvloop.__version__ < '0.22'" "${MLSERVER_PKGS[@]}"
-  peer_venv bentoml "import bentoml, onnxruntime, PIL, numpy" "${BENTOML_PKGS[@]}"
+  [[ " $* " != *" mlserver "* ]] \
+    || peer_venv mlserver "import mlserver, onnxruntime, PIL, numpy, uvloop; assert uvloop.__version__ < '0.22'" "${MLSERVER_PKGS[@]}"
+  [[ " $* " != *" bentoml "* ]] || peer_venv bentoml "import bentoml, onnxruntime, PIL, numpy" "${BENTOML_PKGS[@]}"
 }
 
 # peer_wait NAME PID URL LOG: until URL answers 200 (120 s at most, or the server exits).

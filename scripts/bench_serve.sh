@@ -24,7 +24,7 @@ command -v oha > /dev/null || cargo install oha --locked
 PEERS=${PEERS:-"mlserver bentoml fastapi"}
 "$PY" -c "import fastapi, uvicorn, multipart" 2> /dev/null || "$PY" -m pip install -q fastapi uvicorn python-multipart
 source "$(dirname "$0")/bench_peers.sh"
-peers_install
+peers_install $PEERS
 
 serve_fixture
 # The engine serve and the ceiling's predict run: ONNX Runtime on the run's exported file on
@@ -98,19 +98,28 @@ load vocml-oip-binary "http://127.0.0.1:$port_http/v2/models/vocml/infer" "${OIP
 grpc vocml-grpc
 kill -TERM "$ours_pid"; wait "$ours_pid" || true
 
-check=()
+# check_peer PYTHON ARGS...: benches/peer/check_peers.py; its verdict line, or FAILED, in check.
+check=() failed_check=0
+check_peer() {
+  local py=$1 out; shift
+  if out=$("$py" benches/peer/check_peers.py "$run" "${checked[@]}" "$@" 2>&1); then
+    check+=("$(grep checked <<< "$out")")
+  else
+    check+=("probability check FAILED: $(tail -3 <<< "$out" | tr '\n' ' ')"); failed_check=1
+  fi
+}
 if [[ " $PEERS " == *" mlserver "* ]]; then
   start_mlserver "$port_http" "$port_grpc"
   watch_rss mlserver "$mlserver_pid"
   grpc mlserver-grpc
-  check+=("$(.venv/peers/mlserver/bin/python benches/peer/check_peers.py "$run" "${checked[@]}" --mlserver-http "http://127.0.0.1:$port_http" | grep checked || true)")
+  check_peer .venv/peers/mlserver/bin/python --mlserver-http "http://127.0.0.1:$port_http"
   stop_mlserver
 fi
 if [[ " $PEERS " == *" bentoml "* ]]; then
   start_bentoml "$port_http"
   watch_rss bentoml "$bentoml_pid"
   load bentoml "http://127.0.0.1:$port_http/predict" "${BENTOML_MULTIPART[@]}"
-  check+=("$(.venv/peers/bentoml/bin/python benches/peer/check_peers.py "$run" "${checked[@]}" --bentoml "http://127.0.0.1:$port_http" | grep checked || true)")
+  check_peer .venv/peers/bentoml/bin/python --bentoml "http://127.0.0.1:$port_http"
   stop_bentoml
 fi
 if [[ " $PEERS " == *" fastapi "* ]]; then
@@ -155,6 +164,7 @@ ratio() {
 ratio vocml-grpc mlserver-grpc "MLServer (OIP gRPC)"
 ratio vocml bentoml "BentoML (multipart)"
 ratio vocml fastapi "FastAPI+uvicorn+PyTorch (multipart)"
-printf '%s\n' "${check[@]}"
+[[ ${#check[@]} -eq 0 ]] || printf '%s\n' "${check[@]}"
 last=$(tail -1 "$TMP/vocml" | cut -d' ' -f2)
 echo "ceiling (predict in one process, no HTTP): $ceiling images/s; vocml serve /predict at concurrency $(tail -1 "$TMP/vocml" | cut -d' ' -f1): $(awk "BEGIN{printf \"%.0f\", 100 * $last / $ceiling}")% of it"
+exit "$failed_check"

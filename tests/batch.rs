@@ -206,7 +206,8 @@ fn path_with_tools() -> String {
 
 /// docs/deploy/slurm-predict.sh on a real one-node Slurm: an array of 4 predict shards over
 /// 300 photos, merged, equals one predict row for row; task 0 killed with SIGKILL (scancel)
-/// once its part holds some rows and re-submitted alone ends with the same merged result.
+/// once its part holds 2 of its ~75 rows and re-submitted alone ends with the same merged
+/// result.
 #[test]
 fn the_slurm_array_on_a_real_slurm_scores_every_photo_once_after_a_kill() {
     let dir = tempfile::tempdir().unwrap();
@@ -225,7 +226,7 @@ fn the_slurm_array_on_a_real_slurm_scores_every_photo_once_after_a_kill() {
     let job = slurm.sbatch(&[], &script, &args, &path_with_tools());
     let part0 = out.join("part-0.csv");
     let rows = |p: &Path| std::fs::read_to_string(p).map_or(0, |t| t.lines().count().saturating_sub(1));
-    let grown = wait_for(Duration::from_secs(120), || (rows(&part0) >= 5).then_some(()));
+    let grown = wait_for(Duration::from_secs(120), || (rows(&part0) >= 2).then_some(()));
     let o = slurm.command("scancel").args(["--full", "--signal=KILL", &format!("{job}_0")]).output().unwrap();
     assert!(grown.is_some() && o.status.success(), "task 0 wrote no rows, or scancel failed: {}{}", stderr(&o), slurm.logs());
     slurm.wait_done(&job, Duration::from_secs(300));

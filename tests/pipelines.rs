@@ -58,6 +58,9 @@ fn the_dvc_example_reruns_only_what_a_recipe_change_touches() {
     repo.cmd("git", &["init", "-q"]);
     repo.cmd("git", &["config", "user.email", "test@vocml.invalid"]);
     repo.cmd("git", &["config", "user.name", "vocml test"]);
+    // The output this test reads (stage lines, `params diff --md`, `metrics show --json`) is
+    // DVC 3.67.1's, the version scripts/test_tools.sh installs.
+    assert_eq!(repo.dvc(&["--version"]).trim(), "3.67.1", "another DVC in .venv/dvc: `make test-tools` pins 3.67.1");
     repo.dvc(&["init", "-q"]);
     repo.dvc(&["config", "core.analytics", "false"]);
     repo.commit("the example pipeline");
@@ -181,6 +184,14 @@ fn fixed_outputs_are_written_exactly_where_named_and_nothing_else_changes() {
         assert!(curve.starts_with("recall,precision\n") && curve.lines().count() > 2, "{curve}");
         assert!(metrics["per_class"][class]["ap"].is_number());
     }
+    // A second evaluation replaces the first; one inside the run, or over it, is refused.
+    std::fs::write(eval.join("pr/stale.csv"), "recall,precision\n").unwrap();
+    let o = run(bin("evaluate").arg("--run").arg(&model).arg("--data").arg(&data).arg("--out").arg(&eval).arg("-q"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!eval.join("pr/stale.csv").exists() && eval.join("pr/dog.csv").exists(), "the directory was replaced whole");
+    let o = run(bin("evaluate").arg("--run").arg(&model).arg("--data").arg(&data).arg("--out").arg(model.join("eval")));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("is inside --run") && !model.join("eval").exists(), "{}", stderr(&o));
     let o = run(bin("evaluate").arg("--runs-dir").arg(root).arg("--data").arg(&data).arg("--out").arg(&eval));
     assert_eq!(o.status.code(), Some(2), "--out with --runs-dir: {}", stderr(&o));
     let o = run(bin("evaluate").arg("--run").arg(&model).arg("--data").arg(&data).arg("--out").arg(&model));
@@ -202,8 +213,17 @@ fn fixed_outputs_are_written_exactly_where_named_and_nothing_else_changes() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--thresholds-file") && stderr(&o).contains("classes"), "{}", stderr(&o));
 
+    // A link (runs/best) or the run it starts from are no --run-dir.
+    let link = root.join("best");
+    std::os::unix::fs::symlink(&model, &link).unwrap();
+    let o = run(bin("train").arg("--data").arg(&data).arg("--run-dir").arg(&link).arg("-q"));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is a link") && link.is_symlink(), "{}", stderr(&o));
     let first_photo = std::fs::read_dir(&photos).unwrap().flatten().map(|e| e.path()).min().unwrap();
     std::fs::write(root.join("fix.csv"), format!("path,labels\n{},dog\n", first_photo.display())).unwrap();
+    let o = run(bin("retrain").arg("--from").arg(&model).arg("--corrections").arg(root.join("fix.csv")).arg("--run-dir").arg(&model));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("would delete the input") && model.join("model.safetensors").exists(), "{}", stderr(&o));
     let updated = root.join("updated");
     let o = run(bin("retrain")
         .arg("--from")

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use vocml::{usage, ComputeArgs, TrackingArgs, TtaArgs};
 use vocml_core::eval::comparison::{best_index, write_comparison, RankMetric};
 use vocml_core::eval::evaluate::{evaluate_run, Evaluation};
+use vocml_core::eval::pipeline::evaluate_into;
 use vocml_core::infer::predictor::create_ensemble;
 use vocml_core::run::{list_runs, point_best};
 use vocml_core::thresholds::ThresholdRule;
@@ -213,7 +214,11 @@ fn run(cli: Cli) -> Result<()> {
     let mut evals = Vec::new();
     for r in &runs {
         let load = vocml_core::infer::LoadOptions { device, tta, engine: cli.engine.engine };
-        match evaluate_run(r, &cli.data, split, &load, batch_size, cli.thresholds, cli.out.as_deref()) {
+        let evaluated = match &cli.out {
+            Some(out) => evaluate_into(out, r, &cli.data, split, &load, batch_size, cli.thresholds),
+            None => evaluate_run(r, &cli.data, split, &load, batch_size, cli.thresholds),
+        };
+        match evaluated {
             Ok(e) => {
                 if !cli.quiet {
                     print_table(&e);

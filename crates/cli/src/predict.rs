@@ -140,6 +140,12 @@ fn load_model(cli: &Cli, device: tch::Device) -> Result<Predictor> {
     }
     let mut model = Predictor::from_members(&runs, &LoadOptions { device, tta: cli.tta.choice(), engine: cli.engine.engine })?;
     if let Some(file) = &cli.thresholds_file {
+        if model.task().is_grouped() {
+            bail!(
+                "--thresholds-file applies to multilabel runs; this {} run labels each image with its most probable class per head",
+                model.task().kind.name()
+            );
+        }
         let t = vocml_core::thresholds::read_thresholds_file(file)?;
         if t.classes != model.classes() {
             bail!("--thresholds-file {}: thresholds for classes {:?}, the model has {:?}", file.display(), t.classes, model.classes());

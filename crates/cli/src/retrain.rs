@@ -65,7 +65,9 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let mut cfg = RetrainConfig::new(cli.options, cli.decode.max_image_pixels).map_err(usage)?;
     cfg.target = RunTarget::new(cli.run_dir.as_deref(), &cfg.runs_dir);
-    cfg.target.check().map_err(usage)?;
+    let mut inputs = vec![(cfg.from.as_path(), "--from")];
+    inputs.extend(cfg.data.as_deref().map(|d| (d, "--data")));
+    cfg.target.check(&inputs).map_err(usage)?;
     let device = cli.compute.resolve()?;
     let tracker = cli.tracking.tracker("retrain")?;
     let pb = progress_bar("retrain", cli.quiet);
@@ -109,7 +111,8 @@ fn run(cli: Cli) -> Result<()> {
                 r.model_version.unwrap_or_default()
             );
         }
-        if o.promoted {
+        // With --run-dir the pipeline decides what to deploy, as runs/best is left alone.
+        if o.promoted && cli.run_dir.is_none() {
             if let Some(alias) = t.settle("the champion alias", t.promote(&o.run_dir))? {
                 println!("  {alias}");
             }

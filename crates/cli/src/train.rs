@@ -135,7 +135,7 @@ fn run(cli: Cli) -> Result<()> {
     let mut configs = options.into_iter().map(|o| TrainConfig::new(o, device).map_err(usage)).collect::<Result<Vec<_>>>()?;
     for cfg in &mut configs {
         cfg.target = RunTarget::new(cli.run_dir.as_deref(), &cfg.runs_dir);
-        cfg.target.check().map_err(usage)?;
+        cfg.target.check(&[(&cfg.data, "--data")]).map_err(usage)?;
     }
     if !cli.quiet {
         eprintln!("train: device {}", if device == tch::Device::Cpu { "cpu".to_string() } else { format!("{device:?}") });

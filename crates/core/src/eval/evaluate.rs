@@ -6,7 +6,6 @@
 use crate::dataset::manifest::Manifest;
 use crate::dataset::prepared::SplitData;
 use crate::eval::metrics::{compute, confusion_matrix, mean_ap, per_class_ap, MultiLabelMetrics};
-use crate::eval::pipeline::EvaluationDir;
 use crate::infer::{LoadOptions, Predictor};
 use crate::io::staging::write_atomic;
 use crate::run::check_data_compatible;
@@ -178,8 +177,8 @@ pub fn threshold_rule_of(run_dir: &Path, flag: Option<ThresholdRule>) -> Result<
 
 /// Evaluates a run (or a saved ensemble) on `split` of `data`, tuning thresholds on the
 /// validation split and deciding with the run's [`threshold_rule_of`] (`rule` overrides
-/// it), and writes `evaluation.json`, `thresholds.json` and the plots into it, or into
-/// `out` (an [`EvaluationDir`], the run untouched); the run is loaded as `load` says.
+/// it), and writes `evaluation.json`, `thresholds.json` and the plots into it; the run is
+/// loaded as `load` says.
 pub fn evaluate_run(
     run_dir: &Path,
     data: &Path,
@@ -187,10 +186,28 @@ pub fn evaluate_run(
     load: &LoadOptions,
     batch: usize,
     rule: Option<ThresholdRule>,
-    out: Option<&Path>,
 ) -> Result<Evaluation> {
-    let out = out.map(|dir| EvaluationDir::create(dir, run_dir, data)).transpose()?;
-    let dest = out.as_ref().map_or(run_dir, |o| o.path());
+    Ok(evaluate_to(run_dir, data, split, load, batch, rule, run_dir)?.evaluation)
+}
+
+/// An evaluation with the probabilities and labels it was computed from.
+pub struct Scored {
+    pub evaluation: Evaluation,
+    /// Row-major `[images, classes]`.
+    pub probs: Vec<f32>,
+    pub labels: Vec<f32>,
+}
+
+/// [`evaluate_run`], its files written to `dest` instead of the run.
+pub fn evaluate_to(
+    run_dir: &Path,
+    data: &Path,
+    split: &str,
+    load: &LoadOptions,
+    batch: usize,
+    rule: Option<ThresholdRule>,
+    dest: &Path,
+) -> Result<Scored> {
     let model = Predictor::load(run_dir, load)?;
     let (rule, why) = threshold_rule_of(&model.run_dir, rule)?;
     let manifest = Manifest::load(data)?;
@@ -264,10 +281,7 @@ pub fn evaluate_run(
     };
     write_atomic(dest, EVALUATION_FILE, (serde_json::to_string_pretty(&eval)? + "\n").as_bytes())?;
     write_plots(&eval, &probs, &target.y, dest)?;
-    if let Some(out) = out {
-        out.finish(&eval, &probs, &target.y)?;
-    }
-    Ok(eval)
+    Ok(Scored { evaluation: eval, probs, labels: target.y })
 }
 
 /// `pr_curves.png` (one panel per class) and the confusion PNGs in the run directory:

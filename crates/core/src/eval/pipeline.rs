@@ -4,10 +4,12 @@
 //! enough for `dvc metrics show`) and `pr/<class>.csv` (recall, precision: `dvc plots show`
 //! data).
 
-use crate::eval::evaluate::Evaluation;
+use crate::eval::evaluate::{evaluate_to, Evaluation};
 use crate::eval::metrics::pr_curve;
-use crate::io::staging::{refuse_output_over_input, StagingDir};
+use crate::infer::LoadOptions;
+use crate::io::staging::{refuse_output_inside_input, refuse_output_over_input, StagingDir};
 use crate::run::EVALUATION_FILE;
+use crate::thresholds::ThresholdRule;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
@@ -17,6 +19,23 @@ pub const PIPELINE_METRICS_FILE: &str = "metrics.json";
 /// The folder of per-class precision-recall curves (CSV) in an evaluation directory.
 pub const PR_DIR: &str = "pr";
 
+/// [`crate::eval::evaluate::evaluate_run`] of `run_dir`, written to the evaluation directory
+/// `out` (see [`EvaluationDir`]) instead of the run.
+pub fn evaluate_into(
+    out: &Path,
+    run_dir: &Path,
+    data: &Path,
+    split: &str,
+    load: &LoadOptions,
+    batch: usize,
+    rule: Option<ThresholdRule>,
+) -> Result<Evaluation> {
+    let dir = EvaluationDir::create(out, run_dir, data)?;
+    let scored = evaluate_to(run_dir, data, split, load, batch, rule, dir.path())?;
+    dir.finish(&scored.evaluation, &scored.probs, &scored.labels)?;
+    Ok(scored.evaluation)
+}
+
 /// An evaluation directory being written.
 pub struct EvaluationDir {
     staging: StagingDir,
@@ -25,16 +44,21 @@ pub struct EvaluationDir {
 
 impl EvaluationDir {
     /// Stages `dir`; refuses (before any work) a `dir` that holds something other than an
-    /// earlier evaluation or is, or contains, the run or the data.
+    /// earlier evaluation, is a link, or is inside, is or contains the run or the data.
     pub fn create(dir: &Path, run: &Path, data: &Path) -> Result<Self> {
+        if dir.is_symlink() {
+            bail!("--out {}: is a link; name the directory itself", dir.display());
+        }
         if dir.exists() && !replaceable(dir) {
             bail!(
-                "--out {}: exists and is not an evaluation directory (no {EVALUATION_FILE}); it is replaced only when it holds one or is empty",
+                "--out {}: exists and is not an evaluation directory (no {EVALUATION_FILE} and {PIPELINE_METRICS_FILE}); it is replaced only when it holds one or is empty",
                 dir.display()
             );
         }
-        refuse_output_over_input(dir, run, "--run")?;
-        refuse_output_over_input(dir, data, "--data")?;
+        for (input, flag) in [(run, "--run"), (data, "--data")] {
+            refuse_output_over_input(dir, input, flag)?;
+            refuse_output_inside_input(dir, "--out", input, flag)?;
+        }
         Ok(EvaluationDir { staging: StagingDir::new(dir)?, target: dir.to_path_buf() })
     }
 
@@ -52,14 +76,19 @@ impl EvaluationDir {
         let pr = dir.join(PR_DIR);
         std::fs::create_dir(&pr).with_context(|| format!("cannot create {}", pr.display()))?;
         let c = e.at_half.per_class.len();
+        let mut stems = std::collections::HashSet::new();
         for (k, class) in e.at_half.per_class.iter().enumerate() {
+            let stem = file_stem(&class.class);
+            if !stems.insert(stem.clone()) {
+                bail!("classes {:?} would share the curve file {PR_DIR}/{stem}.csv; rename one", class.class);
+            }
             let scores: Vec<f32> = probs.iter().skip(k).step_by(c).copied().collect();
             let truth: Vec<bool> = labels.iter().skip(k).step_by(c).map(|&v| v >= 0.5).collect();
             let mut csv = String::from("recall,precision\n");
             for (r, p) in pr_curve(&scores, &truth) {
                 csv.push_str(&format!("{r:.6},{p:.6}\n"));
             }
-            let file = pr.join(format!("{}.csv", file_stem(&class.class)));
+            let file = pr.join(format!("{stem}.csv"));
             std::fs::write(&file, csv).with_context(|| format!("cannot write {}", file.display()))?;
         }
         self.staging.commit(replaceable)?;
@@ -67,9 +96,14 @@ impl EvaluationDir {
     }
 }
 
-/// Whether `--out` may replace `dir`: an empty directory or an earlier evaluation.
+/// Whether `--out` may replace `dir`: an empty directory, or an earlier evaluation (its
+/// `evaluation.json` parses as one, and `metrics.json` is there).
 fn replaceable(dir: &Path) -> bool {
-    dir.is_dir() && (dir.join(EVALUATION_FILE).is_file() || std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none()))
+    let evaluation = || {
+        std::fs::read_to_string(dir.join(EVALUATION_FILE)).is_ok_and(|t| serde_json::from_str::<Evaluation>(&t).is_ok())
+            && dir.join(PIPELINE_METRICS_FILE).is_file()
+    };
+    dir.is_dir() && (std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none()) || evaluation())
 }
 
 /// `metrics.json`: mAP, the F1s, accuracy and Hamming loss at the thresholds the run decides
@@ -123,11 +157,18 @@ mod tests {
         let out = d.path().join("eval");
         std::fs::create_dir(&out).unwrap();
         std::fs::write(out.join("notes.txt"), "mine").unwrap();
+        std::fs::write(out.join(EVALUATION_FILE), "{}").unwrap();
         let e = EvaluationDir::create(&out, &d.path().join("run"), &d.path().join("data")).err().unwrap();
         assert!(e.to_string().contains("is not an evaluation directory"), "{e}");
         let e = EvaluationDir::create(d.path(), &d.path().join("run"), &d.path().join("data")).err().unwrap();
         assert!(e.to_string().contains("not an evaluation directory") || e.to_string().contains("would delete"), "{e}");
-        std::fs::remove_file(out.join("notes.txt")).unwrap();
+        for f in ["notes.txt", EVALUATION_FILE] {
+            std::fs::remove_file(out.join(f)).unwrap();
+        }
         assert!(EvaluationDir::create(&out, &d.path().join("run"), &d.path().join("data")).is_ok());
+        let run = d.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        let e = EvaluationDir::create(&run.join("eval"), &run, &d.path().join("data")).err().unwrap();
+        assert!(e.to_string().contains("inside --run"), "{e}");
     }
 }

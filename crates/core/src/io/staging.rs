@@ -38,13 +38,24 @@ impl StagingDir {
             if !may_replace(&self.target) {
                 bail!("{} exists and does not look like an output of this tool; pass --force to replace it", self.target.display());
             }
-            let old = self.path.with_extension("old");
-            // A leftover of a run killed while it swapped directories.
-            std::fs::remove_dir_all(&old).ok();
             keep_hidden_files(&self.target, &self.path);
-            std::fs::rename(&self.target, &old).with_context(|| format!("cannot move old {} aside", self.target.display()))?;
-            std::fs::rename(&self.path, &self.target).with_context(|| format!("cannot move output into {}", self.target.display()))?;
-            std::fs::remove_dir_all(&old).ok();
+            // One atomic swap: a reader (or a kill) sees the old directory or the new one,
+            // never neither; the staging name then holds the old one, removed below.
+            match rename_exchange(&self.path, &self.target) {
+                Ok(()) => {
+                    std::fs::remove_dir_all(&self.path).ok();
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
+                    // A filesystem without RENAME_EXCHANGE: move the old one aside first.
+                    let old = self.path.with_extension("old");
+                    std::fs::remove_dir_all(&old).ok();
+                    std::fs::rename(&self.target, &old).with_context(|| format!("cannot move old {} aside", self.target.display()))?;
+                    std::fs::rename(&self.path, &self.target)
+                        .with_context(|| format!("cannot move output into {}", self.target.display()))?;
+                    std::fs::remove_dir_all(&old).ok();
+                }
+                Err(e) => return Err(e).with_context(|| format!("cannot move output into {}", self.target.display())),
+            }
         } else {
             std::fs::rename(&self.path, &self.target).with_context(|| format!("cannot move output into {}", self.target.display()))?;
         }
@@ -74,6 +85,20 @@ impl StagingDir {
     }
 }
 
+/// Swaps two existing paths atomically (Linux `renameat2(RENAME_EXCHANGE)`).
+fn rename_exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: both are valid NUL-terminated paths; AT_FDCWD resolves them like rename(2).
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// `rename` that fails with `EEXIST` instead of replacing an existing target (Linux
 /// `renameat2(RENAME_NOREPLACE)`).
 fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -92,10 +117,29 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
 /// Refuses an output directory that is, or contains, an input (`flag` names the input's
 /// flag): replacing the output would delete it.
 pub fn refuse_output_over_input(out: &Path, input: &Path, flag: &str) -> Result<()> {
+    refuse_replacing_input(out, "--out", input, flag)
+}
+
+/// [`refuse_output_over_input`] for an output given by `out_flag`.
+pub fn refuse_replacing_input(out: &Path, out_flag: &str, input: &Path, flag: &str) -> Result<()> {
     let (out_abs, in_abs) = (absolute(out), absolute(input));
     if in_abs.starts_with(&out_abs) {
         bail!(
-            "--out {} contains {flag} {}: replacing the output would delete the input; choose another --out",
+            "{out_flag} {} contains {flag} {}: replacing the output would delete the input; choose another {out_flag}",
+            out.display(),
+            input.display()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses an output (`out_flag`) inside an input (`flag`): writing it would change the
+/// input.
+pub fn refuse_output_inside_input(out: &Path, out_flag: &str, input: &Path, flag: &str) -> Result<()> {
+    let (out_abs, in_abs) = (absolute(out), absolute(input));
+    if out_abs.starts_with(&in_abs) && out_abs != in_abs {
+        bail!(
+            "{out_flag} {} is inside {flag} {}: writing it would change the input; choose another {out_flag}",
             out.display(),
             input.display()
         );

@@ -53,21 +53,32 @@ impl RunTarget {
         }
     }
 
-    /// Refuses an exact target that holds something other than a run (before any work).
-    pub fn check(&self) -> Result<()> {
-        match self {
-            RunTarget::Exact(dir) if dir.exists() && !replaceable_run(dir) => bail!(
-                "--run-dir {}: exists and is not a run directory (no {CONFIG_FILE}); it is replaced only when it holds a run or is empty",
-                dir.display()
-            ),
-            _ => Ok(()),
+    /// Refuses (before any work) an exact target that is a link, holds something other
+    /// than a run, or is, contains or is inside one of `inputs` (path, flag): the run to
+    /// start from, the data.
+    pub fn check(&self, inputs: &[(&Path, &str)]) -> Result<()> {
+        let RunTarget::Exact(dir) = self else { return Ok(()) };
+        if dir.is_symlink() {
+            bail!("--run-dir {}: is a link (such as runs/best); name a directory", dir.display());
         }
+        if dir.exists() && !replaceable_run(dir) {
+            bail!(
+                "--run-dir {}: exists and is not a run directory (no readable {CONFIG_FILE}); it is replaced only when it holds a run or is empty",
+                dir.display()
+            );
+        }
+        for (input, flag) in inputs {
+            crate::io::staging::refuse_replacing_input(dir, "--run-dir", input, flag)?;
+            crate::io::staging::refuse_output_inside_input(dir, "--run-dir", input, flag)?;
+        }
+        Ok(())
     }
 }
 
-/// Whether `--run-dir` may replace `dir`: an empty directory or a finished run.
+/// Whether `--run-dir` may replace `dir`: an empty directory or a finished run (its
+/// `config.json` reads as a run's).
 fn replaceable_run(dir: &Path) -> bool {
-    dir.is_dir() && (dir.join(CONFIG_FILE).is_file() || std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none()))
+    dir.is_dir() && (std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none()) || config::RunConfig::read(dir).is_ok())
 }
 
 /// A run being written.
@@ -81,7 +92,7 @@ impl RunWriter {
     /// Stages the run: `runs_dir/<timestamp>_<model>` (the name gets a `-N` suffix if it is
     /// taken when the run finishes) or the exact directory.
     pub fn create(target: &RunTarget, model: &str) -> Result<Self> {
-        target.check()?;
+        target.check(&[])?;
         let (target, exact) = match target {
             RunTarget::Timestamped(runs_dir) => {
                 std::fs::create_dir_all(runs_dir).with_context(|| format!("cannot create {}", runs_dir.display()))?;
