@@ -87,26 +87,22 @@ impl StagingDir {
 
 /// Swaps two existing paths atomically (Linux `renameat2(RENAME_EXCHANGE)`).
 fn rename_exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput));
-    let (a, b) = (c(a)?, c(b)?);
-    // SAFETY: both are valid NUL-terminated paths; AT_FDCWD resolves them like rename(2).
-    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    renameat2(a, b, libc::RENAME_EXCHANGE)
 }
 
 /// `rename` that fails with `EEXIST` instead of replacing an existing target (Linux
 /// `renameat2(RENAME_NOREPLACE)`).
 fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    renameat2(from, to, libc::RENAME_NOREPLACE)
+}
+
+/// Linux `renameat2(from, to, flags)`, both paths resolved like rename(2).
+fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput));
     let (from, to) = (c(from)?, c(to)?);
     // SAFETY: both are valid NUL-terminated paths; AT_FDCWD resolves them like rename(2).
-    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::RENAME_NOREPLACE) };
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), flags) };
     if rc == 0 {
         Ok(())
     } else {
