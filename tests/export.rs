@@ -127,6 +127,70 @@ fn every_backbone_has_an_export_test() {
     }
 }
 
+#[test]
+fn a_cached_tail_fine_tuned_run_changes_only_its_tail_and_predict_export_and_serve_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared(dir.path(), 40, 64);
+    let images = test_images(&data, &dir.path().join("images"));
+    let runs = dir.path().join("runs");
+    // A refit keeps its last epoch, so the tuned tail is what the run holds.
+    let tuned = ["--refit", "--epochs", "1", "--fine-tune-blocks", "4", "--fine-tune-epochs", "2", "--fine-tune-lr", "1e-3"];
+    let run_dir = quick_run(&data, &runs, &tuned);
+    let history = std::fs::read_to_string(run_dir.join("history.csv")).unwrap();
+    let phases: Vec<&str> = history.lines().skip(1).map(|l| l.split(',').nth(1).unwrap()).collect();
+    assert_eq!(phases, ["frozen", "fine-tune", "fine-tune"]);
+
+    // The last three MBConv blocks and the head convolution moved; everything else, BatchNorm
+    // statistics included, is still the ImageNet checkpoint.
+    let imagenet: HashMap<String, tch::Tensor> =
+        tch::Tensor::read_safetensors(repo_root().join(".venv/vocml-weights/efficientnet_lite0.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    let trained: HashMap<String, tch::Tensor> =
+        tch::Tensor::read_safetensors(run_dir.join("model.safetensors")).unwrap().into_iter().collect();
+    let tail = ["_blocks.13.", "_blocks.14.", "_blocks.15.", "_conv_head."];
+    let (mut moved, mut kept) = (0, 0);
+    for (name, before) in imagenet.iter().filter(|(k, _)| !k.starts_with("_fc.") && !k.ends_with("num_batches_tracked")) {
+        let after = trained.get(name).unwrap_or_else(|| panic!("{name} is missing from the run"));
+        let diff = (after - before).abs().max().double_value(&[]);
+        let trainable = tail.iter().any(|p| name.starts_with(p)) && !name.contains("running_");
+        if trainable {
+            assert!(diff > 0.0, "{name} was not tuned");
+            moved += 1;
+        } else {
+            assert_eq!(diff, 0.0, "{name} changed");
+            kept += 1;
+        }
+    }
+    assert!(moved >= 10 && kept > 100, "{moved} tuned, {kept} kept");
+    // The validation scores train recorded are those of the tuned model, as evaluate scores it.
+    let o = run(bin("evaluate").arg("--data").arg(&data).arg("--run").arg(&run_dir).args(["--split", "val", "--no-select", "-q"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (recorded, evaluated) = (read_json(&run_dir.join("metrics.json")), read_json(&run_dir.join("evaluation.json")));
+    for key in ["macro_f1", "micro_f1"] {
+        let (a, b) = (recorded["metrics"][key].as_f64().unwrap(), evaluated[key].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-9, "{key}: train recorded {a}, evaluate found {b}");
+    }
+    let last_val_loss: f64 = history.lines().last().unwrap().split(',').nth(3).unwrap().parse().unwrap();
+    let loss = evaluated["loss"].as_f64().unwrap();
+    assert!((last_val_loss - loss).abs() < 2e-6, "val loss: history {last_val_loss}, evaluate {loss}");
+
+    exported_file_scores_like_predict(&run_dir, &images, &[], &[]);
+    let want = run(bin("predict").arg("--run").arg(&run_dir).args(["-q", "--threads", "1"]).arg(&images));
+    let want = rows(&stdout(&want));
+    vocml_core::run::point_best(&runs, &run_dir).unwrap();
+    let server = crate::util::server::Server::start(&runs, &[]);
+    let path = images.join("00.png");
+    let bytes = std::fs::read(&path).unwrap();
+    let reply = server.post_form("/predict", &[("files", Some("00.png"), &bytes)], &[]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let served: Vec<f64> = reply.json()[0]["probabilities"].as_object().unwrap().values().map(|p| p.as_f64().unwrap()).collect();
+    let (_, predicted) = &want[path.to_str().unwrap()];
+    let diff = served.iter().zip(predicted).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(served.len() == predicted.len() && diff <= 1e-5, "serve {served:?} vs predict {predicted:?}");
+}
+
 /// The shapes dataset (colour and shape of each image) imported as `task`, at 32 px.
 fn shapes_as(dir: &Path, task: &str) -> PathBuf {
     let src = dir.join("shapes");

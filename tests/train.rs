@@ -384,6 +384,11 @@ fn config_file_sets_options_and_flags_override_it() {
                 let widths: Vec<i64> = head.split(',').map(|w| w.parse().unwrap()).collect();
                 assert_eq!(cfg["head"]["hidden"], serde_json::json!(widths), "{}", recipe.display());
             }
+            // Recipes that fine-tune the last blocks run that phase.
+            let blocks = table.get("fine_tune_blocks").and_then(|b| b.as_integer()).unwrap_or(0);
+            assert_eq!(options["fine_tune_blocks"], blocks, "{}", recipe.display());
+            let phases: Vec<String> = history_rows(run).iter().map(|r| r[1].clone()).collect();
+            assert_eq!(phases.contains(&"fine-tune".to_string()), blocks > 0, "{}: {phases:?}", recipe.display());
         }
     }
 }

@@ -148,8 +148,29 @@ impl EfficientNetLite {
 impl EfficientNetLite {
     /// The output of the 1x1 head convolution, `[N, 1280, h, w]`.
     fn map(&self, xs: &Tensor) -> Tensor {
+        self.tail_map(&self.trunk_map(xs, 0), 0)
+    }
+
+    /// The first block of a tail of `tail_blocks` of the [`block_prefixes`](BackboneNet::block_prefixes)
+    /// (the MBConv blocks, then the head convolution); `None` for no tail or one past the stem.
+    fn cut(&self, tail_blocks: usize) -> Option<usize> {
+        let all = self.blocks.len() + 1;
+        (1..=all).contains(&tail_blocks).then(|| all - tail_blocks)
+    }
+
+    /// The stem and the MBConv blocks before block `cut`.
+    fn trunk_map(&self, xs: &Tensor, cut: usize) -> Tensor {
         let mut h = self.stem.forward(xs);
-        for b in &self.blocks {
+        for b in &self.blocks[..cut] {
+            h = b.forward(&h);
+        }
+        h
+    }
+
+    /// The MBConv blocks from `cut` and the head convolution.
+    fn tail_map(&self, h: &Tensor, cut: usize) -> Tensor {
+        let mut h = h.shallow_clone();
+        for b in &self.blocks[cut..] {
             h = b.forward(&h);
         }
         self.head.forward(&h)
@@ -159,6 +180,18 @@ impl EfficientNetLite {
 impl BackboneNet for EfficientNetLite {
     fn feature_map(&self, xs: &Tensor) -> Option<Tensor> {
         Some(self.map(xs))
+    }
+
+    fn splits_before(&self, tail_blocks: usize) -> bool {
+        self.cut(tail_blocks).is_some()
+    }
+
+    fn trunk(&self, xs: &Tensor, tail_blocks: usize) -> Option<Tensor> {
+        self.cut(tail_blocks).map(|cut| self.trunk_map(xs, cut))
+    }
+
+    fn tail_features(&self, trunk: &Tensor, tail_blocks: usize) -> Option<Tensor> {
+        self.cut(tail_blocks).map(|cut| self.tail_map(trunk, cut).adaptive_avg_pool2d([1, 1]).flatten(1, -1))
     }
 
     fn imagenet_classifier(&self) -> Option<&dyn Module> {
@@ -174,5 +207,55 @@ impl BackboneNet for EfficientNetLite {
     fn conv_bns(&self) -> Vec<&ConvBn> {
         let blocks = self.blocks.iter().flat_map(|b| b.expand.iter().chain([&b.depthwise, &b.project]));
         std::iter::once(&self.stem).chain(blocks).chain(std::iter::once(&self.head)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::fold_frozen_batchnorm;
+    use tch::{Device, Kind};
+
+    /// Lite0 with random weights and BatchNorm statistics (so every layer matters).
+    fn random_lite0(vs: &nn::VarStore) -> EfficientNetLite {
+        let net = EfficientNetLite::new(&vs.root(), &LITE0, false);
+        tch::no_grad(|| {
+            for (name, mut v) in vs.variables() {
+                let r = Tensor::rand(v.size(), (Kind::Float, Device::Cpu));
+                v.copy_(&if name.ends_with("running_var") { r + 0.5 } else { r * 0.2 - 0.1 });
+            }
+        });
+        net
+    }
+
+    #[test]
+    fn the_tail_on_the_trunk_equals_the_whole_network_at_every_cut() {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = random_lite0(&vs);
+        let xs = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
+        let blocks = net.block_prefixes().len();
+        assert_eq!(blocks, 17);
+        tch::no_grad(|| {
+            let whole = net.features(&xs);
+            for tail in 1..=blocks {
+                let trunk = net.trunk(&xs, tail).unwrap();
+                let split = net.tail_features(&trunk, tail).unwrap();
+                let diff = (&split - &whole).abs().max().double_value(&[]);
+                assert!(diff < 1e-5, "tail of {tail} blocks: max |diff| {diff}");
+            }
+            assert!(net.trunk(&xs, blocks + 1).is_none() && net.trunk(&xs, 0).is_none());
+            assert!(net.splits_before(blocks) && !net.splits_before(blocks + 1) && !net.splits_before(0));
+            // The trunk ends where the tail's first block starts: 3 blocks -> block 13's input.
+            assert_eq!(net.trunk(&xs, 4).unwrap().size(), [2, 192, 2, 2]);
+            // With the frozen trunk's BatchNorm folded, as in training, the parity holds too.
+            vs.variables().values().for_each(|v| {
+                let _ = v.set_requires_grad(false);
+            });
+            fold_frozen_batchnorm(&net);
+            let split = net.tail_features(&net.trunk(&xs, 4).unwrap(), 4).unwrap();
+            let diff = (&split - &whole).abs().max().double_value(&[]);
+            assert!(diff < 1e-5, "folded: max |diff| {diff}");
+        });
     }
 }

@@ -32,6 +32,25 @@ pub trait BackboneNet: Send + std::fmt::Debug {
         let _ = xs;
         None
     }
+    /// Whether [`trunk`](Self::trunk) and [`tail_features`](Self::tail_features) split this
+    /// backbone before its last `tail_blocks` blocks.
+    fn splits_before(&self, tail_blocks: usize) -> bool {
+        let _ = tail_blocks;
+        false
+    }
+    /// The activations the last `tail_blocks` of [`block_prefixes`](Self::block_prefixes)
+    /// start from (the frozen trunk's output, what cached-tail fine-tuning caches); `None`
+    /// where this backbone cannot be split there.
+    fn trunk(&self, xs: &Tensor, tail_blocks: usize) -> Option<Tensor> {
+        let _ = (xs, tail_blocks);
+        None
+    }
+    /// Pooled features of the last `tail_blocks` blocks run on [`trunk`](Self::trunk)
+    /// activations: `tail_features(trunk(x, t), t) == features(x)` up to float rounding.
+    fn tail_features(&self, trunk: &Tensor, tail_blocks: usize) -> Option<Tensor> {
+        let _ = (trunk, tail_blocks);
+        None
+    }
     /// The 1000-class ImageNet classifier on the features, when built with it.
     fn imagenet_classifier(&self) -> Option<&dyn Module> {
         None

@@ -6,7 +6,7 @@ use crate::dataset::prepared::SplitData;
 use crate::eval::validation::{Validation, ValidationSet};
 use crate::model::head::Head;
 use crate::task::Task;
-use crate::train::features::{Extractor, FeatureCache};
+use crate::train::features::{Extractor, FeatureCache, TrunkCache};
 use crate::train::history::{EpochRecord, TrainObserver};
 use crate::train::optim::Adam;
 use crate::train::schedule::{cosine, Plateau, Scheduler};
@@ -65,6 +65,11 @@ pub struct EpochLoop<'a> {
     pub head: &'a Head,
     pub pos_weight: Option<&'a Tensor>,
     pub cache: Option<&'a FeatureCache>,
+    /// The frozen trunk's activations, when fine-tuning runs the tail on them.
+    pub trunk: Option<&'a TrunkCache>,
+    /// Whether backbone weights may differ from those `cache` was computed with (from the
+    /// fine-tuning phase on): validation then runs the backbone (or the tail) again.
+    pub backbone_tuned: bool,
     pub source: Option<&'a ImageSource<'a>>,
     /// Feature views per training image in the cache.
     pub views: usize,
@@ -84,9 +89,10 @@ impl EpochLoop<'_> {
 
     /// Validation loss, metrics and mAP of the current weights.
     pub fn validate(&self) -> Result<Validation> {
-        let features = match self.cache {
-            Some(c) => c.val.shallow_clone(),
-            None => self.extractor.split(self.val, 64)?,
+        let features = match (self.cache, self.trunk) {
+            (Some(c), _) if !self.backbone_tuned => c.val.shallow_clone(),
+            (_, Some(t)) => t.val_features(&self.extractor, 64)?,
+            _ => self.extractor.split(self.val, 64)?,
         };
         let set = ValidationSet { features, labels: self.val_labels.shallow_clone(), y: &self.val.y };
         set.validate(self.task, |f| self.head.forward_t(f, false), |l, y| self.loss(l, y))
@@ -191,12 +197,16 @@ impl EpochLoop<'_> {
     }
 
     /// Features of training rows `chunk`: from a random cached view when the backbone is
-    /// frozen and cached, else by running it on (augmented) pixels.
+    /// frozen and cached, through the tail (with gradients) from a random cached view of the
+    /// trunk's activations when fine-tuning from them, else by running the backbone on
+    /// (augmented) pixels.
     fn batch_features(&mut self, phase: Phase, chunk: &[usize]) -> Result<Tensor> {
         let (cfg, ex) = (self.cfg, self.extractor);
-        if let (Some(cache), false) = (self.cache, phase.trains_backbone()) {
-            let view: Vec<i64> = chunk.iter().map(|_| self.rng.gen_range(0..self.views) as i64).collect();
-            return Ok(cache.gather(chunk, &view, ex.device));
+        let random_views = |rng: &mut ChaCha8Rng| -> Vec<i64> { chunk.iter().map(|_| rng.gen_range(0..self.views) as i64).collect() };
+        match (self.cache, self.trunk, phase.trains_backbone()) {
+            (Some(cache), _, false) => return Ok(cache.gather(chunk, &random_views(self.rng), ex.device)),
+            (_, Some(trunk), true) => return ex.tail(&trunk.acts.gather(chunk, &random_views(self.rng), ex.device), trunk.tail_blocks),
+            _ => {}
         }
         let px = self.source.context("no image source")?.batch(chunk, ex.device)?;
         let aug = cfg.augment.as_ref().map(|a| (a, &mut *self.rng));

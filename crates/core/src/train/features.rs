@@ -1,6 +1,7 @@
-//! Backbone features without gradients: of a whole split in batches, and the frozen-backbone
-//! feature cache (a clean view plus augmented views of every training image, filled in
-//! place) that lets later epochs train only the head.
+//! Backbone features without gradients: of a whole split in batches, and the caches of a
+//! frozen backbone (a clean view plus augmented views of every training image, filled in
+//! place): its pooled features, which let later epochs train only the head, or its trunk's
+//! activations, which let fine-tuning run only the last blocks (cached-tail fine-tuning).
 
 use crate::dataset::prepared::SplitData;
 use crate::model::{BackboneKind, BackboneNet};
@@ -29,14 +30,50 @@ pub struct Extractor<'a> {
     pub speed: SpeedOptions,
 }
 
+/// What a cache holds per image: the pooled features, or the activations entering the last
+/// N blocks (`Trunk(N)`, see [`BackboneNet::trunk`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStage {
+    Features,
+    Trunk(usize),
+}
+
 impl Extractor<'_> {
     /// Features (float32) of rows `idx` (clean or augmented) without gradients.
     pub fn rows(&self, data: &SplitData, idx: &[usize], aug: Option<(&AugmentConfig, &mut ChaCha8Rng)>) -> Result<Tensor> {
+        self.rows_at(CacheStage::Features, data, idx, aug)
+    }
+
+    /// What `stage` names (float32) of rows `idx` without gradients.
+    pub fn rows_at(
+        &self,
+        stage: CacheStage,
+        data: &SplitData,
+        idx: &[usize],
+        aug: Option<(&AugmentConfig, &mut ChaCha8Rng)>,
+    ) -> Result<Tensor> {
         let px = upload(&data.pixels(idx)?, self.device);
         tch::no_grad(|| {
             let xs = model_input(&px, aug, &self.kind.normalization(), self.speed);
-            crate::device::bf16_autocast(self.speed.bf16, self.device, || self.net.features(&xs).to_kind(Kind::Float))
+            crate::device::bf16_autocast(self.speed.bf16, self.device, || {
+                let out = match stage {
+                    CacheStage::Features => Some(self.net.features(&xs)),
+                    CacheStage::Trunk(blocks) => self.net.trunk(&xs, blocks),
+                };
+                out.map(|t| t.to_kind(Kind::Float))
+                    .with_context(|| format!("{} cannot be split before its last {stage:?} blocks", self.kind.name()))
+            })?
         })
+    }
+
+    /// Pooled features of the last `tail_blocks` blocks on trunk activations `trunk`, with
+    /// gradients (cached-tail fine-tuning).
+    pub fn tail(&self, trunk: &Tensor, tail_blocks: usize) -> Result<Tensor> {
+        crate::device::bf16_autocast(self.speed.bf16, self.device, || {
+            self.net
+                .tail_features(trunk, tail_blocks)
+                .with_context(|| format!("{} cannot be split before its last {tail_blocks} blocks", self.kind.name()))
+        })?
     }
 
     /// Features of every row of `data`, in batches of `batch`.
@@ -77,12 +114,36 @@ pub fn rows_features(
     Ok(Tensor::cat(&parts, 0))
 }
 
-/// Cached features of a frozen backbone: `train` is `[views, N, D]` (view 0 clean, the others
-/// augmented), `val` is `[N_val, D]`.
+/// Cached outputs of a frozen backbone (pooled features or trunk activations, as
+/// [`CacheStage`] says): `train` is `[views, N, ...]` (view 0 clean, the others augmented),
+/// `val` is `[N_val, ...]`.
 pub struct FeatureCache {
     pub train: Tensor,
     pub val: Tensor,
     pub views: usize,
+}
+
+/// The cache of cached-tail fine-tuning: the frozen trunk's activations entering the last
+/// `tail_blocks` blocks, from which those blocks and the head train.
+pub struct TrunkCache {
+    pub acts: FeatureCache,
+    pub tail_blocks: usize,
+}
+
+impl TrunkCache {
+    /// Pooled features of validation rows through the current tail, without gradients.
+    pub fn val_features(&self, ex: &Extractor, batch: usize) -> Result<Tensor> {
+        tail_features(ex, &self.acts.val, self.tail_blocks, batch)
+    }
+}
+
+/// Pooled features (float32) of the last `tail_blocks` blocks on every row of trunk
+/// activations `acts`, in batches of `batch`, without gradients.
+fn tail_features(ex: &Extractor, acts: &Tensor, tail_blocks: usize, batch: usize) -> Result<Tensor> {
+    let parts = batches(acts.size()[0] as usize, batch)
+        .map(|r| tch::no_grad(|| ex.tail(&acts.narrow(0, r.start as i64, r.len() as i64), tail_blocks)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&parts, 0).to_kind(Kind::Float))
 }
 
 impl FeatureCache {
@@ -91,6 +152,7 @@ impl FeatureCache {
     #[allow(clippy::too_many_arguments)]
     pub fn build(
         ex: &Extractor,
+        stage: CacheStage,
         train: &SplitData,
         val: &SplitData,
         augment: Option<&AugmentConfig>,
@@ -102,27 +164,51 @@ impl FeatureCache {
     ) -> Result<FeatureCache> {
         let n = train.len();
         let total = (n * views + val.len()).div_ceil(batch);
-        observer.phase("features", total as u64);
-        let dim = ex.dim;
-        let cache = Tensor::empty([views as i64, n as i64, dim], (Kind::Float, ex.device));
-        let val_cache = Tensor::empty([val.len() as i64, dim], (Kind::Float, ex.device));
-        // (rows, destination, augmented): the clean training view, the augmented ones, validation.
-        let fills = (0..views).map(|v| (train, cache.get(v as i64), v > 0)).chain(std::iter::once((val, val_cache.shallow_clone(), false)));
-        for (data, dst, augmented) in fills {
+        observer.phase(if stage == CacheStage::Features { "features" } else { "activations" }, total as u64);
+        // Allocated at the first batch, when the shape of one image's output is known.
+        let mut caches: Option<(Tensor, Tensor)> = None;
+        // (rows, view or None for validation, augmented): the clean training view, the augmented ones, validation.
+        let fills = (0..views).map(|v| (train, Some(v as i64), v > 0)).chain(std::iter::once((val, None, false)));
+        for (data, view, augmented) in fills {
             for r in batches(data.len(), batch) {
                 if cancel.load(Ordering::SeqCst) {
                     bail!(crate::Interrupted);
                 }
                 let idx: Vec<usize> = r.clone().collect();
                 let aug = if augmented { augment.map(|a| (a, &mut *rng)) } else { None };
-                let feats = ex.rows(data, &idx, aug)?;
-                dst.narrow(0, r.start as i64, idx.len() as i64)
-                    .f_copy_(&feats)
-                    .with_context(|| format!("{}: features of shape {:?}, expected {dim} per image", ex.kind.name(), feats.size()))?;
+                let out = ex.rows_at(stage, data, &idx, aug)?;
+                let (cache, val_cache) = caches.get_or_insert_with(|| {
+                    let item = &out.size()[1..];
+                    let opts = (Kind::Float, ex.device);
+                    (
+                        Tensor::empty([&[views as i64, n as i64], item].concat(), opts),
+                        Tensor::empty([&[val.len() as i64], item].concat(), opts),
+                    )
+                });
+                let dst = match view {
+                    Some(v) => cache.get(v),
+                    None => val_cache.shallow_clone(),
+                };
+                dst.narrow(0, r.start as i64, idx.len() as i64).f_copy_(&out).with_context(|| {
+                    format!("{}: outputs of shape {:?}, expected {:?} per image", ex.kind.name(), out.size(), &dst.size()[1..])
+                })?;
                 observer.done(1, None);
             }
         }
-        Ok(FeatureCache { train: cache, val: val_cache, views })
+        let (train, val) = caches.context("no images to cache")?;
+        if stage == CacheStage::Features && train.size()[2] != ex.dim {
+            bail!("{}: features of width {}, expected {}", ex.kind.name(), train.size()[2], ex.dim);
+        }
+        Ok(FeatureCache { train, val, views })
+    }
+
+    /// The pooled features of this trunk cache (the last `tail_blocks` blocks run on every
+    /// cached activation, without gradients), in batches of `batch`: the head-only phase's
+    /// cache, at the cost of the tail alone.
+    pub fn pooled(&self, ex: &Extractor, tail_blocks: usize, batch: usize) -> Result<FeatureCache> {
+        let pool = |acts: &Tensor| tail_features(ex, acts, tail_blocks, batch);
+        let train = (0..self.views as i64).map(|v| pool(&self.train.get(v))).collect::<Result<Vec<_>>>()?;
+        Ok(FeatureCache { train: Tensor::stack(&train, 0), val: pool(&self.val)?, views: self.views })
     }
 
     /// Cached features of training rows `rows`, each from the view in `view`.

@@ -3,7 +3,9 @@
 //! Adam; the task's loss (binary cross-entropy, or softmax cross-entropy summed over label
 //! groups); early stopping on the task's validation metric with best-epoch restore. With a
 //! frozen backbone, features are computed once (a clean view plus a few augmented views per
-//! image) and later epochs train only the head.
+//! image) and later epochs train only the head; when the last blocks are fine-tuned and the
+//! backbone splits before them, the frozen trunk's activations are cached instead, and
+//! fine-tuning runs only those blocks and the head (cached-tail fine-tuning).
 //!
 //! [`train`] reads as its steps: open and check the data, build the model, cache features,
 //! run the frozen (or from-scratch) phase and the fine-tuning phase with [`epochs`], restore
@@ -31,7 +33,7 @@ use crate::task::Task;
 use crate::tensor::upload;
 use crate::train::augment::AugmentConfig;
 use crate::train::epochs::{Best, EpochLoop, Phase};
-use crate::train::features::{Extractor, FeatureCache};
+use crate::train::features::{CacheStage, Extractor, FeatureCache, TrunkCache};
 use crate::train::history::{EpochRecord, TrainObserver};
 use crate::train::optim::Adam;
 use crate::train::step::{ImageSource, SpeedOptions};
@@ -239,15 +241,47 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
     };
 
     let views = if cfg.augment.is_some() { 1 + cfg.aug_views } else { 1 };
-    let cache = if cfg.cache_features && !scratch {
-        let batch = if device.is_cuda() { cfg.batch_size.max(32) } else { crate::device::inference_batch(device) };
-        Some(FeatureCache::build(&ex, &data.train, &data.val, cfg.augment.as_ref(), views, batch, &mut rng, observer, cancel)?)
+    let fine_tune = cfg.fine_tune_blocks > 0 && cfg.fine_tune_epochs > 0;
+    let cached = cfg.cache_features && !scratch;
+    let batch = if device.is_cuda() { cfg.batch_size.max(32) } else { crate::device::inference_batch(device) };
+    // Cached-tail fine-tuning where the backbone splits before its tuned blocks: the trunk's
+    // activations are cached once and the head-only phase's features pooled from them.
+    let tail_blocks = cfg.fine_tune_blocks.min(model.net.block_prefixes().len());
+    let trunk = if cached && fine_tune && model.net.splits_before(tail_blocks) {
+        let acts = FeatureCache::build(
+            &ex,
+            CacheStage::Trunk(tail_blocks),
+            &data.train,
+            &data.val,
+            cfg.augment.as_ref(),
+            views,
+            batch,
+            &mut rng,
+            observer,
+            cancel,
+        )?;
+        Some(TrunkCache { acts, tail_blocks })
     } else {
         None
     };
-    // Batches of pixels for epochs that run the backbone (no cache, or fine-tuning).
-    let fine_tune = cfg.fine_tune_blocks > 0 && cfg.fine_tune_epochs > 0;
-    let source = if cache.is_none() || fine_tune { Some(ImageSource::new(&data.train, device)?) } else { None };
+    let cache = match &trunk {
+        Some(t) => Some(t.acts.pooled(&ex, tail_blocks, batch)?),
+        None if cached => Some(FeatureCache::build(
+            &ex,
+            CacheStage::Features,
+            &data.train,
+            &data.val,
+            cfg.augment.as_ref(),
+            views,
+            batch,
+            &mut rng,
+            observer,
+            cancel,
+        )?),
+        None => None,
+    };
+    // Batches of pixels for epochs that run the whole backbone (no cache, or fine-tuning without a trunk cache).
+    let source = if cache.is_none() || (fine_tune && trunk.is_none()) { Some(ImageSource::new(&data.train, device)?) } else { None };
     let mut epochs = EpochLoop {
         cfg,
         task,
@@ -258,6 +292,8 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
         head: &model.head,
         pos_weight: pos_weight.as_ref(),
         cache: cache.as_ref(),
+        trunk: trunk.as_ref(),
+        backbone_tuned: false,
         source: source.as_ref(),
         views,
         variables: [&model.head_vs, &model.backbone_vs],
@@ -284,6 +320,7 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
         let (params, scales) = model.fine_tune_parameters(cfg.fine_tune_blocks, cfg.fine_tune_lr_decay);
         crate::model::fold_frozen_batchnorm(model.net.as_ref());
         let offset = epochs.history.len();
+        epochs.backbone_tuned = true;
         let mut opt = Adam::new(params, cfg.fine_tune_lr);
         if cfg.fine_tune_lr_decay != 1.0 {
             opt = opt.with_lr_scales(&scales);

@@ -132,7 +132,10 @@ pub struct TrainOptions {
     /// images; evaluate stores 0.5 thresholds for it unless --thresholds says otherwise.
     #[cfg_attr(feature = "clap", arg(long))]
     pub refit: bool,
-    /// After the frozen phase, unfreeze the last N backbone blocks and train them too.
+    /// After the frozen phase, unfreeze the last N backbone blocks and train them too. The
+    /// EfficientNet-Lite models train them from cached activations of the frozen blocks
+    /// before them (the trunk runs once per cached view); other backbones, and --no-cache,
+    /// run the whole backbone on augmented pixels every step.
     #[cfg_attr(feature = "clap", arg(long, value_name = "N", default_value_t = TrainOptions::default().fine_tune_blocks))]
     pub fine_tune_blocks: usize,
     /// Maximum epochs of the fine-tuning phase.
