@@ -2,7 +2,7 @@
 thresholds tuned on each fold's val split, and mAP; the paired per-fold difference of each case
 against the first (same folds, same test images) with its 95% interval (Student's t over the
 folds); a case is "better" or "worse" only when that interval excludes 0. Train seconds and
-peak RSS of the train process.
+peak RSS of the train process; macro-F1 at the stored rule (shrunk thresholds) paired the same way.
 
 Usage: report_cv.py OUT_DIR CASE... (OUT_DIR/<case>/fold<i>/{runs/, seconds})
 """
@@ -79,6 +79,17 @@ def main():
         secs = mean_sd([s for *_, s, _ in folds.values()])[0]
         peak = max(p for *_, p in folds.values())
         print(f"| {c} | {len(folds)} | {cell('f1')} | {cell('tuned')} | {cell('map')} | {d_map} | {d_tuned} | {v} | {secs:.0f} | {peak:.0f} |")
+    # The stored rule (shrunk thresholds, what predict and serve decide with) against the first case.
+    if all(m["shrunk"] is not None for folds in data.values() for m, *_ in folds.values()):
+        print(f"\nAt the stored rule (shrunk thresholds), paired by fold against {ref}:\n")
+        print("| case | macro-F1 (stored rule) | Δ vs " + ref + " [95% CI] | verdict |")
+        print("|---|---|---|---|")
+        for c, folds in data.items():
+            ms = [m["shrunk"] for m, *_ in folds.values()]
+            d = [folds[f][0]["shrunk"] - data[ref][f][0]["shrunk"] for f in folds if f in data[ref]]
+            m, iv = interval(d)
+            delta = "-" if c == ref else f"{m:+.3f}" + (f" [{iv[0]:+.3f}, {iv[1]:+.3f}]" if iv else "")
+            print(f"| {c} | {'{:.3f} ± {:.3f}'.format(*mean_sd(ms))} | {delta} | {'reference' if c == ref else verdict(iv)} |")
     # Threshold rules (evaluate --thresholds): tuned and shrunk against 0.5, and shrunk against
     # tuned, paired over the folds of each case; pooled over every case at the end.
     print("\nThreshold rules (macro-F1 on each fold's test split, paired by fold):\n")
