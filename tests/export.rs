@@ -135,7 +135,11 @@ fn a_cached_tail_fine_tuned_run_changes_only_its_tail_and_predict_export_and_ser
     let runs = dir.path().join("runs");
     // A refit keeps its last epoch, so the tuned tail is what the run holds.
     let tuned = ["--refit", "--epochs", "1", "--fine-tune-blocks", "4", "--fine-tune-epochs", "2", "--fine-tune-lr", "1e-3"];
-    let run_dir = quick_run(&data, &runs, &tuned);
+    let o =
+        run(bin("train").arg("--data").arg(&data).arg("--runs-dir").arg(&runs).args(["--threads", "2", "--aug-views", "1"]).args(tuned));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("fine-tuning the last 4 blocks from cached activations"), "{}", stderr(&o));
+    let run_dir = only_run(&runs);
     let history = std::fs::read_to_string(run_dir.join("history.csv")).unwrap();
     let phases: Vec<&str> = history.lines().skip(1).map(|l| l.split(',').nth(1).unwrap()).collect();
     assert_eq!(phases, ["frozen", "fine-tune", "fine-tune"]);
@@ -175,6 +179,18 @@ fn a_cached_tail_fine_tuned_run_changes_only_its_tail_and_predict_export_and_ser
     let last_val_loss: f64 = history.lines().last().unwrap().split(',').nth(3).unwrap().parse().unwrap();
     let loss = evaluated["loss"].as_f64().unwrap();
     assert!((last_val_loss - loss).abs() < 2e-6, "val loss: history {last_val_loss}, evaluate {loss}");
+    // Multi-scale features fine-tune on pixels, and validate on the tuned backbone too.
+    let scaled = dir.path().join("scaled");
+    let o =
+        run(bin("train").arg("--data").arg(&data).arg("--runs-dir").arg(&scaled).args(["--threads", "2", "--scales", "64,48"]).args(tuned));
+    assert!(o.status.success() && !stderr(&o).contains("cached activations"), "{}", stderr(&o));
+    let scaled_run = only_run(&scaled);
+    let o = run(bin("evaluate").arg("--data").arg(&data).arg("--run").arg(&scaled_run).args(["--split", "val", "--no-select", "-q"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let scaled_history = std::fs::read_to_string(scaled_run.join("history.csv")).unwrap();
+    let last_val_loss: f64 = scaled_history.lines().last().unwrap().split(',').nth(3).unwrap().parse().unwrap();
+    let loss = read_json(&scaled_run.join("evaluation.json"))["loss"].as_f64().unwrap();
+    assert!((last_val_loss - loss).abs() < 2e-6, "multi-scale val loss: history {last_val_loss}, evaluate {loss}");
 
     exported_file_scores_like_predict(&run_dir, &images, &[], &[]);
     let want = run(bin("predict").arg("--run").arg(&run_dir).args(["-q", "--threads", "1"]).arg(&images));

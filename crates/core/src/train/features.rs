@@ -1,7 +1,8 @@
 //! Backbone features without gradients: of a whole split in batches, and the caches of a
 //! frozen backbone (a clean view plus augmented views of every training image, filled in
 //! place): its pooled features, which let later epochs train only the head, or its trunk's
-//! activations, which let fine-tuning run only the last blocks (cached-tail fine-tuning).
+//! activations, which let fine-tuning run only the last blocks on them (cached-tail
+//! fine-tuning, the one forward pass here with gradients).
 
 use crate::dataset::prepared::SplitData;
 use crate::model::{BackboneKind, BackboneNet};
@@ -45,7 +46,7 @@ impl Extractor<'_> {
     }
 
     /// What `stage` names (float32) of rows `idx` without gradients.
-    pub fn rows_at(
+    fn rows_at(
         &self,
         stage: CacheStage,
         data: &SplitData,
@@ -60,8 +61,7 @@ impl Extractor<'_> {
                     CacheStage::Features => Some(self.net.features(&xs)),
                     CacheStage::Trunk(blocks) => self.net.trunk(&xs, blocks),
                 };
-                out.map(|t| t.to_kind(Kind::Float))
-                    .with_context(|| format!("{} cannot be split before its last {stage:?} blocks", self.kind.name()))
+                out.map(|t| t.to_kind(Kind::Float)).with_context(|| format!("{} cannot be split there ({stage:?})", self.kind.name()))
             })?
         })
     }
@@ -177,6 +177,9 @@ impl FeatureCache {
                 let idx: Vec<usize> = r.clone().collect();
                 let aug = if augmented { augment.map(|a| (a, &mut *rng)) } else { None };
                 let out = ex.rows_at(stage, data, &idx, aug)?;
+                if stage == CacheStage::Features && out.size().get(1) != Some(&ex.dim) {
+                    bail!("{}: features of shape {:?}, expected {} per image", ex.kind.name(), out.size(), ex.dim);
+                }
                 let (cache, val_cache) = caches.get_or_insert_with(|| {
                     let item = &out.size()[1..];
                     let opts = (Kind::Float, ex.device);
@@ -196,9 +199,6 @@ impl FeatureCache {
             }
         }
         let (train, val) = caches.context("no images to cache")?;
-        if stage == CacheStage::Features && train.size()[2] != ex.dim {
-            bail!("{}: features of width {}, expected {}", ex.kind.name(), train.size()[2], ex.dim);
-        }
         Ok(FeatureCache { train, val, views })
     }
 

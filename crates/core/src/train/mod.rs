@@ -222,6 +222,18 @@ impl Model {
     }
 }
 
+/// Cached-tail fine-tuning keeps the trunk's activations in memory up to this size; above it
+/// the last blocks fine-tune on pixels through the whole backbone.
+pub const TRUNK_CACHE_LIMIT_BYTES: usize = 6 << 30;
+
+/// Bytes of a float32 trunk cache of `rows` images at `size` px before the last `tail_blocks`
+/// blocks (the trunk run once on one blank image to learn its output's shape).
+fn trunk_cache_bytes(ex: &Extractor, tail_blocks: usize, size: u32, rows: usize) -> Result<usize> {
+    let blank = Tensor::zeros([1, 3, size as i64, size as i64], (tch::Kind::Float, ex.device));
+    let out = tch::no_grad(|| ex.net.trunk(&blank, tail_blocks)).context("the backbone cannot be split there")?;
+    Ok(out.numel() * 4 * rows)
+}
+
 /// Trains one model and writes its run directory.
 pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, cancel: &AtomicBool) -> Result<TrainOutcome> {
     let started = Instant::now();
@@ -248,19 +260,24 @@ pub fn train(cfg: &TrainConfig, device: Device, observer: &dyn TrainObserver, ca
     // activations are cached once and the head-only phase's features pooled from them.
     let tail_blocks = cfg.fine_tune_blocks.min(model.net.block_prefixes().len());
     let trunk = if cached && fine_tune && model.net.splits_before(tail_blocks) {
-        let acts = FeatureCache::build(
-            &ex,
-            CacheStage::Trunk(tail_blocks),
-            &data.train,
-            &data.val,
-            cfg.augment.as_ref(),
-            views,
-            batch,
-            &mut rng,
-            observer,
-            cancel,
-        )?;
-        Some(TrunkCache { acts, tail_blocks })
+        let bytes = trunk_cache_bytes(&ex, tail_blocks, data.manifest.image.size, views * data.train.len() + data.val.len())?;
+        if bytes <= TRUNK_CACHE_LIMIT_BYTES {
+            observer.note(&format!(
+                "fine-tuning the last {tail_blocks} blocks from cached activations ({:.0} MiB)",
+                bytes as f64 / (1 << 20) as f64
+            ));
+            let stage = CacheStage::Trunk(tail_blocks);
+            let acts =
+                FeatureCache::build(&ex, stage, &data.train, &data.val, cfg.augment.as_ref(), views, batch, &mut rng, observer, cancel)?;
+            Some(TrunkCache { acts, tail_blocks })
+        } else {
+            observer.note(&format!(
+                "fine-tuning the last {tail_blocks} blocks on pixels: their cached activations would take {:.1} GiB (over {} GiB)",
+                bytes as f64 / (1u64 << 30) as f64,
+                TRUNK_CACHE_LIMIT_BYTES >> 30
+            ));
+            None
+        }
     } else {
         None
     };

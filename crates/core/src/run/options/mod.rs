@@ -133,9 +133,9 @@ pub struct TrainOptions {
     #[cfg_attr(feature = "clap", arg(long))]
     pub refit: bool,
     /// After the frozen phase, unfreeze the last N backbone blocks and train them too. The
-    /// EfficientNet-Lite models train them from cached activations of the frozen blocks
-    /// before them (the trunk runs once per cached view); other backbones, and --no-cache,
-    /// run the whole backbone on augmented pixels every step.
+    /// EfficientNet-Lite models (without --scales) train them from cached activations of
+    /// the frozen blocks before them (the trunk runs once per cached view); other backbones,
+    /// --scales and --no-cache run the whole backbone on augmented pixels every step.
     #[cfg_attr(feature = "clap", arg(long, value_name = "N", default_value_t = TrainOptions::default().fine_tune_blocks))]
     pub fine_tune_blocks: usize,
     /// Maximum epochs of the fine-tuning phase.
