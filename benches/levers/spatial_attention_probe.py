@@ -23,27 +23,21 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
-sys.path.insert(0, os.path.join(ROOT, "benches", "peer"))
-from train_torch import Lite0Features  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cv_probe import lite0, mean_ap, out_of_fold, paired_bootstrap, photos, pixels  # noqa: E402
 
 torch.set_num_threads(os.cpu_count() or 1)
 data, cache = sys.argv[1], sys.argv[2]
 fold_seed = int(sys.argv[3]) if len(sys.argv) > 3 else 7
-X = np.concatenate([np.load(f"{data}/X_{s}.npy", mmap_mode="r") for s in ("train", "val", "test")])
-Y = np.concatenate([np.load(f"{data}/y_{s}.npy") for s in ("train", "val", "test")]).astype(np.float32)
+X, Y = photos(data)
 N, C = Y.shape
 
 
 def feature_maps():
     """[N, 2 (photo, mirror), 1280, h, w] fp16, computed once into `cache`."""
     if not os.path.exists(cache):
-        net = Lite0Features()
-        sd = load_file(os.path.join(ROOT, ".venv", "vocml-weights", "efficientnet_lite0.safetensors"))
-        net.load_state_dict({k: v for k, v in sd.items() if not k.startswith("_fc.")}, strict=False)
-        net.eval()
+        net = lite0()
 
         def fmap(x):
             h = F.relu6(net._bn0(net._conv_stem(x)))
@@ -55,7 +49,7 @@ def feature_maps():
         out = np.lib.format.open_memmap(cache + ".tmp.npy", mode="w+", dtype=np.float16, shape=(N, 2, 1280, side, side))
         with torch.inference_mode():
             for i in range(0, N, 16):
-                x = (torch.from_numpy(np.ascontiguousarray(X[i:i + 16])).permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5
+                x = pixels(X, i, i + 16)
                 out[i:i + 16, 0] = fmap(x).numpy().astype(np.float16)
                 out[i:i + 16, 1] = fmap(x.flip(3)).numpy().astype(np.float16)
         out.flush()
@@ -81,43 +75,9 @@ class Head(nn.Module):
         return base + self.lam * att
 
 
-def out_of_fold(maps, lam, T, folds, epochs=30, seed=42):
-    oof = np.zeros((N, C), np.float32)
-    for k in range(5):
-        te, tr = np.where(folds == k)[0], np.where(folds != k)[0]
-        torch.manual_seed(seed + k)
-        g = np.random.default_rng(seed + k)
-        h = Head(lam, T)
-        opt = torch.optim.Adam(h.parameters(), 1e-3)
-        ytr = torch.from_numpy(Y[tr])
-        for _ in range(epochs):
-            h.train()
-            order = g.permutation(len(tr))
-            for b in range(0, len(tr), 16):
-                idx = order[b:b + 16]
-                view = torch.from_numpy(g.integers(0, 2, len(idx)))
-                loss = F.binary_cross_entropy_with_logits(h(maps[torch.from_numpy(tr[idx]), view].float()), ytr[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        h.eval()
-        with torch.inference_mode():
-            for b in range(0, len(te), 64):
-                i = torch.from_numpy(te[b:b + 64])
-                oof[te[b:b + 64]] = ((torch.sigmoid(h(maps[i, 0].float())) + torch.sigmoid(h(maps[i, 1].float()))) / 2).numpy()
-    return oof
-
-
-def average_precision(s, t):
-    t = t[np.argsort(-s)]
-    tp = np.cumsum(t)
-    precision = np.maximum.accumulate((tp / np.arange(1, len(t) + 1))[::-1])[::-1]
-    recall = np.concatenate([[0], tp / max(t.sum(), 1)])
-    return float(np.sum((recall[1:] - recall[:-1]) * precision))
-
-
-def mean_ap(p, y):
-    return float(np.mean([average_precision(p[:, c], y[:, c]) for c in range(C)]))
+def head_model(lam, T):
+    h = Head(lam, T)
+    return h, torch.optim.Adam(h.parameters(), 1e-3)
 
 
 def main():
@@ -128,13 +88,12 @@ def main():
     res = {}
     for lam, T in configs:
         t0 = time.time()
-        res[(lam, T)] = out_of_fold(maps, lam, T, folds)
+        res[(lam, T)] = out_of_fold(maps, Y, folds, lambda: head_model(lam, T), 30)
         print(f"lambda {lam} T {T}: CV mAP {mean_ap(res[(lam, T)], Y):.4f} ({time.time() - t0:.0f} s)", flush=True)
     base, rng = res[(0.0, None)], np.random.default_rng(0)
     for (lam, T), p in list(res.items())[1:]:
-        d = [mean_ap(p[i], Y[i]) - mean_ap(base[i], Y[i]) for i in (rng.integers(0, N, N) for _ in range(1000))]
-        print(f"lambda {lam} T {T}: {mean_ap(p, Y) - mean_ap(base, Y):+.4f} "
-              f"[{np.percentile(d, 2.5):+.4f}, {np.percentile(d, 97.5):+.4f}] vs the GAP head", flush=True)
+        d, lo, hi = paired_bootstrap(p, base, Y, rng)
+        print(f"lambda {lam} T {T}: {d:+.4f} [{lo:+.4f}, {hi:+.4f}] vs the GAP head", flush=True)
 
 
 if __name__ == "__main__":
