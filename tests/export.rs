@@ -191,6 +191,16 @@ fn a_cached_tail_fine_tuned_run_changes_only_its_tail_and_predict_export_and_ser
     let last_val_loss: f64 = scaled_history.lines().last().unwrap().split(',').nth(3).unwrap().parse().unwrap();
     let loss = read_json(&scaled_run.join("evaluation.json"))["loss"].as_f64().unwrap();
     assert!((last_val_loss - loss).abs() < 2e-6, "multi-scale val loss: history {last_val_loss}, evaluate {loss}");
+    // A block count past the backbone's (here usize::MAX) tunes every block: the cache holds the stem's output.
+    let all = dir.path().join("all");
+    let o = run(bin("train").arg("--data").arg(&data).arg("--runs-dir").arg(&all).args(["--threads", "2", "--epochs", "1"]).args([
+        "--fine-tune-blocks",
+        "18446744073709551615",
+        "--fine-tune-epochs",
+        "1",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("fine-tuning the last 17 blocks from cached activations"), "{}", stderr(&o));
 
     exported_file_scores_like_predict(&run_dir, &images, &[], &[]);
     let want = run(bin("predict").arg("--run").arg(&run_dir).args(["-q", "--threads", "1"]).arg(&images));
