@@ -28,28 +28,30 @@ fi
 if [[ ! -x /usr/sbin/slurmctld || ! -x /usr/sbin/slurmd || ! -x /usr/sbin/munged ]]; then
   apt_install "the Slurm batch test" slurm-wlm munge
 fi
-if [[ ! -x .venv/bin/mlflow ]]; then
+# Python tools are installed under scripts/constraints/*.txt, the versions the tests last passed
+# with (every dependency pinned: an upstream release must not break a fresh clone); a stamp
+# named after the constraints' hash reinstalls a venv when its constraints change.
+stamp_for() { echo "$1/.done-$2-$(sha256sum "scripts/constraints/$2.txt" | cut -c1-12)"; }
+# tool_venv NAME WHY PACKAGE...: a venv .venv/NAME of its own with the packages, installed under
+# scripts/constraints/NAME.txt.
+tool_venv() {
+  local name=$1 why=$2; shift 2
+  local stamp; stamp=$(stamp_for ".venv/$name" "$name")
+  [[ -f $stamp ]] && return
+  echo "test-tools: installing $* into .venv/$name for $why" >&2
+  rm -rf ".venv/$name"
+  python3 -m venv ".venv/$name"
+  ".venv/$name/bin/python" -m pip install -q --disable-pip-version-check \
+    -c "scripts/constraints/$name.txt" "$@"
+  touch "$stamp"
+}
+MLFLOW_STAMP=$(stamp_for .venv mlflow)
+if [[ ! -x .venv/bin/mlflow || ! -f $MLFLOW_STAMP ]]; then
   echo "test-tools: installing mlflow into .venv for the tracking tests" >&2
-  .venv/bin/python -m pip install -q --disable-pip-version-check mlflow
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c scripts/constraints/mlflow.txt mlflow
+  rm -f .venv/.done-mlflow-*
+  touch "$MLFLOW_STAMP"
 fi
-CLIENTS_STAMP=.venv/clients/.done-tritonclient-2.73.0-kserve-0.21.0
-if [[ ! -f $CLIENTS_STAMP ]]; then
-  echo "test-tools: installing tritonclient[http,grpc] and kserve into .venv/clients for the protocol tests" >&2
-  python3 -m venv .venv/clients
-  .venv/clients/bin/python -m pip install -q --disable-pip-version-check 'tritonclient[http,grpc]==2.73.0' 'kserve==0.21.0'
-  touch "$CLIENTS_STAMP"
-fi
-LS_STAMP=.venv/label-studio/.done-label-studio-1.23.2
-if [[ ! -f $LS_STAMP ]]; then
-  echo "test-tools: installing label-studio into .venv/label-studio for the Label Studio tests" >&2
-  python3 -m venv .venv/label-studio
-  .venv/label-studio/bin/python -m pip install -q --disable-pip-version-check 'label-studio==1.23.2'
-  touch "$LS_STAMP"
-fi
-DVC_STAMP=.venv/dvc/.done-dvc-3.67.1
-if [[ ! -f $DVC_STAMP ]]; then
-  echo "test-tools: installing dvc into .venv/dvc for the pipeline test" >&2
-  python3 -m venv .venv/dvc
-  .venv/dvc/bin/python -m pip install -q --disable-pip-version-check 'dvc==3.67.1'
-  touch "$DVC_STAMP"
-fi
+tool_venv clients "the protocol tests" 'tritonclient[http,grpc]==2.73.0' 'kserve==0.21.0'
+tool_venv label-studio "the Label Studio tests" 'label-studio==1.23.2'
+tool_venv dvc "the pipeline test" 'dvc==3.67.1'
