@@ -75,10 +75,10 @@ def prepare(fold):
     return data
 
 
-def subset(full, out, keep, gate, extra_rows=(), repeat=1):
+def subset(full, out, keep, gate=None, extra_rows=(), repeat=1):
     """A prepared-data directory like `full` whose training split is the rows `keep` (then
     `extra_rows` of the same split), all `repeat` times, and whose test split is the training
-    rows `gate`; val is full's."""
+    rows `gate` (full's own test split when None); val is full's."""
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -86,12 +86,13 @@ def subset(full, out, keep, gate, extra_rows=(), repeat=1):
     x = np.load(full / "X_train.npy", mmap_mode="r")
     y = np.load(full / "y_train.npy")
     ids = m["splits"]["train"]["ids"]
-    for split, rows in (("train", (list(keep) + list(extra_rows)) * repeat), ("test", list(gate))):
+    splits = [("train", (list(keep) + list(extra_rows)) * repeat)] + ([("test", list(gate))] if gate is not None else [])
+    for split, rows in splits:
         np.save(out / f"X_{split}.npy", np.ascontiguousarray(x[rows]))
         np.save(out / f"y_{split}.npy", y[rows])
         m["splits"][split] = {"count": len(rows), "per_class": {c: int(y[rows, k].sum()) for k, c in enumerate(m["classes"])},
                               "ids": [ids[i] for i in rows]}
-    for name in ("X_val.npy", "y_val.npy"):
+    for name in ("X_val.npy", "y_val.npy") + (("X_test.npy", "y_test.npy") if gate is None else ()):
         os.link(full / name, out / name)
     (out / "manifest.json").write_text(json.dumps(m, indent=2))
     return out
